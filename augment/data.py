@@ -1,0 +1,306 @@
+"""Load, validate and split the training data, before anything expensive happens.
+
+Every problem is reported with its file, line and field and what to do, because the alternative
+(a KeyError deep inside tokenisation twenty minutes into a run) is what users otherwise get.
+The train/eval split is made here, before augmentation, so no variant of an eval row can train.
+
+Formats (detected per file from the first record's keys, after `column_mapping`):
+    prompt / completion                      (TRL's prompt-completion)
+    messages: [{role, content}, ...]         (one user turn, then one assistant turn)
+    instruction / input (optional) / output  (Alpaca)
+    instruction / context (optional) / response  (Dolly)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .types import Row
+
+MAX_FIELD_CHARS = 200_000  # a single prompt beyond this is almost surely a broken export
+SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+FORMATS = {
+    # name: (required keys, optional keys)
+    "prompt_completion": (("prompt", "completion"), ()),
+    "messages": (("messages",), ()),
+    "alpaca": (("instruction", "output"), ("input",)),
+    "dolly": (("instruction", "response"), ("context",)),
+}
+
+
+@dataclass
+class DataSplit:
+    train: list[Row]
+    eval: list[Row]
+    eval_paraphrases: list[Row] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Record:
+    data: object
+    file: str
+    line: int | None  # 1-based line (jsonl/csv/json) or None
+    where: str        # "line 12" / "row 12" for messages
+
+
+def load_rows(data_cfg, seed: int = 42) -> DataSplit:
+    """Read train (and eval) data as configured and split it. Raises InputError on bad input."""
+    mapping = dict(item.split("=", 1) for item in data_cfg.column_mapping)
+    skipped: dict[str, int] = {}
+    train = _load_source(data_cfg.dataset_name, mapping, data_cfg, skipped,
+                         split=data_cfg.dataset_train_split)
+    if data_cfg.max_rows:
+        train = train[: data_cfg.max_rows]
+    if data_cfg.eval_dataset_name:
+        eval_rows = _load_source(data_cfg.eval_dataset_name, mapping, data_cfg, skipped)
+    elif data_cfg.eval_fraction > 0:
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        n_eval = max(1, round(len(train) * data_cfg.eval_fraction))
+        held = set(order[:n_eval])
+        eval_rows = [r for i, r in enumerate(train) if i in held]
+        train = [r for i, r in enumerate(train) if i not in held]
+    else:
+        eval_rows = []
+    # Leakage guard: a train row whose prompt equals an eval prompt would train on the eval set.
+    eval_prompts = {_norm(r.prompt) for r in eval_rows}
+    dup = [r for r in train if _norm(r.prompt) in eval_prompts]
+    if dup:
+        train = [r for r in train if _norm(r.prompt) not in eval_prompts]
+    if not train:
+        raise InputError("no training rows left after loading and splitting",
+                         file=data_cfg.dataset_name, fix="Check the file and eval_fraction")
+    paraphrases = []
+    if data_cfg.eval_paraphrases_file:
+        paraphrases = _load_source(data_cfg.eval_paraphrases_file, mapping, data_cfg, skipped)
+    report = {"train_rows": len(train), "eval_rows": len(eval_rows),
+              "eval_paraphrase_rows": len(paraphrases),
+              "removed_train_duplicates_of_eval": len(dup),
+              "skipped": dict(skipped), "skipped_total": sum(skipped.values())}
+    return DataSplit(train, eval_rows, paraphrases, report)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+# --------------------------------------------------------------------------- reading files
+
+def _load_source(name: str, mapping: dict, data_cfg, skipped: dict, split: str = "train") -> list[Row]:
+    path = Path(name)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
+        if not files:
+            raise InputError(f"folder has no {sorted(SUFFIXES)} files", file=name,
+                             fix="Point dataset_name at a data file or a folder of them")
+    elif path.exists():
+        if path.suffix not in SUFFIXES:
+            raise InputError(f"unsupported file type {path.suffix!r}", file=name,
+                             fix=f"Use one of {sorted(SUFFIXES)}")
+        files = [path]
+    elif _looks_like_hub_id(name):
+        return _rows_from_records(_hub_records(name, data_cfg, split), mapping, data_cfg, skipped)
+    else:
+        raise InputError("file not found", file=name,
+                         fix="Check the path (relative paths start at the working directory)")
+    rows = []
+    for f in files:
+        rows += _rows_from_records(_read_records(f), mapping, data_cfg, skipped)
+    if not rows:
+        raise InputError("zero usable rows", file=name, fix="The file is empty or every row was "
+                         "skipped; check the format (see data/README.md)")
+    return rows
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/")) and \
+        Path(name).suffix not in SUFFIXES
+
+
+def _hub_records(name: str, data_cfg, split: str):
+    from datasets import load_dataset  # heavy; only for hub ids
+    try:
+        ds = load_dataset(name, data_cfg.dataset_config, split=split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; we report one line
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise InputError(f"could not load hub dataset ({type(exc).__name__})", file=name,
+                         fix=("HF_HUB_OFFLINE=1 is set: download it once with network access, or "
+                              "pass a local file" if offline else "Check the id and split"))
+    for i, rec in enumerate(ds):
+        yield _Record(rec, name, None, f"row {i}")
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"bytes at offset {exc.start} are not UTF-8", file=str(path), line=line,
+                         fix="Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+
+
+def _read_records(path: Path):
+    kind = SUFFIXES[path.suffix]
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"not a readable Parquet file ({exc})", file=str(path))
+        for i, rec in enumerate(table.to_pylist()):
+            yield _Record(rec, str(path), None, f"row {i}")
+        return
+    text = _decode(path)
+    if kind == "jsonl":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"broken JSON ({exc.msg} at column {exc.colno})", file=str(path),
+                                 line=lineno, fix="Fix or remove that line")
+            if not isinstance(rec, dict):
+                raise InputError(f"expected a JSON object, got {type(rec).__name__}",
+                                 file=str(path), line=lineno)
+            yield _Record(rec, str(path), lineno, f"line {lineno}")
+    elif kind == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"broken JSON ({exc.msg})", file=str(path), line=exc.lineno,
+                             fix="A .json file must hold one array of objects; JSON Lines "
+                             "files should end in .jsonl")
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]} wrappers
+        if not isinstance(data, list):
+            raise InputError("expected a JSON array of objects", file=str(path))
+        starts = _json_item_lines(text, len(data))
+        for i, rec in enumerate(data):
+            line = starts[i] if i < len(starts) else None
+            if not isinstance(rec, dict):
+                raise InputError(f"item {i} is a {type(rec).__name__}, expected an object",
+                                 file=str(path), line=line)
+            yield _Record(rec, str(path), line, f"item {i}")
+    else:  # csv
+        reader = csv.DictReader(io.StringIO(text))
+        for rec in reader:
+            yield _Record(rec, str(path), reader.line_num, f"line {reader.line_num}")
+
+
+def _json_item_lines(text: str, n: int) -> list[int]:
+    """Line where each top-level array item starts, so errors can name a line in .json files."""
+    lines, depth, in_str, esc, line = [], 0, False, False, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:
+            esc = (ch == "\\") and not esc
+            if ch == '"' and not esc:
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            if depth == 1 and ch == "{":
+                lines.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if len(lines) >= n and n:
+            break
+    return lines
+
+
+# --------------------------------------------------------------------------- records -> rows
+
+def detect_format(keys) -> str | None:
+    keys = set(keys)
+    for name, (required, _) in FORMATS.items():
+        if set(required) <= keys:
+            return name
+    return None
+
+
+def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict) -> list[Row]:
+    rows, fmt = [], None
+    for rec in records:
+        data = {mapping.get(k, k): v for k, v in rec.data.items()}
+        if fmt is None:
+            fmt = detect_format(data)
+            if fmt is None:
+                raise InputError(
+                    f"cannot tell the format from the columns {sorted(data)}", file=rec.file,
+                    line=rec.line, fix="Use prompt/completion, messages, instruction/input/output "
+                    "or instruction/context/response, or map columns with "
+                    "--column_mapping 'question=prompt' 'answer=completion'")
+        try:
+            rows.append(_to_row(fmt, data, rec))
+        except InputError as err:
+            if not data_cfg.skip_bad_rows:
+                raise
+            reason = str(err).split(": ", 1)[-1].split(".")[0]
+            key = f"{rec.file}: {reason}"
+            skipped[key] = skipped.get(key, 0) + 1
+    return rows
+
+
+def _text(data: dict, key: str, rec: _Record, optional: bool = False) -> str:
+    if key not in data or data[key] is None:
+        if optional:
+            return ""
+        raise InputError("missing", file=rec.file, line=rec.line, field=key,
+                         fix="Every row needs it (or use --skip_bad_rows true to skip such rows)")
+    value = data[key]
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {type(value).__name__}", file=rec.file,
+                         line=rec.line, field=key)
+    if not value.strip() and not optional:
+        raise InputError("empty text", file=rec.file, line=rec.line, field=key,
+                         fix="Fill it in or remove the row (or --skip_bad_rows true)")
+    if len(value) > MAX_FIELD_CHARS:
+        raise InputError(f"text is {len(value):,} characters, above the {MAX_FIELD_CHARS:,} limit",
+                         file=rec.file, line=rec.line, field=key,
+                         fix="This is usually a broken export; split or drop the row")
+    return value
+
+
+def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
+    row_id = data.get("id")
+    row_id = str(row_id) if row_id not in (None, "") else f"{Path(rec.file).name}:{rec.where}"
+    if fmt == "prompt_completion":
+        return Row(row_id, _text(data, "prompt", rec), _text(data, "completion", rec))
+    if fmt == "alpaca":
+        prompt, extra = _text(data, "instruction", rec), _text(data, "input", rec, optional=True)
+        return Row(row_id, prompt + ("\n\n" + extra if extra.strip() else ""), _text(data, "output", rec))
+    if fmt == "dolly":
+        prompt, extra = _text(data, "instruction", rec), _text(data, "context", rec, optional=True)
+        return Row(row_id, prompt + ("\n\n" + extra if extra.strip() else ""), _text(data, "response", rec))
+    msgs = data["messages"]
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError:
+            raise InputError("not a JSON list of messages", file=rec.file, line=rec.line, field="messages")
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+        raise InputError("expected a list of {role, content} objects", file=rec.file,
+                         line=rec.line, field="messages")
+    turns = [m for m in msgs if m.get("role") != "system"]
+    if len(turns) != 2 or turns[0].get("role") != "user" or turns[1].get("role") != "assistant":
+        raise InputError(f"expected one user turn then one assistant turn, got roles "
+                         f"{[m.get('role') for m in msgs]}", file=rec.file, line=rec.line,
+                         field="messages", fix="Multi-turn rows are not supported yet: keep the "
+                         "last user/assistant pair")
+    user = _text(turns[0], "content", rec)
+    return Row(row_id, user, _text(turns[1], "content", rec))

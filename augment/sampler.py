@@ -1,0 +1,302 @@
+"""Which rows appear in an epoch, and as what: original, which cached variant, or a refusal.
+
+`RatioSampler` yields indices into `augment.dataset.AugmentedDataset`, whose index space is
+
+    [0, N)            original row i
+    [N, N+M)          cached variant j of the `VariantTable` (index N + j)
+    [N+M, N+M+R)      refusal k of the `RefusalTable` (index N + M + k)
+
+with N training rows, M variants (all of them, including any a zero method weight excludes)
+and R refusals. The dataset decodes an index; the sampler alone decides the mix.
+
+Epoch arithmetic (`round` is round-half-up, r = augmented_per_original, f = refusal_fraction)
+
+    expand:  originals O = N, augmented A = round(r*N),
+             refusals F = round(f*(N+A)/(1-f)),          length = N + A + F
+    replace: length L = N, augmented A = round(N*r/(1+r)), refusals F = round(f*N),
+             originals O = N - A - F                      (same compute as no augmentation)
+
+Example, N = 10, r = 2, f = 0.1: expand gives O = 10, A = 20, F = round(3.33) = 3, length 33;
+replace gives A = round(6.67) = 7, F = 1, O = 2, length 10.
+
+The A augmented slots go to the N_w rows that have at least one usable variant: every such row
+gets q = A // N_w slots and e = A % N_w of them one more. Rows without variants get none, so the
+epoch's counts stay exact; `report()` says how many rows were left uncovered and how many slots
+had to reuse a variant within the epoch (a row's quota above its variant count).
+
+Which rows get the extra slot rotates, closed-form: the N_w rows sit on a circle in a fixed
+seeded order (position p), and epoch k gives the extra slot to positions [k*e, (k+1)*e) mod N_w.
+So before epoch k a row has had c(k) = k*q + max(0, ceil((k*e - p) / N_w)) slots, computable
+for any k without replaying earlier epochs (resuming at epoch k gives the same plan).
+
+Rotation: each row's usable variants are put in a fixed seeded *weighted* order (an exponential
+race: key = -log(U) / weight, ascending; a method with a higher weight tends to come first). The
+row's slot number s (counted over all epochs, s = c(k), c(k)+1, ...) uses variant order[s mod m].
+So a variant is reused only after the row's other m-1 variants were used, and over any m
+consecutive slots each is used exactly once. Method weights therefore shift the per-method share
+of every epoch that does not finish whole rotation cycles (most strongly the first: with r=1 and
+one paraphrase and one template per row, paraphrase=3 gives ~3/4 of epoch 0 to paraphrases);
+over a complete cycle every accepted variant is used once, as rotation demands. A weight of 0
+removes a method from training altogether (its variants count as absent).
+
+Refusals rotate the same way over one seeded permutation of the R refusals: epoch k uses
+permutation positions [k*F, (k+1)*F) mod R.
+
+In replace mode the O originals are a seeded choice among rows that got no augmented slot this
+epoch (so as many rows as possible appear once), topped up from augmented rows when needed.
+
+Everything comes from (seed, epoch): the plan is identical on every rank and in a fresh process.
+The sampler does not shard by rank (accelerate shards the batches of one global index stream);
+with `even_batches=True` accelerate repeats a few indices to fill the last global batch, so the
+realised share can differ from these counts by less than one global batch.
+
+>>> from augment.variants import VariantTable
+>>> vt = VariantTable.from_lists([[("v0", "paraphrase", "prompt", 0.9)],
+...                               [("v1", "templates", "prompt", 0.9)], []])
+>>> s = RatioSampler(3, vt, augmented_per_original=1.0, seed=0)
+>>> len(s), s.epoch_counts(0)["augmented"], s.report()["rows_without_variants"]
+(6, 3, 1)
+>>> sorted(s.plan(0).tolist())   # originals 0..2, variants 3..4 (one of them twice)
+[0, 1, 2, 3, 3, 4]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch.utils.data
+
+from .errors import AugtuneError, ConfigError
+from .types import METHOD_NAMES
+from .variants import RefusalTable, VariantTable
+
+# Tags mixed into every seed so the streams of different purposes never coincide.
+_ROW_ORDER, _VARIANT_ORDER, _REFUSAL_ORDER, _EPOCH = 101, 102, 103, 104
+
+
+def _round(x: float) -> int:
+    """Round half up (Python's `round` rounds half to even, which surprises in a docstring)."""
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+class RatioSampler(torch.utils.data.Sampler[int]):
+    """Epoch plans of originals, rotating variants and refusals; arithmetic in the module doc."""
+
+    def __init__(self, n_rows: int, variants: VariantTable | None = None,
+                 refusals: RefusalTable | int | None = None, *,
+                 augmented_per_original: float = 2.0, max_augmented_fraction: float = 0.7,
+                 augment_mode: str = "expand", method_weights: dict[str, float] | None = None,
+                 refusal_fraction: float = 0.0, seed: int = 0, shuffle: bool = True):
+        n = int(n_rows)
+        if n <= 0:
+            raise AugtuneError(f"RatioSampler: n_rows={n_rows}; there are no training rows to "
+                               "sample. Check the dataset and its train split.")
+        variants = VariantTable.empty(n) if variants is None else variants
+        if variants.n_rows != n:
+            raise AugtuneError(f"RatioSampler: the variant table covers {variants.n_rows} rows "
+                               f"but training has {n}; build it from the same train rows.")
+        r = float(augmented_per_original)
+        if r < 0:
+            raise ConfigError(f"augmented_per_original={r} is negative; use 0 for none.")
+        if not 0.0 <= max_augmented_fraction < 1.0:
+            raise ConfigError(f"max_augmented_fraction={max_augmented_fraction} must be in [0, 1).")
+        cap = max_augmented_fraction
+        if r / (1.0 + r) > cap + 1e-9:
+            raise ConfigError(
+                f"augmented_per_original={r} makes {r / (1 + r):.1%} of each epoch augmented, "
+                f"above max_augmented_fraction={cap}. The largest allowed value is "
+                f"{cap / (1 - cap):.4g}.")
+        if augment_mode not in ("expand", "replace"):
+            raise ConfigError(f"augment_mode={augment_mode!r} is not one of ('expand', 'replace').")
+        f = float(refusal_fraction)
+        if not 0.0 <= f < 0.5:
+            raise ConfigError(f"refusal_fraction={f} must be in [0, 0.5).")
+        if seed < 0:
+            raise ConfigError(f"seed={seed} must be >= 0.")
+        weights = dict(method_weights or {})
+        for name, w in weights.items():
+            if name not in METHOD_NAMES:
+                raise ConfigError(f"method_weights: unknown method {name!r}; choose from "
+                                  f"{METHOD_NAMES}.")
+            if not w >= 0:
+                raise ConfigError(f"method_weights: {name}={w} must be >= 0.")
+        n_ref = len(refusals) if isinstance(refusals, RefusalTable) else int(refusals or 0)
+
+        self.n_rows, self.n_variants, self.n_refusals = n, int(variants.method.shape[0]), n_ref
+        self.mode, self.seed, self.shuffle, self.epoch = augment_mode, int(seed), shuffle, 0
+        self.augmented_per_original, self.refusal_fraction = r, f
+        self.method_weights = {m: float(weights.get(m, 1.0)) for m in METHOD_NAMES}
+
+        if augment_mode == "expand":
+            self.n_augmented = _round(r * n)
+            self.n_refusal_slots = _round(f * (n + self.n_augmented) / (1.0 - f)) if f else 0
+            self.n_originals = n
+        else:
+            self.n_augmented = _round(n * r / (1.0 + r))
+            self.n_refusal_slots = _round(f * n)
+            self.n_originals = n - self.n_augmented - self.n_refusal_slots
+            if self.n_originals < 0:
+                raise ConfigError(
+                    f"augment_mode=replace: augmented ({self.n_augmented}) plus refusal "
+                    f"({self.n_refusal_slots}) slots exceed the {n} rows of an epoch; lower "
+                    "augmented_per_original or refusal_fraction.")
+        if self.n_refusal_slots > 0 and n_ref == 0:
+            raise AugtuneError(
+                f"refusal_fraction={f} asks for {self.n_refusal_slots} refusal examples per "
+                "epoch but the refusal table is empty; build the refusals (refusals_file with "
+                "'refusals' in augment_methods) or set refusal_fraction 0.")
+
+        # Usable variants: a method with weight 0 is removed from training.
+        wvec = np.array([self.method_weights[m] for m in METHOD_NAMES], np.float64)
+        w = wvec[variants.method.astype(np.intp)]
+        usable = w > 0
+        counts = np.diff(variants.offsets)
+        row_of = np.repeat(np.arange(n, dtype=np.int64), counts)
+        rng = np.random.default_rng([self.seed, _VARIANT_ORDER])
+        key = rng.standard_exponential(len(w)) / np.where(usable, w, 1.0)
+        keep = np.flatnonzero(usable)
+        # Sort usable variants by (row, weighted race key): each row's rotation order. The key
+        # is squashed into [0, 1) and added to the row so one stable argsort does the job (a
+        # lexsort is 15x slower at a million rows; rows stay exact in float64 below 2**40).
+        kk = key[keep]
+        order = keep[np.argsort(row_of[keep] + kk / (1.0 + kk), kind="stable")]
+        m = np.bincount(row_of[keep], minlength=n).astype(np.int64)
+        self._order = order                                  # int64 [M_usable]
+        self._start = np.concatenate([[0], np.cumsum(m)[:-1]]).astype(np.int64)  # per row
+        self._m = m
+        self._with = np.flatnonzero(m > 0).astype(np.int64)  # rows that have variants
+        self._method = variants.method
+        self.n_excluded_by_weight = int(len(w) - len(keep))
+        n_with = len(self._with)
+        if self.n_augmented > 0 and n_with == 0:
+            raise AugtuneError(
+                f"augmented_per_original={r} asks for {self.n_augmented} augmented examples per "
+                "epoch but no training row has an accepted variant"
+                + (f" ({self.n_excluded_by_weight} excluded by zero method_weights)"
+                   if self.n_excluded_by_weight else "")
+                + ". Build the variant cache first (build_before_training, augment_methods), "
+                "or set augmented_per_original 0.")
+        # Position of each row with variants on the rotation circle (fixed for the run).
+        pos = np.empty(n_with, np.int64)
+        pos[np.random.default_rng([self.seed, _ROW_ORDER]).permutation(n_with)] = \
+            np.arange(n_with, dtype=np.int64)
+        self._pos = pos
+        self._q, self._extra = divmod(self.n_augmented, n_with) if n_with else (0, 0)
+        self._refusal_perm = (np.random.default_rng([self.seed, _REFUSAL_ORDER]).permutation(n_ref)
+                              .astype(np.int64) if self.n_refusal_slots else np.zeros(0, np.int64))
+
+    # -- the plan ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.n_originals + self.n_augmented + self.n_refusal_slots
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer (and accelerate) before each epoch."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        yield from self.plan(self.epoch).tolist()
+
+    def _slots_before(self, epoch: int) -> np.ndarray:
+        """c(k): augmented slots each row with variants had in epochs [0, epoch), closed form."""
+        n_with = len(self._with)
+        hits = np.maximum(0, (epoch * self._extra - self._pos + n_with - 1) // n_with)
+        return epoch * self._q + hits
+
+    def _augmented(self, epoch: int) -> np.ndarray:
+        """Variant indices (into the VariantTable) scheduled for this epoch, grouped by row."""
+        if self.n_augmented == 0:
+            return np.zeros(0, np.int64)
+        c0 = self._slots_before(epoch)
+        per_row = self._slots_before(epoch + 1) - c0            # q or q+1
+        total = int(per_row.sum())
+        assert total == self.n_augmented, (total, self.n_augmented)
+        first = np.cumsum(per_row) - per_row
+        j = np.arange(total, dtype=np.int64) - np.repeat(first, per_row)
+        rows = np.repeat(self._with, per_row)
+        slot = (np.repeat(c0, per_row) + j) % self._m[rows]
+        return self._order[self._start[rows] + slot]
+
+    def _refusals(self, epoch: int) -> np.ndarray:
+        if self.n_refusal_slots == 0:
+            return np.zeros(0, np.int64)
+        at = (epoch * self.n_refusal_slots + np.arange(self.n_refusal_slots, dtype=np.int64))
+        return self._refusal_perm[at % self.n_refusals]
+
+    def _originals(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        if self.mode == "expand":
+            return np.arange(self.n_rows, dtype=np.int64)
+        # replace: prefer rows that got no augmented slot this epoch, then the others.
+        augmented = np.zeros(self.n_rows, bool)
+        if self.n_augmented:
+            c0 = self._slots_before(epoch)
+            augmented[self._with[self._slots_before(epoch + 1) > c0]] = True
+        free, busy = np.flatnonzero(~augmented), np.flatnonzero(augmented)
+        if len(free) >= self.n_originals:
+            return np.sort(rng.choice(free, self.n_originals, replace=False)).astype(np.int64)
+        extra = rng.choice(busy, self.n_originals - len(free), replace=False)
+        return np.sort(np.concatenate([free, extra])).astype(np.int64)
+
+    def plan(self, epoch: int) -> np.ndarray:
+        """The epoch's dataset indices (int64, length `len(self)`), from (seed, epoch) alone.
+        Unshuffled order is originals, then variants, then refusals."""
+        rng = np.random.default_rng([self.seed, _EPOCH, int(epoch)])
+        out = np.concatenate([self._originals(epoch, rng),
+                              self.n_rows + self._augmented(epoch),
+                              self.n_rows + self.n_variants + self._refusals(epoch)])
+        if self.shuffle:
+            rng.shuffle(out)
+        return out
+
+    # -- accounting -------------------------------------------------------------------------
+
+    def epoch_counts(self, epoch: int) -> dict:
+        """What this epoch schedules (all ranks together), for `augmentation_summary.json`.
+        `by_method` covers the augmented variants; refusal examples are counted apart, so
+        original + augmented + refusals == len(self)."""
+        aug = self._augmented(epoch)
+        per = np.bincount(self._method[aug].astype(np.intp), minlength=len(METHOD_NAMES))
+        present = set(np.unique(self._method[self._order]).tolist()) if len(self._order) else set()
+        by_method = {m: int(per[i]) for i, m in enumerate(METHOD_NAMES)
+                     if i in present or per[i]}
+        return {"epoch": int(epoch), "original": int(self.n_originals),
+                "augmented": int(len(aug)), "by_method": by_method,
+                "refusals": int(self.n_refusal_slots)}
+
+    def report(self, epoch: int | None = None) -> dict:
+        """Coverage shortfall for an epoch (default: the current one): rows with no usable
+        variant (their share went to other rows), and rows whose quota exceeds their variant
+        count so a variant repeats within the epoch."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        n_with = len(self._with)
+        reuse_rows = reuse_slots = 0
+        if self.n_augmented:
+            per_row = self._slots_before(epoch + 1) - self._slots_before(epoch)
+            over = np.maximum(0, per_row - self._m[self._with])
+            reuse_rows, reuse_slots = int((over > 0).sum()), int(over.sum())
+        return {
+            "epoch": epoch, "mode": self.mode, "length": len(self),
+            "n_rows": self.n_rows, "rows_with_variants": n_with,
+            "rows_without_variants": self.n_rows - n_with,
+            "usable_variants": int(len(self._order)),
+            "variants_excluded_by_weight": self.n_excluded_by_weight,
+            "original": self.n_originals, "augmented": self.n_augmented,
+            "refusals": self.n_refusal_slots,
+            "quota_per_row": [self._q, self._q + (1 if self._extra else 0)],
+            "rows_reusing_within_epoch": reuse_rows,
+            "slots_reusing_within_epoch": reuse_slots,
+            "augmented_fraction": self.n_augmented / len(self),
+        }
+
+    @classmethod
+    def from_config(cls, cfg, n_rows: int, variants: VariantTable | None,
+                    refusals: RefusalTable | None, seed: int, shuffle: bool = True):
+        """Build from an `AugmentConfig`; `seed` is `cfg.augment_seed` or the run's seed."""
+        return cls(n_rows, variants, refusals,
+                   augmented_per_original=cfg.augmented_per_original,
+                   max_augmented_fraction=cfg.max_augmented_fraction,
+                   augment_mode=cfg.augment_mode, method_weights=cfg.weights,
+                   refusal_fraction=cfg.refusal_fraction,
+                   seed=cfg.augment_seed if cfg.augment_seed is not None else seed,
+                   shuffle=shuffle)

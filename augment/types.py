@@ -1,0 +1,126 @@
+"""The few value types that methods, backends, the cache and the build share.
+
+Kept in one small module so that `augment.methods`, `augment.backends`, `augment.cache` and
+`augment.build` can agree on them without importing each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+# Method names are part of the public surface (metric names `loss_<method>`, the summary file).
+METHOD_NAMES = ("paraphrase", "backtranslate", "templates", "refusals", "outputs")
+
+# Which field of a training row a method rewrites. Refusals make new (prompt, completion) pairs.
+METHOD_FIELDS = {
+    "paraphrase": "prompt",
+    "backtranslate": "prompt",
+    "templates": "prompt",
+    "outputs": "completion",
+    "refusals": "refusal",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One normalised training example. `id` is stable across runs (file id column or line)."""
+
+    id: str
+    prompt: str
+    completion: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """One unit of (possibly expensive) work, and one cache key.
+
+    Everything that changes what a backend would return is part of the key; anything else
+    (the row id, the completion shown to an output method as context) is not, so two datasets
+    that share a prompt share its paraphrases.
+    """
+
+    method: str
+    field: str
+    source: str
+    backend: str
+    model: str = ""
+    prompt_version: str = ""
+    params: tuple = ()  # sorted (name, value) pairs; use `Request.make` to build one
+
+    @staticmethod
+    def make(method, field, source, backend, model="", prompt_version="", **params) -> "Request":
+        return Request(method, field, source, backend, model or "", prompt_version or "",
+                       tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+
+    @property
+    def param_dict(self) -> dict:
+        return {k: _thaw(v) for k, v in self.params}
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(
+            [self.source, self.field, self.method, self.backend, self.model,
+             self.prompt_version, [[k, _thaw(v)] for k, v in self.params]],
+            ensure_ascii=False, separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def provenance(self) -> dict:
+        """What goes next to every candidate: where it came from, reproducibly."""
+        return {"method": self.method, "field": self.field, "backend": self.backend,
+                "model": self.model, "prompt_version": self.prompt_version,
+                "params": self.param_dict}
+
+
+def _freeze(v):
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    return v
+
+
+def _thaw(v):
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    return v
+
+
+@dataclass
+class Candidate:
+    """One candidate text from a method. `prompt` is set only by `refusals`, whose candidates
+    are whole (prompt, refusal) pairs rather than a rewrite of one field."""
+
+    text: str
+    prompt: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """What one request produced. `problems` lists what was wrong with the raw backend output
+    and was repaired or dropped (for example "dropped 1 item identical to the source")."""
+
+    candidates: list[Candidate]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Completion:
+    """One LLM answer with its accounting. `retries` counts transient failures survived."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0

