@@ -137,6 +137,7 @@ def main(argv):
         resume = get_last_checkpoint(sft_cfg.output_dir)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
+    trainer.write_param_fingerprint()
     if split.eval:
         trainer.evaluate()
     trainer.save_model(sft_cfg.output_dir)
@@ -163,7 +164,11 @@ class IndexedCollator:
         items = [self.source[f["index"]] if "index" in f else
                  {"prompt": f["prompt"], "completion": f["completion"], "source": "original",
                   "similarity": 1.0} for f in features]
-        return self.collator(items)
+        batch = self.collator(items)
+        if "index" in features[0]:
+            import torch
+            batch["aug_index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
+        return batch
 
 
 def write_summary(out: Path, cache, methods, sampler, trainer, sft_cfg, world: int) -> dict:

@@ -8,7 +8,9 @@ reaches `log_history`, see ../shared/STACK.md).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,28 @@ class AugmentedSFTTrainer(SFTTrainer):
         self.paraphrase_eval_dataset = paraphrase_eval_dataset
         # [loss_sum, tokens, examples, similarity_sum] per source slot, on the model's device.
         self._aug_acc = torch.zeros(N_SOURCES, 4, dtype=torch.float64, device=self.args.device)
+        # Diagnostics for distributed/resume checks: AUGTUNE_TRACE_DIR=dir makes every rank append
+        # the plan indices of each training batch to dir/rank<k>.jsonl.
+        trace_dir = os.environ.get("AUGTUNE_TRACE_DIR")
+        self._trace = None
+        if trace_dir:
+            os.makedirs(trace_dir, exist_ok=True)
+            self._trace = open(os.path.join(trace_dir, f"rank{self.args.process_index}.jsonl"), "a")
+
+    def write_param_fingerprint(self) -> None:
+        """With AUGTUNE_TRACE_DIR set, write a hash of this rank's trainable parameters, so a test
+        can show that N processes really trained one synced model."""
+        trace_dir = os.environ.get("AUGTUNE_TRACE_DIR")
+        if not trace_dir:
+            return
+        import hashlib
+        h = hashlib.sha256()
+        for name, p in sorted(self.model.named_parameters()):
+            if p.requires_grad:
+                h.update(name.encode())
+                h.update(p.detach().float().cpu().numpy().tobytes())
+        with open(os.path.join(trace_dir, f"params{self.args.process_index}.txt"), "w") as f:
+            f.write(h.hexdigest())
 
     # ----------------------------------------------------------------- sampling
     def _get_train_sampler(self, train_dataset=None):
@@ -46,6 +70,11 @@ class AugmentedSFTTrainer(SFTTrainer):
     # ----------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         source = inputs.pop("aug_source", None)
+        index = inputs.pop("aug_index", None)
+        if self._trace is not None and model.training and index is not None:
+            self._trace.write(json.dumps({"step": self.state.global_step,
+                                         "index": index.tolist()}) + "\n")
+            self._trace.flush()
         similarity = inputs.pop("aug_similarity", None)
         labels = inputs.pop("labels")
         outputs = model(**inputs, use_cache=False)

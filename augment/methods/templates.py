@@ -46,6 +46,8 @@ STATEMENT_OPENERS = {"my", "our", "the", "a", "an", "this", "that", "these", "th
 SUBJECT_PRONOUNS = {"i", "we", "it", "there", "this", "that", "he", "she", "they"}
 NP_START = {"the", "a", "an", "my", "your", "his", "her", "its", "our", "their", "this", "that",
             "these", "those"}
+PREPOSITIONS = {"of", "for", "to", "in", "on", "at", "from", "with", "about", "by", "into", "like"}
+REQUEST_OPENERS = {"can", "could", "would", "will"}
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _FINAL_PUNCT = re.compile(r"[\s.!?:;,]+$")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
@@ -81,7 +83,9 @@ def _upper_first(text: str) -> str:
 def _indirect(words: list[str]) -> str | None:
     """Embedded form of a simple question, or None when we cannot be sure it is grammatical.
 
-    wh + be + noun phrase:   "What is the capital of France" -> "what the capital of France is"
+    what/who/which + be + noun phrase: "What is the capital of France" -> "what the capital of
+                                       France is" (not "Why is the sky blue": the verb would
+                                       have to move inside the phrase, so we skip it)
     wh + modal + I/we:       "How can I reset my password"   -> "how I can reset my password"
     how + do + I/we:         "How do I cancel my plan"       -> "how to cancel my plan"
     be/modal + pronoun:      "Is it safe to swim"            -> "whether it is safe to swim"
@@ -89,18 +93,21 @@ def _indirect(words: list[str]) -> str | None:
     if len(words) < 3:
         return None
     w0, w1, w2 = words[0].lower(), words[1].lower(), words[2]
-    rest = words[2:]
     if w0 in QUESTION_WORDS:
-        if w1 in BE_WORDS and (w2.lower() in NP_START or (w2[0].isupper() and w2 != "I")):
+        rest = words[2:]
+        if (w0 in {"what", "who", "which"} and w1 in BE_WORDS
+                and (w2.lower() in NP_START or (w2[0].isupper() and w2 != "I"))
+                and rest[-1].lower() not in PREPOSITIONS
+                and not any(w.lower() == "like" or re.search(r"(ed|en|ing)$", w) for w in rest)):
             return " ".join([w0] + rest + [w1])
         if w1 in MODALS and w2.lower() in {"i", "we"} and len(words) >= 4:
             return " ".join([w0, w2 if w2 == "I" else w2.lower(), w1] + words[3:])
         if w0 == "how" and w1 == "do" and w2.lower() in {"i", "we"} and len(words) >= 4:
             return " ".join(["how", "to"] + words[3:])
         return None
-    if (w1 in BE_WORDS | MODALS) and w2.lower() in SUBJECT_PRONOUNS and len(words) >= 4:
-        subj = w2 if w2 == "I" else w2.lower()
-        return " ".join(["whether", subj, w1] + words[3:])
+    if w0 in BE_WORDS | MODALS and w1 in SUBJECT_PRONOUNS:
+        subj = "I" if w1 == "i" else w1
+        return " ".join(["whether", subj, w0] + words[2:])
     return None
 
 
@@ -110,14 +117,21 @@ def parse(text: str) -> Parsed:
     if "\n" in text or len(_SENTENCE_SPLIT.split(text)) > 1 or not _WORD.match(text):
         return Parsed("block", text, text, text, None)
     core = _FINAL_PUNCT.sub("", text)
-    # "Please write ..." is an imperative whose body is "write ...".
-    m = re.match(r"(?i)please,?\s+", core)
-    if m:
-        core = core[m.end():]
     words = core.split()
+    # "Can you write ...?" and "Please write ..." are requests whose body is "write ...".
+    low = [w.lower().strip(",") for w in words]
+    skip = 0
+    if len(low) > 2 and low[0] in REQUEST_OPENERS and low[1] == "you":
+        skip = 3 if low[2] == "please" else 2
+    elif low and low[0] == "please":
+        skip = 1
+    if skip and len(words) > skip and low[skip] in IMPERATIVE_VERBS:
+        body = " ".join(words[skip:])
+        body = _lower_first(body, IMPERATIVE_VERBS)
+        return Parsed("imperative", text, body, _upper_first(body), None)
     if not words:
         return Parsed("block", text, text, text, None)
-    first = words[0].lower()
+    first = low[0]
     if text.endswith("?") or first in QUESTION_WORDS or first in AUX_WORDS:
         known = QUESTION_WORDS | AUX_WORDS
         return Parsed("question", text, _lower_first(core, known), core, _indirect(words))
@@ -137,9 +151,18 @@ def _t(name: str, forms: str, render) -> Template:
     return Template(name, frozenset(forms.split()), render)
 
 
-def _no_me(fn):
-    """'Help me tell me a joke' is wrong: skip frames that add 'me' when the body has one."""
-    return lambda p: None if re.search(r"(?i)\b(me|my)\b", p.body) else fn(p)
+# "Help me explain X" asks for help with the user's own explaining: a different request.
+# Only verbs where user and assistant doing it together means the same thing.
+HELP_ME_VERBS = {"write", "draft", "plan", "create", "build", "design", "prepare", "compose",
+                 "organize", "organise", "choose", "find", "fix", "debug", "solve", "brainstorm",
+                 "outline", "improve", "edit", "rewrite", "translate", "calculate", "compare"}
+
+
+def _help_me(p: Parsed) -> str | None:
+    """Also skips bodies with 'me'/'my': 'Help me tell me a joke' is wrong."""
+    if p.body.split()[0].lower() not in HELP_ME_VERBS or re.search(r"(?i)\b(me|my)\b", p.body):
+        return None
+    return f"Help me {p.body}."
 
 
 def _q(p: Parsed) -> str:
@@ -154,7 +177,7 @@ TEMPLATES: list[Template] = [
     _t("i_need_you_to", "imperative", lambda p: f"I need you to {p.body}."),
     _t("colon", "imperative", lambda p: f"{p.Body}:"),
     _t("task", "imperative statement", lambda p: f"Task: {p.Body}."),
-    _t("help_me", "imperative", _no_me(lambda p: f"Help me {p.body}.")),
+    _t("help_me", "imperative", _help_me),
     _t("id_like_you_to", "imperative", lambda p: f"I'd like you to {p.body}."),
     _t("your_task", "imperative", lambda p: f"Your task is to {p.body}."),
     _t("comma_please", "imperative", lambda p: f"{p.Body}, please."),

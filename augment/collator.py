@@ -1,0 +1,263 @@
+"""Tokenises prompt/completion examples, masks the prompt, pads with TRL, and tags each example.
+
+Why our own collator: augmented examples are chosen per epoch by the sampler, so they cannot be
+tokenised once up front the way TRL prepares a dataset (SFTTrainer then runs with
+`skip_prepare_dataset=True` and no longer truncates: this collator must).
+
+Format. With a chat template the example is the conversation
+`[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]`; the prompt
+part is the user turn rendered with `add_generation_prompt=True` (including any default system
+prompt the template injects) and the response part is everything the full rendering adds after
+it (the completion and the end-of-turn token). The two parts are tokenised separately and
+concatenated, which is exactly what the model sees at inference (prompt tokens, then generated
+tokens). At construction the template is probed to confirm the prompt rendering is a prefix of
+the full one (else `AugtuneError`); when the template also renders a completion as plain
+substitution (no trimming or rewriting), prompt and response are tokenised from cached pieces
+without re-rendering jinja per example. Without a chat template the format is
+`prompt + "\\n\\n"` (after BOS when the tokenizer adds one) then `completion + EOS`.
+
+Labels are -100 on the prompt and on padding, the token ids on the response.
+
+Truncation policy (L = max_length, k = min_completion_tokens, P/C = prompt/response lengths):
+  1. P + C <= L: nothing is cut.
+  2. else if P <= L - min(C, k): the whole prompt stays and the response loses its tail.
+  3. else: the response keeps its first min(C, k) tokens and the prompt keeps its LAST
+     L - min(C, k) tokens (cut from the left: the end of a prompt, next to the answer, matters
+     most, and the assistant header survives).
+Per example, `aug_truncated` in the batch is 0, 1 (response cut) or 2 (prompt cut);
+`self.stats` counts them too, but only in the process that ran the collator (with DataLoader
+workers use the batch tag).
+
+Batch tags, which the trainer must pop before the forward pass:
+  `aug_source`     LongTensor: -1 for an original, else the index in `METHOD_NAMES`
+                   (refusals use METHOD_NAMES.index("refusals")); an example without a
+                   "source" key is an original (plain eval data).
+  `aug_similarity` FloatTensor: QC similarity (1.0 originals, NaN refusals).
+  `aug_truncated`  LongTensor: see above.
+
+Tokenisation is cached per text (an LRU per process, so per DataLoader worker) and misses are
+tokenised batch-wise with the fast tokenizer: originals recur every epoch and share prompts with
+their completion-side variants.
+
+>>> from tokenizers import Tokenizer, models, pre_tokenizers
+>>> from transformers import PreTrainedTokenizerFast
+>>> words = ["<pad>", "<eos>", "[UNK]", "say", "hi", "hello", "there"]
+>>> tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+>>> tk.pre_tokenizer = pre_tokenizers.Whitespace()
+>>> tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+>>> collate = AugmentingCollator(tok, max_length=16, min_completion_tokens=2)
+>>> batch = collate([
+...     {"prompt": "say hi", "completion": "hello there", "source": "original", "similarity": 1.0},
+...     {"prompt": "hi", "completion": "hello", "source": "paraphrase", "similarity": 0.85}])
+>>> batch["input_ids"]
+tensor([[3, 4, 5, 6, 1],
+        [4, 5, 1, 0, 0]])
+>>> batch["labels"]
+tensor([[-100, -100,    5,    6,    1],
+        [-100,    5,    1, -100, -100]])
+>>> batch["attention_mask"].tolist(), batch["aug_source"].tolist(), batch["aug_truncated"].tolist()
+([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], [-1, 0], [0, 0])
+>>> AugmentingCollator(tok, max_length=4, min_completion_tokens=2)(
+...     [{"prompt": "say hi there", "completion": "hello there"}])["input_ids"].tolist()
+[[4, 6, 5, 6]]
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import AugtuneError
+from .types import METHOD_NAMES
+
+_SOURCE_CODE = {"original": -1, **{m: i for i, m in enumerate(METHOD_NAMES)}}
+_P, _C = "AUGTUNEPROMPTSENTINEL", "AUGTUNECOMPLETIONSENTINEL"
+# Probe texts with edge whitespace and newlines: a template that trims or rewrites content
+# would render them differently from plain substitution.
+_PROBES = [(" Hello there,\n\nfriend ", "  Hi!\nHow can I help?\n"), ("x", "")]
+
+
+class _LRU:
+    """Text -> int32 token ids, bounded. Per process; never shared between workers."""
+
+    def __init__(self, size: int):
+        self.size, self.data = size, OrderedDict()
+
+    def get(self, key):
+        ids = self.data.get(key)
+        if ids is not None:
+            self.data.move_to_end(key)
+        return ids
+
+    def put(self, key, ids):
+        self.data[key] = ids
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+
+class AugmentingCollator:
+    """Example dicts (`AugmentedDataset` items) -> padded batch with masked labels and tags."""
+
+    def __init__(self, tokenizer, max_length: int, *, min_completion_tokens: int = 32,
+                 use_chat_template: bool | None = None, cache_size: int = 65536,
+                 pad_to_multiple_of: int | None = None, pad_collator=None):
+        try:
+            from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+        except ImportError as err:  # pragma: no cover - trl is a core dependency
+            raise ImportError("AugmentingCollator needs trl: pip install augtune") from err
+        if max_length < 2:
+            raise AugtuneError(f"max_length={max_length} is too small to hold a prompt and a "
+                               "response; use e.g. 512.")
+        if not 1 <= min_completion_tokens < max_length:
+            raise AugtuneError(f"min_completion_tokens={min_completion_tokens} must be in "
+                               f"[1, max_length={max_length}).")
+        self.tokenizer, self.max_length = tokenizer, int(max_length)
+        self.min_completion_tokens = int(min_completion_tokens)
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            # Padding positions are masked (attention 0, label -100): their id never matters.
+            pad_id = tokenizer.eos_token_id
+        if pad_id is None:
+            raise AugtuneError("AugmentingCollator: the tokenizer has neither a pad nor an eos "
+                               "token; set tokenizer.pad_token.")
+        self.pad_collator = pad_collator or DataCollatorForLanguageModeling(
+            pad_token_id=int(pad_id), pad_to_multiple_of=pad_to_multiple_of)
+        if use_chat_template is None:
+            use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.use_chat_template = use_chat_template
+        self._prompt_cache, self._completion_cache = _LRU(cache_size), _LRU(cache_size)
+        self.stats = {"examples": 0, "completion_truncated": 0, "prompt_truncated": 0}
+        self._fast = True  # chat template renders by plain substitution (see _probe_template)
+        self._bos: list[int] = []
+        self._eos: list[int] = []
+        if use_chat_template:
+            self._probe_template()
+        else:
+            eos = tokenizer.eos_token_id
+            if eos is None:
+                raise AugtuneError("AugmentingCollator: the tokenizer has no chat template and "
+                                   "no eos token, so the model could not learn to stop; set "
+                                   "tokenizer.eos_token or give it a chat_template.")
+            self._eos = [int(eos)]
+            bos = tokenizer.bos_token_id
+            if bos is not None and tokenizer("x")["input_ids"][:1] == [bos]:
+                self._bos = [int(bos)]
+
+    # -- formatting ------------------------------------------------------------------------
+
+    def _render(self, prompt: str, completion: str | None) -> str:
+        msgs = [{"role": "user", "content": prompt}]
+        if completion is None:
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False,
+                                                      add_generation_prompt=True)
+        msgs.append({"role": "assistant", "content": completion})
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False)
+
+    def _split(self, prompt: str, completion: str) -> tuple[str, str]:
+        """(prompt text, response text) by rendering the template for this pair."""
+        head, full = self._render(prompt, None), self._render(prompt, completion)
+        if not full.startswith(head):
+            raise AugtuneError(
+                "AugmentingCollator: the chat template's prompt rendering (add_generation_prompt"
+                "=True) is not a prefix of the full conversation, so the response cannot be "
+                "found; pass use_chat_template=False or fix the template.")
+        return head, full[len(head):]
+
+    def _probe_template(self) -> None:
+        head, rest = self._split(_P, _C)
+        self._fast = head.count(_P) == 1 and rest.count(_C) == 1
+        if self._fast:
+            self._p_pre, self._p_post = head.split(_P)
+            self._c_pre, self._c_post = rest.split(_C)
+            self._fast = all(self._split(p, c) == (self._p_pre + p + self._p_post,
+                                                   self._c_pre + c + self._c_post)
+                             for p, c in _PROBES)
+
+    def _prompt_text(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt + "\n\n"
+        return self._p_pre + prompt + self._p_post
+
+    def _completion_text(self, completion: str) -> str:
+        return self._c_pre + completion + self._c_post if self.use_chat_template else completion
+
+    # -- tokenisation ----------------------------------------------------------------------
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        enc = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [np.asarray(ids, dtype=np.int32) for ids in enc]
+
+    def _lookup(self, cache: _LRU, keys: list[str], render) -> list[np.ndarray]:
+        out = [cache.get(k) for k in keys]
+        missing = list(dict.fromkeys(k for k, ids in zip(keys, out) if ids is None))
+        if missing:
+            fresh = dict(zip(missing, self._encode([render(k) for k in missing])))
+            for k, ids in fresh.items():
+                cache.put(k, ids)
+            out = [ids if ids is not None else fresh[k] for k, ids in zip(keys, out)]
+        return out
+
+    def _tokenize(self, examples: list[dict]) -> tuple[list, list]:
+        prompts = [ex["prompt"] for ex in examples]
+        completions = [ex["completion"] for ex in examples]
+        if self.use_chat_template and not self._fast:
+            # Template is not plain substitution: render each pair (correct, just slower).
+            pairs = [self._split(p, c) for p, c in zip(prompts, completions)]
+            ids = self._encode([t for pair in pairs for t in pair])
+            return ids[0::2], ids[1::2]
+        p_ids = self._lookup(self._prompt_cache, prompts, self._prompt_text)
+        c_ids = self._lookup(self._completion_cache, completions, self._completion_text)
+        return p_ids, c_ids
+
+    # -- collation -------------------------------------------------------------------------
+
+    def features(self, examples: list[dict]) -> tuple[list[dict], list[int]]:
+        """Per-example `input_ids`/`labels` (int64 arrays, truncated) and truncation flags:
+        exactly what the TRL padding collator receives."""
+        p_ids, c_ids = self._tokenize(examples)
+        bos = np.asarray(self._bos, np.int64)
+        eos = np.asarray(self._eos, np.int64)
+        L, k = self.max_length, self.min_completion_tokens
+        feats, flags = [], []
+        for p, c in zip(p_ids, c_ids):
+            if len(bos):
+                p = np.concatenate([bos, p])
+            if len(eos):
+                c = np.concatenate([c, eos])
+            flag = 0
+            if len(p) + len(c) > L:
+                keep_c = min(len(c), k)
+                if len(p) <= L - keep_c:
+                    c, flag = c[:L - len(p)], 1
+                else:
+                    p, c, flag = p[len(p) - (L - keep_c):], c[:keep_c], 2
+            ids = np.concatenate([p, c]).astype(np.int64)
+            labels = ids.copy()
+            labels[:len(p)] = -100
+            feats.append({"input_ids": ids, "labels": labels})
+            flags.append(flag)
+        self.stats["examples"] += len(flags)
+        self.stats["completion_truncated"] += flags.count(1)
+        self.stats["prompt_truncated"] += flags.count(2)
+        return feats, flags
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        feats, flags = self.features(examples)
+        batch = self.pad_collator(feats)
+        sources = []
+        for ex in examples:
+            src = ex.get("source", "original")
+            if src not in _SOURCE_CODE:
+                raise AugtuneError(f"AugmentingCollator: unknown example source {src!r}; "
+                                   f"expected 'original' or one of {METHOD_NAMES}.")
+            sources.append(_SOURCE_CODE[src])
+        batch["aug_source"] = torch.tensor(sources, dtype=torch.long)
+        batch["aug_similarity"] = torch.tensor(
+            [float(ex.get("similarity", 1.0)) for ex in examples], dtype=torch.float32)
+        batch["aug_truncated"] = torch.tensor(flags, dtype=torch.long)
+        return batch

@@ -1,0 +1,200 @@
+"""Data loading: every format loads, every kind of bad input ends in one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from augment.config import AugmentConfig, DataConfig
+from augment.data import load_rows
+from augment.errors import ConfigError, InputError
+from tests.conftest import ROOT, run_env
+
+pytestmark = pytest.mark.reliability
+
+
+def write(path, text, mode="w"):
+    if mode == "wb":
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def jsonl(path, rows):
+    return write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def cfg(path, **kw):
+    return DataConfig(dataset_name=path, eval_fraction=kw.pop("eval_fraction", 0.25), **kw)
+
+
+GOOD = [{"prompt": f"How do I reset password number {i}?", "completion": f"Go to settings {i}."}
+        for i in range(8)]
+
+
+# ------------------------------------------------------------------ formats
+
+def test_prompt_completion_jsonl_splits_before_augmentation(tmp_path):
+    split = load_rows(cfg(jsonl(tmp_path / "d.jsonl", GOOD)), seed=1)
+    assert len(split.train) == 6 and len(split.eval) == 2
+    assert not {r.prompt for r in split.train} & {r.prompt for r in split.eval}
+    # same seed, same split
+    again = load_rows(cfg(jsonl(tmp_path / "d.jsonl", GOOD)), seed=1)
+    assert [r.id for r in again.eval] == [r.id for r in split.eval]
+
+
+def test_alpaca_json_array_as_a_newcomer_brings_it(tmp_path):
+    rows = [{"instruction": "Summarise the text.", "input": "Cats sleep a lot.", "output": "Cats nap."},
+            {"instruction": "Name a colour.", "input": "", "output": "Blue."}]
+    path = write(tmp_path / "alpaca.json", json.dumps(rows, indent=2))
+    split = load_rows(cfg(path, eval_fraction=0.0))
+    assert split.train[0].prompt == "Summarise the text.\n\nCats sleep a lot."
+    assert split.train[1].prompt == "Name a colour." and split.train[1].completion == "Blue."
+
+
+def test_dolly_messages_csv_parquet_and_mapping(tmp_path):
+    dolly = jsonl(tmp_path / "dolly.jsonl", [{"instruction": "Q?", "context": "C.", "response": "A."}])
+    assert load_rows(cfg(dolly, eval_fraction=0)).train[0].prompt == "Q?\n\nC."
+    msgs = jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "system", "content": "s"},
+                                                      {"role": "user", "content": "hi"},
+                                                      {"role": "assistant", "content": "hello"}]}])
+    r = load_rows(cfg(msgs, eval_fraction=0)).train[0]
+    assert (r.prompt, r.completion) == ("hi", "hello")
+    csvp = write(tmp_path / "d.csv", 'question,answer\n"Where, exactly?",Here.\n')
+    r = load_rows(cfg(csvp, eval_fraction=0, column_mapping=["question=prompt", "answer=completion"])).train[0]
+    assert (r.prompt, r.completion) == ("Where, exactly?", "Here.")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"prompt": ["p1"], "completion": ["c1"]}), tmp_path / "d.parquet")
+    assert load_rows(cfg(str(tmp_path / "d.parquet"), eval_fraction=0)).train[0].completion == "c1"
+
+
+def test_unicode_rtl_emoji_zero_width_survive(tmp_path):
+    texts = ["ما هو رصيدي؟", "Refund 💸 please", "pass\u200bword reset", "注文をキャンセル"]
+    path = jsonl(tmp_path / "u.jsonl", [{"prompt": t, "completion": "ok " + t} for t in texts])
+    rows = load_rows(cfg(path, eval_fraction=0)).train
+    assert [r.prompt for r in rows] == texts
+
+
+def test_eval_duplicates_of_train_are_removed_and_reported(tmp_path):
+    train = jsonl(tmp_path / "t.jsonl", GOOD)
+    ev = jsonl(tmp_path / "e.jsonl", [{"prompt": GOOD[0]["prompt"].upper(), "completion": "x"}])
+    split = load_rows(DataConfig(dataset_name=train, eval_dataset_name=ev))
+    assert split.report["removed_train_duplicates_of_eval"] == 1
+    assert GOOD[0]["prompt"] not in {r.prompt for r in split.train}
+
+
+# ------------------------------------------------------------------ bad input, in-process
+
+BAD_CASES = {
+    "broken_json_line": ('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n', r"b\.jsonl:2: broken JSON"),
+    "missing_field": ('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n', r"b\.jsonl:2, field 'completion': missing"),
+    "non_string": ('{"prompt": 5, "completion": "b"}\n', r"b\.jsonl:1, field 'prompt': expected a string, got int"),
+    "empty_text": ('{"prompt": "  ", "completion": "b"}\n', r"b\.jsonl:1, field 'prompt': empty text"),
+    "not_an_object": ('["a", "b"]\n', r"b\.jsonl:1: expected a JSON object"),
+    "unknown_format": ('{"q": "a", "a": "b"}\n', r"cannot tell the format from the columns \['a', 'q'\]"),
+    "zero_rows": ("\n\n", r"zero usable rows"),
+    "huge_text": (json.dumps({"prompt": "x" * 200_001, "completion": "b"}) + "\n", r"above the 200,000 limit"),
+    "multi_turn": (json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}) + "\n",
+                   r"field 'messages': expected one user turn then one assistant turn"),
+    "null_field": ('{"prompt": null, "completion": "b"}\n', r"field 'prompt': missing"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CASES))
+def test_bad_input_names_file_line_field(tmp_path, name):
+    text, pattern = BAD_CASES[name]
+    path = write(tmp_path / "b.jsonl", text)
+    with pytest.raises(InputError, match=pattern):
+        load_rows(cfg(path, eval_fraction=0))
+
+
+def test_non_utf8_names_line(tmp_path):
+    path = write(tmp_path / "b.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n', "wb")
+    with pytest.raises(InputError, match=r"b\.jsonl:2: bytes at offset \d+ are not UTF-8.*iconv"):
+        load_rows(cfg(path, eval_fraction=0))
+
+
+def test_json_array_error_names_item_line(tmp_path):
+    path = write(tmp_path / "a.json", '[\n {"instruction": "a", "output": "b"},\n {"instruction": "c"}\n]')
+    with pytest.raises(InputError, match=r"a\.json:3, field 'output': missing"):
+        load_rows(cfg(path, eval_fraction=0))
+
+
+def test_missing_file_and_bad_suffix(tmp_path):
+    with pytest.raises(InputError, match="nope.jsonl: file not found"):
+        load_rows(cfg(str(tmp_path / "nope.jsonl")))
+    with pytest.raises(InputError, match="unsupported file type '.txt'"):
+        load_rows(cfg(write(tmp_path / "x.txt", "hi")))
+
+
+def test_skip_bad_rows_counts_and_reports(tmp_path):
+    lines = [GOOD[0], {"prompt": "a"}, {"prompt": 3, "completion": "x"}, GOOD[1], {"prompt": "", "completion": "y"}]
+    split = load_rows(cfg(jsonl(tmp_path / "s.jsonl", lines), eval_fraction=0, skip_bad_rows=True))
+    assert len(split.train) == 2 and split.report["skipped_total"] == 3
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"augmented_per_original": 3.0}, r"largest allowed value is 2\.333"),
+    ({"augmented_per_original": -1.0}, r"is negative"),
+    ({"augment_methods": ["paraphrse"]}, r"unknown \['paraphrse'\]"),
+    ({"augment_methods": ["refusals"]}, r"refusals_file is not set"),
+    ({"method_weights": ["templates=x"]}, r"must look like 'name=1.5'"),
+    ({"translate_pivots": ["de"], "augment_methods": ["backtranslate"]}, r"offline has only the pivot 'pt'"),
+])
+def test_bad_augment_config(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        AugmentConfig(**kw)
+
+
+def test_missing_api_key_is_reported_before_work(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    c = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5")
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY not set in the environment"):
+        c.check_api_keys()
+
+
+def test_config_parser_rejects_unknown_and_mistyped_keys(tmp_path):
+    from trl import ModelConfig, SFTConfig
+
+    from augment.cli import parse_config
+    types = (DataConfig, AugmentConfig, SFTConfig, ModelConfig)
+    y = write(tmp_path / "c.yaml", "output_dir: o\nlerning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: unknown config key 'lerning_rate'\. Did you mean 'learning_rate'\?"):
+        parse_config(["--config", y], types)
+    y = write(tmp_path / "c2.yaml", "output_dir: o\naugmented_per_original: lots\n")
+    with pytest.raises(ConfigError, match=r"augmented_per_original.*invalid float value: 'lots'"):
+        parse_config(["--config", y], types)
+    with pytest.raises(ConfigError, match=r"unknown option '--seeed'\. Did you mean 'seed'\?"):
+        parse_config(["--config", write(tmp_path / "c3.yaml", "output_dir: o\n"), "--seeed", "3"], types)
+
+
+# ------------------------------------------------------------------ through the real entry point
+
+def run_sft(*args, timeout=120):
+    return subprocess.run([sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"), *args],
+                          cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--dataset_name", "{bad}"], r"bad\.jsonl:2, field 'completion': missing"),
+    (["--augmented_per_original", "5"], r"largest allowed value is 2\.333"),
+    (["--output_dir", "/proc/augtune-cannot-write"], r"output_dir '/proc/augtune-cannot-write' is not writable"),
+    (["--learning_rat", "0.1"], r"unknown option '--learning_rat'\. Did you mean 'learning_rate'\?"),
+])
+def test_entry_point_fails_fast_with_one_line(tmp_path, args, pattern):
+    bad = jsonl(tmp_path / "bad.jsonl", [GOOD[0], {"prompt": "no completion here"}])
+    args = [a.replace("{bad}", bad) for a in args]
+    if "--output_dir" not in args:
+        args += ["--output_dir", str(tmp_path / "out")]
+    proc = run_sft(*args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("augtune: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    import re
+    assert re.search(pattern, lines[0]), lines[0]
