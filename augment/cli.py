@@ -69,6 +69,14 @@ def _yaml_to_args(path: str) -> list[str]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of key: value.")
     args = []
+    if "base" in data:
+        # `base: other.yaml` (relative to this file): that file's settings first, this file's win.
+        # Ablation configs use it so each one shows only the idea it changes.
+        base = p.parent / str(data.pop("base"))
+        if base.resolve() == p.resolve():
+            raise ConfigError(f"{path}: `base` points at itself.")
+        args = _yaml_to_args(str(base))
+        base_lines = _check_keys.lines
     for key, value in data.items():
         flag = f"--{key}"
         if value is None:
@@ -81,9 +89,10 @@ def _yaml_to_args(path: str) -> list[str]:
             args += [flag, json.dumps(value)]
         else:
             args += [flag, str(value)]
-    # Remember where each key is so errors can name its line.
-    _check_keys.lines = {m.group(1): text[: m.start()].count("\n") + 1
-                         for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)}
+    # Remember where each key is so errors can name its file and line.
+    lines = {m.group(1): f"{path}:{text[: m.start()].count(chr(10)) + 1}"
+             for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)}
+    _check_keys.lines = {**(base_lines if "base_lines" in locals() else {}), **lines}
     return args
 
 
@@ -97,8 +106,7 @@ def _check_keys(args: list[str], known: set, config_path: str | None) -> None:
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         if config_path:
-            line = getattr(_check_keys, "lines", {}).get(key)
-            where = f"{config_path}:{line}" if line else config_path
+            where = getattr(_check_keys, "lines", {}).get(key, config_path)
             raise ConfigError(f"{where}: unknown config key '{key}'.{hint}")
         raise ConfigError(f"unknown option '--{key}'.{hint}")
 

@@ -18,7 +18,8 @@ without re-rendering jinja per example. Without a chat template the format is
 
 Labels are -100 on the prompt and on padding, the token ids on the response.
 
-Truncation policy (L = max_length, k = min_completion_tokens, P/C = prompt/response lengths):
+Truncation policy (L = max_length, k = min_completion_tokens, default min(32, L // 2), P/C =
+prompt/response lengths, the response including its end-of-turn/EOS token):
   1. P + C <= L: nothing is cut.
   2. else if P <= L - min(C, k): the whole prompt stays and the response loses its tail.
   3. else: the response keeps its first min(C, k) tokens and the prompt keeps its LAST
@@ -99,7 +100,7 @@ class _LRU:
 class AugmentingCollator:
     """Example dicts (`AugmentedDataset` items) -> padded batch with masked labels and tags."""
 
-    def __init__(self, tokenizer, max_length: int, *, min_completion_tokens: int = 32,
+    def __init__(self, tokenizer, max_length: int, *, min_completion_tokens: int | None = None,
                  use_chat_template: bool | None = None, cache_size: int = 65536,
                  pad_to_multiple_of: int | None = None, pad_collator=None):
         try:
@@ -109,6 +110,8 @@ class AugmentingCollator:
         if max_length < 2:
             raise AugtuneError(f"max_length={max_length} is too small to hold a prompt and a "
                                "response; use e.g. 512.")
+        if min_completion_tokens is None:  # enough of an answer to be worth a gradient
+            min_completion_tokens = max(1, min(32, max_length // 2))
         if not 1 <= min_completion_tokens < max_length:
             raise AugtuneError(f"min_completion_tokens={min_completion_tokens} must be in "
                                f"[1, max_length={max_length}).")

@@ -204,19 +204,26 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         hits = np.maximum(0, (epoch * self._extra - self._pos + n_with - 1) // n_with)
         return epoch * self._q + hits
 
-    def _augmented(self, epoch: int) -> np.ndarray:
+    def _quota(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(slots before this epoch, slots in this epoch) per row with variants."""
+        c0 = self._slots_before(epoch)
+        return c0, self._slots_before(epoch + 1) - c0             # q or q+1 each
+
+    def _augmented(self, epoch: int, quota=None) -> np.ndarray:
         """Variant indices (into the VariantTable) scheduled for this epoch, grouped by row."""
         if self.n_augmented == 0:
             return np.zeros(0, np.int64)
-        c0 = self._slots_before(epoch)
-        per_row = self._slots_before(epoch + 1) - c0            # q or q+1
-        total = int(per_row.sum())
-        assert total == self.n_augmented, (total, self.n_augmented)
-        first = np.cumsum(per_row) - per_row
-        j = np.arange(total, dtype=np.int64) - np.repeat(first, per_row)
-        rows = np.repeat(self._with, per_row)
-        slot = (np.repeat(c0, per_row) + j) % self._m[rows]
-        return self._order[self._start[rows] + slot]
+        c0, per_row = quota or self._quota(epoch)
+        if self._q == 0:                      # at most one slot per row: no repeats needed
+            sel = np.flatnonzero(per_row)
+            slot = c0[sel]
+        else:
+            sel = np.repeat(np.arange(len(per_row)), per_row)
+            first = np.cumsum(per_row) - per_row
+            slot = c0[sel] + (np.arange(len(sel), dtype=np.int64) - first[sel])
+        assert len(sel) == self.n_augmented, (len(sel), self.n_augmented)
+        rows = self._with[sel]
+        return self._order[self._start[rows] + slot % self._m[rows]]
 
     def _refusals(self, epoch: int) -> np.ndarray:
         if self.n_refusal_slots == 0:
@@ -224,26 +231,28 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         at = (epoch * self.n_refusal_slots + np.arange(self.n_refusal_slots, dtype=np.int64))
         return self._refusal_perm[at % self.n_refusals]
 
-    def _originals(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+    def _originals(self, rng: np.random.Generator, quota) -> np.ndarray:
         if self.mode == "expand":
             return np.arange(self.n_rows, dtype=np.int64)
         # replace: prefer rows that got no augmented slot this epoch, then the others.
         augmented = np.zeros(self.n_rows, bool)
         if self.n_augmented:
-            c0 = self._slots_before(epoch)
-            augmented[self._with[self._slots_before(epoch + 1) > c0]] = True
+            augmented[self._with[quota[1] > 0]] = True
         free, busy = np.flatnonzero(~augmented), np.flatnonzero(augmented)
         if len(free) >= self.n_originals:
-            return np.sort(rng.choice(free, self.n_originals, replace=False)).astype(np.int64)
-        extra = rng.choice(busy, self.n_originals - len(free), replace=False)
-        return np.sort(np.concatenate([free, extra])).astype(np.int64)
+            out = rng.choice(free, self.n_originals, replace=False, shuffle=False)
+        else:
+            out = np.concatenate([free, rng.choice(busy, self.n_originals - len(free),
+                                                   replace=False, shuffle=False)])
+        return out.astype(np.int64, copy=False) if self.shuffle else np.sort(out)
 
     def plan(self, epoch: int) -> np.ndarray:
         """The epoch's dataset indices (int64, length `len(self)`), from (seed, epoch) alone.
-        Unshuffled order is originals, then variants, then refusals."""
+        Unshuffled order is originals (ascending), then variants, then refusals."""
         rng = np.random.default_rng([self.seed, _EPOCH, int(epoch)])
-        out = np.concatenate([self._originals(epoch, rng),
-                              self.n_rows + self._augmented(epoch),
+        quota = self._quota(epoch) if self.n_augmented else None
+        out = np.concatenate([self._originals(rng, quota),
+                              self.n_rows + self._augmented(epoch, quota),
                               self.n_rows + self.n_variants + self._refusals(epoch)])
         if self.shuffle:
             rng.shuffle(out)
@@ -272,7 +281,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         n_with = len(self._with)
         reuse_rows = reuse_slots = 0
         if self.n_augmented:
-            per_row = self._slots_before(epoch + 1) - self._slots_before(epoch)
+            per_row = self._quota(epoch)[1]
             over = np.maximum(0, per_row - self._m[self._with])
             reuse_rows, reuse_slots = int((over > 0).sum()), int(over.sum())
         return {

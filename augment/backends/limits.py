@@ -51,12 +51,13 @@ class RateLimiter:
 
     def __init__(self, requests_per_minute: float | None = None,
                  tokens_per_minute: float | None = None, *, burst_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         for name, v in (("requests_per_minute", requests_per_minute),
                         ("tokens_per_minute", tokens_per_minute)):
             if v is not None and v <= 0:
                 raise ValueError(f"{name}={v} must be positive (or None for unlimited)")
-        self._clock = clock
+        self._clock, self._sleep = clock, sleep
         self._buckets = []  # [rate_per_s, capacity, level, is_tokens]
         if requests_per_minute:
             r = requests_per_minute / 60.0
@@ -91,7 +92,7 @@ class RateLimiter:
                     for b in self._buckets:
                         b[2] -= float(tokens) if b[3] else 1.0
                     return
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
 
 
 def backoff_delay(attempt: int, rng: random.Random, base_delay: float, max_delay: float,

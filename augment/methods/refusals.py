@@ -56,7 +56,9 @@ def _clean_alternative(alt: str) -> str:
 
 
 def render_refusal(reason: str, alternative: str, frame: int = 0) -> str:
-    """>>> render_refusal("could be used to hurt someone", "first-aid basics")
+    """One refusal in frame `frame`.
+
+    >>> render_refusal("could be used to hurt someone", "first-aid basics")
     "I can't help with that request as it could be used to hurt someone. I'd be happy to help with first-aid basics instead."
     """
     return FRAMES[frame].format(reason=_clean_reason(reason),

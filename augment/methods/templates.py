@@ -165,6 +165,28 @@ def _help_me(p: Parsed) -> str | None:
     return f"Help me {p.body}."
 
 
+_FINITE = AUX_WORDS | {"keep", "keeps", "get", "gets", "seem", "seems", "need", "needs",
+                       "want", "wants", "work", "works", "won't", "isn't", "doesn't"}
+
+
+def _is_phrase(p: Parsed) -> bool:
+    """A short verbless heading ("VPN setup for a home office"), not a sentence."""
+    ws = [w.lower() for w in p.Body.split()]
+    return p.text[-1:].isalnum() and len(ws) <= 10 and not any(
+        w in _FINITE or w.endswith("ed") for w in ws)
+
+
+def _title_colon(p: Parsed) -> str | None:
+    """"VPN setup for a home office:" is a natural heading-style prompt; "My VPN keeps
+    dropping:" is not, so only phrases get it."""
+    return f"{p.Body}:" if _is_phrase(p) else None
+
+
+def _sentence_only(fn):
+    """"Here's my situation: iPhone battery tips." reads wrong: sentences only."""
+    return lambda p: None if _is_phrase(p) else fn(p)
+
+
 def _q(p: Parsed) -> str:
     return p.Body + "?"
 
@@ -191,10 +213,9 @@ TEMPLATES: list[Template] = [
     _t("hey", "question", lambda p: f"Hey, {p.body}?"),
     _t("thanks", "question imperative",
        lambda p: f"{_q(p)} Thanks!" if p.form == "question" else f"{p.Body}. Thanks!"),
-    _t("can_you_help", "statement", lambda p: f"{p.Body}. Can you help?"),
-    _t("situation", "statement", lambda p: f"Here's my situation: {p.body}."),
-    _t("statement_colon", "statement",
-       lambda p: f"{p.Body}:" if p.text[-1:].isalnum() and len(p.Body.split()) <= 12 else None),
+    _t("can_you_help", "statement", _sentence_only(lambda p: f"{p.Body}. Can you help?")),
+    _t("situation", "statement", _sentence_only(lambda p: f"Here's my situation: {p.body}.")),
+    _t("statement_colon", "statement", _title_colon),
     _t("block_task", "block", lambda p: f"Task:\n{p.text}"),
     _t("block_following", "block", lambda p: f"Please help with the following.\n\n{p.text}"),
     _t("block_request", "block", lambda p: f"Here is my request:\n\n{p.text}"),

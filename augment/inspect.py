@@ -1,0 +1,95 @@
+"""Look inside a variant cache: counts, failure reasons, examples, and an optional report.
+
+    python -m augment.inspect CACHE [--report DIR] [--qc MODE] [--examples N]
+
+Reads only (opens the cache read-only), so it is safe while a build is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+
+from .cache import VariantCache, _verdict_col
+from .config import QC_MODES
+from .errors import ConfigError
+
+
+def _short(text: str, width: int = 100) -> str:
+    return textwrap.shorten(" ".join(str(text).split()), width=width, placeholder=" ...")
+
+
+def counts_table(stats: dict) -> str:
+    head = ["method", "generated", "accepted", "rejected", "unjudged", "failed req.", "accept %"]
+    lines = [head]
+    for m, s in stats.items():
+        judged = s["accepted"] + s["rejected"]
+        rate = f"{100 * s['accepted'] / judged:.1f}" if judged else "-"
+        lines.append([m, s["generated"], s["accepted"], s["rejected"], s.get("unjudged", 0),
+                      s["failed"], rate])
+    widths = [max(len(str(r[i])) for r in lines) for i in range(len(head))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines[1:]])
+
+
+def examples(cache: VariantCache, qc_mode: str, n: int) -> list[str]:
+    col = _verdict_col(qc_mode)
+    out = []
+    con = cache._conn()
+    methods = [m for (m,) in con.execute("SELECT DISTINCT method FROM variants ORDER BY method")]
+    for m in methods:
+        for verdict, label in ((1, "accepted"), (0, "rejected")):
+            rows = con.execute(
+                f"SELECT source, coalesce(prompt, ''), text, similarity, reasons_json FROM variants "
+                f"WHERE method=? AND {col}=? ORDER BY id LIMIT ?", (m, verdict, n)).fetchall()
+            if not rows:
+                continue
+            out.append(f"\n== {m}: {label} (qc={qc_mode}) ==")
+            for src, prompt, text, sim, reasons in rows:
+                sim_s = "n/a" if sim is None else f"{sim:.3f}"
+                out.append(f"  source : {_short(src)}")
+                if prompt:
+                    out.append(f"  prompt : {_short(prompt)}")
+                out.append(f"  variant: {_short(text)}")
+                why = json.loads(reasons or "{}").get(qc_mode, [])
+                out.append(f"  sim {sim_s}" + (f"; reasons: {'; '.join(why)}" if why else ""))
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m augment.inspect", description=__doc__.split("\n")[0])
+    ap.add_argument("cache", help="path of the variant cache (augment_cache)")
+    ap.add_argument("--qc", default="project", choices=QC_MODES,
+                    help="QC mode whose verdicts to show")
+    ap.add_argument("--examples", type=int, default=3, help="examples per method and verdict")
+    ap.add_argument("--top", type=int, default=10, help="failure reasons to list")
+    ap.add_argument("--report", metavar="DIR", help="also write report.json and PNG plots here")
+    args = ap.parse_args(argv)
+    if args.examples < 0:
+        raise ConfigError("--examples must be >= 0.")
+    cache = VariantCache(args.cache, readonly=True)
+    stats = cache.stats(args.qc)
+    print(f"cache {cache.path}  (verdicts under qc={args.qc})\n")
+    print(counts_table(stats) if stats else "(empty cache)")
+    totals = cache.totals()
+    print(f"\nrequests {totals['requests']}, tokens in/out {totals['input_tokens']}/"
+          f"{totals['output_tokens']}, cost ${totals['cost_usd']:.4f}, retries {totals['retries']}")
+    reasons = cache.failure_reasons(args.top)
+    if reasons:
+        print("\nfailure reasons (top):")
+        for m, err, n in reasons:
+            print(f"  {n:>6}  {m:<14} {_short(err, 90)}")
+    if args.examples:
+        print("\n".join(examples(cache, args.qc, args.examples)))
+    if args.report:
+        from .report import write_report
+        write_report(cache, args.report, args.qc)
+        print(f"\nreport written to {args.report}/ (report.json, similarity.png, acceptance.png, "
+              "length_ratio.png)")
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+    run_cli(main)

@@ -1,0 +1,69 @@
+"""Backtranslation: source -> pivot language -> source, one request per pivot.
+
+The method does not know who translates (offline MT, Google, DeepL, an LLM); it only needs
+`translate(text, source, target)`. A round trip that comes back unchanged is a failure with a
+reason, never a variant: counting it would train on the original twice while the report claims
+augmentation.
+"""
+
+from __future__ import annotations
+
+from ..errors import CandidateError
+from ..types import Candidate, Request, Result, Row
+from .jsonlist import normalise
+
+PROMPT_VERSION = "backtranslate-v1"
+SOURCE_LANG = "en"
+
+
+class Backtranslate:
+    name = "backtranslate"
+    field = "prompt"
+    prompt_version = PROMPT_VERSION
+
+    def __init__(self, cfg, backend):
+        """`backend` is a translator from `augment.backends.translate.make_translator`."""
+        self.cfg = cfg
+        self.backend = backend
+        self.pivots = list(cfg.translate_pivots)
+        # An LLM translator's prompt is part of what it returns: version it in the key.
+        version = getattr(backend, "prompt_version", None)
+        if version:
+            self.prompt_version = f"{PROMPT_VERSION}+{version}"
+
+    def requests(self, rows: list[Row]) -> list[Request]:
+        return [Request.make(self.name, self.field, row.prompt, self.backend.name,
+                             self.backend.model, self.prompt_version, pivot=pivot,
+                             source_lang=SOURCE_LANG)
+                for row in rows for pivot in self.pivots]
+
+    async def _translate(self, text, source, target, usage):
+        detailed = getattr(self.backend, "translate_completion", None)
+        if detailed is None:
+            return await self.backend.translate(text, source, target)
+        comp = await detailed(text, source, target)
+        for k in usage:
+            usage[k] += getattr(comp, k)
+        return comp.text
+
+    async def run(self, request: Request) -> Result:
+        p = request.param_dict
+        usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "retries": 0}
+        pivot_text = await self._translate(request.source, p["source_lang"], p["pivot"], usage)
+        if normalise(pivot_text) == normalise(request.source):
+            raise CandidateError(f"translation to {p['pivot']!r} returned the source unchanged")
+        back = await self._translate(pivot_text, p["pivot"], p["source_lang"], usage)
+        if not back.strip():
+            raise CandidateError("round trip returned an empty text")
+        if normalise(back) == normalise(request.source):
+            raise CandidateError("round trip returned the source unchanged")
+        return Result([Candidate(back.strip(), meta={"pivot": p["pivot"],
+                                                     "pivot_text": pivot_text})],
+                      usage["input_tokens"], usage["output_tokens"], usage["cost_usd"],
+                      usage["retries"])
+
+    def estimate(self, request: Request) -> tuple[int, int]:
+        if getattr(self.backend, "translate_completion", None) is None:
+            return (0, 0)
+        src = len(request.source) // 4 + 1
+        return (2 * (src + 60), 2 * (src + 8))

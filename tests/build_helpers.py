@@ -1,0 +1,97 @@
+"""Test doubles of OUR protocols (Method, checker) for the build tests, and a runnable build.
+
+`python tests/build_helpers.py CACHE LOG N_ROWS` runs a build of a slow deterministic method so
+that the SIGKILL test can kill it mid-way. Every executed request key is appended to LOG with
+O_APPEND (one write per line, atomic for short lines), so the test can tell what ran when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from augment.config import AugmentConfig, DataConfig  # noqa: E402
+from augment.errors import CandidateError, FatalBackendError  # noqa: E402
+from augment.types import Candidate, Request, Result, Row  # noqa: E402
+
+
+def _h(*parts) -> int:
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+class SlowMethod:
+    """A paraphrase-shaped method: deterministic candidates, a seeded delay per request."""
+
+    name = "paraphrase"
+    field = "prompt"
+    prompt_version = "slow-v1"
+
+    def __init__(self, log: str | None = None, delay: float = 0.02, n: int = 2,
+                 fail_sources=(), fatal_sources=(), counter: list | None = None):
+        self.log, self.delay, self.n = log, delay, n
+        self.fail_sources, self.fatal_sources = set(fail_sources), set(fatal_sources)
+        self.counter = counter if counter is not None else []
+
+    def requests(self, rows):
+        return [Request.make(self.name, self.field, r.prompt, "fake", "fake-model-1",
+                             self.prompt_version, n=self.n) for r in rows]
+
+    async def run(self, request: Request) -> Result:
+        await asyncio.sleep(self.delay * (0.5 + (_h(request.key) % 100) / 100))
+        self.counter.append(request.key)
+        if request.source in self.fatal_sources:
+            raise FatalBackendError("anthropic: spend limit reached (fake); raise it in the console")
+        if request.source in self.fail_sources:
+            raise CandidateError("malformed JSON list")
+        if self.log:
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (request.key + "\n").encode())
+            finally:
+                os.close(fd)
+        return Result([Candidate(f"{request.source} (variant {i})", meta={"i": i})
+                       for i in range(self.n)], input_tokens=40, output_tokens=30,
+                      cost_usd=0.0001)
+
+    def estimate(self, request: Request):
+        return (40, 30)
+
+
+class LengthChecker:
+    """Deterministic stand-in for QualityChecker (no model): accepts odd-length variants."""
+
+    class config:
+        mode = "project"
+
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+        return [{"semantic_similarity": 0.5 + (len(a) % 40) / 100, "is_valid": len(a) % 2 == 1,
+                 "length_ratio": len(a) / max(len(o), 1), "unique_words": 2,
+                 "reasons": [] if len(a) % 2 == 1 else ["even length"]}
+                for o, a in zip(originals, augmenteds)]
+
+
+def make_rows(n: int) -> list[Row]:
+    return [Row(f"r{i}", f"Question number {i}: how do I do thing {i * 7 % 13}?", f"Answer {i}")
+            for i in range(n)]
+
+
+def make_cfg(cache: str, **kw) -> AugmentConfig:
+    return AugmentConfig(augment_methods=["paraphrase"], augment_cache=cache,
+                         llm_backend="openai_compatible", **kw)
+
+
+def main(argv):
+    from augment.build import build_cache
+    cache, log, n = argv[0], argv[1], int(argv[2])
+    cfg = make_cfg(cache, max_concurrency=8)
+    build_cache(DataConfig(), cfg, make_rows(n), progress=False,
+                methods={"paraphrase": SlowMethod(log=log)}, checker=LengthChecker())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

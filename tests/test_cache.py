@@ -1,0 +1,197 @@
+"""The variant cache: storage, idempotence, errors, concurrent readers, CSR tables."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import sqlite3
+
+import numpy as np
+import pytest
+
+from augment.cache import SCHEMA_VERSION, VariantCache
+from augment.errors import AugtuneError
+from augment.types import Candidate, Request, Result, Row
+
+
+def req(source, method="paraphrase", field="prompt", **params):
+    return Request.make(method, field, source, "fake", "m1", f"{method}-v1", **params)
+
+
+def score(sim=0.9, ok=True, reasons=()):
+    return {"semantic_similarity": sim, "is_valid": ok, "length_ratio": 1.0, "unique_words": 2,
+            "reasons": list(reasons)}
+
+
+def put(cache, r, texts, sims=None, oks=None, mode="project"):
+    sims = sims or [0.9] * len(texts)
+    oks = oks or [True] * len(texts)
+    res = Result([Candidate(t, meta={"i": i}) for i, t in enumerate(texts)], input_tokens=10,
+                 output_tokens=20, cost_usd=0.001)
+    return cache.put(r, res, [score(s, o, [] if o else ["too far"]) for s, o in zip(sims, oks)],
+                     mode)
+
+
+def test_put_get_missing_and_idempotent(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    a, b = req("How do I reset my password?"), req("What is a VPN?")
+    assert c.missing([a, b, a]) == [a, b]  # deduplicated by key
+    put(c, a, ["How can I reset my password?", "Password reset: how?"], oks=[True, False])
+    assert c.missing([a, b]) == [b]
+    got = c.get(a)
+    assert got["status"] == "done" and got["attempts"] == 1 and got["output_tokens"] == 20
+    assert [v["text"] for v in got["variants"]] == ["How can I reset my password?",
+                                                   "Password reset: how?"]
+    prov = __import__("json").loads(got["variants"][0]["provenance_json"])
+    assert prov["method"] == "paraphrase" and prov["model"] == "m1" and prov["similarity"] == 0.9
+    assert prov["meta"] == {"i": 0} and prov["request_key"] == a.key
+    # Re-put replaces, never duplicates.
+    put(c, a, ["How can I reset my password?", "Password reset: how?"])
+    n = c._conn().execute("SELECT count(*) FROM variants").fetchone()[0]
+    assert n == 2 and c.get(a)["attempts"] == 2
+    assert c.stats("project") == {"paraphrase": {"generated": 2, "accepted": 2, "rejected": 0,
+                                                 "failed": 0, "unjudged": 0}}
+
+
+def test_failures_are_redone_and_counted(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    a = req("Explain DNS.")
+    c.put_failure(a, "CandidateError: malformed JSON")
+    c.put_failure(a, "CandidateError: malformed JSON")
+    assert c.missing([a]) == [a]
+    assert c.get(a)["attempts"] == 2 and c.get(a)["status"] == "failed"
+    assert c.stats("project")["paraphrase"]["failed"] == 1
+    assert c.failure_reasons() == [("paraphrase", "CandidateError: malformed JSON", 1)]
+    put(c, a, ["Describe DNS."])
+    assert c.missing([a]) == [] and c.get(a)["attempts"] == 3
+    c.put_failure(a, "late failure")  # never downgrades stored work
+    assert c.get(a)["status"] == "done"
+
+
+def test_schema_mismatch_and_corrupt_files(tmp_path):
+    p = tmp_path / "old.sqlite"
+    VariantCache(p).close()
+    con = sqlite3.connect(p)
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(AugtuneError, match=rf"old.sqlite was written by schema v1, this augtune "
+                                           rf"reads v{SCHEMA_VERSION}: delete it"):
+        VariantCache(p)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"\x00garbage bytes, not a database at all" * 40)
+    with pytest.raises(AugtuneError, match=r"junk.sqlite is not an augtune cache \(file is not a "
+                                           r"database\)"):
+        VariantCache(junk)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    with pytest.raises(AugtuneError, match="not an augtune cache"):
+        VariantCache(other)
+    with pytest.raises(AugtuneError, match="no variant cache there yet"):
+        VariantCache(tmp_path / "absent.sqlite", readonly=True)
+
+
+def _reader(path, n_rounds, q):
+    """Another process: read while the parent writes; report what it saw."""
+    c = VariantCache(path, readonly=True)
+    seen = []
+    for _ in range(n_rounds):
+        row = c._conn().execute("SELECT count(*), count(DISTINCT request_key) FROM variants").fetchone()
+        assert row[0] == 2 * row[1]  # never a half-written request
+        seen.append(row[0])
+    q.put(seen)
+
+
+def test_wal_concurrent_reader_process(tmp_path):
+    p = tmp_path / "c.sqlite"
+    c = VariantCache(p)
+    assert c._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    put(c, req("seed row"), ["a", "b"])
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_reader, args=(str(p), 300, q))
+    proc.start()
+    for i in range(150):
+        put(c, req(f"prompt {i}"), [f"x{i}", f"y{i}"])
+    seen = q.get(timeout=30)
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    assert seen == sorted(seen) and len(seen) == 300  # monotone snapshots, no errors
+    assert c.check() == "ok"
+
+
+def test_pickles_as_path_and_reopens(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    put(c, req("p"), ["q"])
+    c2 = pickle.loads(pickle.dumps(c))
+    assert c2._con is None and c2.missing([req("p")]) == []
+
+
+def test_load_table_csr_exact(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    rows = [Row("r0", "P zero", "C zero"), Row("r1", "P one", "C one"),
+            Row("r2", "P zero", "C two"),  # shares r0's prompt: shares its prompt variants
+            Row("r3", "P three", "C three")]
+    t1, t2 = req("P zero", "templates", n=3), req("P zero", "paraphrase", n=2)
+    o1 = req("C two", "outputs", "completion", variant="brief")
+    ids_t1 = put(c, t1, ["T0a", "T0b"], sims=[0.8, 0.7])
+    ids_t2 = put(c, t2, ["Q0a", "Q0b", "Q0c"], sims=[0.9, 0.95, 0.5], oks=[True, True, False])
+    ids_o1 = put(c, o1, ["brief two"], sims=[0.6])
+    put(c, req("not in rows"), ["zzz"])
+    put(c, req("P one", "backtranslate"), ["B1"], mode="seed")  # unjudged under project
+    with pytest.raises(AugtuneError, match="no verdict under qc=project"):
+        c.load_table(rows, ["paraphrase", "templates", "outputs", "backtranslate"], "project")
+    tab = c.load_table(rows, ["paraphrase", "templates", "outputs"], "project")
+    # order: row, then method (METHOD_NAMES order: paraphrase, backtranslate, templates, ...)
+    np.testing.assert_array_equal(tab.offsets, [0, 4, 4, 9, 9])
+    assert tab.texts == ["Q0a", "Q0b", "T0a", "T0b", "Q0a", "Q0b", "T0a", "T0b", "brief two"]
+    np.testing.assert_array_equal(tab.method, [0, 0, 2, 2, 0, 0, 2, 2, 4])
+    np.testing.assert_array_equal(tab.field, [0, 0, 0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_allclose(tab.similarity, [0.9, 0.95, 0.8, 0.7] * 2 + [0.6], rtol=1e-6)
+    vid = ids_t2[:2] + ids_t1
+    np.testing.assert_array_equal(tab.variant_id, vid + vid + ids_o1)
+    assert tab.method.dtype == np.int8 and tab.offsets.dtype == np.int64
+    only_t = c.load_table(rows, ["templates"], "project")
+    assert only_t.texts == ["T0a", "T0b", "T0a", "T0b"]
+    assert c.load_table(rows, [], "project").n_rows == 4
+
+
+class _SeedChecker:
+    """Stands in for QualityChecker under qc=seed: the seed rule on a fixed similarity."""
+
+    class config:
+        mode = "seed"
+
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+        return [{"is_valid": a != "Q0c", "reasons": [] if a != "Q0c" else ["sim"]}
+                for a in augmenteds]
+
+
+def test_rescore_adds_a_mode_without_touching_others(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    rows = [Row("r0", "P zero", "C")]
+    put(c, req("P zero"), ["Q0a", "Q0b", "Q0c"], oks=[True, False, False])
+    assert c.unjudged_count("seed") == 3
+    assert c.rescore(_SeedChecker()) == 3
+    assert c.rescore(_SeedChecker()) == 0  # only missing ones
+    assert c.load_table(rows, ["paraphrase"], "seed").texts == ["Q0a", "Q0b"]
+    assert c.load_table(rows, ["paraphrase"], "project").texts == ["Q0a"]
+    assert c.stats("seed")["paraphrase"]["accepted"] == 2
+
+
+def test_refusals_and_batch_state(tmp_path):
+    c = VariantCache(tmp_path / "c.sqlite")
+    r = Request.make("refusals", "refusal", "How do I pick a lock?", "rules", "", "refusals-v1",
+                     reason="burglary", alternative="call a locksmith")
+    res = Result([Candidate("I can't help with that; a locksmith can.", prompt="Pick a lock how?")])
+    c.put(r, res, [score()], "project")
+    tab = c.load_refusals(["refusals"], "project")
+    assert tab.prompts == ["Pick a lock how?"]
+    assert tab.completions == ["I can't help with that; a locksmith can."]
+    assert len(c.load_refusals(["paraphrase"], "project")) == 0
+    c.set_batch_state("anthropic_batch", {"id": "msgbatch_1", "keys": 3})
+    assert c.get_batch_state("anthropic_batch") == {"id": "msgbatch_1", "keys": 3}
+    assert c.get_batch_state("nope", 7) == 7

