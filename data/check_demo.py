@@ -250,8 +250,8 @@ def report(train, ev, paras, harmful, sims) -> int:
     tr = collections.Counter(r.get("intent") for r in train)
     evc = collections.Counter(r.get("intent") for r in ev)
     print(f"\n{'intent':<22}{'train':>6}{'eval':>6}")
-    for intent in sorted(tr):
-        print(f"{intent:<22}{tr[intent]:>6}{evc.get(intent, 0):>6}")
+    for intent in sorted(tr, key=str):
+        print(f"{str(intent):<22}{tr[intent]:>6}{evc.get(intent, 0):>6}")
     if sims:
         rows = sorted(sims["eval_vs_train"], reverse=True)
         print(f"\nMax cosine, eval prompt vs all train prompts (limit {COSINE_LIMIT}):")
