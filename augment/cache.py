@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS variants(
     UNIQUE(request_key, idx));
 CREATE INDEX IF NOT EXISTS variants_source ON variants(source_hash);
 CREATE INDEX IF NOT EXISTS variants_method ON variants(method);
+CREATE INDEX IF NOT EXISTS variants_unjudged_project ON variants(method) WHERE accepted_project IS NULL;
+CREATE INDEX IF NOT EXISTS variants_unjudged_seed ON variants(method) WHERE accepted_seed IS NULL;
+CREATE INDEX IF NOT EXISTS variants_unjudged_none ON variants(method) WHERE accepted_none IS NULL;
 CREATE TABLE IF NOT EXISTS batch_state(key TEXT PRIMARY KEY, value TEXT, updated REAL);
 """
 

@@ -166,6 +166,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         self._start = np.concatenate([[0], np.cumsum(m)[:-1]]).astype(np.int64)  # per row
         self._m = m
         self._with = np.flatnonzero(m > 0).astype(np.int64)  # rows that have variants
+        self._start_w, self._m_w = self._start[self._with], m[self._with]
         self._method = variants.method
         self.n_excluded_by_weight = int(len(w) - len(keep))
         n_with = len(self._with)
@@ -222,8 +223,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
             first = np.cumsum(per_row) - per_row
             slot = c0[sel] + (np.arange(len(sel), dtype=np.int64) - first[sel])
         assert len(sel) == self.n_augmented, (len(sel), self.n_augmented)
-        rows = self._with[sel]
-        return self._order[self._start[rows] + slot % self._m[rows]]
+        return self._order[self._start_w[sel] + slot % self._m_w[sel]]
 
     def _refusals(self, epoch: int) -> np.ndarray:
         if self.n_refusal_slots == 0:
@@ -282,7 +282,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         reuse_rows = reuse_slots = 0
         if self.n_augmented:
             per_row = self._quota(epoch)[1]
-            over = np.maximum(0, per_row - self._m[self._with])
+            over = np.maximum(0, per_row - self._m_w)
             reuse_rows, reuse_slots = int((over > 0).sum()), int(over.sum())
         return {
             "epoch": epoch, "mode": self.mode, "length": len(self),

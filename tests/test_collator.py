@@ -257,7 +257,8 @@ def test_speed_against_trl_collator():
 
     tok = tiny_tokenizer(CHATML)
     rng = np.random.default_rng(0)
-    exs = [{"prompt": " ".join(rng.choice(WORDS, 30)), "completion": " ".join(rng.choice(WORDS, 60)),
+    exs = [{"prompt": " ".join(rng.choice(WORDS, 30)),
+            "completion": " ".join(rng.choice(WORDS, 60)),
             "source": "original", "similarity": 1.0} for _ in range(64)]
     c = AugmentingCollator(tok, max_length=256)
     feats, _ = c.features(exs)

@@ -100,14 +100,12 @@ def main(argv):
     from augment.collator import AugmentingCollator
     from augment.dataset import AugmentedDataset
     from augment.sampler import RatioSampler
-    sampler = RatioSampler(
-        n_rows=len(split.train), table=table, n_refusals=len(refusals),
-        augmented_per_original=aug_cfg.augmented_per_original if row_methods else 0.0,
-        max_augmented_fraction=aug_cfg.max_augmented_fraction, mode=aug_cfg.augment_mode,
-        method_weights=aug_cfg.weights, refusal_fraction=aug_cfg.refusal_fraction,
-        seed=aug_cfg.augment_seed)
-    for line in sampler.report_lines():
-        say(f"augtune: {line}")
+    if not row_methods:
+        aug_cfg.augmented_per_original = 0.0  # only refusals (or nothing) augment this run
+    sampler = RatioSampler.from_config(aug_cfg, len(split.train), table, refusals, seed=sft_cfg.seed)
+    rep = sampler.report(0)
+    say(f"augtune: epoch plan {rep['length']} examples ({aug_cfg.augment_mode} mode): "
+        + json.dumps({k: v for k, v in rep.items() if k not in ("epoch", "mode", "length")}))
     train_source = AugmentedDataset(split.train, table, refusals)
 
     # ---- model ----------------------------------------------------------------------------

@@ -38,8 +38,8 @@ class AugmentedSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.ratio_sampler = ratio_sampler
         self.paraphrase_eval_dataset = paraphrase_eval_dataset
-        # [loss_sum, tokens, examples, similarity_sum] per source slot, on the model's device.
-        self._aug_acc = torch.zeros(N_SOURCES, 4, dtype=torch.float64, device=self.args.device)
+        # [loss_sum, tokens, examples, similarity_sum, similarity_count] per source slot, on the model's device.
+        self._aug_acc = torch.zeros(N_SOURCES, 5, dtype=torch.float64, device=self.args.device)
         # Diagnostics for distributed/resume checks: AUGTUNE_TRACE_DIR=dir makes every rank append
         # the plan indices of each training batch to dir/rank<k>.jsonl.
         trace_dir = os.environ.get("AUGTUNE_TRACE_DIR")
@@ -69,13 +69,15 @@ class AugmentedSFTTrainer(SFTTrainer):
 
     # ----------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        source = inputs.pop("aug_source", None)
-        index = inputs.pop("aug_index", None)
+        # Tags the collator carries in the batch (aug_source, aug_similarity, aug_truncated,
+        # aug_index): never model inputs.
+        tags = {k: inputs.pop(k) for k in [k for k in inputs if k.startswith("aug_")]}
+        source, index = tags.get("aug_source"), tags.get("aug_index")
         if self._trace is not None and model.training and index is not None:
             self._trace.write(json.dumps({"step": self.state.global_step,
                                          "index": index.tolist()}) + "\n")
             self._trace.flush()
-        similarity = inputs.pop("aug_similarity", None)
+        similarity = tags.get("aug_similarity")
         labels = inputs.pop("labels")
         outputs = model(**inputs, use_cache=False)
         logits = outputs.logits[:, :-1, :]
@@ -98,9 +100,11 @@ class AugmentedSFTTrainer(SFTTrainer):
         if model.training and source is not None:
             with torch.no_grad():
                 slot = (source.to(per_ex_sum.device) + 1).long()
+                sim = similarity.to(per_ex_sum.device).double()
+                has_sim = torch.isfinite(sim)  # refusals carry NaN: no original to compare with
                 stats = torch.stack([per_ex_sum.detach().double(), per_ex_tok.double(),
-                                     torch.ones_like(per_ex_sum, dtype=torch.float64),
-                                     similarity.to(per_ex_sum.device).double().nan_to_num(0.0)], dim=1)
+                                     torch.ones_like(sim), sim.nan_to_num(0.0),
+                                     has_sim.double()], dim=1)
                 self._aug_acc.index_add_(0, slot.to(self._aug_acc.device), stats.to(self._aug_acc.device))
         return (loss, outputs) if return_outputs else loss
 
@@ -128,7 +132,8 @@ class AugmentedSFTTrainer(SFTTrainer):
             out["loss_original"] = acc[0, 0].item() / acc[0, 1].item()
         if aug[1] > 0:
             out["loss_augmented"] = aug[0].item() / aug[1].item()
-            out["aug_similarity_mean"] = aug[3].item() / max(aug[2].item(), 1)
+        if aug[4] > 0:
+            out["aug_similarity_mean"] = aug[3].item() / aug[4].item()
         for k, name in enumerate(METHOD_NAMES):
             if acc[k + 1, 1] > 0:
                 out[f"loss_{name}"] = acc[k + 1, 0].item() / acc[k + 1, 1].item()
