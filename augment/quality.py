@@ -21,6 +21,10 @@ project QC adds cheap, general checks on top of the similarity window:
 * dropped or added content words, judged as a ratio and only together with
   a lowered similarity (a lexical paraphrase changes many words but keeps the
   embedding close);
+* "small edit, big move": when the variant is the original with one or two
+  short spans changed, a synonym keeps cosine > 0.90 (0.85 for two spans);
+  a lower score means the swapped words differ in meaning (cat -> dog);
+* two words exchanged ("Germany beat France" -> "France beat Germany");
 * a variant that *answers* an instruction instead of restating it, and a
   variant that *obeyed* a prompt injection instead of restating it;
 * length-ratio bounds.
@@ -421,8 +425,6 @@ def _forms(spec: str) -> frozenset[str]:
 
 
 _ANTONYMS = [(_forms(a), _forms(b), a.split("|")[0], b.split("|")[0]) for a, b in _ANTONYM_PAIRS]
-_ANTONYM_PHRASES = [
-    (fa, fb, a, b) for fa, fb, a, b in _ANTONYMS if any(" " in w for w in fa | fb)]
 
 
 @dataclass

@@ -86,8 +86,7 @@ def main(argv):
     if methods and aug_cfg.build_before_training:
         if state.is_main_process:
             from augment.build import build_cache
-            report = build_cache(data_cfg, aug_cfg, split.train)
-            say(f"augtune: cache {aug_cfg.augment_cache}: {report.summary_line()}")
+            build_cache(data_cfg, aug_cfg, split.train)  # prints its own progress and summary
         state.wait_for_everyone()
     cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
     from augment.variants import RefusalTable, VariantTable
@@ -107,6 +106,10 @@ def main(argv):
     say(f"augtune: epoch plan {rep['length']} examples ({aug_cfg.augment_mode} mode): "
         + json.dumps({k: v for k, v in rep.items() if k not in ("epoch", "mode", "length")}))
     train_source = AugmentedDataset(split.train, table, refusals)
+    if os.environ.get("AUGTUNE_TRACE_DIR") and state.is_main_process:
+        trace = Path(os.environ["AUGTUNE_TRACE_DIR"])
+        trace.mkdir(parents=True, exist_ok=True)
+        (trace / "plan0.json").write_text(json.dumps(sampler.plan(0).tolist()))
 
     # ---- model ----------------------------------------------------------------------------
     from datasets import Dataset
@@ -143,7 +146,8 @@ def main(argv):
 
     if state.is_main_process:
         out = Path(sft_cfg.output_dir)
-        summary = write_summary(out, cache, methods, sampler, trainer, sft_cfg, state.num_processes)
+        summary = write_summary(out, cache, methods, aug_cfg.qc, sampler, trainer, sft_cfg,
+                                state.num_processes)
         write_resolved_config(out, data_cfg, aug_cfg, sft_cfg, model_cfg)
         from train.plots import plot_training
         pngs = plot_training(trainer.state.log_history, out)
@@ -169,10 +173,12 @@ class IndexedCollator:
         return batch
 
 
-def write_summary(out: Path, cache, methods, sampler, trainer, sft_cfg, world: int) -> dict:
+def write_summary(out: Path, cache, methods, qc_mode, sampler, trainer, sft_cfg, world: int) -> dict:
     """`augmentation_summary.json` (stable format, ../shared/ARCHITECTURE.md): per method what the
     cache holds, per epoch what the sampler scheduled over all ranks."""
-    stats = cache.stats(methods) if cache else {}
+    keys = ("generated", "accepted", "rejected", "failed")
+    stats = ({m: {k: c.get(k, 0) for k in keys} for m, c in cache.stats(qc_mode, methods=methods).items()}
+             if cache else {})
     epochs = []
     n_epochs = max(1, math.ceil(trainer.state.epoch or sft_cfg.num_train_epochs))
     global_batch = sft_cfg.per_device_train_batch_size * world
@@ -211,10 +217,11 @@ def print_outro(out: Path, trainer, summary: dict, pngs: list, seconds: float) -
     lines = [f"\naugtune: done in {seconds / 60:.1f} min, {trainer.state.global_step} steps. Outputs in {out}/:"]
     if losses:
         lines.append(f"  train loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    para = [h for h in hist if "eval_paraphrase_loss" in h]
     if ev:
-        last = ev[-1]
-        para = f", eval_paraphrase_loss {last['eval_paraphrase_loss']:.3f}" if "eval_paraphrase_loss" in last else ""
-        lines.append(f"  eval_loss {last['eval_loss']:.3f}{para}")
+        extra = (f", eval_paraphrase_loss {para[-1]['eval_paraphrase_loss']:.3f} (held-out "
+                 "paraphrases of the eval prompts)" if para else "")
+        lines.append(f"  eval_loss {ev[-1]['eval_loss']:.3f}{extra}")
     if summary["epochs"]:
         e = summary["epochs"][0]
         lines.append(f"  epoch 0 scheduled {e['original']} originals + {e['augmented']} augmented "

@@ -117,9 +117,9 @@ class AugmentedSFTTrainer(SFTTrainer):
     def _aug_metrics(self) -> dict:
         """Reduce the window's accumulators over ranks (a collective: every rank calls log for
         training logs at the same step) and turn them into metrics."""
-        acc = self._aug_acc
+        acc = self._aug_acc.clone()  # clone: on CPU, .cpu() would alias the buffer zeroed below
         if self.accelerator.num_processes > 1:
-            acc = self.accelerator.reduce(acc.clone(), reduction="sum")
+            acc = self.accelerator.reduce(acc, reduction="sum")
         acc = acc.cpu()
         self._aug_acc.zero_()
         out = {}

@@ -37,6 +37,13 @@ class LoopLocal:
             item = self._items[id(loop)] = (loop, self._factory())
         return item[1]
 
+    async def pop_close(self) -> None:
+        """Forget the running loop's item and `await item.close()` (for SDK clients)."""
+        loop = asyncio.get_running_loop()
+        item = self._items.pop(id(loop), None)
+        if item is not None and item[0] is loop:
+            await item[1].close()
+
 
 class RateLimiter:
     """Token buckets for requests/minute and tokens/minute; `None` means unlimited.
@@ -86,7 +93,7 @@ class RateLimiter:
                 wait = 0.0
                 for rate, cap, level, is_tokens in self._buckets:
                     need = min(float(tokens), cap) if is_tokens else 1.0
-                    if level < need:
+                    if level < need - 1e-9:  # tolerance: float refill must not spin
                         wait = max(wait, (need - level) / rate)
                 if wait <= 0:
                     for b in self._buckets:

@@ -4,20 +4,28 @@ SDK retries are off (`max_retries=0`): `call_with_retries` retries instead, so e
 counts retries and honours `retry-after` the same way. The SDK reads ANTHROPIC_BASE_URL by
 itself (tests point it at a fake server), so no base URL is passed here. The key is read from
 ANTHROPIC_API_KEY, handed to the client, and never kept on this object or put in a message.
+
+Temperature: anthropic SDK >= 1.0 removed `temperature` from `messages.create()` (the API still
+takes it for models that support sampling options), so it travels in `extra_body`. Models newer
+than Opus 4.6 reject it with a 400; then this backend stops sending it, logs a warning once,
+and repeats the request, so a config written for older models keeps working.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, RetryableError
+from ..errors import ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
 from .limits import (LoopLocal, RateLimiter, call_with_retries, classify_http_error,
                      estimate_tokens, parse_retry_after, redact)
 from .pricing import cost
+
+logger = logging.getLogger(__name__)
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 _API_EXTRA = "pip install 'augtune[api]'"
@@ -82,12 +90,22 @@ class AnthropicBackend:
         self.base_delay, self.max_delay = base_delay, max_delay
         self.limiter = limiter or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self._sem = LoopLocal(lambda: asyncio.Semaphore(cfg.max_concurrency))
-        self._client = anthropic.AsyncAnthropic(api_key=key, max_retries=0, timeout=self.timeout)
+        # One client per event loop: pooled connections belong to the loop that opened them, and
+        # the build may run several `asyncio.run` phases with the same backend.
+        timeout = self.timeout
+        self._clients = LoopLocal(lambda: anthropic.AsyncAnthropic(
+            api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
         self._service = f"anthropic ({self.model})"
+        self.send_temperature = True  # cleared when the model rejects it (see module docstring)
 
     def __repr__(self) -> str:
         return f"AnthropicBackend(model={self.model!r})"
+
+    @property
+    def _client(self):
+        """The AsyncAnthropic client of the running event loop."""
+        return self._clients.get()
 
     async def _guarded(self, make_call):
         try:
@@ -101,23 +119,51 @@ class AnthropicBackend:
         raise mapped
 
     def _params(self, system: str, user: str, max_tokens: int, temperature: float) -> dict:
-        params = dict(model=self.model, max_tokens=int(max_tokens), temperature=float(temperature),
+        """Wire-format request (as used by Message Batches): temperature is a plain key."""
+        params = dict(model=self.model, max_tokens=int(max_tokens),
                       messages=[{"role": "user", "content": user}])
         if system:
             params["system"] = system
+        if self.send_temperature:
+            params["temperature"] = float(temperature)
         return params
+
+    def _create_kwargs(self, params: dict) -> dict:
+        """SDK kwargs: `temperature` moves into extra_body (not a create() argument in SDK 1.x)."""
+        kwargs = dict(params)
+        if "temperature" in kwargs:
+            kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        return kwargs
+
+    def _temperature_rejected(self, err: Exception, params: dict) -> bool:
+        if not (isinstance(err, FatalBackendError) and "temperature" in params
+                and "HTTP 400" in str(err) and "temperature" in str(err).lower()):
+            return False
+        if self.send_temperature:
+            logger.warning("%s rejects `temperature`; sending requests without it from now on "
+                           "(the model's default sampling applies)", self.model)
+        self.send_temperature = False
+        return True
 
     async def complete(self, system: str, user: str, *, max_tokens: int, temperature: float,
                        seed: int | None = None) -> Completion:
         # The Messages API has no seed: `seed` only makes the retry jitter replayable.
-        params = self._params(system, user, max_tokens, temperature)
         tokens = estimate_tokens(system, user) + int(max_tokens)
         self._calls += 1
 
         async def attempt():
             await self.limiter.acquire(tokens)
+            params = self._params(system, user, max_tokens, temperature)
             async with self._sem.get():
-                return await self._guarded(lambda: self._client.messages.create(**params))
+                try:
+                    return await self._guarded(
+                        lambda: self._client.messages.create(**self._create_kwargs(params)))
+                except FatalBackendError as e:
+                    if not self._temperature_rejected(e, params):
+                        raise
+                params = self._params(system, user, max_tokens, temperature)
+                return await self._guarded(
+                    lambda: self._client.messages.create(**self._create_kwargs(params)))
 
         message, retries = await call_with_retries(
             attempt, max_retries=self.cfg.max_retries, base_delay=self.base_delay,
@@ -152,4 +198,5 @@ class AnthropicBackend:
                                backend=self)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        """Close the running loop's client (clients of finished loops died with them)."""
+        await self._clients.pop_close()

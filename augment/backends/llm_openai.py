@@ -49,9 +49,10 @@ class OpenAICompatibleBackend:
         self.base_delay, self.max_delay = base_delay, max_delay
         self.limiter = limiter or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self._sem = LoopLocal(lambda: asyncio.Semaphore(cfg.max_concurrency))
-        self._client = openai.AsyncOpenAI(base_url=base_url,
-                                          api_key=os.environ.get(KEY_ENV) or "not-needed",
-                                          max_retries=0, timeout=self.timeout)
+        # One client per event loop (pooled connections belong to the loop that opened them).
+        key, timeout = os.environ.get(KEY_ENV) or "not-needed", self.timeout
+        self._clients = LoopLocal(lambda: openai.AsyncOpenAI(
+            base_url=base_url, api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
         self._service = f"openai-compatible server {base_url} ({self.model})"
 
@@ -91,7 +92,7 @@ class OpenAICompatibleBackend:
             await self.limiter.acquire(tokens)
             async with self._sem.get():
                 try:
-                    resp = await self._client.chat.completions.create(**params)
+                    resp = await self._clients.get().chat.completions.create(**params)
                 except Exception as e:  # noqa: BLE001 - narrowed by _map
                     mapped = self._map(e)
                     if mapped is None:
@@ -114,4 +115,4 @@ class OpenAICompatibleBackend:
                           retries=retries)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._clients.pop_close()

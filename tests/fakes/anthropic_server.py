@@ -185,6 +185,7 @@ class FakeAnthropicServer:
                  seed: int = 0):
         self.reply = reply
         self.latency = latency
+        self._script_pos: dict[str, int] = {}
         self.script = script
         self.fault_rates = dict(fault_rates or {})
         self.behaviour = behaviour
@@ -197,9 +198,18 @@ class FakeAnthropicServer:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._script_pos: dict[str, int] = {}
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def script(self):
+        return self._script
+
+    @script.setter
+    def script(self, value):
+        """Assigning a new script restarts it from its first entry."""
+        self._script = value
+        self._script_pos = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> "FakeAnthropicServer":
