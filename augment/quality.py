@@ -121,6 +121,10 @@ class QualityConfig:
                 "likely changed). Empirically the best band is ~0.75-0.95."})
     sim_max: float = field(default=0.98, metadata={
         "help": "reject if similarity >= this (near-duplicate adds no diversity)."})
+    templates_sim_max: float = field(default=1.0, metadata={
+        "help": "similarity ceiling for `templates`: a template wraps the whole original, so it "
+                "always scores ~0.99; its diversity is in the format, not the wording. Exact "
+                "copies are still rejected."})
     length_ratio_min: float = field(default=0.5, metadata={
         "help": "reject paraphrases with fewer than this fraction of the original's words."})
     length_ratio_max: float = field(default=2.0, metadata={
@@ -882,7 +886,7 @@ class QualityChecker:
             if self.config.mode != "none":
                 if others and _norm(a) != _norm(o) and _norm(a) in others:
                     res["reasons"].append("duplicates another row's original")
-                if group_ids is not None:
+                if group_ids is not None and m != "templates":  # frames differ by design
                     earlier = seen_by_group.setdefault(group_ids[i], [])
                     for j in earlier:
                         cos = float(emb[a] @ emb[augmenteds[j]])
@@ -916,26 +920,29 @@ class QualityChecker:
             return res
         fo, fa = feats[o], feats[a]
         if method in PARAPHRASE_LIKE:
-            res["reasons"] = self._paraphrase_reasons(fo, fa, sim, ratio)
+            res["reasons"] = self._paraphrase_reasons(fo, fa, sim, ratio, method)
         elif method.startswith("outputs"):
             res["reasons"] = self._outputs_reasons(fo, fa, sim, method)
         else:
             res["reasons"] = self._refusal_reasons(fa)
         return res
 
-    def _paraphrase_reasons(self, o: _Features, c: _Features, sim: float, ratio: float) -> list[str]:
+    def _paraphrase_reasons(self, o: _Features, c: _Features, sim: float, ratio: float,
+                            method: str = "paraphrase") -> list[str]:
         cfg = self.config
         reasons = []
         if _norm(o.text) == _norm(c.text):
             return ["identical to original"]
-        if not cfg.sim_min < sim < cfg.sim_max:
-            reasons.append(_sim_reason(sim, cfg.sim_min, cfg.sim_max))
+        templates = method == "templates"
+        hi = cfg.templates_sim_max if templates else cfg.sim_max
+        if not cfg.sim_min < sim < hi + (1e-6 if hi >= 1.0 else 0.0):
+            reasons.append(_sim_reason(sim, cfg.sim_min, hi))
         if not cfg.length_ratio_min <= ratio <= cfg.length_ratio_max:
             reasons.append(f"length ratio {ratio:.2f} outside "
                            f"[{cfg.length_ratio_min}, {cfg.length_ratio_max}]")
         if cfg.check_injection and o.injection and not _INJECTION_VERB.search(c.text):
             reasons.append("injection not restated (variant may have obeyed it)")
-        if cfg.check_answer:
+        if cfg.check_answer and not templates:  # rule-based frames cannot answer
             reasons += _answer_reasons(o, c)
         if cfg.check_invariants:
             reasons += _invariant_reasons(o, c, source_only=False)

@@ -36,7 +36,7 @@ Constructor arguments (all optional, all also settable as attributes while runni
 
 Faults (strings; "ok" or None = normal answer):
 - HTTP errors: "400", "401", "403", "404", "408", "413", "422", "429" (with retry-after), "500",
-  "503", "529" (Anthropic `overloaded_error`).
+  "503", "529" (Anthropic `overloaded_error`). "CODE:text" sends `text` as the error message.
 - transport: "hang" (no answer until `hang_seconds`), "drop" (headers and half a body, then the
   connection closes), "malformed_body" (HTTP 200 with a body that is not JSON).
 - content (HTTP 200, the reply text is altered; these test the methods' parsing and QC):
@@ -288,9 +288,12 @@ class FakeAnthropicServer:
         if endpoint is None:
             return self._send_error(h, 404, f"no route for {method} {h.path}")
         fault = self._next_fault(endpoint, index, body)
-        if fault is not None and fault != "ok" and str(fault) not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {sorted(FAULTS)}")
         fault = None if fault in (None, "ok") else str(fault)
+        message = None
+        if fault and ":" in fault:  # "400:temperature is deprecated" -> custom error message
+            fault, message = fault.split(":", 1)
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {sorted(FAULTS)}")
         if self.latency:
             self._stop.wait(self.latency)
         try:
@@ -302,7 +305,7 @@ class FakeAnthropicServer:
             if fault == "malformed_body":
                 return self._send_raw(h, 200, b'{"id": "msg_broken", "content": [ {"ty')
             if fault in HTTP_FAULTS:
-                return self._send_error(h, int(fault), f"injected {fault}")
+                return self._send_error(h, int(fault), message or f"injected {fault}")
             handler = getattr(self, f"_on_{endpoint}")
             return handler(h, body, arg, fault)
         except (BrokenPipeError, ConnectionResetError):
