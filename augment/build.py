@@ -106,7 +106,10 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         from .methods import build_methods
         methods = build_methods(aug_cfg)
     methods = {n: m for n, m in methods.items() if n in aug_cfg.augment_methods}
-    cache = cache or VariantCache(aug_cfg.augment_cache)
+    if cache is None:
+        from .cache import init_cache_from
+        init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
+        cache = VariantCache(aug_cfg.augment_cache)
     by_method = collect_requests(methods, rows)
     todo, counts = [], {}
     for name, reqs in by_method.items():

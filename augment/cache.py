@@ -498,3 +498,25 @@ def qc_method(method: str, params: dict | None = None) -> str:
 def source_hash(text: str) -> str:
     """The hash the cache matches rows by (same as `augment.types.text_hash`)."""
     return text_hash(text)
+
+
+def init_cache_from(path, init) -> bool:
+    """Copy the prebuilt cache `init` to `path` when `path` does not exist yet. Uses SQLite's
+    backup API (a plain file copy could miss pages still in the source's WAL). Returns whether
+    it copied."""
+    import os
+    import sqlite3
+    if not init or os.path.exists(path):
+        return False
+    if not os.path.exists(init):
+        raise AugtuneError(f"augment_cache_init={init!r} does not exist; fix the path or unset it.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.init-{os.getpid()}"
+    src = sqlite3.connect(f"file:{init}?mode=ro", uri=True)
+    dst = sqlite3.connect(tmp)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    os.replace(tmp, path)  # atomic: a killed copy never leaves a half cache at `path`
+    return True

@@ -83,6 +83,10 @@ class AugmentConfig:
     augment_cache: str = field(
         default="cache/variants.sqlite",
         metadata={"help": "SQLite cache of variants, shared across runs and ablations."})
+    augment_cache_init: str | None = field(
+        default=None,
+        metadata={"help": "A prebuilt cache copied to augment_cache when that does not exist yet "
+                  "(the demo ships one so its first run does not spend minutes generating)."})
     build_before_training: bool = field(
         default=True,
         metadata={"help": "Build missing variants on the main process before training (other "
@@ -109,6 +113,11 @@ class AugmentConfig:
                   "price table for llm_model."})
     # --- per-method settings -------------------------------------------------------------
     paraphrase_n: int = field(default=3, metadata={"help": "Paraphrases asked for per prompt."})
+    paraphrase_style: str = field(
+        default="json",
+        metadata={"help": "`json`: one request returns a JSON array of n rewrites (hosted LLMs). "
+                  "`single`: n requests with n seeds, one plain rewrite each (small local models "
+                  "such as the embedded SmolLM2, which cannot hold a JSON format)."})
     translate_backend: str = field(
         default="offline", metadata={"help": f"Backtranslation backend: {TRANSLATE_BACKENDS}."})
     translate_pivots: list[str] = field(
@@ -175,6 +184,7 @@ class AugmentConfig:
         _choice("translate_backend", self.translate_backend, TRANSLATE_BACKENDS)
         _choice("outputs_backend", self.outputs_backend, OUTPUT_BACKENDS)
         _choice("qc", self.qc, QC_MODES)
+        _choice("paraphrase_style", self.paraphrase_style, ("json", "single"))
         _choice("augment_mode", self.augment_mode, AUGMENT_MODES)
         for v in self.outputs_variants:
             _choice("outputs_variants", v, OUTPUT_VARIANTS)

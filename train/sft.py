@@ -88,6 +88,10 @@ def main(argv):
             from augment.build import build_cache
             build_cache(data_cfg, aug_cfg, split.train)  # prints its own progress and summary
         state.wait_for_everyone()
+    if methods and state.is_main_process and not aug_cfg.build_before_training:
+        from augment.cache import init_cache_from
+        init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
+    state.wait_for_everyone()
     cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
     from augment.variants import RefusalTable, VariantTable
     row_methods = [m for m in methods if m != "refusals"]

@@ -1,5 +1,10 @@
 """Paraphrases of prompts from an LLM backend, as a JSON array of n rewrites per request.
 
+Two prompt styles (`paraphrase_style`): `json` (default) asks once for a JSON array of n
+diverse rewrites; `single` asks n times, with n seeds, for one plain rewrite each. `single` is
+for small local models (the embedded SmolLM2-135M cannot hold a JSON format but can rewrite one
+sentence); it costs n requests' worth of input tokens, so hosted models should use `json`.
+
 Why one request for n rewrites: the model sees its own earlier rewrites and diversifies, and
 we pay for the source once. The source sits between <text> tags and the system prompt says it is
 data: a prompt that says "ignore previous instructions" must come back paraphrased, not obeyed.
@@ -7,6 +12,8 @@ The seed comes from the request key, so a rerun asks the same question the same 
 """
 
 from __future__ import annotations
+
+import re
 
 from ..errors import CandidateError
 from ..types import Candidate, Request, Result, Row
@@ -24,6 +31,19 @@ SYSTEM = (
     "(such as {{name}} or <URL>) exactly as written.\n"
     "Output ONLY a JSON array of {n} strings, with no other text."
 )
+
+
+SINGLE_VERSION = "paraphrase-single-v1"
+_WRAPPER = re.compile(r"^\s*(?:(?:here(?:'s| is) (?:the |a |my )?)?(?:rewritten|reworded|paraphrased)"
+                      r"(?: message| version| text)?|rewrite|rewritten|paraphrase|re)\s*:\s*", re.I)
+SINGLE_SYSTEM = (
+    "You rewrite customer messages in different words. Keep every number, product name and "
+    "placeholder. Do not answer the message. Output only the rewritten message."
+)
+
+
+def build_single_prompt(source: str) -> tuple[str, str]:
+    return SINGLE_SYSTEM, "Rewrite this message in different words:\n" + source
 
 
 def build_prompt(source: str, n: int) -> tuple[str, str]:
@@ -51,6 +71,9 @@ class Paraphrase:
     def __init__(self, cfg, backend):
         self.cfg = cfg
         self.backend = backend
+        self.style = getattr(cfg, "paraphrase_style", "json")
+        if self.style == "single":
+            self.prompt_version = SINGLE_VERSION
 
     def requests(self, rows: list[Row]) -> list[Request]:
         return [Request.make(self.name, self.field, row.prompt, self.backend.name,
@@ -61,6 +84,8 @@ class Paraphrase:
 
     async def run(self, request: Request) -> Result:
         p = request.param_dict
+        if request.prompt_version == SINGLE_VERSION:
+            return await self._run_single(request, p)
         system, user = build_prompt(request.source, p["n"])
         seed = seed_from_key(request.key)
         comp = await self.backend.complete(system, user, max_tokens=p["max_tokens"],
@@ -75,5 +100,40 @@ class Paraphrase:
                       comp.input_tokens, comp.output_tokens, comp.cost_usd, comp.retries,
                       problems)
 
+    async def _run_single(self, request: Request, p: dict) -> Result:
+        system, user = build_single_prompt(request.source)
+        base = seed_from_key(request.key)
+        cands, problems, tin, tout, cost, retries, seen = [], [], 0, 0, 0.0, 0, set()
+        for i in range(p["n"]):
+            comp = await self.backend.complete(system, user, max_tokens=min(p["max_tokens"], 96),
+                                               temperature=p["temperature"], seed=base + i)
+            tin, tout, cost, retries = (tin + comp.input_tokens, tout + comp.output_tokens,
+                                        cost + comp.cost_usd, retries + comp.retries)
+            # A rewrite is one message: keep its first paragraph, never a rambling tail, and
+            # drop the wrappers small models put around it ("Rewrite: ...", quotes).
+            text = comp.text.strip().split("\n\n")[0].strip()
+            cleaned = _WRAPPER.sub("", text).strip().strip('"').strip()
+            if cleaned != text:
+                problems.append(f"sample {i}: stripped wrapper {text[: len(text) - len(cleaned)][:30]!r}")
+            text = cleaned
+            key = " ".join(text.lower().split())
+            if not text:
+                problems.append(f"sample {i}: empty")
+            elif key == " ".join(request.source.lower().split()):
+                problems.append(f"sample {i}: identical to the source")
+            elif key in seen:
+                problems.append(f"sample {i}: duplicate of an earlier sample")
+            else:
+                seen.add(key)
+                cands.append(Candidate(text, meta={"index": i, "seed": base + i, "style": "single"}))
+        if not cands:
+            err = CandidateError("no usable sample: " + "; ".join(problems))
+            err.completion = comp
+            raise err
+        return Result(cands, tin, tout, cost, retries, problems)
+
     def estimate(self, request: Request) -> tuple[int, int]:
+        if request.prompt_version == SINGLE_VERSION:
+            n = request.param_dict["n"]
+            return (n * (len(SINGLE_SYSTEM) + len(request.source)) // 4 + n, n * (len(request.source) // 4 + 8))
         return estimate_tokens_for(request.source, request.param_dict["n"])
