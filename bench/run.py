@@ -287,7 +287,7 @@ def sft_child(out_json: str, argv: list[str]) -> None:
     from transformers import TrainerCallback
 
     import train.trainer as tt
-    rec = {"begin": [], "end": [], "fetch": [], "collate": []}
+    rec = {"begin": [], "end": [], "fetch": [], "collate": [], "tokens": []}
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -307,6 +307,7 @@ def sft_child(out_json: str, argv: list[str]) -> None:
             t = perf()
             out = super().get_batch_samples(epoch_iterator, num_batches, device)
             rec["fetch"].append(perf() - t)
+            rec["tokens"].append(sum(int(b["input_ids"].numel()) for b in out[0]))
             return out
 
     tt.AugmentedSFTTrainer = Timed  # train.sft imports it inside main()
@@ -327,6 +328,12 @@ def sft_child(out_json: str, argv: list[str]) -> None:
         Path(out_json).write_text(json.dumps(rec))
 
 
+# Every demo example (chat template + prompt + completion) is longer than 64 tokens, so every
+# batch is truncated to exactly 64: both runs do identical model compute per step and the ratio
+# isolates what augmentation adds (cache/table loading aside: that is before step 1).
+MAX_LENGTH = 64
+
+
 def run_sft(tag: str, model: str, work: Path, steps: int, augmented: bool, cache: Path,
             batch: int) -> dict:
     out_json = work / f"{tag}.json"
@@ -334,7 +341,7 @@ def run_sft(tag: str, model: str, work: Path, steps: int, augmented: bool, cache
             "--output_dir", str(work / tag), "--augment_cache", str(cache),
             "--use_cpu", "true", "--max_steps", str(steps), "--max_rows", "300",
             "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "48",
-            "--max_length", "128", "--save_strategy", "no", "--report_to", "none"]
+            "--max_length", str(MAX_LENGTH), "--save_strategy", "no", "--report_to", "none"]
     if not augmented:
         argv += ["--augmented_per_original", "0"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_sft-child", str(out_json), "--",
@@ -360,7 +367,8 @@ def step_stats(rec: dict, warm: int) -> dict:
     # collator calls: one per batch; with accelerate's one-batch lookahead the calls made during
     # fetch k are for batch k+1; either way they sit inside the fetch times.
     c = sum(coll[warm:len(end)])
-    return {"steps": n, "mean_step_s": span / n, "fetch_s": f, "collate_s": c,
+    tok = rec["tokens"][warm:len(end)]
+    return {"steps": n, "mean_step_s": span / n, "padded_tokens_per_step": sum(tok) / max(len(tok), 1), "fetch_s": f, "collate_s": c,
             "wait_fraction": f / span, "collate_fraction": c / span, "wall_s": rec["wall_s"]}
 
 
@@ -372,7 +380,7 @@ def sft_runs(S) -> dict:
     dataloader_wait_fraction."""
     if _SFT_RUNS:
         return _SFT_RUNS
-    warm, measured = S.pick(5, 5, 2), S.pick(20, 30, 3)
+    warm, measured = S.pick(4, 5, 2), S.pick(16, 30, 3)
     pairs = S.pick(2, 3, 1)
     batch = 8
     model = tiny_model_dir(*((64, 2) if S.smoke else (256, 4)))
@@ -399,10 +407,12 @@ def fig_step_time_ratio(S) -> dict:
                  "<= 1.05", value <= 1.05,
                  aug_step_s=[rnd(x) for x in a], base_step_s=[rnd(x) for x in b],
                  pair_ratios=[rnd(x / y) for x, y in zip(a, b)],
+                 padded_tokens_per_step={"aug": [rnd(r["padded_tokens_per_step"]) for r in R["runs"]["aug"]],
+                                         "base": [rnd(r["padded_tokens_per_step"]) for r in R["runs"]["base"]]},
                  aug_wait_fraction=[rnd(r["wait_fraction"]) for r in R["runs"]["aug"]],
                  base_wait_fraction=[rnd(r["wait_fraction"]) for r in R["runs"]["base"]],
                  setup=f"configs/tiny.yaml, Llama h256 x4 layers + SmolLM2 tokenizer, LoRA r4, "
-                       f"batch {R['batch']}, max_length 128, 300 demo rows, templates variants "
+                       f"batch {R['batch']}, max_length {MAX_LENGTH} (every example truncated to it: same compute per step), 300 demo rows, templates variants "
                        f"(augmented_per_original 2) from a prebuilt cache, CPU, "
                        f"{R['warm']} warm-up + {R['measured']} timed steps per run",
                  timing=f"{R['pairs']} pairs of runs in A B order (subprocesses), mean step = "

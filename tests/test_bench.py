@@ -1,0 +1,51 @@
+"""bench/run.py end to end at smoke sizes: the figures run and results.json keeps its format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, run_env
+
+KEYS = {"value", "unit", "baseline", "target", "meets_target", "details"}
+
+
+def test_bench_smoke_writes_results_json(tmp_path):
+    out = tmp_path / "results.json"
+    figures = ["sampler_plan_vs_permutation", "qc_overhead_vs_encode"]
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only",
+                           ",".join(figures), "--out", str(out)], cwd=ROOT, env=run_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert list(res) == ["_machine", *figures]  # machine first, figures in the registry order
+    m = res["_machine"]
+    assert m["quick"] is True and m["smoke"] is True and m["cpu_count"] >= 1
+    assert {"cpu_model", "torch", "gpu", "date"} <= set(m)
+    for name in figures:
+        e = res[name]
+        assert set(e) == KEYS, name
+        assert "error" not in e["details"], e["details"].get("error")
+        assert isinstance(e["value"], float) and e["value"] > 0, (name, e["value"])
+        assert e["meets_target"] in (True, False)
+    samp = res["sampler_plan_vs_permutation"]["details"]
+    assert samp["expand"]["plan_length"] == 3 * samp["rows"]       # n originals + 2n variants
+    assert samp["replace"]["plan_length"] == samp["rows"]
+    assert res["sampler_plan_vs_permutation"]["value"] == samp["expand"]["ratio"]
+    assert res["qc_overhead_vs_encode"]["details"]["distinct_texts"] > 0
+    # the readable table is printed, with every figure
+    assert all(f in proc.stdout for f in figures)
+
+    # --only merges: a second run of one figure keeps the other entry
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only",
+                           "sampler_plan_vs_permutation", "--out", str(out)], cwd=ROOT,
+                          env=run_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(json.loads(out.read_text())) == {"_machine", *figures}
+
+
+def test_unknown_figure_is_refused():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--only", "nope"],
+                          cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown figure" in proc.stderr
