@@ -209,9 +209,12 @@ async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> 
                 fatal.append(exc)
 
     writer = asyncio.create_task(_writer(out, cache, checker, aug_cfg.qc, report, bar))
-    workers = [asyncio.create_task(worker()) for _ in range(min(aug_cfg.max_concurrency,
-                                                                   len(todo)))]
+    workers = []
     try:
+        if aug_cfg.llm_use_batches:
+            await _run_batches(queue, methods, out, aug_cfg)
+        workers = [asyncio.create_task(worker()) for _ in range(min(aug_cfg.max_concurrency,
+                                                                       queue.qsize()))]
         while any(not w.done() for w in workers):
             await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
             if fatal:
@@ -229,6 +232,43 @@ async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> 
         if isinstance(exc, AugtuneError):
             raise exc
         raise exc
+
+
+async def _run_batches(queue, methods, out, aug_cfg) -> None:
+    """Send every batchable request (a method with `batch_prompt`, a backend with
+    `complete_many`, i.e. Anthropic's Message Batches at half price) as one batch per backend.
+    The batch id is kept next to the cache (`<augment_cache>.<backend>-batch.json`), so a killed
+    build resumes polling the same batch instead of paying twice. Results go through the same
+    QC and writer as everything else; errored/expired items are recorded as failed, and the
+    next build resubmits only those."""
+    rest, groups = [], {}
+    while not queue.empty():
+        name, req = queue.get_nowait()
+        m = methods[name]
+        backend = getattr(m, "backend", None)
+        prompt = m.batch_prompt(req) if hasattr(m, "batch_prompt") else None
+        batchable = getattr(backend, "supports_batches", hasattr(backend, "complete_many"))
+        if prompt is None or not batchable:
+            rest.append((name, req))
+            continue
+        groups.setdefault(id(backend), (backend, []))[1].append((name, req, prompt))
+    for item in rest:
+        queue.put_nowait(item)
+    for backend, items in groups.values():
+        by_id = {req.key[:64]: (name, req) for name, req, _ in items}
+        state = f"{aug_cfg.augment_cache}.{backend.name}-batch.json"
+        results = await backend.complete_many(
+            [(req.key[:64], *prompt) for _, req, prompt in items], state_path=state,
+            poll_interval=aug_cfg.llm_batch_poll_seconds)
+        for cid, (status, value) in results.items():
+            name, req = by_id[cid]
+            if status != "succeeded":
+                await out.put((req, None, f"batch {status}: {value}"))
+                continue
+            try:
+                await out.put((req, methods[name].parse(req, value), None))
+            except CandidateError as exc:
+                await out.put((req, None, f"CandidateError: {exc}"))
 
 
 async def _close_backends(methods) -> None:

@@ -107,6 +107,8 @@ class AugmentConfig:
     llm_use_batches: bool = field(
         default=False,
         metadata={"help": "Anthropic only: use the Message Batches API (half price, slower)."})
+    llm_batch_poll_seconds: float = field(
+        default=30.0, metadata={"help": "How often to poll a Message Batch for results."})
     price_per_mtok: list[float] = field(
         default_factory=list,
         metadata={"help": "[input, output] USD per million tokens, overriding the built-in "

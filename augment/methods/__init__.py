@@ -57,6 +57,15 @@ class LazyLLM:
         return await self.get().complete(system, user, max_tokens=max_tokens,
                                          temperature=temperature, seed=seed)
 
+    @property
+    def supports_batches(self) -> bool:
+        """Whether the configured backend has a batch API (without building it)."""
+        from ..backends import LLM_BACKENDS
+        return hasattr(LLM_BACKENDS.get(self.name), "complete_many")
+
+    async def complete_many(self, items, **kwargs):
+        return await self.get().complete_many(items, **kwargs)
+
     async def aclose(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()

@@ -86,10 +86,23 @@ class Paraphrase:
         p = request.param_dict
         if request.prompt_version == SINGLE_VERSION:
             return await self._run_single(request, p)
+        system, user, max_tokens, temperature = self.batch_prompt(request)
+        comp = await self.backend.complete(system, user, max_tokens=max_tokens,
+                                           temperature=temperature, seed=seed_from_key(request.key))
+        return self.parse(request, comp)
+
+    def batch_prompt(self, request: Request):
+        """(system, user, max_tokens, temperature) of a one-call request, for batch APIs; None
+        for the `single` style, which needs n calls."""
+        if request.prompt_version == SINGLE_VERSION:
+            return None
+        p = request.param_dict
         system, user = build_prompt(request.source, p["n"])
-        seed = seed_from_key(request.key)
-        comp = await self.backend.complete(system, user, max_tokens=p["max_tokens"],
-                                           temperature=p["temperature"], seed=seed)
+        return system, user, p["max_tokens"], p["temperature"]
+
+    def parse(self, request: Request, comp) -> Result:
+        """Turn one completion into candidates (CandidateError carries the spend)."""
+        p, seed = request.param_dict, seed_from_key(request.key)
         try:
             items, problems = parse_string_list(comp.text, p["n"], request.source)
         except CandidateError as e:
