@@ -202,7 +202,9 @@ async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> 
                     raise CandidateError("no candidates returned")
                 await out.put((req, result, None))
             except (CandidateError, RetryableError) as exc:
-                await out.put((req, None, f"{type(exc).__name__}: {exc}"))
+                # A failed request still spent retries (and, for an unusable answer, tokens):
+                # the report must count them, or a flaky backend looks cheaper than it is.
+                await out.put((req, _failure_spend(exc), f"{type(exc).__name__}: {exc}"))
             except FatalBackendError as exc:
                 fatal.append(exc)
             except Exception as exc:  # a bug: stop, keep what is done, show it
@@ -302,7 +304,7 @@ async def _writer(out, cache, checker, qc_mode, report, bar) -> None:
             if not batch:
                 deadline = time.monotonic() + SCORE_LATENCY_S
             batch.append(item)
-            n_cand += len(item[1].candidates) if item[1] is not None else 0
+            n_cand += len(item[1].candidates) if item[2] is None else 0
             if n_cand >= SCORE_BATCH:
                 break
         if batch:
@@ -311,7 +313,7 @@ async def _writer(out, cache, checker, qc_mode, report, bar) -> None:
 
 
 def _score_and_store(batch, cache, checker, qc_mode, report) -> None:
-    ok = [(req, res) for req, res, err in batch if res is not None]
+    ok = [(req, res) for req, res, err in batch if err is None]
     scores = _score(ok, checker)
     for (req, res), sc in zip(ok, scores):
         cache.put(req, res, sc, qc_mode)
@@ -325,11 +327,17 @@ def _score_and_store(batch, cache, checker, qc_mode, report) -> None:
         report.cost_usd += float(res.cost_usd)
         if not getattr(res.cost_usd, "known", True):
             report.cost_known = False
-    for req, res, err in batch:
-        if res is None:
-            cache.put_failure(req, err)
+    for req, spend, err in batch:
+        if err is not None:
+            cache.put_failure(req, err, retries=spend.retries)
             report.executed += 1
             report.failed += 1
+            report.retries += spend.retries
+            report.input_tokens += spend.input_tokens
+            report.output_tokens += spend.output_tokens
+            report.cost_usd += float(spend.cost_usd)
+            if not getattr(spend.cost_usd, "known", True):
+                report.cost_known = False
             reason = err.split(":", 1)[0] if len(err) > 80 else err
             report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
 
@@ -349,6 +357,15 @@ def _score(ok: list[tuple[Request, Result]], checker) -> list[list[dict]]:
         for (ri, ci), s in zip(items, scores):
             out[ri][ci] = s
     return out
+
+
+def _failure_spend(exc) -> Result:
+    """What a failed request cost: retries (RetryableError.retries after giving up) and, for
+    an unusable answer, the completion the method attached to its CandidateError."""
+    comp = getattr(exc, "completion", None)
+    retries = int(getattr(exc, "retries", 0) or getattr(comp, "retries", 0) or 0)
+    return Result([], getattr(comp, "input_tokens", 0) or 0, getattr(comp, "output_tokens", 0)
+                  or 0, getattr(comp, "cost_usd", 0.0) or 0.0, retries)
 
 
 class _Progress:
