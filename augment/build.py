@@ -329,6 +329,7 @@ def _score_and_store(batch, cache, checker, qc_mode, report) -> None:
             report.cost_known = False
     for req, spend, err in batch:
         if err is not None:
+            spend = spend or Result([])  # batch-mode failures carry no spend
             cache.put_failure(req, err, retries=spend.retries)
             report.executed += 1
             report.failed += 1

@@ -120,7 +120,8 @@ def qc_windows(qc_mode: str) -> dict:
     if qc_mode == "seed":
         return {m: (SEED_SIM_MIN, SEED_SIM_MAX) for m in METHOD_NAMES}
     cfg = QualityConfig()
-    out = {m: (cfg.sim_min, cfg.sim_max) for m in ("paraphrase", "backtranslate", "templates")}
+    out = {m: (cfg.sim_min, cfg.sim_max) for m in ("paraphrase", "backtranslate")}
+    out["templates"] = (cfg.sim_min, cfg.templates_sim_max)
     out["outputs"] = (cfg.outputs_sim_min, 1.0)
     return out
 

@@ -29,8 +29,10 @@ seeded order (position p), and epoch k gives the extra slot to positions [k*e, (
 So before epoch k a row has had c(k) = k*q + max(0, ceil((k*e - p) / N_w)) slots, computable
 for any k without replaying earlier epochs (resuming at epoch k gives the same plan).
 
-Rotation: each row's usable variants are put in a fixed seeded *weighted* order (an exponential
-race: key = -log(U) / weight, ascending; a method with a higher weight tends to come first). The
+Rotation: each row's usable variants are put in a fixed seeded *weighted* order (stride
+scheduling: the k-th variant of method m in the row gets key (k + U) / weight_m, ascending; so
+the row's first slots go to different methods, and a method with weight 2 gets two early slots
+for each one of a weight-1 method, however many variants each method made). The
 row's slot number s (counted over all epochs, s = c(k), c(k)+1, ...) uses variant order[s mod m].
 So a variant is reused only after the row's other m-1 variants were used, and over any m
 consecutive slots each is used exactly once. Method weights therefore shift the per-method share
@@ -154,8 +156,19 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         counts = np.diff(variants.offsets)
         row_of = np.repeat(np.arange(n, dtype=np.int64), counts)
         rng = np.random.default_rng([self.seed, _VARIANT_ORDER])
-        key = rng.standard_exponential(len(w)) / np.where(usable, w, 1.0)
         keep = np.flatnonzero(usable)
+        # Stride scheduling: the k-th variant (random order) of method m in a row gets key
+        # (k + U) / weight_m. A row's first slots therefore go to different methods (a method
+        # that made 3 variants does not crowd out one that made 1), and weight 2 means two
+        # early slots for each one of a weight-1 method.
+        u = rng.random(len(w))
+        group = row_of * len(METHOD_NAMES) + variants.method.astype(np.int64)
+        o = keep[np.argsort(group[keep] + u[keep], kind="stable")]
+        gs = group[o]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        rank = np.arange(len(o)) - np.repeat(starts, np.diff(np.r_[starts, len(o)]))
+        key = np.zeros(len(w))
+        key[o] = (rank + rng.random(len(o))) / w[o]
         # Sort usable variants by (row, weighted race key): each row's rotation order. The key
         # is squashed into [0, 1) and added to the row so one stable argsort does the job (a
         # lexsort is 15x slower at a million rows; rows stay exact in float64 below 2**40).

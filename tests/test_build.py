@@ -52,6 +52,7 @@ def _log_lines(log) -> list[str]:
     return Path(log).read_text().split("\n")[:-1] if os.path.exists(log) else []
 
 
+@pytest.mark.reliability
 def test_sigkill_at_random_points_then_resume(tmp_path):
     n_rows = 240
     ref_cache = str(tmp_path / "ref.sqlite")
@@ -94,6 +95,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     assert len(lines) - len(set(lines)) <= len(kills) * (8 + SCORE_BATCH)
 
 
+@pytest.mark.reliability
 def test_failures_recorded_then_redone(tmp_path):
     rows = make_rows(12)
     cache = str(tmp_path / "c.sqlite")
@@ -112,6 +114,7 @@ def test_failures_recorded_then_redone(tmp_path):
     assert VariantCache(cache).status_counts() == {"paraphrase": {"done": 12, "failed": 0}}
 
 
+@pytest.mark.reliability
 def test_fatal_error_stops_and_keeps_finished_work(tmp_path):
     rows = make_rows(40)
     cache = str(tmp_path / "c.sqlite")
@@ -148,6 +151,7 @@ def test_dry_run_spends_nothing(tmp_path, capsys):
     assert not rep.cost_known and "price unknown" in capsys.readouterr().out
 
 
+@pytest.mark.reliability
 def test_missing_api_key_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     ran = []
@@ -165,6 +169,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.reliability
 def test_cli_dry_run_and_errors(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(f'{{"prompt": "How do I fix problem {i}?", "completion": "Do {i}."}}\n'

@@ -32,6 +32,7 @@ def put(cache, r, texts, sims=None, oks=None, mode="project"):
                      mode)
 
 
+@pytest.mark.reliability
 def test_put_get_missing_and_idempotent(tmp_path):
     c = VariantCache(tmp_path / "c.sqlite")
     a, b = req("How do I reset my password?"), req("What is a VPN?")
@@ -53,6 +54,7 @@ def test_put_get_missing_and_idempotent(tmp_path):
                                                  "failed": 0, "unjudged": 0}}
 
 
+@pytest.mark.reliability
 def test_failures_are_redone_and_counted(tmp_path):
     c = VariantCache(tmp_path / "c.sqlite")
     a = req("Explain DNS.")
@@ -68,6 +70,7 @@ def test_failures_are_redone_and_counted(tmp_path):
     assert c.get(a)["status"] == "done"
 
 
+@pytest.mark.reliability
 def test_schema_mismatch_and_corrupt_files(tmp_path):
     p = tmp_path / "old.sqlite"
     VariantCache(p).close()
@@ -105,6 +108,7 @@ def _reader(path, n_rounds, q):
     q.put(seen)
 
 
+@pytest.mark.reliability
 def test_wal_concurrent_reader_process(tmp_path):
     p = tmp_path / "c.sqlite"
     c = VariantCache(p)

@@ -121,6 +121,7 @@ def _flaky(errors, result="ok"):
     return fn, calls
 
 
+@pytest.mark.reliability
 def test_retries_are_counted_and_backoff_is_seeded_full_jitter():
     clock = VirtualClock()
     fn, calls = _flaky([RetryableError("a"), RetryableError("b"), RetryableError("c")])
@@ -141,6 +142,7 @@ def test_retries_are_counted_and_backoff_is_seeded_full_jitter():
     assert clock3.sleeps != clock.sleeps
 
 
+@pytest.mark.reliability
 def test_retry_after_is_a_floor():
     clock = VirtualClock()
     fn, _ = _flaky([RetryableError("429", retry_after=5.0), RetryableError("429", 0.5)])
@@ -157,6 +159,7 @@ def test_retry_after_real_sleep_waits_at_least_that_long():
     assert retries == 1 and time.monotonic() - t0 >= 0.2
 
 
+@pytest.mark.reliability
 def test_gives_up_after_max_retries_with_the_last_error():
     clock = VirtualClock()
     fn, calls = _flaky([RetryableError(f"boom {i}") for i in range(10)])
@@ -165,6 +168,7 @@ def test_gives_up_after_max_retries_with_the_last_error():
     assert calls["n"] == 3 and ei.value.retries == 2
 
 
+@pytest.mark.reliability
 def test_fatal_and_unexpected_errors_are_not_retried():
     clock = VirtualClock()
     fn, calls = _flaky([FatalBackendError("bad key")])
@@ -185,6 +189,7 @@ def test_backoff_delay_never_exceeds_cap_without_retry_after():
 
 # ---- classify_http_error --------------------------------------------------------------------
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
 def test_transient_statuses_are_retryable(status):
     err = classify_http_error(status, "3", "slow down")
@@ -192,6 +197,7 @@ def test_transient_statuses_are_retryable(status):
     assert str(status) in str(err) and "slow down" in str(err)
 
 
+@pytest.mark.reliability
 def test_529_is_called_overloaded():
     assert "overloaded" in str(classify_http_error(529, None, "Overloaded"))
 
@@ -199,12 +205,14 @@ def test_529_is_called_overloaded():
 @pytest.mark.parametrize("status,hint", [(400, "invalid request"), (401, "ANTHROPIC_API_KEY"),
                                          (403, "permission denied"), (404, "llm_model"),
                                          (413, "too large"), (422, "unprocessable")])
+@pytest.mark.reliability
 def test_client_errors_are_fatal_and_say_what_to_do(status, hint):
     err = classify_http_error(status, None, "nope", key_env="ANTHROPIC_API_KEY")
     assert isinstance(err, FatalBackendError) and isinstance(err, AugtuneError)
     assert hint in str(err) and "nope" in str(err)
 
 
+@pytest.mark.reliability
 def test_retry_after_parsing():
     assert parse_retry_after({"retry-after": "1.5"}) == 1.5
     assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
@@ -214,6 +222,7 @@ def test_retry_after_parsing():
     assert 20 < parse_retry_after({"retry-after": future}) <= 31
 
 
+@pytest.mark.reliability
 def test_redact():
     assert redact("key sk-ant-CANARY-123 leaked", ["sk-ant-CANARY-123", ""]) == "key *** leaked"
 

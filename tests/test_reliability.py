@@ -74,6 +74,13 @@ def point_anthropic(monkeypatch, srv, key=KEY):
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
 
 
+def sent_key(req: dict) -> str | None:
+    """The key a request carried (SDK 2.x sends `authorization: Bearer`, 1.x `x-api-key`)."""
+    h = req["headers"]
+    auth = h.get("authorization", "")
+    return h.get("x-api-key") or (auth[len("Bearer "):] if auth.startswith("Bearer ") else None)
+
+
 def user_text(req: dict) -> str:
     body = req["body"]
     msgs = body.get("messages") or []
@@ -460,9 +467,12 @@ def test_rtl_emoji_zero_width_survive_build_and_collator(tmp_path, monkeypatch, 
     counts = table.counts()
     assert all(c > 0 for c in counts)
     for i, row in enumerate(rows):
-        core = row.prompt.strip()[1:]  # the fake lowercases the first letter
+        # paraphrases and templates reword the ASCII around them, but every non-ASCII run
+        # (RTL words, emoji with modifiers, zero-width and bidi marks) must come back intact
+        runs = re.findall(r"[^\x00-\x7f]+", row.prompt)
+        assert runs
         for t in table.texts[table.offsets[i]:table.offsets[i + 1]]:
-            assert core[:-1] in t, (row.prompt, t)
+            assert all(r in t for r in runs), (row.prompt, t)
     ds = AugmentedDataset(rows, table)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     collate = AugmentingCollator(tok, max_length=256)
@@ -500,7 +510,7 @@ def test_canary_key_never_written_printed_or_logged_by_a_build(tmp_path, monkeyp
         build_cache(DataConfig(), cfg, rows_of(prompts[:6]), progress=True,
                     methods=fast_methods(cfg), checker=checker(minilm))
         # the key really was used: otherwise this test proves nothing
-        assert srv.requests[0]["headers"]["x-api-key"] == CANARY
+        assert {sent_key(r) for r in srv.requests} == {CANARY}
         errors = []
         for fault in ("401", f"400:invalid x-api-key {CANARY}", "403"):
             srv.script = [fault] * 10
@@ -543,7 +553,7 @@ def test_canary_key_absent_from_training_outputs(tmp_path, tiny_model_dir):
              "--save_steps", "1"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         n_calls = srv.count("messages")
-        key_seen = {r["headers"].get("x-api-key") for r in srv.requests}
+        key_seen = {sent_key(r) for r in srv.requests}
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert n_calls >= 9 and key_seen == {CANARY}
     assert (out / "adapter_model.safetensors").exists() and (out / "checkpoint-2").exists()
@@ -742,13 +752,19 @@ class SnapshotReads:
                 "variants": sum(per.values()), "texts": texts, "pid": os.getpid()}
 
 
-def reader_main(path: str, out: str, n_items: int) -> None:
-    """Run in a separate process: a DataLoader with 4 workers over SnapshotReads."""
+def reader_main(path: str, out: str, ready: str, n_rows: int) -> None:
+    """Run in a separate process: a DataLoader with 4 workers over SnapshotReads, until a
+    snapshot shows the whole build (or 4000 snapshots, or the DataLoader's timeout)."""
     import torch.utils.data
-    ds = SnapshotReads(path, n_items, per_request=2)
-    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4, timeout=60,
-                                     persistent_workers=False)
-    seen = [dict(x) for x in dl]
+    ds = SnapshotReads(path, 4000, per_request=2)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4, timeout=60)
+    seen = []
+    for x in dl:
+        seen.append(dict(x))
+        if len(seen) == 8:
+            Path(ready).write_text("reading")
+        if x["done"] >= n_rows and len(seen) > 8:
+            break
     Path(out).write_text(json.dumps(seen))
 
 
@@ -757,31 +773,38 @@ def test_two_reader_processes_with_workers_while_a_build_appends(tmp_path):
     VariantCache(cache).close()  # schema exists before readers open read-only
     n_rows = 400
     env = run_env()
-    build = subprocess.Popen([sys.executable, str(ROOT / "tests/build_helpers.py"), str(cache),
-                              str(tmp_path / "log"), str(n_rows)], cwd=ROOT, env=env)
     readers = [subprocess.Popen(
         [sys.executable, "-c", "import sys; from tests.test_reliability import reader_main; "
-         "reader_main(sys.argv[1], sys.argv[2], int(sys.argv[3]))", str(cache),
-         str(tmp_path / f"r{i}.json"), "600"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+         "reader_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))", str(cache),
+         str(tmp_path / f"r{i}.json"), str(tmp_path / f"ready{i}"), str(n_rows)], cwd=ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    build = None
     try:
+        deadline = time.monotonic() + 90
+        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+            assert time.monotonic() < deadline and all(r.poll() is None for r in readers), \
+                [r.stderr.read()[-2000:] for r in readers if r.poll() is not None]
+            time.sleep(0.05)
+        build = subprocess.Popen([sys.executable, str(ROOT / "tests/build_helpers.py"),
+                                  str(cache), str(tmp_path / "log"), str(n_rows)], cwd=ROOT,
+                                 env=env)
         assert build.wait(timeout=120) == 0
         results = [r.communicate(timeout=120) for r in readers]
     finally:
         for p in [build, *readers]:
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
     for r, (o, e) in zip(readers, results):
         assert r.returncode == 0, e[-3000:]
         assert "Error" not in e and "Traceback" not in e, e[-3000:]
     snaps = [s for i in range(2) for s in json.loads((tmp_path / f"r{i}.json").read_text())]
-    assert len(snaps) == 1200
     assert len({s["pid"] for s in snaps}) == 8  # 2 processes x 4 workers really read
     assert all(s["partial"] == 0 and s["orphans"] == 0 for s in snaps)
     assert all(s["variants"] == 2 * s["done"] == s["texts"] for s in snaps)
     mid = [s for s in snaps if 0 < s["done"] < n_rows]
-    assert mid, "no reader overlapped the build; the test proved nothing"
+    assert len(mid) >= 10, "readers hardly overlapped the build; the test proved nothing"
+    assert max(s["done"] for s in snaps) == n_rows
     final = VariantCache(cache, readonly=True)
     assert final.status_counts() == {"paraphrase": {"done": n_rows, "failed": 0}}
     assert final.check() == "ok"

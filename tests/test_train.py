@@ -75,6 +75,7 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
         assert r1[k]["index"] == plan[8 * k + 4: 8 * k + 8]
 
 
+@pytest.mark.reliability
 def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_dir, tmp_path):
     steps = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "3", "--logging_steps", "1"]
     ref_out, ref_trace = tmp_path / "ref", tmp_path / "ref-trace"

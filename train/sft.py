@@ -143,7 +143,9 @@ def main(argv):
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
     trainer.write_param_fingerprint()
-    if split.eval:
+    evaluated = any("eval_loss" in h and h.get("step") == trainer.state.global_step
+                    for h in trainer.state.log_history)
+    if split.eval and not evaluated:  # every run ends with eval_loss and eval_paraphrase_loss
         trainer.evaluate()
     trainer.save_model(sft_cfg.output_dir)
     trainer.save_state()
