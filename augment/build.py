@@ -412,6 +412,8 @@ def main(argv: list[str]) -> BuildReport:
                                                             ModelConfig))
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc).strip().splitlines()[0]) from None
+    if aug_cfg.augment_seed is None:
+        aug_cfg.augment_seed = sft_cfg.seed  # exactly as training resolves it: same cache keys
     split = load_rows(data_cfg, seed=sft_cfg.seed)
     return build_cache(data_cfg, aug_cfg, split.train, progress=True)
 

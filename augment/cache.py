@@ -316,25 +316,43 @@ class VariantCache:
             out.setdefault(m, {"done": 0, "failed": 0})[s] = n
         return out
 
-    def stats(self, qc_mode: str, methods=None) -> dict[str, dict[str, int]]:
+    def stats(self, qc_mode: str, methods=None, keys=None) -> dict[str, dict[str, int]]:
         """Per method: generated / accepted / rejected candidates under `qc_mode`, failed
         requests, and `unjudged` (candidates with no verdict under this mode yet). This is the
-        `methods` part of `augmentation_summary.json`."""
+        `methods` part of `augmentation_summary.json`. `keys` (request keys) restricts it to
+        one run's requests: a cache shared across runs holds others' too."""
         col = _verdict_col(qc_mode)
         con = self._conn()
+        where_v, where_r, args = "", "", []
+        if keys is not None:
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS _run_keys(key TEXT PRIMARY KEY)")
+            con.execute("DELETE FROM _run_keys")
+            con.executemany("INSERT OR IGNORE INTO _run_keys VALUES (?)", [(k,) for k in keys])
+            where_v = "WHERE request_key IN (SELECT key FROM _run_keys)"
+            where_r = "AND key IN (SELECT key FROM _run_keys)"
         out: dict[str, dict[str, int]] = {}
         for m, gen, acc, rej in con.execute(
                 f"SELECT method, count(*), sum({col} = 1), sum({col} = 0) FROM variants "
-                "GROUP BY method"):
+                f"{where_v} GROUP BY method", args):
             out[m] = {"generated": gen, "accepted": acc or 0, "rejected": rej or 0, "failed": 0,
                       "unjudged": gen - (acc or 0) - (rej or 0)}
         for m, n in con.execute("SELECT method, count(*) FROM requests WHERE status='failed' "
-                                "GROUP BY method"):
+                                f"{where_r} GROUP BY method"):
             out.setdefault(m, {"generated": 0, "accepted": 0, "rejected": 0, "failed": 0,
                                "unjudged": 0})["failed"] = n
         if methods is not None:
             out = {m: v for m, v in out.items() if m in methods}
         return {m: out[m] for m in sorted(out, key=_method_order)}
+
+    def prune(self, keep_keys) -> int:
+        """Delete requests (and their variants) whose key is not in `keep_keys`, e.g. to ship a
+        cache that holds exactly what one config needs. Returns how many requests went."""
+        keep = set(keep_keys)
+        gone = [k for (k,) in self._conn().execute("SELECT key FROM requests") if k not in keep]
+        with self._write() as con:
+            con.executemany("DELETE FROM variants WHERE request_key = ?", [(k,) for k in gone])
+            con.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in gone])
+        return len(gone)
 
     def totals(self) -> dict:
         """Tokens, cost and retries spent on stored requests."""

@@ -153,11 +153,20 @@ def main(argv):
     if state.is_main_process:
         out = Path(sft_cfg.output_dir)
         summary = write_summary(out, cache, methods, aug_cfg.qc, sampler, trainer, sft_cfg,
-                                state.num_processes)
+                                state.num_processes, run_keys=run_request_keys(aug_cfg, split.train))
         write_resolved_config(out, data_cfg, aug_cfg, sft_cfg, model_cfg)
         from train.plots import plot_training
         pngs = plot_training(trainer.state.log_history, out)
         print_outro(out, trainer, summary, pngs, time.time() - t0)
+
+
+def run_request_keys(aug_cfg, rows) -> list[str]:
+    """Cache keys of this run's requests (cheap: no backend is built), so the summary counts
+    what this run used, not everything a shared cache holds."""
+    from augment.build import collect_requests
+    from augment.methods import build_methods
+    methods = build_methods(aug_cfg)
+    return [r.key for reqs in collect_requests(methods, rows).values() for r in reqs]
 
 
 class IndexedCollator:
@@ -179,11 +188,13 @@ class IndexedCollator:
         return batch
 
 
-def write_summary(out: Path, cache, methods, qc_mode, sampler, trainer, sft_cfg, world: int) -> dict:
+def write_summary(out: Path, cache, methods, qc_mode, sampler, trainer, sft_cfg, world: int,
+                  run_keys=None) -> dict:
     """`augmentation_summary.json` (stable format, ../shared/ARCHITECTURE.md): per method what the
     cache holds, per epoch what the sampler scheduled over all ranks."""
     keys = ("generated", "accepted", "rejected", "failed")
-    stats = ({m: {k: c.get(k, 0) for k in keys} for m, c in cache.stats(qc_mode, methods=methods).items()}
+    stats = ({m: {k: c.get(k, 0) for k in keys}
+              for m, c in cache.stats(qc_mode, methods=methods, keys=run_keys).items()}
              if cache else {})
     epochs = []
     n_epochs = max(1, math.ceil(trainer.state.epoch or sft_cfg.num_train_epochs))
