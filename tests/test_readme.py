@@ -1,0 +1,56 @@
+"""The README's promises: exactly two set-up commands, CI runs the second, the file tree is true."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_two_commands_and_ci_runs_the_test_command():
+    block = README.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln.split("#")[0].strip() for ln in block.strip().splitlines()]
+    assert commands == ["./launch.sh", "./launch.sh --tests"]
+    ci = [ln for ln in (ROOT / ".ci/run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
+    assert ci == ["./launch.sh --tests"]
+
+
+def test_launch_help_and_bad_arguments():
+    out = subprocess.run([str(ROOT / "launch.sh"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--num_processes" in out.stdout
+    bad = subprocess.run([str(ROOT / "launch.sh"), "configs/nope.yaml"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "config file 'configs/nope.yaml' not found" in bad.stderr
+
+
+def _tree_paths() -> list[str]:
+    block = README.split("## Files", 1)[1].split("```", 2)[1]
+    paths, parent = [], ""
+    for line in block.splitlines():
+        m = re.match(r"^( *)(\S+)", line)
+        if not m or line.strip().startswith(("test_", "and ")):
+            continue
+        indent, name = len(m.group(1)), m.group(2)
+        if indent == 0:
+            parent = name if name.endswith("/") else ""
+            paths.append(name)
+        else:
+            paths.append(parent + name)
+    return paths
+
+
+def test_file_tree_is_true():
+    paths = _tree_paths()
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert not missing, f"README lists files that do not exist: {missing}"
+    listed = set(paths)
+    for pkg in ("augment", "train", "bench"):
+        for f in (ROOT / pkg).rglob("*.py"):
+            rel = f.relative_to(ROOT).as_posix()
+            if f.name == "__init__.py" and rel not in listed and pkg != "augment":
+                continue
+            if f.name == "__init__.py" and f.parent.name in ("augment", "bench", "train"):
+                continue
+            assert rel in listed, f"{rel} is not in the README's file tree"
