@@ -13,13 +13,13 @@ KEYS = {"value", "unit", "baseline", "target", "meets_target", "details"}
 
 def test_bench_smoke_writes_results_json(tmp_path):
     out = tmp_path / "results.json"
-    figures = ["sampler_plan_vs_permutation", "qc_overhead_vs_encode"]
+    figures = ["qc_overhead_vs_encode", "sampler_plan_vs_permutation"]  # registry order
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only",
-                           ",".join(figures), "--out", str(out)], cwd=ROOT, env=run_env(),
+                           ",".join(reversed(figures)), "--out", str(out)], cwd=ROOT, env=run_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert list(res) == ["_machine", *figures]  # machine first, figures in the registry order
+    assert list(res) == ["_machine", *figures]  # machine first, then figures in registry order
     m = res["_machine"]
     assert m["quick"] is True and m["smoke"] is True and m["cpu_count"] >= 1
     assert {"cpu_model", "torch", "gpu", "date"} <= set(m)
