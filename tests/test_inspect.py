@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_inspect_prints_counts_failures_examples(cache_path, capsys):
     assert table[3].split()[:2] == ["templates", "12"]
     assert "CandidateError: malformed JSON list" in out
     assert "== templates: accepted (qc=project) ==" in out
-    assert "== templates: rejected (qc=project) ==" in out and "reasons: " in out
+    # templates wrap the whole original, so they are rarely rejected; some method is
+    assert re.search(r"== \w+: rejected \(qc=project\) ==", out) and "reasons: " in out
 
 
 def test_inspect_report_writes_json_and_pngs(cache_path, tmp_path, capsys):
