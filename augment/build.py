@@ -152,7 +152,7 @@ def _estimate(report, methods, todo, counts, aug_cfg) -> None:
         e = per[name]
         e["input_tokens"] += i
         e["output_tokens"] += o
-        if i or o:
+        if (i or o) and req.backend != "local":  # a local model costs compute, not money
             override = aug_cfg.price_per_mtok if req.model == aug_cfg.llm_model else None
             c = (pricing.cost(req.model, i, o, override=override or None,
                               batch=aug_cfg.llm_use_batches and req.backend == "anthropic")

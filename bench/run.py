@@ -154,8 +154,9 @@ def machine(quick: bool) -> dict:
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu_count": os.cpu_count(), "cpu_model": model, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "gpu": gpu, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "loadavg_start": loadavg()}
+            "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": quick, "loadavg_start": loadavg()}
 
 
 # ----------------------------------------------------------------------------- collator

@@ -74,6 +74,19 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
         assert r0[k]["index"] == plan[8 * k: 8 * k + 4]
         assert r1[k]["index"] == plan[8 * k + 4: 8 * k + 8]
 
+    # The same global batches on ONE process (batch 8) log the same metrics: losses and the
+    # per-source split are token-weighted and summed over ranks before dividing.
+    one = tmp_path / "out1"
+    proc = subprocess.run(sft_cmd(tiny_model_dir, one, "--max_steps", "4", "--per_device_train_batch_size", "8"),
+                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    h1 = [h for h in json.loads((one / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    h2 = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in h1] == [h["step"] for h in h2]
+    for a, b in zip(h1, h2):
+        for key in ("loss", "loss_original", "loss_augmented", "loss_templates", "aug_fraction", "aug_similarity_mean"):
+            assert abs(a[key] - b[key]) <= 1e-3 * max(1.0, abs(a[key])), (key, a[key], b[key])
+
 
 @pytest.mark.reliability
 def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_dir, tmp_path):
