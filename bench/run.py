@@ -231,7 +231,8 @@ def fig_collator_overhead(S) -> dict:
                          "ours_real": run_ours_real, "trl_real": run_trl_real},
                         repeat=repeat, warmup=1)
         per = {k: med(v) / n_batches for k, v in t.items()}
-        out[bs] = {"ours_warm_ms": rnd(per["ours_warm"] * 1e3), "trl_warm_ms": rnd(per["trl_warm"] * 1e3),
+        out[bs] = {"ours_warm_ms": rnd(per["ours_warm"] * 1e3),
+                   "trl_warm_ms": rnd(per["trl_warm"] * 1e3),
                    "ours_realistic_ms": rnd(per["ours_real"] * 1e3),
                    "trl_realistic_ms": rnd(per["trl_real"] * 1e3),
                    "ratio_warm": rnd(per["ours_warm"] / per["trl_warm"]),
@@ -367,7 +368,8 @@ def run_pair(model: str, work: Path, i: int, steps: int, cache: Path) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_sft-child", str(out_json), "--",
                *sft_argv(model, work, f"{kind}{i}", steps, kind == "aug", cache)]
         log = open(work / f"{kind}{i}.log", "w")
-        procs[kind] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log), out_json, log)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        procs[kind] = (proc, out_json, log)
     recs = {}
     for kind, (p, out_json, log) in procs.items():
         rc = p.wait(timeout=1800)
@@ -560,8 +562,8 @@ def fig_build_throughput_vs_limit(S) -> dict:
 
     def rows(n, salt):  # short distinct prompts: QC must not be the bottleneck
         r = random.Random(salt)
-        return [Row(f"{salt}-{i}", f"How do I change the {r.choice(words)} for my {r.choice(words)} "
-                    f"{salt}{i}?", "Open settings.") for i in range(n)]
+        return [Row(f"{salt}-{i}", f"How do I change the {r.choice(words)} for my "
+                    f"{r.choice(words)} {salt}{i}?", "Open settings.") for i in range(n)]
 
     class TimedChecker(QualityChecker):
         seconds = 0.0
@@ -595,7 +597,8 @@ def fig_build_throughput_vs_limit(S) -> dict:
                                         ("sequential", n_seq, 1, None)):
                 cfg = AugmentConfig(augment_methods=["paraphrase"], llm_backend="anthropic",
                                     llm_model="claude-haiku-4-5", max_concurrency=conc,
-                                    requests_per_minute=limit, augment_cache=str(work / f"{tag}.sqlite"),
+                                    requests_per_minute=limit,
+                                    augment_cache=str(work / f"{tag}.sqlite"),
                                     qc="project", paraphrase_n=3, llm_max_tokens=256)
                 TimedChecker.seconds, TimedChecker.calls = 0.0, 0
                 arrivals.clear()
@@ -673,9 +676,11 @@ def fig_sampler_plan_vs_permutation(S) -> dict:
         perm_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         details[mode] = {"augmented_per_original": r, "plan_length": length,
-                         "plan_ms": rnd(med(t["plan"]) * 1e3), "permutation_ms": rnd(med(t["perm"]) * 1e3),
+                         "plan_ms": rnd(med(t["plan"]) * 1e3),
+                         "permutation_ms": rnd(med(t["perm"]) * 1e3),
                          "ratio": rnd(med(t["plan"]) / med(t["perm"])), "init_s": rnd(init_s),
-                         "plan_peak_mib": rnd(plan_peak / 2**20), "permutation_peak_mib": rnd(perm_peak / 2**20)}
+                         "plan_peak_mib": rnd(plan_peak / 2**20),
+                         "permutation_peak_mib": rnd(perm_peak / 2**20)}
     value = details["expand"]["ratio"]
     details["timing"] = f"median of {repeat}, 1 warm-up, interleaved; each plan a new epoch"
     details["memory"] = "tracemalloc peak during one call (numpy allocations are traced)"
@@ -690,8 +695,9 @@ _SYNTH_VERSION = 1
 
 def synthetic_rows(n_rows: int):
     from augment.types import Row
-    return [Row(f"r{i}", f"Question {i}: how do I move my {('plan', 'order', 'device', 'account')[i % 4]} "
-                f"to the new address before the {i % 28 + 1}th?", f"Answer {i}.")
+    things = ("plan", "order", "device", "account")
+    return [Row(f"r{i}", f"Question {i}: how do I move my {things[i % 4]} to the new address "
+                f"before the {i % 28 + 1}th?", f"Answer {i}.")
             for i in range(n_rows)]
 
 
@@ -740,8 +746,9 @@ def synthetic_cache(n_variants: int) -> tuple[Path, Path, list]:
             vid += 1
             rk = hashlib.sha256(f"{method}|{sh}".encode()).hexdigest()
             sim = 0.8 + (vid % 17) / 100
-            prov = (f'{{"backend": "anthropic", "created": 1764000000.0, "meta": {{"index": {idx}}}, '
-                    f'"method": "{method}", "model": "claude-haiku-4-5", "params": {{"n": 3, '
+            prov = (f'{{"backend": "anthropic", "created": 1764000000.0, '
+                    f'"meta": {{"index": {idx}}}, "method": "{method}", '
+                    f'"model": "claude-haiku-4-5", "params": {{"n": 3, '
                     f'"temperature": 0.9}}, "prompt_version": "{method}-v1", "request_key": '
                     f'"{rk}", "similarity": {sim}, "source_hash": "{sh}"}}')
             rec[0] = (vid, hash64(sh), hash64(rk), sim, idx, METHOD_NAMES.index(method), 0)
@@ -798,10 +805,12 @@ def fig_cache_read_vs_parquet(S) -> dict:
                  "pyarrow.parquet.read_table of text, method, similarity, row key (source hash) "
                  "into Python (to_pylist for text) and numpy",
                  "<= 3", value <= 3,
-                 variants=n, rows=len(rows), quick_note=("--quick uses 200,000 variants "
-                                                         "(full mode: 1,000,000)") if S.quick else None,
+                 variants=n, rows=len(rows),
+                 quick_note=("--quick uses 200,000 variants (full mode: 1,000,000)"
+                             if S.quick else None),
                  load_table_s=rnd(med(t["ours"])), parquet_s=rnd(med(t["parquet"])),
-                 sqlite_mib=rnd(db.stat().st_size / 2**20), parquet_mib=rnd(pqf.stat().st_size / 2**20),
+                 sqlite_mib=rnd(db.stat().st_size / 2**20),
+                 parquet_mib=rnd(pqf.stat().st_size / 2**20),
                  synthetic_build_s=rnd(build_s),
                  timing=f"median of {len(t['ours'])}, 1 warm-up (OS file cache warm), interleaved",
                  note="load_table also matches variants to the rows (hashes every row's prompt) "
@@ -862,7 +871,8 @@ def main(argv: list[str]) -> int:
     results = {}
     if args.only and out.exists():
         try:
-            results = {k: v for k, v in json.loads(out.read_text()).items() if not k.startswith("_")}
+            old = json.loads(out.read_text())
+            results = {k: v for k, v in old.items() if not k.startswith("_")}
         except (OSError, ValueError):
             results = {}
     mach = machine(S.quick)
