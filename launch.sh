@@ -71,7 +71,12 @@ done
 
 setup_venv
 
-LAUNCH=("$VENV/bin/accelerate" launch --num_processes "$NPROC")
+# Check config, data and keys once (a few seconds) before starting anything: a bad input then
+# ends with one line and exit 2, not N copies inside accelerate's or torchrun's failure report.
+AUGTUNE_PREFLIGHT=1 ACCELERATE_USE_CPU=1 "$PY" train/sft.py --config "$CONFIG" "${SCRIPT_ARGS[@]}" --use_cpu true --bf16 false >/dev/null
+
+# --quiet: a failing run shows its own error, not accelerate's traceback of the launcher.
+LAUNCH=("$VENV/bin/accelerate" launch --quiet --num_processes "$NPROC")
 if [[ " ${ACC_ARGS[*]-} " != *" --config_file "* ]]; then
     LAUNCH+=(--dynamo_backend no)
     [[ " ${ACC_ARGS[*]-} " == *" --num_machines "* ]] || LAUNCH+=(--num_machines 1)

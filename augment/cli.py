@@ -30,6 +30,11 @@ def _parser(types):
 
 def parse_config(argv: list[str], types: tuple) -> tuple:
     """Parse `--config FILE` plus `--key value` overrides into instances of `types`."""
+    import warnings
+    # TRL's own SFTConfig default sets the renamed `gradient_checkpointing`; the warning is
+    # not actionable for a user of augtune.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated",
+                            category=FutureWarning)
     argv = list(argv)
     yaml_args, config_path = [], None
     if "--config" in argv:

@@ -54,3 +54,19 @@ def test_file_tree_is_true():
             if f.name == "__init__.py" and f.parent.name in ("augment", "bench", "train"):
                 continue
             assert rel in listed, f"{rel} is not in the README's file tree"
+
+
+def test_demo_command_on_bad_rows_fails_fast_with_one_line(tmp_path):
+    """As a new user would: the README's demo command pointed at a file of bad rows stops
+    before any model is loaded, with one line and no traceback (accelerate's included)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok", "completion": "fine"}\n{"prompt": "no completion"}\nnot json\n')
+    for extra in ([], ["--num_processes", "2"]):
+        out = subprocess.run([str(ROOT / "launch.sh"), "configs/demo.yaml", "--dataset_name", str(bad),
+                              "--output_dir", str(tmp_path / "o"), *extra], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0
+        assert "Traceback" not in out.stderr + out.stdout, out.stderr[-2000:]
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        assert lines == [f"augtune: error: {bad}:2, field 'completion': missing. Every row needs it "
+                         "(or use --skip_bad_rows true to skip such rows)"], lines

@@ -73,6 +73,8 @@ def main(argv):
     if "refusals" in methods:
         from augment.methods.refusals import load_harmful_cases
         load_harmful_cases(aug_cfg.refusals_file)  # validates the file (file:line errors)
+    if os.environ.get("AUGTUNE_PREFLIGHT") == "1":
+        return  # launch.sh checked config, data and keys before starting N processes
     say = state.print
     say(f"augtune: {split.report['train_rows']} train rows, {split.report['eval_rows']} eval rows, "
         f"{split.report['eval_paraphrase_rows']} held-out paraphrases"
