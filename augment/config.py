@@ -103,6 +103,11 @@ class AugmentConfig:
         metadata={"help": "Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp). "
                   "Anthropic reads ANTHROPIC_BASE_URL from the environment instead."})
     llm_temperature: float = field(default=0.9, metadata={"help": "Sampling temperature."})
+    llm_batch_size: int = field(
+        default=1,
+        metadata={"help": "local backend: prompts generated together (8-32 on a GPU). With 1, "
+                  "each request replays exactly from its seed; batched samples replay only "
+                  "with the same batch composition."})
     llm_max_tokens: int = field(default=512, metadata={"help": "Max output tokens per request."})
     llm_use_batches: bool = field(
         default=False,

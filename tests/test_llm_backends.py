@@ -413,3 +413,28 @@ def test_embedded_smollm2_conversion_loads_and_answers(tmp_path):
     c = asyncio.run(b.complete("", "What is the capital of France?", max_tokens=20,
                                temperature=0))
     assert "Paris" in c.text
+
+
+def test_local_backend_batches_concurrent_requests(tiny_model_dir):
+    """llm_batch_size 4: six concurrent requests take two generate calls, and the same batch
+    composition replays the same texts."""
+    b = make_llm(cfg_for("local", llm_model=tiny_model_dir, llm_batch_size=4), device="cpu")
+    b._load()
+    calls = []
+    real = b._hf_model.generate
+
+    def counting(**kw):
+        calls.append(kw["input_ids"].shape[0])
+        return real(**kw)
+
+    b._hf_model.generate = counting
+
+    async def six():
+        return await asyncio.gather(*[b.complete("Rewrite.", f"Message number {i} about billing",
+                                                 max_tokens=6, temperature=0.8, seed=i) for i in range(6)])
+
+    first = asyncio.run(six())
+    assert calls == [4, 2]
+    assert all(isinstance(c.text, str) and c.output_tokens <= 6 and c.input_tokens > 0 for c in first)
+    second = asyncio.run(six())
+    assert [c.text for c in first] == [c.text for c in second]

@@ -137,6 +137,8 @@ class LocalHFBackend:
         self._lock = LoopLocal(asyncio.Lock)
         self._hf_model = None
         self._tok = None
+        self.batch_size = max(1, int(getattr(cfg, "llm_batch_size", 1)))
+        self._batch_state: dict = {}
 
     def _load(self):
         if self._hf_model is not None:
@@ -188,9 +190,79 @@ class LocalHFBackend:
 
     async def complete(self, system: str, user: str, *, max_tokens: int, temperature: float,
                        seed: int | None = None) -> Completion:
+        seed = 0 if seed is None else int(seed)
+        if self.batch_size > 1:
+            return await self._complete_batched(system, user, max_tokens, temperature, seed)
         async with self._lock.get():
             return await asyncio.to_thread(self._generate, system, user, max_tokens,
-                                           temperature, 0 if seed is None else int(seed))
+                                           temperature, seed)
+
+    # ---- batched generation (llm_batch_size > 1) ------------------------------------------
+    async def _complete_batched(self, system, user, max_tokens, temperature, seed) -> Completion:
+        """Concurrent callers wait up to 20 ms to share one left-padded `generate` of at most
+        `llm_batch_size` prompts: the throughput a GPU needs. A batch samples from the seed of
+        its first request, so a sample replays only with the same batch composition (the
+        cache, not the generator, is the record); llm_batch_size 1 replays per request."""
+        loop = asyncio.get_running_loop()
+        state = self._batch_state.setdefault(id(loop), {"waiting": [], "task": None})
+        fut = loop.create_future()
+        state["waiting"].append((system, user, max_tokens, temperature, seed, fut))
+        if state["task"] is None or state["task"].done():
+            state["task"] = asyncio.create_task(self._flush(state))
+        return await fut
+
+    async def _flush(self, state) -> None:
+        while state["waiting"]:
+            await asyncio.sleep(0.02)  # let concurrent callers join the batch
+            batch = state["waiting"][: self.batch_size]
+            del state["waiting"][: len(batch)]
+            try:
+                comps = await asyncio.to_thread(self._generate_batch, batch)
+                for item, comp in zip(batch, comps):
+                    if not item[-1].done():
+                        item[-1].set_result(comp)
+            except Exception as exc:  # every waiter learns what went wrong
+                for item in batch:
+                    if not item[-1].done():
+                        item[-1].set_exception(exc)
+
+    def _generate_batch(self, batch) -> list[Completion]:
+        import torch
+
+        self._load()
+        tok, model = self._tok, self._hf_model
+        out: list = [None] * len(batch)
+        groups: dict = {}
+        for i, (_, _, max_tokens, temperature, _, _) in enumerate(batch):
+            groups.setdefault((max_tokens, temperature), []).append(i)
+        for (max_tokens, temperature), idx in groups.items():
+            texts = [tok.apply_chat_template(
+                ([{"role": "system", "content": batch[i][0]}] if batch[i][0] else [])
+                + [{"role": "user", "content": batch[i][1]}], tokenize=False,
+                add_generation_prompt=True) for i in idx]
+            side, tok.padding_side = tok.padding_side, "left"
+            try:
+                enc = tok(texts, return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(self._device)
+            finally:
+                tok.padding_side = side
+            kwargs = dict(max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id)
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            devices = [torch.cuda.current_device()] if self._device.startswith("cuda") else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                torch.manual_seed(batch[idx[0]][4])
+                gen = model.generate(**enc, **kwargs)
+            width = enc["input_ids"].shape[1]
+            for row, i in enumerate(idx):
+                new = gen[row, width:]
+                n_new = int((new != tok.pad_token_id).sum()) if tok.pad_token_id is not None else int(new.shape[0])
+                out[i] = Completion(text=tok.decode(new, skip_special_tokens=True).strip(),
+                                    input_tokens=int(enc["attention_mask"][row].sum()),
+                                    output_tokens=n_new, cost_usd=0.0, retries=0)
+        return out
 
     async def aclose(self) -> None:
         self._hf_model = None
