@@ -27,7 +27,7 @@ import pytest
 from augment.build import build_cache
 from augment.cache import SCHEMA_VERSION, VariantCache
 from augment.config import AugmentConfig, DataConfig
-from augment.errors import AugtuneError, CandidateError, FatalBackendError
+from augment.errors import CandidateError, FatalBackendError
 from augment.types import Row
 from tests.conftest import ROOT, run_env
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, extract_source

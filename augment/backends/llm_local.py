@@ -166,23 +166,13 @@ class LocalHFBackend:
 
     def _generate(self, system: str, user: str, max_tokens: int, temperature: float,
                   seed: int) -> Completion:
-        import torch
-
         self._load()
-        tok, model = self._tok, self._hf_model
+        tok = self._tok
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": user}]
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         enc = tok(text, return_tensors="pt", add_special_tokens=False).to(self._device)
-        kwargs = dict(max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        devices = [torch.cuda.current_device()] if self._device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(seed)
-            out = model.generate(**enc, **kwargs)
+        out = self._sample(enc, max_tokens, temperature, seed)
         new = out[0, enc["input_ids"].shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True).strip()
         return Completion(text=answer, input_tokens=int(enc["input_ids"].shape[1]),
@@ -226,11 +216,23 @@ class LocalHFBackend:
                     if not item[-1].done():
                         item[-1].set_exception(exc)
 
-    def _generate_batch(self, batch) -> list[Completion]:
+    def _sample(self, enc, max_tokens: int, temperature: float, seed: int):
+        """One `generate` seeded inside fork_rng, so no global RNG state leaks out."""
         import torch
 
+        kwargs = dict(max_new_tokens=max_tokens, pad_token_id=self._tok.pad_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        devices = [torch.cuda.current_device()] if self._device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            return self._hf_model.generate(**enc, **kwargs)
+
+    def _generate_batch(self, batch) -> list[Completion]:
         self._load()
-        tok, model = self._tok, self._hf_model
+        tok = self._tok
         out: list = [None] * len(batch)
         groups: dict = {}
         for i, (_, _, max_tokens, temperature, _, _) in enumerate(batch):
@@ -246,15 +248,7 @@ class LocalHFBackend:
                           add_special_tokens=False).to(self._device)
             finally:
                 tok.padding_side = side
-            kwargs = dict(max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id)
-            if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            devices = [torch.cuda.current_device()] if self._device.startswith("cuda") else []
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                torch.manual_seed(batch[idx[0]][4])
-                gen = model.generate(**enc, **kwargs)
+            gen = self._sample(enc, max_tokens, temperature, batch[idx[0]][4])
             width = enc["input_ids"].shape[1]
             for row, i in enumerate(idx):
                 new = gen[row, width:]

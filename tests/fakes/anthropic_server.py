@@ -55,9 +55,10 @@ import json
 import random
 import re
 import threading
-import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .base import FakeServerBase, _Server
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -169,15 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.fake._dispatch(self, "GET", {})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class FakeAnthropicServer:
+class FakeAnthropicServer(FakeServerBase):
     """See the module docstring. Use as a context manager, or call start()/stop()."""
 
     flavour = "anthropic"
+    handler = _Handler
 
     def __init__(self, reply=paraphrase_reply, *, latency: float = 0.0, script=None,
                  fault_rates: dict | None = None, behaviour=None, retry_after: str = "0.2",
@@ -212,36 +209,6 @@ class FakeAnthropicServer:
         self._script_pos = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "FakeAnthropicServer":
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def count(self, endpoint: str | None = None) -> int:
-        with self._lock:
-            return sum(1 for r in self.requests if endpoint is None or r["endpoint"] == endpoint)
 
     # ---- routing -------------------------------------------------------------------------
     def _route(self, method: str, path: str):

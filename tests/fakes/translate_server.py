@@ -38,7 +38,9 @@ import random
 import re
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .base import FakeServerBase, _Server
 from urllib.parse import parse_qs, urlsplit
 
 FAULTS = {"400", "403", "404", "429", "500", "502", "503", "hang", "drop", "malformed_body",
@@ -92,12 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.fake._dispatch(self, "GET", self._params())
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class FakeTranslateServer(FakeServerBase):
+    handler = _Handler
 
-
-class FakeTranslateServer:
     def __init__(self, translate=fake_translate, *, script=None, fault_rates=None,
                  behaviour=None, retry_after: str | None = "0.1", hang_seconds: float = 10.0,
                  api_key: str | None = None, seed: int = 0):
@@ -116,36 +115,6 @@ class FakeTranslateServer:
         self._httpd = None
         self._thread = None
 
-    def start(self) -> "FakeTranslateServer":
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def count(self, endpoint: str | None = None) -> int:
-        with self._lock:
-            return sum(1 for r in self.requests if endpoint is None or r["endpoint"] == endpoint)
 
     @staticmethod
     def _route(method: str, path: str) -> str | None:
