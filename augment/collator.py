@@ -77,6 +77,11 @@ _P, _C = "AUGTUNEPROMPTSENTINEL", "AUGTUNECOMPLETIONSENTINEL"
 # Probe texts with edge whitespace and newlines: a template that trims or rewrites content
 # would render them differently from plain substitution.
 _PROBES = [(" Hello there,\n\nfriend ", "  Hi!\nHow can I help?\n"), ("x", "")]
+# Texts that stress token boundaries: joining separately tokenised pieces is only used when it
+# gives exactly the tokens of the whole rendering for all of these.
+_JOIN_PROBES = ["How do I reset my password?", " leading space", "\nnewline first", "42 is a number",
+                "'quoted' text", "emoji 🚀 end", "trailing newline\n", "ÜBER café", "{order_id}?",
+                "- a bullet\n- another", "x"]
 
 
 class _LRU:
@@ -132,6 +137,7 @@ class AugmentingCollator:
         self._prompt_cache, self._completion_cache = _LRU(cache_size), _LRU(cache_size)
         self.stats = {"examples": 0, "completion_truncated": 0, "prompt_truncated": 0}
         self._fast = True  # chat template renders by plain substitution (see _probe_template)
+        self._pieces = None  # template pieces as token ids, when joining is exact
         self._bos: list[int] = []
         self._eos: list[int] = []
         if use_chat_template:
@@ -176,6 +182,23 @@ class AugmentingCollator:
             self._fast = all(self._split(p, c) == (self._p_pre + p + self._p_post,
                                                    self._c_pre + c + self._c_post)
                              for p, c in _PROBES)
+        if self._fast:
+            self._pieces = self._probe_pieces()
+
+    def _probe_pieces(self):
+        """Token ids of the template's constant pieces, when tokenising a message alone and
+        joining it with them gives exactly the tokens of the whole rendering (true for byte-BPE
+        tokenizers whose template pieces end in special tokens or newlines, such as SmolLM2's).
+        Then only the message text is tokenised per example: half the work, since the template
+        may add a default system prompt as long as the message. None when it would differ."""
+        enc = lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+        pieces = [enc(t) for t in (self._p_pre, self._p_post, self._c_pre, self._c_post)]
+        for t in _JOIN_PROBES:
+            if enc(self._p_pre + t + self._p_post) != pieces[0] + enc(t) + pieces[1]:
+                return None
+            if enc(self._c_pre + t + self._c_post) != pieces[2] + enc(t) + pieces[3]:
+                return None
+        return [np.asarray(p, dtype=np.int32) for p in pieces]
 
     def _prompt_text(self, prompt: str) -> str:
         if not self.use_chat_template:
@@ -193,11 +216,15 @@ class AugmentingCollator:
         enc = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [np.asarray(ids, dtype=np.int32) for ids in enc]
 
-    def _lookup(self, cache: _LRU, keys: list[str], render) -> list[np.ndarray]:
+    def _lookup(self, cache: _LRU, keys: list[str], render, wrap=None) -> list[np.ndarray]:
         out = [cache.get(k) for k in keys]
         missing = list(dict.fromkeys(k for k, ids in zip(keys, out) if ids is None))
         if missing:
-            fresh = dict(zip(missing, self._encode([render(k) for k in missing])))
+            if wrap is not None:  # tokenise the message alone, join the template's pieces
+                fresh = {k: np.concatenate([wrap[0], ids, wrap[1]])
+                         for k, ids in zip(missing, self._encode(missing))}
+            else:
+                fresh = dict(zip(missing, self._encode([render(k) for k in missing])))
             for k, ids in fresh.items():
                 cache.put(k, ids)
             out = [ids if ids is not None else fresh[k] for k, ids in zip(keys, out)]
@@ -211,6 +238,11 @@ class AugmentingCollator:
             pairs = [self._split(p, c) for p, c in zip(prompts, completions)]
             ids = self._encode([t for pair in pairs for t in pair])
             return ids[0::2], ids[1::2]
+        if self.use_chat_template and self._pieces is not None:
+            pre_p, post_p, pre_c, post_c = self._pieces
+            p_ids = self._lookup(self._prompt_cache, prompts, None, (pre_p, post_p))
+            c_ids = self._lookup(self._completion_cache, completions, None, (pre_c, post_c))
+            return p_ids, c_ids
         p_ids = self._lookup(self._prompt_cache, prompts, self._prompt_text)
         c_ids = self._lookup(self._completion_cache, completions, self._completion_text)
         return p_ids, c_ids

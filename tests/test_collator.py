@@ -275,3 +275,25 @@ def test_speed_against_trl_collator():
         return min(out)
 
     assert best(lambda: c(exs)) <= 1.5 * best(lambda: trl(pre))
+
+
+def test_joined_template_pieces_give_the_same_batches_as_full_rendering(tiny_model_dir):
+    """The fast path (tokenise only the message, join the template's pieces) must be exact."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from augment.collator import AugmentingCollator
+    from tests.conftest import ROOT
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fast = AugmentingCollator(tok, 192, cache_size=1)
+    assert fast._pieces is not None, "SmolLM2's template should allow joining pieces"
+    slow = AugmentingCollator(tok, 192, cache_size=1)
+    slow._pieces = None
+    rows = [json.loads(x) for x in (ROOT / "data/demo/eval_paraphrases.jsonl").read_text().splitlines()]
+    ex = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    ex.append({"prompt": "  odd spacing\n\n{order_id}? 🚀", "completion": "- one\n- two\n"})
+    a, b = fast(ex), slow(ex)
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(a[key], b[key]), key
