@@ -79,8 +79,8 @@ _P, _C = "AUGTUNEPROMPTSENTINEL", "AUGTUNECOMPLETIONSENTINEL"
 _PROBES = [(" Hello there,\n\nfriend ", "  Hi!\nHow can I help?\n"), ("x", "")]
 # Texts that stress token boundaries: joining separately tokenised pieces is only used when it
 # gives exactly the tokens of the whole rendering for all of these.
-_JOIN_PROBES = ["How do I reset my password?", " leading space", "\nnewline first", "42 is a number",
-                "'quoted' text", "emoji 🚀 end", "trailing newline\n", "ÜBER café", "{order_id}?",
+_JOIN_PROBES = ["How do I reset my password?", "42 is a number",
+                "'quoted' text", "emoji 🚀 end", "ÜBER café", "{order_id}?", "a\n\n  b",
                 "- a bullet\n- another", "x"]
 
 
@@ -220,11 +220,16 @@ class AugmentingCollator:
         out = [cache.get(k) for k in keys]
         missing = list(dict.fromkeys(k for k, ids in zip(keys, out) if ids is None))
         if missing:
-            if wrap is not None:  # tokenise the message alone, join the template's pieces
-                fresh = {k: np.concatenate([wrap[0], ids, wrap[1]])
-                         for k, ids in zip(missing, self._encode(missing))}
-            else:
-                fresh = dict(zip(missing, self._encode([render(k) for k in missing])))
+            # Tokenise the message alone and join the template's pieces, except where the
+            # message starts or ends with whitespace (byte-BPE merges it with the template's
+            # newline, e.g. "\n  odd"): those are rendered whole.
+            joinable = [k for k in missing if wrap is not None and k and not k[0].isspace()
+                        and not k[-1].isspace()]
+            whole = [k for k in missing if k not in set(joinable)] if joinable else missing
+            fresh = ({k: np.concatenate([wrap[0], ids, wrap[1]])
+                      for k, ids in zip(joinable, self._encode(joinable))} if joinable else {})
+            if whole:
+                fresh.update(zip(whole, self._encode([render(k) for k in whole])))
             for k, ids in fresh.items():
                 cache.put(k, ids)
             out = [ids if ids is not None else fresh[k] for k, ids in zip(keys, out)]
@@ -240,8 +245,9 @@ class AugmentingCollator:
             return ids[0::2], ids[1::2]
         if self.use_chat_template and self._pieces is not None:
             pre_p, post_p, pre_c, post_c = self._pieces
-            p_ids = self._lookup(self._prompt_cache, prompts, None, (pre_p, post_p))
-            c_ids = self._lookup(self._completion_cache, completions, None, (pre_c, post_c))
+            p_ids = self._lookup(self._prompt_cache, prompts, self._prompt_text, (pre_p, post_p))
+            c_ids = self._lookup(self._completion_cache, completions, self._completion_text,
+                                 (pre_c, post_c))
             return p_ids, c_ids
         p_ids = self._lookup(self._prompt_cache, prompts, self._prompt_text)
         c_ids = self._lookup(self._completion_cache, completions, self._completion_text)
