@@ -54,7 +54,7 @@ class DataConfig:
         default_factory=list,
         metadata={"help": "Rename columns before format detection, e.g. `question=prompt "
                   "answer=completion`."})
-    max_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    max_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows (0 or unset: all)."})
     skip_bad_rows: bool = field(
         default=False,
         metadata={"help": "Skip (and count, and report) rows that fail validation instead of "
@@ -68,8 +68,8 @@ class DataConfig:
             if item.count("=") != 1 or not all(item.split("=")):
                 raise ConfigError(f"column_mapping entry {item!r} must look like 'source=target', "
                                   "e.g. 'question=prompt'.")
-        if self.max_rows is not None and self.max_rows <= 0:
-            raise ConfigError(f"max_rows={self.max_rows} must be positive (or unset).")
+        if self.max_rows is not None and self.max_rows < 0:
+            raise ConfigError(f"max_rows={self.max_rows} must be positive, or 0 for all rows.")
 
 
 @dataclass
