@@ -362,9 +362,16 @@ class VariantCache:
         return dict(zip(["requests", "input_tokens", "output_tokens", "cost_usd", "retries"], row))
 
     def failure_reasons(self, top: int = 10) -> list[tuple[str, str, int]]:
-        return list(self._conn().execute(
-            "SELECT method, error, count(*) AS n FROM requests WHERE status='failed' "
-            "GROUP BY method, error ORDER BY n DESC, method LIMIT ?", (top,)))
+        """Most common failures per method. Numbers are replaced by N before grouping, so
+        "has 43 <= 50 words" and "has 48 <= 50 words" count as one reason."""
+        import re
+        counts: dict[tuple[str, str], int] = {}
+        for method, error in self._conn().execute(
+                "SELECT method, error FROM requests WHERE status='failed'"):
+            key = (method, re.sub(r"\d+(?:\.\d+)?", "N", error or ""))
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return [(m, e, n) for (m, e), n in ranked]
 
     def iter_variants(self, methods=None, columns=("id", "method", "source", "text",
                                                        "similarity")):
