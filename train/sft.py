@@ -204,7 +204,9 @@ def write_summary(out: Path, cache, methods, qc_mode, sampler, trainer, sft_cfg,
     for e in range(n_epochs):
         c = sampler.epoch_counts(e)
         total = c["original"] + c["augmented"] + c.get("refusals", 0)
-        fill = (-total) % global_batch if trainer.args.dataloader_drop_last is False else 0
+        # accelerate's even_batches repeats a few samples to complete the last global batch
+        # when several processes share it; one process just gets a shorter last batch.
+        fill = (-total) % global_batch if world > 1 and not trainer.args.dataloader_drop_last else 0
         epochs.append({"epoch": e, "original": c["original"], "augmented": c["augmented"],
                        "by_method": c["by_method"], "refusals": c.get("refusals", 0),
                        "even_batches_fill": fill})
