@@ -214,7 +214,12 @@ def test_acceptance_200_requests_with_20pct_faults_then_rebuild_redoes_only_fail
     # (>=: on a loaded machine an unplanned request may also time out and be retried)
     assert server_retries >= n_transient + 2 * n_persistent
     assert first_calls == 200 + server_retries
-    assert rep.retries == server_retries, (rep.retries, server_retries)
+    # An attempt can also fail before reaching the handler: after a "drop" the client may try
+    # a pooled keep-alive connection the server closed. That is a real, counted retry the server
+    # never saw; at most one per dropped connection.
+    drops = sum((plan.attempts.get(src, 0) if kind == "persistent" else 1)
+                for src, (kind, fault) in plan.plan.items() if fault == "drop")
+    assert server_retries <= rep.retries <= server_retries + drops, (rep.retries, server_retries, drops)
     # ---- second build: only the failed requests go to the server, nothing completed again
     with FakeAnthropicServer(retry_after="0.05") as srv2:
         point_anthropic(monkeypatch, srv2)
@@ -286,7 +291,10 @@ def test_openai_compatible_build_survives_seeded_fault_mix(tmp_path, minilm):
         calls = srv.count("chat")
     reqs, _ = cache_rows(cache)
     assert len(reqs) == 40 and rep.done + rep.failed == 40
-    assert rep.retries > 0 and calls == 40 + rep.retries  # every extra call is a counted retry
+    # Every extra call the server saw is a counted retry. A retry can also follow an attempt
+    # that never reached the handler (a pooled keep-alive connection the server closed after a
+    # "drop"), so retries may exceed the extra calls, never the other way round.
+    assert rep.retries > 0 and 40 < calls <= 40 + rep.retries
     assert rep.failed > 0
     for r in reqs:
         if r["status"] == "failed":
