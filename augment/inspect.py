@@ -66,9 +66,19 @@ def main(argv=None) -> None:
     ap.add_argument("--examples", type=int, default=3, help="examples per method and verdict")
     ap.add_argument("--top", type=int, default=10, help="failure reasons to list")
     ap.add_argument("--report", metavar="DIR", help="also write report.json and PNG plots here")
+    ap.add_argument("--rescore", action="store_true",
+                    help="judge every stored candidate again under all QC modes first (after "
+                    "QC rules or settings changed); local embedding only, no API calls")
     args = ap.parse_args(argv)
     if args.examples < 0:
         raise ConfigError("--examples must be >= 0.")
+    if args.rescore:
+        from .quality import QualityChecker, QualityConfig
+        writer = VariantCache(args.cache)
+        for mode in QC_MODES:
+            n = writer.rescore(QualityChecker(QualityConfig(mode=mode)), only_missing=False)
+            print(f"rescored {n} candidates under qc={mode}")
+        writer.close()
     cache = VariantCache(args.cache, readonly=True)
     stats = cache.stats(args.qc)
     print(f"cache {cache.path}  (verdicts under qc={args.qc})\n")

@@ -78,3 +78,21 @@ def test_inspect_other_qc_mode_shows_unjudged(cache_path, capsys):
     assert "verdicts under qc=seed" in out
     row = [l for l in out.splitlines() if l.startswith("templates")][0].split()
     assert row[1:5] == ["12", "0", "0", "12"]
+
+
+def test_rescore_rejudges_every_mode_without_api_calls(cache_path, capsys):
+    import sqlite3
+    con = sqlite3.connect(cache_path)
+    with con:  # pretend an older QC accepted everything under project mode
+        con.execute("UPDATE variants SET accepted_project = 1")
+    con.close()
+    inspect_main([cache_path, "--rescore", "--examples", "0"])
+    out = capsys.readouterr().out
+    assert "rescored" in out and "under qc=seed" in out and "under qc=none" in out
+    row = [ln for ln in out.splitlines() if ln.startswith("templates")][0].split()
+    con = sqlite3.connect(cache_path)
+    seed_judged = con.execute("SELECT count(*) FROM variants WHERE accepted_seed IS NOT NULL").fetchone()[0]
+    total = con.execute("SELECT count(*) FROM variants").fetchone()[0]
+    rejected_project = con.execute("SELECT count(*) FROM variants WHERE accepted_project = 0").fetchone()[0]
+    assert seed_judged == total and row[1] == "12"
+    assert rejected_project > 0  # the faked "accept everything" verdicts were judged again
