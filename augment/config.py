@@ -134,6 +134,11 @@ class AugmentConfig:
         default=None, metadata={"help": "LibreTranslate server URL (translate_backend=libre)."})
     templates_n: int = field(
         default=3, metadata={"help": "Instruction-format templates applied per prompt."})
+    templates_on_the_fly: bool = field(
+        default=False,
+        metadata={"help": "Render templates when each example is materialised instead of "
+                  "caching them: nothing to build or store, but no QC verdicts (templates are "
+                  "rule-based and nearly always pass)."})
     refusals_file: str | None = field(
         default=None,
         metadata={"help": "JSONL of harmful edge cases: instruction, reason, alternative."})

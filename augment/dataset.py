@@ -58,6 +58,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         self.field = variants.field
         self.similarity = variants.similarity
         self.texts = variants.texts
+        self.template = variants.template  # on-the-fly templates: rendered in __getitem__
         refusals = refusals or RefusalTable([], [], np.zeros(0, np.int64))
         self.refusal_prompts = list(refusals.prompts)
         self.refusal_completions = list(refusals.completions)
@@ -81,6 +82,9 @@ class AugmentedDataset(torch.utils.data.Dataset):
             prompt, completion = self.prompts[row], self.completions[row]
             if self.field[j] == _COMPLETION:
                 completion = self.texts[j]
+            elif self.template is not None and self.template[j] >= 0:
+                from .methods.templates import apply_template
+                prompt = apply_template(prompt, int(self.template[j]))
             else:
                 prompt = self.texts[j]
             return {"prompt": prompt, "completion": completion,

@@ -23,7 +23,8 @@ class VariantTable:
     field: np.ndarray        # int8  [M]: FIELD_CODES (which side of the row the text replaces)
     similarity: np.ndarray   # float32 [M]: QC similarity to the original
     variant_id: np.ndarray   # int64 [M]: cache row id, for provenance
-    texts: list              # [M] str
+    texts: list              # [M] str, or None where `template` renders the text on the fly
+    template: np.ndarray | None = None  # int16 [M]: template index rendered on the fly, -1 = text
 
     @property
     def n_rows(self) -> int:
@@ -69,3 +70,38 @@ class RefusalTable:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+def with_on_the_fly_templates(table: VariantTable, rows, n: int, seed: int) -> VariantTable:
+    """Add up to `n` instruction templates per row as entries whose text is rendered when the
+    example is materialised (`AugmentedDataset`), not stored: no cache build, no memory for the
+    texts. Which templates fit each row, and their order, come from `methods.templates.choose`
+    with (seed, prompt), exactly as the cached `templates` method picks them; the sampler then
+    rotates among them by (seed, epoch, row). These entries are not QC-judged (similarity NaN)."""
+    from .methods.templates import choose
+
+    new_rows, new_idx = [], []
+    for i, row in enumerate(rows):
+        for t, _text in choose(row.prompt, n, seed):
+            new_rows.append(i)
+            new_idx.append(t)
+    if not new_rows:
+        return table
+    old_rows = np.repeat(np.arange(table.n_rows, dtype=np.int64), table.counts())
+    all_rows = np.concatenate([old_rows, np.asarray(new_rows, np.int64)])
+    order = np.argsort(all_rows, kind="stable")   # group by row, cached entries first
+    m_new = len(new_rows)
+    cat = lambda a, b: np.concatenate([a, b])[order]  # noqa: E731
+    offsets = np.zeros(table.n_rows + 1, np.int64)
+    np.cumsum(np.bincount(all_rows, minlength=table.n_rows), out=offsets[1:])
+    old_template = table.template if table.template is not None else np.full(len(table), -1, np.int16)
+    texts = list(table.texts) + [None] * m_new
+    return VariantTable(
+        offsets,
+        cat(table.method, np.full(m_new, METHOD_NAMES.index("templates"), np.int8)),
+        cat(table.field, np.zeros(m_new, np.int8)),
+        cat(table.similarity, np.full(m_new, np.nan, np.float32)),
+        cat(table.variant_id, np.full(m_new, -1, np.int64)),
+        [texts[k] for k in order],
+        cat(old_template, np.asarray(new_idx, np.int16)),
+    )

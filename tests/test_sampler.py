@@ -365,3 +365,26 @@ def test_a_method_with_more_variants_does_not_crowd_out_the_others():
     s = RatioSampler(4000, VariantTable.from_lists(rows), augmented_per_original=1.0, seed=5)
     c = s.epoch_counts(0)["by_method"]
     assert 0.46 < c["paraphrase"] / (c["paraphrase"] + c["templates"]) < 0.54
+
+
+def test_on_the_fly_templates_merge_into_the_table_and_render_lazily():
+    from augment.dataset import AugmentedDataset
+    from augment.methods.templates import apply_template, choose
+    from augment.types import Row
+    from augment.variants import with_on_the_fly_templates
+    rows = [Row("a", "Reset my password for the Nimbus app", "ok"),
+            Row("b", "How do I cancel order 12?", "ok"), Row("c", "x", "ok")]
+    cached = VariantTable.from_lists([[("Please reset my Nimbus password", "paraphrase", "prompt", 0.9)], [], []])
+    t = with_on_the_fly_templates(cached, rows, 2, seed=3)
+    assert t.texts[0] == "Please reset my Nimbus password" and t.template[0] == -1
+    ds = AugmentedDataset(rows, t)
+    for i, row in enumerate(rows):
+        expect = [text for _, text in choose(row.prompt, 2, 3)]
+        got = [ds[len(rows) + j]["prompt"] for j in range(t.offsets[i], t.offsets[i + 1])
+               if t.template[j] >= 0]
+        assert got == expect
+        assert all(ds[len(rows) + j]["row_id"] == row.id for j in range(t.offsets[i], t.offsets[i + 1]))
+    j = int(np.flatnonzero(t.template >= 0)[0])
+    assert ds[len(rows) + j]["prompt"] == apply_template(rows[0].prompt, int(t.template[j]))
+    s = RatioSampler(3, t, augmented_per_original=1.0, seed=0)
+    assert s.epoch_counts(0)["augmented"] == 3

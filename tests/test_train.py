@@ -139,3 +139,16 @@ def test_alpaca_json_trains_with_no_other_change(tiny_model_dir, tmp_path):
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "16 train rows" in proc.stdout and (out / "adapter_model.safetensors").exists()
+
+
+def test_templates_on_the_fly_train_without_a_cache_build(tiny_model_dir, tmp_path):
+    out = tmp_path / "otf"
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--templates_on_the_fly", "true", "--max_steps", "2"),
+                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "augtune build" not in proc.stderr            # nothing was generated or cached
+    summary = json.loads((out / "augmentation_summary.json").read_text())
+    e0 = summary["epochs"][0]
+    assert e0["by_method"] == {"templates": e0["augmented"]} and e0["augmented"] == 2 * e0["original"]
+    hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("loss_templates" in h for h in hist)

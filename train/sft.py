@@ -10,6 +10,7 @@ plan, which depends on (seed, epoch) alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -85,10 +86,13 @@ def main(argv):
 
     # ---- variants: built once, on the main process ----------------------------------------
     from augment.cache import VariantCache
-    if methods and aug_cfg.build_before_training:
+    on_the_fly = aug_cfg.templates_on_the_fly and "templates" in methods
+    cached_methods = [m for m in methods if not (on_the_fly and m == "templates")]
+    if cached_methods and aug_cfg.build_before_training:
         if state.is_main_process:
             from augment.build import build_cache
-            build_cache(data_cfg, aug_cfg, split.train)  # prints its own progress and summary
+            build_cache(data_cfg, dataclasses.replace(aug_cfg, augment_methods=cached_methods),
+                        split.train)  # prints its own progress and summary
         state.wait_for_everyone()
     if methods and state.is_main_process and not aug_cfg.build_before_training:
         from augment.cache import init_cache_from
@@ -97,8 +101,13 @@ def main(argv):
     cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
     from augment.variants import RefusalTable, VariantTable
     row_methods = [m for m in methods if m != "refusals"]
-    table = (cache.load_table(split.train, row_methods, aug_cfg.qc) if cache and row_methods
+    stored = [m for m in row_methods if m in cached_methods]
+    table = (cache.load_table(split.train, stored, aug_cfg.qc) if cache and stored
              else VariantTable.empty(len(split.train)))
+    if on_the_fly:
+        from augment.variants import with_on_the_fly_templates
+        table = with_on_the_fly_templates(table, split.train, aug_cfg.templates_n,
+                                          aug_cfg.augment_seed)
     refusals = (cache.load_refusals(["refusals"], aug_cfg.qc) if cache and "refusals" in methods
                 else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
 
