@@ -435,8 +435,13 @@ class VariantCache:
                                f"qc={qc_mode}; run `python -m augment.build --config CONFIG "
                                f"--qc {qc_mode}` (it judges them locally, no API calls).")
 
-    def load_table(self, rows, methods, qc_mode: str) -> VariantTable:
+    def load_table(self, rows, methods, qc_mode: str, keys=None) -> VariantTable:
         """Accepted variants of `rows` for `methods` under `qc_mode`, as CSR arrays.
+
+        `keys` (request keys) restricts the table to one run's requests: a cache shared across
+        runs also holds variants made with other settings (another seed's templates, another
+        prompt version), which must not leak into this run or an ablation would compare
+        different candidate pools.
 
         A variant belongs to every row whose prompt (field prompt) or completion (field
         completion) hashes to its source hash. Order: row, method (METHOD_NAMES order), request
@@ -462,6 +467,14 @@ class VariantCache:
             pack = np.frombuffer(b"".join([r[0] for r in rows_]), PACK_DTYPE)
             texts = [r[1] for r in rows_]
             del rows_
+            if keys is not None:
+                wanted = np.fromiter((hash64(k) for k in keys), np.uint64)
+                keep = np.isin(pack["request_hash"], wanted)
+                if not keep.all():
+                    pack = pack[keep]
+                    texts = [texts[i] for i in np.flatnonzero(keep).tolist()]
+                if not len(pack):
+                    return VariantTable.empty(n_rows)
             fields_used = set(pack["field"].tolist())
             row_idx_parts, var_idx_parts = [], []
             for fname, fcode in FIELD_CODES.items():
@@ -496,15 +509,19 @@ class VariantCache:
             if gc_was:
                 gc.enable()
 
-    def load_refusals(self, methods, qc_mode: str) -> RefusalTable:
-        """Accepted refusal pairs (prompt = the instruction wording, completion = the refusal)."""
+    def load_refusals(self, methods, qc_mode: str, keys=None) -> RefusalTable:
+        """Accepted refusal pairs (prompt = the instruction wording, completion = the refusal);
+        `keys` restricts them to one run's requests, as in `load_table`."""
         if "refusals" not in methods:
             return RefusalTable([], [], np.zeros(0, np.int64))
         col = _verdict_col(qc_mode)
         self._require_judged(qc_mode, ["refusals"])
         rows = self._conn().execute(
-            f"SELECT id, coalesce(prompt, source), text FROM variants WHERE method='refusals' "
-            f"AND {col} = 1 ORDER BY request_key, idx").fetchall()
+            f"SELECT id, coalesce(prompt, source), text, request_key FROM variants "
+            f"WHERE method='refusals' AND {col} = 1 ORDER BY request_key, idx").fetchall()
+        if keys is not None:
+            wanted = set(keys)
+            rows = [r for r in rows if r[3] in wanted]
         return RefusalTable([r[1] for r in rows], [r[2] for r in rows],
                             np.array([r[0] for r in rows], np.int64))
 

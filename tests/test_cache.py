@@ -199,3 +199,20 @@ def test_refusals_and_batch_state(tmp_path):
     c.set_batch_state("anthropic_batch", {"id": "msgbatch_1", "keys": 3})
     assert c.get_batch_state("anthropic_batch") == {"id": "msgbatch_1", "keys": 3}
     assert c.get_batch_state("nope", 7) == 7
+
+
+def test_load_table_restricted_to_one_runs_request_keys(tmp_path):
+    """A shared cache holds variants made with other settings (here another seed): a run must
+    see only its own requests' variants, or ablations compare different candidate pools."""
+    from augment.types import Row
+    c = VariantCache(tmp_path / "c.sqlite")
+    mine, other = req("Reset my password", seed=1), req("Reset my password", seed=2)
+    put(c, mine, ["Please reset my password", "Can you reset my password?"])
+    put(c, other, ["I need you to reset my password"])
+    rows = [Row("r", "Reset my password", "ok")]
+    assert sorted(c.load_table(rows, ["paraphrase"], "project").texts) == [
+        "Can you reset my password?", "I need you to reset my password", "Please reset my password"]
+    t = c.load_table(rows, ["paraphrase"], "project", keys=[mine.key])
+    assert sorted(t.texts) == ["Can you reset my password?", "Please reset my password"]
+    assert t.offsets.tolist() == [0, 2]
+    assert len(c.load_table(rows, ["paraphrase"], "project", keys=[]).texts) == 0

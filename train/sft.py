@@ -102,13 +102,16 @@ def main(argv):
     from augment.variants import RefusalTable, VariantTable
     row_methods = [m for m in methods if m != "refusals"]
     stored = [m for m in row_methods if m in cached_methods]
-    table = (cache.load_table(split.train, stored, aug_cfg.qc) if cache and stored
+    # Only this run's requests: a shared cache also holds variants made with other settings.
+    run_keys = (run_request_keys(dataclasses.replace(aug_cfg, augment_methods=cached_methods),
+                                 split.train) if cached_methods else [])
+    table = (cache.load_table(split.train, stored, aug_cfg.qc, keys=run_keys) if cache and stored
              else VariantTable.empty(len(split.train)))
     if on_the_fly:
         from augment.variants import with_on_the_fly_templates
         table = with_on_the_fly_templates(table, split.train, aug_cfg.templates_n,
                                           aug_cfg.augment_seed)
-    refusals = (cache.load_refusals(["refusals"], aug_cfg.qc) if cache and "refusals" in methods
+    refusals = (cache.load_refusals(["refusals"], aug_cfg.qc, keys=run_keys) if cache and "refusals" in methods
                 else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
 
     from augment.collator import AugmentingCollator
@@ -164,7 +167,7 @@ def main(argv):
     if state.is_main_process:
         out = Path(sft_cfg.output_dir)
         summary = write_summary(out, cache, methods, aug_cfg.qc, sampler, trainer, sft_cfg,
-                                state.num_processes, run_keys=run_request_keys(aug_cfg, split.train))
+                                state.num_processes, run_keys=run_keys)
         write_resolved_config(out, data_cfg, aug_cfg, sft_cfg, model_cfg)
         from train.plots import plot_training
         pngs = plot_training(trainer.state.log_history, out)
