@@ -321,26 +321,26 @@ def _score_and_store(batch, cache, checker, qc_mode, report) -> None:
         report.done += 1
         report.accepted += sum(1 for s in sc if s["is_valid"])
         report.rejected += sum(1 for s in sc if not s["is_valid"])
-        report.retries += res.retries
-        report.input_tokens += res.input_tokens
-        report.output_tokens += res.output_tokens
-        report.cost_usd += float(res.cost_usd)
-        if not getattr(res.cost_usd, "known", True):
-            report.cost_known = False
+        _add_spend(report, res)
     for req, spend, err in batch:
         if err is not None:
             spend = spend or Result([])  # batch-mode failures carry no spend
             cache.put_failure(req, err, retries=spend.retries)
             report.executed += 1
             report.failed += 1
-            report.retries += spend.retries
-            report.input_tokens += spend.input_tokens
-            report.output_tokens += spend.output_tokens
-            report.cost_usd += float(spend.cost_usd)
-            if not getattr(spend.cost_usd, "known", True):
-                report.cost_known = False
+            _add_spend(report, spend)
             reason = err.split(":", 1)[0] if len(err) > 80 else err
             report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
+
+
+def _add_spend(report, spend: Result) -> None:
+    """Retries, tokens and money of one request, done or failed: both were paid for."""
+    report.retries += spend.retries
+    report.input_tokens += spend.input_tokens
+    report.output_tokens += spend.output_tokens
+    report.cost_usd += float(spend.cost_usd)
+    if not getattr(spend.cost_usd, "known", True):
+        report.cost_known = False
 
 
 def _score(ok: list[tuple[Request, Result]], checker) -> list[list[dict]]:
