@@ -58,7 +58,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 
-from .base import FakeServerBase, _Server
+from .base import FakeServerBase, _Server, drop_mid_body
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -296,18 +296,7 @@ class FakeAnthropicServer(FakeServerBase):
 
     def _send_drop(self, h):
         data = json.dumps({"id": "msg_drop", "type": "message"}).encode()
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data) * 4))
-        h.end_headers()
-        h.wfile.write(data[: len(data) // 2])
-        h.wfile.flush()
-        h.close_connection = True
-        try:
-            import socket
-            h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        drop_mid_body(h, data[: len(data) // 2], len(data) * 4)
 
     def error_body(self, status: int, message: str) -> dict:
         return {"type": "error",

@@ -3,8 +3,25 @@ and stopped by a context manager, with the requests it received recorded for ass
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
+
+
+def drop_mid_body(h, partial: bytes, claimed_length: int) -> None:
+    """The "drop" fault: announce `claimed_length` bytes, send `partial`, then close the
+    connection, as a proxy or server that dies mid-response would."""
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(claimed_length))
+    h.end_headers()
+    h.wfile.write(partial)
+    h.wfile.flush()
+    h.close_connection = True
+    try:
+        h.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Server(ThreadingHTTPServer):

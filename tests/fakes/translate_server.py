@@ -36,11 +36,10 @@ import html
 import json
 import random
 import re
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler
 
-from .base import FakeServerBase, _Server
+from .base import FakeServerBase, _Server, drop_mid_body
 from urllib.parse import parse_qs, urlsplit
 
 FAULTS = {"400", "403", "404", "429", "500", "502", "503", "hang", "drop", "malformed_body",
@@ -225,14 +224,4 @@ class FakeTranslateServer(FakeServerBase):
 
     def _drop(self, h):
         data = b'{"translatedText": "half'
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data) * 4))
-        h.end_headers()
-        h.wfile.write(data)
-        h.wfile.flush()
-        h.close_connection = True
-        try:
-            h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        drop_mid_body(h, data, len(data) * 4)
