@@ -36,18 +36,18 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated",
                             category=FutureWarning)
     argv = list(argv)
-    yaml_args, config_path = [], None
+    yaml_args, config_path, where = [], None, {}
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ConfigError("--config needs a YAML file path.")
         config_path = argv[i + 1]
         del argv[i:i + 2]
-        yaml_args = _yaml_to_args(config_path)
+        yaml_args, where = _yaml_to_args(config_path)
     parser = _parser(types)
     known = {a.dest for a in parser._actions}
-    _check_keys(yaml_args, known, config_path)
-    _check_keys(argv, known, None)
+    _check_keys(yaml_args, known, config_path, where)
+    _check_keys(argv, known, None, {})
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(yaml_args + argv,
                                                                 return_remaining_strings=True)
@@ -59,7 +59,8 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
     return tuple(parsed)
 
 
-def _yaml_to_args(path: str) -> list[str]:
+def _yaml_to_args(path: str) -> tuple[list[str], dict[str, str]]:
+    """(`--key value` args, {key: "file:line"} so errors can say where a key is)."""
     import yaml
     p = Path(path)
     if not p.is_file():
@@ -73,15 +74,14 @@ def _yaml_to_args(path: str) -> list[str]:
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of key: value.")
-    args = []
+    args, where = [], {}
     if "base" in data:
         # `base: other.yaml` (relative to this file): that file's settings first, this file's win.
         # Ablation configs use it so each one shows only the idea it changes.
         base = p.parent / str(data.pop("base"))
         if base.resolve() == p.resolve():
             raise ConfigError(f"{path}: `base` points at itself.")
-        args = _yaml_to_args(str(base))
-        base_lines = _check_keys.lines
+        args, where = _yaml_to_args(str(base))
     for key, value in data.items():
         flag = f"--{key}"
         if value is None:
@@ -94,14 +94,12 @@ def _yaml_to_args(path: str) -> list[str]:
             args += [flag, json.dumps(value)]
         else:
             args += [flag, str(value)]
-    # Remember where each key is so errors can name its file and line.
-    lines = {m.group(1): f"{path}:{text[: m.start()].count(chr(10)) + 1}"
-             for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)}
-    _check_keys.lines = {**(base_lines if "base_lines" in locals() else {}), **lines}
-    return args
+    where.update({m.group(1): f"{path}:{text[: m.start()].count(chr(10)) + 1}"
+                  for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)})
+    return args, where
 
 
-def _check_keys(args: list[str], known: set, config_path: str | None) -> None:
+def _check_keys(args: list[str], known: set, config_path: str | None, where: dict) -> None:
     for a in args:
         if not a.startswith("--"):
             continue
@@ -111,8 +109,7 @@ def _check_keys(args: list[str], known: set, config_path: str | None) -> None:
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         if config_path:
-            where = getattr(_check_keys, "lines", {}).get(key, config_path)
-            raise ConfigError(f"{where}: unknown config key '{key}'.{hint}")
+            raise ConfigError(f"{where.get(key, config_path)}: unknown config key '{key}'.{hint}")
         raise ConfigError(f"unknown option '--{key}'.{hint}")
 
 
