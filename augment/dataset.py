@@ -30,6 +30,7 @@ import numpy as np
 import torch.utils.data
 
 from .errors import AugtuneError
+from .methods.templates import apply_template
 from .types import METHOD_NAMES, Row
 from .variants import FIELD_CODES, RefusalTable, VariantTable
 
@@ -83,7 +84,6 @@ class AugmentedDataset(torch.utils.data.Dataset):
             if self.field[j] == _COMPLETION:
                 completion = self.texts[j]
             elif self.template is not None and self.template[j] >= 0:
-                from .methods.templates import apply_template
                 prompt = apply_template(prompt, int(self.template[j]))
             else:
                 prompt = self.texts[j]
