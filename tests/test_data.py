@@ -198,3 +198,21 @@ def test_entry_point_fails_fast_with_one_line(tmp_path, args, pattern):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     import re
     assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_output_dir_check_is_safe_when_every_rank_runs_it_at_once(tmp_path):
+    """Every rank checks output_dir at the same moment. A shared probe-file name made one rank
+    delete the probe another was about to delete, and a writable folder was reported as
+    "not writable (No such file or directory)" (seen in CI with 2 processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from train.sft import check_output_dir
+    out = tmp_path / "shared-out"
+
+    def hammer(_):
+        for _ in range(200):
+            check_output_dir(str(out))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(hammer, range(8)))  # re-raises the first ConfigError, if any
+    assert out.is_dir() and not list(out.iterdir())  # no probe files left behind

@@ -49,12 +49,17 @@ def parse(argv):
 
 
 def check_output_dir(path: str) -> None:
+    """Create output_dir and prove it is writable before anything expensive runs.
+
+    Every rank runs this at the same moment, so the probe file needs a name of its own per
+    process: with one shared name, rank 0 deleted the file rank 1 was about to delete, and rank 1
+    reported a writable folder as "not writable (No such file or directory)"."""
+    import tempfile
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".augtune-write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".augtune-write-test-"):
+            pass
     except OSError as exc:
         raise ConfigError(f"output_dir {path!r} is not writable ({exc.strerror}). Choose another "
                           "--output_dir or fix its permissions.")
