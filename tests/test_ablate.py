@@ -25,7 +25,10 @@ def test_rerun_reuses_finished_runs_and_records_rejections(tmp_path, monkeypatch
     real_run = ablate.subprocess.run
 
     def spy(cmd, **kw):
-        launched.append(cmd)
+        # Only training launches count: on a fresh machine matplotlib also shells out
+        # (fc-list, to build its font cache) through the same subprocess module.
+        if str(cmd[0]).endswith("launch.sh"):
+            launched.append(cmd)
         return real_run(cmd, **kw)
 
     monkeypatch.setattr(ablate.subprocess, "run", spy)
