@@ -379,7 +379,9 @@ cannot won't pls
 """.split())
 _WANTS = re.compile(r"^\W*(?:i(?:'d| would) like|i want|i need|i wish|help me|let me know)\b", re.I)
 # A statement that still prescribes ("All admin accounts should have 2FA") is an instruction.
-_DEONTIC = re.compile(r"\b(?:should|must|needs? to|has to|have to|ought to|is required to)\b", re.I)
+_DEONTIC = re.compile(
+    r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
+    r"(?:is|are|was|were) required to)\b", re.I)
 _USER_VOICE = frozenset("i i'm i'd i've i'll we we're we'd we've my our me us".split())
 _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
@@ -552,7 +554,7 @@ def _entities(tokens: list[str]) -> set[str]:
     for i, t in enumerate(tokens):
         if not t[0].isalpha() or t in ("I", "I'm", "I'd", "I've", "I'll", "OK"):
             continue
-        core = re.sub(r"['’]s$", "", t).rstrip(".").replace(".", "")
+        core = re.sub(r"['’]s$", "", t).rstrip(".").replace(".", "").replace("'", "").replace("’", "")
         if len(core) < 2 or core.lower() in _TITLES:
             continue
         acronym = len(core) >= 2 and core.isupper()
@@ -601,7 +603,8 @@ def _features(text: str) -> _Features:
         content_stems=content, numbers=frozenset(numbers), currencies=frozenset(currencies),
         units=frozenset(units),
         exact=exact, entities=frozenset(_entities(tokens)), negations=neg,
-        entity_words=frozenset(re.sub(r"['’]s$", "", t.lower()).replace(".", "") for t in tokens if t[0].isalpha()),
+        entity_words=frozenset(re.sub(r"['’]s$", "", t.lower()).replace(".", "").replace("'", "").replace("’", "")
+                               for t in tokens if t[0].isalpha()),
         is_request=_is_request(text, lower),
         sentences=len([s for s in _SENT_SPLIT.split(text.strip()) if _WORD.search(s)]),
         has_list_or_code=bool(_LIST_OR_CODE.search(text)), bullets=len(_BULLET.findall(text)),
@@ -676,7 +679,16 @@ def _mentions(f: _Features, entity: str) -> bool:
     if entity in f.word_set or entity in f.entity_words:
         return True
     return len(entity) >= 3 and any(
-        len(w) >= 3 and (w.startswith(entity) or entity.startswith(w)) for w in f.entity_words)
+        len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))
+        for w in f.entity_words)
+
+
+def _same_root(a: str, b: str) -> bool:
+    """Mexico/Mexican, Canada/Canadian: one root with a different ending. All but the last
+    letter of the shorter word must be shared (and at least 5 letters), so Austria/Australia
+    and Johnson/Johnston stay different names."""
+    n = min(len(a), len(b))
+    return n >= 6 and a[: n - 1] == b[: n - 1]
 
 
 def _entity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
@@ -731,11 +743,15 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
     further, the changed words carry different meaning (cat -> dog,
     guitar -> violin, admin -> guest).
     """
-    a, b = o.lower_words, c.lower_words
+    # "key-board" and "keyboard" are one word; compare with in-word hyphens removed.
+    a, b = _unhyphenated_words(o.text), _unhyphenated_words(c.text)
     if not a or not b:
         return None
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
     ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    # An edit of function words only ("answered" -> "have answered", "this is" -> "but it
+    # is") carries no content; negators are judged by the polarity check, not here.
+    ops = [op for op in ops if not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])]
     if not ops or len(ops) > 2:
         return None
     same = sum(i2 - i1 for tag, i1, i2, _, _ in sm.get_opcodes() if tag == "equal")
@@ -745,6 +761,14 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
         return None
     return "; ".join(f"{' '.join(a[i1:i2]) or '∅'} -> {' '.join(b[j1:j2]) or '∅'}"
                      for _, i1, i2, j1, j2 in ops)
+
+
+def _unhyphenated_words(text: str) -> list[str]:
+    return [w.lower().replace("’", "'") for w in _WORD.findall(re.sub(r"(?<=\w)-(?=\w)", "", text))]
+
+
+def _function_words_only(words: list[str]) -> bool:
+    return all(w in _STOPWORDS and not _NEGATION.fullmatch(w) for w in words)
 
 
 def _answer_reasons(o: _Features, c: _Features) -> list[str]:

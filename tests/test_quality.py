@@ -102,6 +102,36 @@ def test_meaning_changes_rejected(checker, orig, cand, reason):
     assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
 
 
+@pytest.mark.parametrize("orig,cand,absent", [
+    # function words only: no content changed (found on public caption/forum pairs)
+    ("You answered your own question.", "You have answered your own question.", "small edit"),
+    ("This is not a good idea.", "But it is not a good idea.", "small edit"),
+    # in-word hyphens: one word, not a swap
+    ("A boy is playing a key-board.", "A boy is playing a keyboard.", "small edit"),
+    # a demonym names its place; an apostrophe does not make a new name
+    ("Under Mexican law, bounty hunting counts as kidnapping.",
+     "In Mexico, bounty hunting counts as kidnapping under the law.", "entity"),
+    ("It was a revival of Eugene O'Neill's family drama.", "It was a revival of Eugene ONeill's family drama.", "entity"),
+    # a reported obligation stays one in the past tense: not an answer to a request
+    ("The researchers said the results need to be replicated before testing starts.",
+     "The researchers said the results needed to be replicated before testing started.", "answers"),
+])
+def test_non_changes_are_not_flagged(checker, orig, cand, absent):
+    r = _m(checker, orig, cand)
+    assert not _has(r["reasons"], absent), r["reasons"]
+
+
+def test_similar_names_stay_different_entities(checker):
+    # _same_root joins Mexico/Mexican, not Austria/Australia or Johnson/Johnston
+    assert quality._same_root("mexican", "mexico") and quality._same_root("canada", "canadian")
+    assert not quality._same_root("austria", "australia") and not quality._same_root("johnson", "johnston")
+    r = _m(checker, "The team flew to Austria on Monday.", "On Monday the team flew to Australia.")
+    assert not r["is_valid"] and _has(r["reasons"], "entity changed"), r["reasons"]
+    # a negator is never a mere function word: the polarity check still sees it
+    r = _m(checker, "The refund was approved.", "The refund was not approved.")
+    assert not r["is_valid"] and _has(r["reasons"], "negation"), r["reasons"]
+
+
 def test_number_forms_normalised(checker):
     r = _m(checker, "My invoice shows 15 licences but we only use 12 seats.",
            "We use only twelve seats, yet the invoice lists fifteen licences.")
