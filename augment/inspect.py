@@ -69,14 +69,20 @@ def main(argv=None) -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="judge every stored candidate again under all QC modes first (after "
                     "QC rules or settings changed); local embedding only, no API calls")
+    ap.add_argument("--qc_model", default=None,
+                    help="with --rescore: the sentence-transformers model to judge with; give the "
+                    "run's `qc_model` if it set one (default: all-MiniLM-L6-v2)")
     args = ap.parse_args(argv)
     if args.examples < 0:
         raise ConfigError("--examples must be >= 0.")
+    if args.qc_model and not args.rescore:
+        raise ConfigError("--qc_model only applies with --rescore; add --rescore or drop it.")
     if args.rescore:
         from .quality import QualityChecker, QualityConfig
         writer = VariantCache(args.cache)
+        model = {"model_name_or_path": args.qc_model} if args.qc_model else {}
         for mode in QC_MODES:
-            n = writer.rescore(QualityChecker(QualityConfig(mode=mode)), only_missing=False)
+            n = writer.rescore(QualityChecker(QualityConfig(mode=mode, **model)), only_missing=False)
             print(f"rescored {n} candidates under qc={mode}")
         writer.close()
     cache = VariantCache(args.cache, readonly=True)

