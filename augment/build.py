@@ -125,6 +125,16 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         return report
     t0 = time.monotonic()
     checker = checker or make_checker(aug_cfg)
+    # Verdicts made under other QC rules or settings (an upgrade, a changed threshold) are
+    # re-judged here, locally, before anything new is added: training never mixes judges.
+    if cache.qc_fingerprint(aug_cfg.qc) != checker.fingerprint():
+        if cache.judged_count(aug_cfg.qc):
+            if progress:
+                print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
+                      "QC rules or settings; judging every stored candidate again (local, no API "
+                      "calls)", file=sys.stderr)
+            report.rejudged += cache.rescore(checker, only_missing=False)
+        cache.set_qc_fingerprint(aug_cfg.qc, checker.fingerprint())
     try:
         if todo:
             asyncio.run(_run_all(todo, methods, cache, checker, aug_cfg, report, progress))
@@ -132,7 +142,7 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         report.elapsed_s = time.monotonic() - t0
     # Candidates cached by a build under another qc mode: judge them here, locally.
     if cache.unjudged_count(aug_cfg.qc, list(methods)):
-        report.rejudged = cache.rescore(checker)
+        report.rejudged += cache.rescore(checker)
     report.per_method = cache.stats(aug_cfg.qc, methods=list(methods))
     if progress:
         print(report.summary_line(), file=sys.stderr)

@@ -263,6 +263,22 @@ class VariantCache:
                 f"json(?)) WHERE id=?",
                 [(int(bool(a)), qc_mode, json.dumps(list(r)), vid) for vid, a, r in verdicts])
 
+    def qc_fingerprint(self, qc_mode: str) -> str | None:
+        """The `QualityChecker.fingerprint()` that the verdicts under `qc_mode` were made with
+        (None: never judged under it)."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?",
+                                   (f"qc_fingerprint_{_verdict_col(qc_mode)}",)).fetchone()
+        return row[0] if row else None
+
+    def set_qc_fingerprint(self, qc_mode: str, fingerprint: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (f"qc_fingerprint_{_verdict_col(qc_mode)}", fingerprint))
+
+    def judged_count(self, qc_mode: str) -> int:
+        col = _verdict_col(qc_mode)
+        return self._conn().execute(f"SELECT count(*) FROM variants WHERE {col} IS NOT NULL").fetchone()[0]
+
     def set_batch_state(self, key: str, value) -> None:
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO batch_state VALUES (?,?,?)",
@@ -421,6 +437,8 @@ class VariantCache:
             self.set_verdicts(mode, verdicts)
             n += j - i
             i = j
+        if not only_missing or self.qc_fingerprint(mode) is None:
+            self.set_qc_fingerprint(mode, checker.fingerprint())
         return n
 
     def check(self) -> str:

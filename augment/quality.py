@@ -90,6 +90,11 @@ SEED_SIM_MAX = 0.98
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
+#: Bump whenever a rule change can flip a stored verdict. A cache remembers the fingerprint
+#: (this version + the settings) its verdicts were made under, and the next build re-judges
+#: the stored candidates locally when it differs, instead of training on stale verdicts.
+RULES_VERSION = 2
+
 
 # --------------------------------------------------------------------------
 # Configuration
@@ -794,6 +799,15 @@ class QualityChecker:
     def __init__(self, config: QualityConfig | None = None, model: Any = None) -> None:
         self.config = config or QualityConfig()
         self._model = model
+
+    def fingerprint(self) -> str:
+        """What a stored verdict depends on: the rules' version and every setting except where
+        and how fast the model runs. Equal fingerprints give equal verdicts."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+        cfg = {k: v for k, v in asdict(self.config).items() if k not in ("device", "batch_size")}
+        return hashlib.sha256(json.dumps([RULES_VERSION, cfg], sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def model(self):

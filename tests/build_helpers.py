@@ -68,6 +68,9 @@ class LengthChecker:
     class config:
         mode = "project"
 
+    def fingerprint(self):
+        return "length-checker-v1"
+
     def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
         return [{"semantic_similarity": 0.5 + (len(a) % 40) / 100, "is_valid": len(a) % 2 == 1,
                  "length_ratio": len(a) / max(len(o), 1), "unique_words": 2,

@@ -188,3 +188,51 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert res.stderr.strip().splitlines()[-1] == \
         "augtune: error: qc='bogus' is not one of ('project', 'seed', 'none')."
     assert "Traceback" not in res.stderr
+
+
+class EvenChecker(LengthChecker):
+    """Other rules (an upgrade, a changed threshold): accepts even-length variants instead."""
+
+    def fingerprint(self):
+        return "length-checker-v2"
+
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+        out = super().score_pairs(originals, augmenteds, method, group_ids)
+        return [{**s, "is_valid": not s["is_valid"], "reasons": [] if not s["is_valid"] else ["odd length"]}
+                for s in out]
+
+
+def test_verdicts_of_other_qc_rules_are_judged_again_once(tmp_path, capsys):
+    rows = make_rows(6)
+    cache = str(tmp_path / "c.sqlite")
+    ran = []
+    build_cache(DataConfig(), make_cfg(cache), rows, progress=False, checker=LengthChecker(),
+                methods={"paraphrase": SlowMethod(delay=0.001)})
+    c = VariantCache(cache)
+    assert c.qc_fingerprint("project") == "length-checker-v1"
+    before = dict(c._conn().execute("SELECT id, accepted_project FROM variants"))
+    rep = build_cache(DataConfig(), make_cfg(cache), rows, progress=True, checker=EvenChecker(),
+                      methods={"paraphrase": SlowMethod(delay=0.001, counter=ran)})
+    assert ran == []  # nothing regenerated: judging is local
+    assert rep.rejudged == len(before) > 0
+    assert "made by other QC rules or settings" in capsys.readouterr().err
+    after = dict(c._conn().execute("SELECT id, accepted_project FROM variants"))
+    assert after == {k: 1 - v for k, v in before.items()}
+    assert c.qc_fingerprint("project") == "length-checker-v2"
+    rep = build_cache(DataConfig(), make_cfg(cache), rows, progress=False, checker=EvenChecker(),
+                      methods={"paraphrase": SlowMethod(delay=0.001)})
+    assert rep.rejudged == 0  # same rules: nothing to do
+
+
+def test_shipped_demo_cache_was_judged_by_the_current_qc_rules():
+    """data/demo/variants.sqlite trains the demo: after a QC change, refresh it with
+    `python -m augment.inspect data/demo/variants.sqlite --rescore` (and bump RULES_VERSION)."""
+    from augment.build import make_checker
+    from augment.config import AugmentConfig
+    assert "qc_model" not in (ROOT / "configs/demo.yaml").read_text()  # the demo judges with the default
+    shipped = VariantCache(ROOT / "data/demo/variants.sqlite", readonly=True)
+    for mode in ("project", "seed", "none"):
+        want = make_checker(AugmentConfig(qc=mode)).fingerprint()
+        assert shipped.qc_fingerprint(mode) == want, (
+            f"the demo cache's qc={mode} verdicts are stale: run `python -m augment.inspect "
+            "data/demo/variants.sqlite --rescore`")

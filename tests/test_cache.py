@@ -169,6 +169,9 @@ class _SeedChecker:
     class config:
         mode = "seed"
 
+    def fingerprint(self):
+        return "seed-checker-v1"
+
     def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
         return [{"is_valid": a != "Q0c", "reasons": [] if a != "Q0c" else ["sim"]}
                 for a in augmenteds]
@@ -181,6 +184,7 @@ def test_rescore_adds_a_mode_without_touching_others(tmp_path):
     assert c.unjudged_count("seed") == 3
     assert c.rescore(_SeedChecker()) == 3
     assert c.rescore(_SeedChecker()) == 0  # only missing ones
+    assert c.qc_fingerprint("seed") == "seed-checker-v1"
     assert c.load_table(rows, ["paraphrase"], "seed").texts == ["Q0a", "Q0b"]
     assert c.load_table(rows, ["paraphrase"], "project").texts == ["Q0a"]
     assert c.stats("seed")["paraphrase"]["accepted"] == 2

@@ -216,3 +216,27 @@ def test_output_dir_check_is_safe_when_every_rank_runs_it_at_once(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(hammer, range(8)))  # re-raises the first ConfigError, if any
     assert out.is_dir() and not list(out.iterdir())  # no probe files left behind
+
+
+def test_training_without_a_build_refuses_verdicts_of_other_qc_rules(tmp_path):
+    """build_before_training: false trusts the cache as it is, so stale verdicts (made by other
+    QC rules or settings) must stop the run with what to do, not train silently."""
+    import sqlite3
+    cache, out = tmp_path / "c.sqlite", tmp_path / "out"
+    build = subprocess.run([sys.executable, "-m", "augment.build", "--config", str(ROOT / "configs/tiny.yaml"),
+                            "--augment_cache", str(cache), "--max_rows", "4"],
+                           cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    args = ["--augment_cache", str(cache), "--max_rows", "4", "--build_before_training", "false",
+            "--output_dir", str(out)]
+    con = sqlite3.connect(cache)
+    with con:
+        con.execute("UPDATE meta SET value='older-rules' WHERE key='qc_fingerprint_accepted_project'")
+    con.close()
+    proc = subprocess.run([sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"),
+                           *args, "--max_steps", "1"],
+                          cwd=ROOT, env=run_env(AUGTUNE_PREFLIGHT="0"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("augtune: error:")]
+    assert len(lines) == 1 and "made by other QC rules or settings" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from augment.cli import parse_config, run_cli  # noqa: E402
 from augment.config import AugmentConfig, DataConfig  # noqa: E402
-from augment.errors import ConfigError  # noqa: E402
+from augment.errors import AugtuneError, ConfigError  # noqa: E402
 
 SECRET_WORDS = ("token", "api_key", "secret", "password")
 
@@ -104,6 +104,12 @@ def main(argv):
         init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
     state.wait_for_everyone()
     cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
+    if cached_methods and not aug_cfg.build_before_training:
+        from augment.build import make_checker
+        if cache.judged_count(aug_cfg.qc) and cache.qc_fingerprint(aug_cfg.qc) != make_checker(aug_cfg).fingerprint():
+            raise AugtuneError(f"{aug_cfg.augment_cache}: its verdicts under qc={aug_cfg.qc} were made by "
+                               "other QC rules or settings. Run `python -m augment.build --config CONFIG` "
+                               "(re-judges locally, no API calls) or set build_before_training: true.")
     from augment.variants import RefusalTable, VariantTable
     row_methods = [m for m in methods if m != "refusals"]
     stored = [m for m in row_methods if m in cached_methods]
