@@ -93,7 +93,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Bump whenever a rule change can flip a stored verdict. A cache remembers the fingerprint
 #: (this version + the settings) its verdicts were made under, and the next build re-judges
 #: the stored candidates locally when it differs, instead of training on stale verdicts.
-RULES_VERSION = 2
+RULES_VERSION = 3
 
 
 # --------------------------------------------------------------------------
@@ -382,12 +382,21 @@ verify walk warn write kindly help could can would will may might should shall d
 are was were am how what why when where which who whom whose isn't aren't doesn't don't can't
 cannot won't pls
 """.split())
-_WANTS = re.compile(r"^\W*(?:i(?:'d| would) like|i want|i need|i wish|help me|let me know)\b", re.I)
+_WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
+                    r"i ask that|help me|let me know)\b", re.I)
 # A statement that still prescribes ("All admin accounts should have 2FA") is an instruction.
 _DEONTIC = re.compile(
     r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
     r"(?:is|are|was|were) required to)\b", re.I)
 _USER_VOICE = frozenset("i i'm i'd i've i'll we we're we'd we've my our me us".split())
+_FIRST_PERSON = _USER_VOICE | frozenset("mine ours myself ourselves we'll".split())
+_SECOND_POSSESSIVE = frozenset("your yours yourself yourselves".split())
+# The variant speaks as the assistant: it apologises for the user's problem.
+_APOLOGY = re.compile(r"\b(?:i['’]?m sorry|i am sorry|we['’]?re sorry|sorry (?:for|about)|"
+                      r"(?:i|we) apologi[sz]e|(?:my|our) apologies|apologies for)\b", re.I)
+# The variant talks about the rewriting itself: the paraphrase prompt leaked into it.
+_REWRITE_TALK = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reword\w*)\b|"
+                           r"\b(?:this|the) (?:message|text|original)\b", re.I)
 _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
     r"as|at|from|under|over|based on|given)\b[^,?]{0,80},\s*", re.I)
@@ -777,16 +786,33 @@ def _function_words_only(words: list[str]) -> bool:
 
 
 def _answer_reasons(o: _Features, c: _Features) -> list[str]:
-    """A variant that answers/executes the instruction rather than restating it."""
+    """A variant that answers/executes the instruction rather than restating it, or that
+    otherwise speaks as the model instead of as the user.
+
+    Found in real small-model paraphrases of the demo data: "Please add my VAT number" ->
+    "I will add your VAT number" (the roles flipped), "... Can you check?" -> "... I'm sorry for
+    the error" (the request became a reply), "Rewrite the message using: ..." (the prompt leaked).
+    """
+    out = []
+    if _REWRITE_TALK.search(c.text) and not _REWRITE_TALK.search(o.text):
+        out.append("talks about the rewrite itself (the prompt leaked into the variant)")
+    if _APOLOGY.search(c.text) and not _APOLOGY.search(o.text):
+        out.append("speaks as the assistant (apologises instead of restating)")
+    if (o.word_set & _FIRST_PERSON and c.word_set & _SECOND_POSSESSIVE
+            and not o.word_set & _SECOND_POSSESSIVE):
+        out.append("perspective changed ('your' where the original speaks in the first person)")
+    elif o.word_set & _FIRST_PERSON and not c.word_set & _FIRST_PERSON and "you" in c.word_set:
+        out.append("perspective changed (the first person became 'you')")
     if _ANSWER_OPENER.match(c.text) and not _ANSWER_OPENER.match(o.text):
-        return ["answers the instruction (answer-style opener)"]
-    if _TO_CLAUSE.match(c.text) and not _TO_CLAUSE.match(o.text) and not c.is_request:
-        return ["answers the instruction ('To do X, ...' explanation)"]
-    if c.has_list_or_code and not o.has_list_or_code:
-        return ["answers the instruction (list or code in variant)"]
-    if o.is_request and not c.is_request and _first_word(c.text) not in _USER_VOICE:
-        return ["answers the instruction (statement instead of a request)"]
-    return []
+        out.append("answers the instruction (answer-style opener)")
+    elif _TO_CLAUSE.match(c.text) and not _TO_CLAUSE.match(o.text) and not c.is_request:
+        out.append("answers the instruction ('To do X, ...' explanation)")
+    elif c.has_list_or_code and not o.has_list_or_code:
+        out.append("answers the instruction (list or code in variant)")
+    elif o.is_request and not c.is_request:
+        # also in the user's voice: "... Can you check?" -> "... I was charged twice." dropped the ask
+        out.append("answers the instruction (statement instead of a request)")
+    return out
 
 
 class QualityChecker:
@@ -996,6 +1022,12 @@ class QualityChecker:
         if cfg.check_entities:
             hard, soft = _entity_reasons(o, c)
             reasons += hard
+            if o.is_request and not templates:
+                # In a request every name is a parameter of the task ("moved from Texas to
+                # Oregon"): dropping one asks something else. Declarative text (news) often
+                # drops a name harmlessly, so there it stays soft evidence.
+                reasons += [r for r in soft if r.endswith("missing")]
+                soft = [r for r in soft if not r.endswith("missing")]
         if cfg.check_content:
             soft += _content_reasons(o, c, cfg)
             edit = _minimal_edit(o, c)

@@ -121,6 +121,38 @@ def test_non_changes_are_not_flagged(checker, orig, cand, absent):
     assert not _has(r["reasons"], absent), r["reasons"]
 
 
+@pytest.mark.parametrize("orig,cand,reason", [
+    # failure modes of a real small paraphrasing model (SmolLM2-135M on the demo data)
+    ("Please add my company's VAT number to all future invoices.",
+     "I will add your company's VAT number to your future invoices.", "perspective changed"),
+    ("How can I stop auto-renewal without losing access right away?",
+     "How can you control auto-renewal without losing access?", "perspective changed"),
+    ("I signed up for the membership by accident during checkout. Please undo it.",
+     "I signed up for the membership by mistake during checkout. I'm sorry for the mistake.", "speaks as the assistant"),
+    ("My subscription renewed yesterday even though I'd switched off auto-renew last week.",
+     'Rewrite the message using: "My subscription renewed yesterday, despite my switch-off."', "talks about the rewrite"),
+    ("I got charged for a second StreamBox Plus screen that I never added. Can you check?",
+     "I got charged for a second StreamBox Plus screen that I never added.", "statement instead of a request"),
+    ("Can you move my CloudVault Pro renewal from Texas to Oregon billing?",
+     "Can you move my CloudVault Pro renewal to Oregon billing?", "entity texas missing"),
+])
+def test_variant_that_speaks_as_the_model_is_rejected(checker, orig, cand, reason):
+    r = _m(checker, orig, cand)
+    assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
+
+
+@pytest.mark.parametrize("orig,cand", [
+    ("How do I cancel my subscription?", "Could you tell me how to end my subscription?"),
+    ("Please don't share my phone number with third parties.",
+     "I'd ask that you not give my phone number to any third parties."),
+    ("Rewrite this paragraph so it sounds friendlier.", "Please rephrase this paragraph to sound friendlier."),
+])
+def test_user_voice_paraphrases_still_pass(checker, orig, cand):
+    r = _m(checker, orig, cand)
+    assert not _has(r["reasons"], "perspective") and not _has(r["reasons"], "rewrite itself") \
+        and not _has(r["reasons"], "statement instead"), r["reasons"]
+
+
 def test_similar_names_stay_different_entities(checker):
     # _same_root joins Mexico/Mexican, not Austria/Australia or Johnson/Johnston
     assert quality._same_root("mexican", "mexico") and quality._same_root("canada", "canadian")
