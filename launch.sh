@@ -14,7 +14,7 @@ cd "$ROOT"
 VENV="${AUGTUNE_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }
 

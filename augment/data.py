@@ -114,7 +114,8 @@ def _load_source(name: str, mapping: dict, data_cfg, skipped: dict, split: str =
                          fix="Check the path (relative paths start at the working directory)")
     rows = []
     for f in files:
-        rows += _rows_from_records(_read_records(f), mapping, data_cfg, skipped)
+        rows += _rows_from_records(_read_records(f, data_cfg.skip_bad_rows, skipped), mapping,
+                                   data_cfg, skipped)
     if not rows:
         raise InputError("zero usable rows", file=name, fix="The file is empty or every row was "
                          "skipped; check the format (see data/README.md)")
@@ -150,14 +151,25 @@ def _decode(path: Path) -> str:
                          fix="Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
 
 
-def _read_records(path: Path):
+def _skip_or_raise(err: InputError, skip: bool, skipped: dict | None) -> None:
+    """A row-level read error: counted when the user asked to skip bad rows, raised otherwise."""
+    if not skip or skipped is None:
+        raise err
+    key = f"{err.file}: {str(err).split(': ', 1)[-1].split(' (')[0].split('.')[0]}"
+    skipped[key] = skipped.get(key, 0) + 1
+
+
+def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = None):
+    """Records of one file. Whole-file problems (not UTF-8, not Parquet) always stop; a broken
+    line or item is skipped and counted with `skip_bad`."""
     kind = SUFFIXES[path.suffix]
     if kind == "parquet":
         import pyarrow.parquet as pq
         try:
             table = pq.read_table(path)
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"not a readable Parquet file ({exc})", file=str(path))
+            raise InputError(f"not a readable Parquet file ({exc})", file=str(path),
+                             fix="Re-export it, or give the data as .jsonl/.csv")
         for i, rec in enumerate(table.to_pylist()):
             yield _Record(rec, str(path), None, f"row {i}")
         return
@@ -169,11 +181,17 @@ def _read_records(path: Path):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"broken JSON ({exc.msg} at column {exc.colno})", file=str(path),
-                                 line=lineno, fix="Fix or remove that line")
+                _skip_or_raise(InputError(f"broken JSON ({exc.msg} at column {exc.colno})",
+                                          file=str(path), line=lineno,
+                                          fix="Fix or remove that line (or --skip_bad_rows true)"),
+                               skip_bad, skipped)
+                continue
             if not isinstance(rec, dict):
-                raise InputError(f"expected a JSON object, got {type(rec).__name__}",
-                                 file=str(path), line=lineno)
+                _skip_or_raise(InputError(f"expected a JSON object, got {type(rec).__name__}",
+                                          file=str(path), line=lineno,
+                                          fix='Each line must be one object such as {"prompt": ..., '
+                                          '"completion": ...}'), skip_bad, skipped)
+                continue
             yield _Record(rec, str(path), lineno, f"line {lineno}")
     elif kind == "json":
         try:
@@ -185,13 +203,17 @@ def _read_records(path: Path):
         if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
             data = next(iter(data.values()))  # {"data": [...]} wrappers
         if not isinstance(data, list):
-            raise InputError("expected a JSON array of objects", file=str(path))
+            raise InputError("expected a JSON array of objects", file=str(path),
+                             fix="Wrap the rows in [...], or save one object per line as .jsonl")
         starts = _json_item_lines(text, len(data))
         for i, rec in enumerate(data):
             line = starts[i] if i < len(starts) else None
             if not isinstance(rec, dict):
-                raise InputError(f"item {i} is a {type(rec).__name__}, expected an object",
-                                 file=str(path), line=line)
+                _skip_or_raise(InputError(f"item {i} is a {type(rec).__name__}, expected an object",
+                                          file=str(path), line=line,
+                                          fix="Make every item an object with the row's fields"),
+                               skip_bad, skipped)
+                continue
             yield _Record(rec, str(path), line, f"item {i}")
     else:  # csv
         reader = csv.DictReader(io.StringIO(text))
@@ -265,7 +287,8 @@ def _text(data: dict, key: str, rec: _Record, optional: bool = False) -> str:
     value = data[key]
     if not isinstance(value, str):
         raise InputError(f"expected a string, got {type(value).__name__}", file=rec.file,
-                         line=rec.line, field=key)
+                         line=rec.line, field=key,
+                         fix="Write it as text in quotes (or --skip_bad_rows true to skip such rows)")
     if not value.strip() and not optional:
         raise InputError("empty text", file=rec.file, line=rec.line, field=key,
                          fix="Fill it in or remove the row (or --skip_bad_rows true)")
@@ -292,10 +315,12 @@ def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
         try:
             msgs = json.loads(msgs)
         except json.JSONDecodeError:
-            raise InputError("not a JSON list of messages", file=rec.file, line=rec.line, field="messages")
+            raise InputError("not a JSON list of messages", file=rec.file, line=rec.line, field="messages",
+                             fix='Give [{"role": "user", ...}, {"role": "assistant", ...}]')
     if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
         raise InputError("expected a list of {role, content} objects", file=rec.file,
-                         line=rec.line, field="messages")
+                         line=rec.line, field="messages",
+                         fix='Give [{"role": "user", ...}, {"role": "assistant", ...}]')
     turns = [m for m in msgs if m.get("role") != "system"]
     if len(turns) != 2 or turns[0].get("role") != "user" or turns[1].get("role") != "assistant":
         raise InputError(f"expected one user turn then one assistant turn, got roles "

@@ -139,6 +139,17 @@ def test_skip_bad_rows_counts_and_reports(tmp_path):
     assert len(split.train) == 2 and split.report["skipped_total"] == 3
 
 
+def test_skip_bad_rows_also_skips_lines_that_are_not_json(tmp_path):
+    """A user who asked to skip bad rows expects a broken line skipped and counted too."""
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join([json.dumps(GOOD[0]), "not json at all", "[1, 2]", json.dumps(GOOD[1])]) + "\n")
+    split = load_rows(cfg(str(path), eval_fraction=0, skip_bad_rows=True))
+    assert len(split.train) == 2 and split.report["skipped_total"] == 2
+    assert any("broken JSON" in k for k in split.report["skipped"]), split.report["skipped"]
+    with pytest.raises(InputError, match=r"s\.jsonl:2: broken JSON .*--skip_bad_rows true"):
+        load_rows(cfg(str(path), eval_fraction=0))
+
+
 @pytest.mark.parametrize("kw,pattern", [
     ({"augmented_per_original": 3.0}, r"largest allowed value is 2\.333"),
     ({"augmented_per_original": -1.0}, r"is negative"),
