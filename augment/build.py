@@ -133,8 +133,9 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
                 print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
                       "QC rules or settings; judging every stored candidate again (local, no API "
                       "calls)", file=sys.stderr)
-            report.rejudged += cache.rescore(checker, only_missing=False)
-        cache.set_qc_fingerprint(aug_cfg.qc, checker.fingerprint())
+            report.rejudged += cache.rescore(checker, only_missing=False)  # stamps the fingerprint
+        else:
+            cache.set_qc_fingerprint(aug_cfg.qc, checker.fingerprint())
     try:
         if todo:
             asyncio.run(_run_all(todo, methods, cache, checker, aug_cfg, report, progress))

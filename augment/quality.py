@@ -388,8 +388,8 @@ _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|
 _DEONTIC = re.compile(
     r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
     r"(?:is|are|was|were) required to)\b", re.I)
-_USER_VOICE = frozenset("i i'm i'd i've i'll we we're we'd we've my our me us".split())
-_FIRST_PERSON = _USER_VOICE | frozenset("mine ours myself ourselves we'll".split())
+_FIRST_PERSON = frozenset("i i'm i'd i've i'll me my mine myself we we're we'd we've we'll us our "
+                          "ours ourselves".split())
 _SECOND_POSSESSIVE = frozenset("your yours yourself yourselves".split())
 # The variant speaks as the assistant: it apologises for the user's problem.
 _APOLOGY = re.compile(r"\b(?:i['’]?m sorry|i am sorry|we['’]?re sorry|sorry (?:for|about)|"
@@ -561,6 +561,11 @@ def _sentence_starts(tokens: list[str]) -> set[int]:
     return starts
 
 
+def _bare_name(token: str) -> str:
+    """A name without possessive, dots or apostrophes: O'Neill's == ONeill, U.S. == US."""
+    return re.sub(r"['’]s$", "", token).replace(".", "").replace("'", "").replace("’", "")
+
+
 def _entities(tokens: list[str]) -> set[str]:
     """Capitalised non-initial tokens, acronyms and camel-case names, lowercased."""
     starts = _sentence_starts(tokens)
@@ -568,7 +573,7 @@ def _entities(tokens: list[str]) -> set[str]:
     for i, t in enumerate(tokens):
         if not t[0].isalpha() or t in ("I", "I'm", "I'd", "I've", "I'll", "OK"):
             continue
-        core = re.sub(r"['’]s$", "", t).rstrip(".").replace(".", "").replace("'", "").replace("’", "")
+        core = _bare_name(t)
         if len(core) < 2 or core.lower() in _TITLES:
             continue
         acronym = len(core) >= 2 and core.isupper()
@@ -587,11 +592,6 @@ def _is_request(text: str, lower_words: list[str]) -> bool:
     m = _WORD.search(body)
     return bool(_WANTS.match(body)) or (
         bool(m) and m.group(0).lower().replace("’", "'") in _REQUEST_START)
-
-
-def _first_word(text: str) -> str:
-    m = _WORD.search(text)
-    return m.group(0).lower().replace("’", "'") if m else ""
 
 
 def _features(text: str) -> _Features:
@@ -617,8 +617,7 @@ def _features(text: str) -> _Features:
         content_stems=content, numbers=frozenset(numbers), currencies=frozenset(currencies),
         units=frozenset(units),
         exact=exact, entities=frozenset(_entities(tokens)), negations=neg,
-        entity_words=frozenset(re.sub(r"['’]s$", "", t.lower()).replace(".", "").replace("'", "").replace("’", "")
-                               for t in tokens if t[0].isalpha()),
+        entity_words=frozenset(_bare_name(t).lower() for t in tokens if t[0].isalpha()),
         is_request=_is_request(text, lower),
         sentences=len([s for s in _SENT_SPLIT.split(text.strip()) if _WORD.search(s)]),
         has_list_or_code=bool(_LIST_OR_CODE.search(text)), bullets=len(_BULLET.findall(text)),
