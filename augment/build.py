@@ -127,15 +127,15 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
     checker = checker or make_checker(aug_cfg)
     # Verdicts made under other QC rules or settings (an upgrade, a changed threshold) are
     # re-judged here, locally, before anything new is added: training never mixes judges.
-    if cache.qc_fingerprint(aug_cfg.qc) != checker.fingerprint():
-        if cache.judged_count(aug_cfg.qc):
-            if progress:
-                print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
-                      "QC rules or settings; judging every stored candidate again (local, no API "
-                      "calls)", file=sys.stderr)
-            report.rejudged += cache.rescore(checker, only_missing=False)  # stamps the fingerprint
-        else:
-            cache.set_qc_fingerprint(aug_cfg.qc, checker.fingerprint())
+    fingerprint = checker.fingerprint()
+    if cache.stale_verdicts(aug_cfg.qc, fingerprint):
+        if progress:
+            print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
+                  "QC rules or settings; judging every stored candidate again (local, no API "
+                  "calls)", file=sys.stderr)
+        report.rejudged += cache.rescore(checker, only_missing=False)  # stamps the fingerprint
+    elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:
+        cache.set_qc_fingerprint(aug_cfg.qc, fingerprint)  # nothing judged yet under this mode
     try:
         if todo:
             asyncio.run(_run_all(todo, methods, cache, checker, aug_cfg, report, progress))

@@ -275,6 +275,11 @@ class VariantCache:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                         (f"qc_fingerprint_{_verdict_col(qc_mode)}", fingerprint))
 
+    def stale_verdicts(self, qc_mode: str, fingerprint: str) -> bool:
+        """Are there verdicts under `qc_mode` made by other QC rules or settings than the checker
+        whose `fingerprint()` is given? Training must not use them as they are."""
+        return bool(self.judged_count(qc_mode)) and self.qc_fingerprint(qc_mode) != fingerprint
+
     def judged_count(self, qc_mode: str) -> int:
         col = _verdict_col(qc_mode)
         return self._conn().execute(f"SELECT count(*) FROM variants WHERE {col} IS NOT NULL").fetchone()[0]

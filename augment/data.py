@@ -152,7 +152,8 @@ def _decode(path: Path) -> str:
 
 
 def _skip_or_raise(err: InputError, skip: bool, skipped: dict | None) -> None:
-    """A row-level read error: counted when the user asked to skip bad rows, raised otherwise."""
+    """A row-level error: counted as "file: reason" when the user asked to skip bad rows,
+    raised otherwise."""
     if not skip or skipped is None:
         raise err
     key = f"{err.file}: {str(err).split(': ', 1)[-1].split(' (')[0].split('.')[0]}"
@@ -270,11 +271,7 @@ def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict) -> list[
         try:
             rows.append(_to_row(fmt, data, rec))
         except InputError as err:
-            if not data_cfg.skip_bad_rows:
-                raise
-            reason = str(err).split(": ", 1)[-1].split(".")[0]
-            key = f"{rec.file}: {reason}"
-            skipped[key] = skipped.get(key, 0) + 1
+            _skip_or_raise(err, data_cfg.skip_bad_rows, skipped)
     return rows
 
 

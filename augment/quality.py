@@ -49,8 +49,10 @@ Public API (stable): :func:`measure_augmentation_quality`,
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -828,9 +830,6 @@ class QualityChecker:
     def fingerprint(self) -> str:
         """What a stored verdict depends on: the rules' version and every setting except where
         and how fast the model runs. Equal fingerprints give equal verdicts."""
-        import hashlib
-        import json
-        from dataclasses import asdict
         cfg = {k: v for k, v in asdict(self.config).items() if k not in ("device", "batch_size")}
         return hashlib.sha256(json.dumps([RULES_VERSION, cfg], sort_keys=True).encode()).hexdigest()[:16]
 

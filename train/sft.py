@@ -106,7 +106,7 @@ def main(argv):
     cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
     if cached_methods and not aug_cfg.build_before_training:
         from augment.build import make_checker
-        if cache.judged_count(aug_cfg.qc) and cache.qc_fingerprint(aug_cfg.qc) != make_checker(aug_cfg).fingerprint():
+        if cache.stale_verdicts(aug_cfg.qc, make_checker(aug_cfg).fingerprint()):
             raise AugtuneError(f"{aug_cfg.augment_cache}: its verdicts under qc={aug_cfg.qc} were made by "
                                "other QC rules or settings. Run `python -m augment.build --config CONFIG` "
                                "(re-judges locally, no API calls) or set build_before_training: true.")
