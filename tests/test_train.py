@@ -64,6 +64,13 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     p0, p1 = (trace / "params0.txt").read_text(), (trace / "params1.txt").read_text()
     assert p0 == p1, "ranks ended with different parameters: the processes were not synced"
+    # Only the main process opens the variant cache; rank 1 gets the tables by broadcast (the
+    # audit hook records every sqlite3.connect the process really made).
+    cache_path = str(tmp_path / "cache.sqlite")
+    opens0 = (trace / "sqlite-opens-rank0.txt").read_text().split()
+    opens1 = (trace / "sqlite-opens-rank1.txt").read_text().split()
+    assert any(o.endswith("cache.sqlite") for o in opens0), opens0
+    assert opens1 == [], f"rank 1 opened {opens1}; only rank 0 may open {cache_path}"
     r0, r1 = read_trace(trace, 0), read_trace(trace, 1)
     assert len(r0) == len(r1) == 4
     # Accelerate shards ONE global plan: with batch 4 on 2 ranks, global batch k is plan

@@ -71,6 +71,9 @@ def main(argv):
     # ---- cheap checks first: nothing expensive has happened yet --------------------------
     from accelerate import PartialState
     state = PartialState()
+    if os.environ.get("AUGTUNE_TRACE_DIR"):  # diagnostics for tests: which SQLite files opened
+        from augment.distributed import trace_sqlite_opens
+        trace_sqlite_opens(os.environ["AUGTUNE_TRACE_DIR"], state.process_index)
     check_output_dir(sft_cfg.output_dir)
     aug_cfg.check_api_keys()
     from augment.data import load_rows
@@ -89,41 +92,49 @@ def main(argv):
         + (f"; removed {split.report['removed_train_duplicates_of_eval']} train rows duplicating "
            "eval prompts" if split.report["removed_train_duplicates_of_eval"] else ""))
 
-    # ---- variants: built once, on the main process ----------------------------------------
-    from augment.cache import VariantCache
+    # ---- variants: built and loaded on the main process only ---------------------------------
+    # Other ranks never open the SQLite cache (WAL does not work over network filesystems, and a
+    # node may not see the file at all): they receive the accepted-variant tables by broadcast.
+    from augment.distributed import share_from_main
+    from augment.variants import RefusalTable, VariantTable
     on_the_fly = aug_cfg.templates_on_the_fly and "templates" in methods
     cached_methods = [m for m in methods if not (on_the_fly and m == "templates")]
-    if cached_methods and aug_cfg.build_before_training:
-        if state.is_main_process:
+    row_methods = [m for m in methods if m != "refusals"]
+    stored = [m for m in row_methods if m in cached_methods]
+    cache, run_keys = None, []
+    if methods and state.is_main_process:
+        from augment.cache import VariantCache, init_cache_from
+        if cached_methods and aug_cfg.build_before_training:
             from augment.build import build_cache
             build_cache(data_cfg, dataclasses.replace(aug_cfg, augment_methods=cached_methods),
                         split.train)  # prints its own progress and summary
-        state.wait_for_everyone()
-    if methods and state.is_main_process and not aug_cfg.build_before_training:
-        from augment.cache import init_cache_from
-        init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
-    state.wait_for_everyone()
-    cache = VariantCache(aug_cfg.augment_cache, readonly=not state.is_main_process) if methods else None
-    if cached_methods and not aug_cfg.build_before_training:
-        from augment.build import make_checker
-        if cache.stale_verdicts(aug_cfg.qc, make_checker(aug_cfg).fingerprint()):
-            raise AugtuneError(f"{aug_cfg.augment_cache}: its verdicts under qc={aug_cfg.qc} were made by "
-                               "other QC rules or settings. Run `python -m augment.build --config CONFIG` "
-                               "(re-judges locally, no API calls) or set build_before_training: true.")
-    from augment.variants import RefusalTable, VariantTable
-    row_methods = [m for m in methods if m != "refusals"]
-    stored = [m for m in row_methods if m in cached_methods]
-    # Only this run's requests: a shared cache also holds variants made with other settings.
-    run_keys = (run_request_keys(dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                                 split.train) if cached_methods else [])
-    table = (cache.load_table(split.train, stored, aug_cfg.qc, keys=run_keys) if cache and stored
-             else VariantTable.empty(len(split.train)))
-    if on_the_fly:
+        else:
+            init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
+        cache = VariantCache(aug_cfg.augment_cache)
+        if cached_methods and not aug_cfg.build_before_training:
+            from augment.build import make_checker
+            if cache.stale_verdicts(aug_cfg.qc, make_checker(aug_cfg).fingerprint()):
+                raise AugtuneError(f"{aug_cfg.augment_cache}: its verdicts under qc={aug_cfg.qc} were "
+                                   "made by other QC rules or settings. Run `python -m augment.build "
+                                   "--config CONFIG` (re-judges locally, no API calls) or set "
+                                   "build_before_training: true.")
+        # Only this run's requests: a shared cache also holds variants made with other settings.
+        run_keys = (run_request_keys(dataclasses.replace(aug_cfg, augment_methods=cached_methods),
+                                     split.train) if cached_methods else [])
+
+    def load_variants():
+        table = (cache.load_table(split.train, stored, aug_cfg.qc, keys=run_keys) if cache and stored
+                 else VariantTable.empty(len(split.train)))
+        refusals = (cache.load_refusals(["refusals"], aug_cfg.qc, keys=run_keys)
+                    if cache and "refusals" in methods
+                    else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
+        return table, refusals
+
+    table, refusals = share_from_main(state, load_variants)
+    if on_the_fly:  # rendered from (seed, prompt) alone: every rank computes the same entries
         from augment.variants import with_on_the_fly_templates
         table = with_on_the_fly_templates(table, split.train, aug_cfg.templates_n,
                                           aug_cfg.augment_seed)
-    refusals = (cache.load_refusals(["refusals"], aug_cfg.qc, keys=run_keys) if cache and "refusals" in methods
-                else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
 
     from augment.collator import AugmentingCollator
     from augment.dataset import AugmentedDataset
