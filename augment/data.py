@@ -6,7 +6,9 @@ The train/eval split is made here, before augmentation, so no variant of an eval
 
 Formats (detected per file from the first record's keys, after `column_mapping`):
     prompt / completion                      (TRL's prompt-completion)
-    messages: [{role, content}, ...]         (one user turn, then one assistant turn)
+    messages: [{role, content}, ...]         (optional system message, then alternating user
+                                              and assistant turns, ending with an assistant turn)
+    conversations: [{from, value}, ...]      (ShareGPT: from = system / human / gpt)
     instruction / input (optional) / output  (Alpaca)
     instruction / context (optional) / response  (Dolly)
 """
@@ -31,6 +33,7 @@ FORMATS = {
     # name: (required keys, optional keys)
     "prompt_completion": (("prompt", "completion"), ()),
     "messages": (("messages",), ()),
+    "sharegpt": (("conversations",), ()),
     "alpaca": (("instruction", "output"), ("input",)),
     "dolly": (("instruction", "response"), ("context",)),
 }
@@ -307,22 +310,60 @@ def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
     if fmt == "dolly":
         prompt, extra = _text(data, "instruction", rec), _text(data, "context", rec, optional=True)
         return Row(row_id, prompt + ("\n\n" + extra if extra.strip() else ""), _text(data, "response", rec))
-    msgs = data["messages"]
+    key = "conversations" if fmt == "sharegpt" else "messages"
+    messages = _conversation(data[key], rec, key, sharegpt=fmt == "sharegpt")
+    user, answer = messages[-2][1], messages[-1][1]
+    # A plain user/assistant pair stays a plain row (same cache keys as prompt/completion data);
+    # anything more (a system prompt, earlier turns) is kept whole and trained as it is.
+    return Row(row_id, user, answer, messages if len(messages) > 2 else ())
+
+
+# ShareGPT speaker names -> chat roles (axolotl / LLaMA-Factory spellings).
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                   "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
+                   "bard": "assistant"}
+_TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython", "tool_call"}
+_SHAPE_FIX = ("Give an optional system message, then user and assistant turns in turn, ending "
+              "with an assistant turn")
+
+
+def _conversation(msgs, rec: _Record, key: str, sharegpt: bool) -> tuple:
+    """Validate one conversation and return it as ((role, content), ...).
+
+    Tool and function-call messages are refused, not silently dropped: removing them would
+    change what the assistant's later turns answer. Messages with any other shape error out
+    with the message's index, so a broken export is found at its line."""
+    role_key, text_key = ("from", "value") if sharegpt else ("role", "content")
+    example = ('[{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]' if sharegpt
+               else '[{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]')
     if isinstance(msgs, str):
         try:
             msgs = json.loads(msgs)
         except json.JSONDecodeError:
-            raise InputError("not a JSON list of messages", file=rec.file, line=rec.line, field="messages",
-                             fix='Give [{"role": "user", ...}, {"role": "assistant", ...}]')
-    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
-        raise InputError("expected a list of {role, content} objects", file=rec.file,
-                         line=rec.line, field="messages",
-                         fix='Give [{"role": "user", ...}, {"role": "assistant", ...}]')
-    turns = [m for m in msgs if m.get("role") != "system"]
-    if len(turns) != 2 or turns[0].get("role") != "user" or turns[1].get("role") != "assistant":
-        raise InputError(f"expected one user turn then one assistant turn, got roles "
-                         f"{[m.get('role') for m in msgs]}", file=rec.file, line=rec.line,
-                         field="messages", fix="Multi-turn rows are not supported yet: keep the "
-                         "last user/assistant pair")
-    user = _text(turns[0], "content", rec)
-    return Row(row_id, user, _text(turns[1], "content", rec))
+            raise InputError("not a JSON list of messages", file=rec.file, line=rec.line,
+                             field=key, fix=f"Give {example}")
+    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
+        raise InputError(f"expected a non-empty list of {{{role_key}, {text_key}}} objects",
+                         file=rec.file, line=rec.line, field=key, fix=f"Give {example}")
+    out = []
+    for i, m in enumerate(msgs):
+        raw = m.get(role_key)
+        role = _SHAREGPT_ROLES.get(str(raw).lower()) if sharegpt else raw
+        if raw in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call"):
+            raise InputError(f"message {i} is a tool or function call ({role_key}={raw!r}), "
+                             "which augtune does not train on yet", file=rec.file, line=rec.line,
+                             field=key, fix="Drop the tool messages and the turns that depend on "
+                             "them, or --skip_bad_rows true to skip such rows")
+        if role not in ("system", "user", "assistant"):
+            raise InputError(f"message {i} has {role_key}={raw!r}; expected "
+                             + ("system, human or gpt" if sharegpt else "system, user or assistant"),
+                             file=rec.file, line=rec.line, field=key, fix=_SHAPE_FIX)
+        text = _text(m, text_key, rec)
+        out.append((role, text))
+    roles = [r for r, _ in out]
+    body = roles[1:] if roles[0] == "system" else roles
+    expected = ["user", "assistant"] * (len(body) // 2)
+    if not body or body != expected or len(body) % 2:
+        raise InputError(f"roles {roles} do not alternate user/assistant ending with an assistant "
+                         "turn", file=rec.file, line=rec.line, field=key, fix=_SHAPE_FIX)
+    return tuple(out)

@@ -25,11 +25,23 @@ METHOD_FIELDS = {
 
 @dataclass(frozen=True)
 class Row:
-    """One normalised training example. `id` is stable across runs (file id column or line)."""
+    """One normalised training example. `id` is stable across runs (file id column or line).
+
+    `prompt` is the user turn that augmentation rewrites and `completion` the assistant answer
+    that follows it. A conversation (a system message, or several user/assistant turns) also
+    keeps every message in `messages`, as (role, content) pairs in order, ending with the
+    assistant turn whose text is `completion`; a plain single-turn pair leaves it empty. See
+    `augment.conversation` for how a variant is put back into its turn."""
 
     id: str
     prompt: str
     completion: str
+    messages: tuple = ()
+
+    @property
+    def context(self) -> tuple:
+        """The messages before the last user turn (system prompt, earlier turns)."""
+        return self.messages[:-2] if self.messages else ()
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ def test_dolly_messages_csv_parquet_and_mapping(tmp_path):
                                                       {"role": "assistant", "content": "hello"}]}])
     r = load_rows(cfg(msgs, eval_fraction=0)).train[0]
     assert (r.prompt, r.completion) == ("hi", "hello")
+    assert r.messages == (("system", "s"), ("user", "hi"), ("assistant", "hello"))  # system kept
     csvp = write(tmp_path / "d.csv", 'question,answer\n"Where, exactly?",Here.\n')
     r = load_rows(cfg(csvp, eval_fraction=0, column_mapping=["question=prompt", "answer=completion"])).train[0]
     assert (r.prompt, r.completion) == ("Where, exactly?", "Here.")
@@ -99,9 +100,16 @@ BAD_CASES = {
     "unknown_format": ('{"q": "a", "a": "b"}\n', r"cannot tell the format from the columns \['a', 'q'\]"),
     "zero_rows": ("\n\n", r"zero usable rows"),
     "huge_text": (json.dumps({"prompt": "x" * 200_001, "completion": "b"}) + "\n", r"above the 200,000 limit"),
-    "multi_turn": (json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                                            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}) + "\n",
-                   r"field 'messages': expected one user turn then one assistant turn"),
+    "ends_with_user": (json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                {"role": "user", "content": "c"}]}) + "\n",
+                       r"field 'messages': roles \['user', 'assistant', 'user'\] do not alternate"),
+    "tool_message": (json.dumps({"messages": [{"role": "user", "content": "a"},
+                                              {"role": "assistant", "content": "", "tool_calls": [{"id": "1"}]},
+                                              {"role": "tool", "content": "42"}, {"role": "assistant", "content": "d"}]}) + "\n",
+                     r"field 'messages': message 1 is a tool or function call"),
+    "sharegpt_unknown_speaker": (json.dumps({"conversations": [{"from": "narrator", "value": "a"},
+                                                               {"from": "gpt", "value": "b"}]}) + "\n",
+                                 r"field 'conversations': message 0 has from='narrator'; expected system, human or gpt"),
     "null_field": ('{"prompt": null, "completion": "b"}\n', r"field 'prompt': missing"),
 }
 
@@ -251,3 +259,29 @@ def test_training_without_a_build_refuses_verdicts_of_other_qc_rules(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("augtune: error:")]
     assert len(lines) == 1 and "made by other QC rules or settings" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_conversations_load_whole_messages_and_sharegpt(tmp_path):
+    """Multi-turn rows keep every message; the last user turn is the row's prompt; a plain pair
+    stays a plain row; ShareGPT speakers map to chat roles without a column mapping."""
+    conv = [{"role": "system", "content": "You are Nimbus support."},
+            {"role": "user", "content": "My parcel is late."},
+            {"role": "assistant", "content": "Sorry! What is the order number?"},
+            {"role": "user", "content": "It is 4417. And what if it shipped yesterday?"},
+            {"role": "assistant", "content": "Then it arrives within 3 days."}]
+    path = jsonl(tmp_path / "chat.jsonl", [{"messages": conv},
+                                           {"messages": conv[1:3]}])
+    rows = load_rows(cfg(path, eval_fraction=0)).train
+    assert rows[0].prompt == "It is 4417. And what if it shipped yesterday?"
+    assert rows[0].completion == "Then it arrives within 3 days."
+    assert rows[0].messages == tuple((m["role"], m["content"]) for m in conv)
+    assert rows[0].context == tuple((m["role"], m["content"]) for m in conv[:3])
+    assert rows[1].messages == () and rows[1].prompt == "My parcel is late."
+    share = jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [
+        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"},
+        {"from": "gpt", "value": "Goodbye"}]}])
+    r = load_rows(cfg(share, eval_fraction=0)).train[0]
+    assert r.messages == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"),
+                          ("user", "Bye"), ("assistant", "Goodbye"))
+    assert (r.prompt, r.completion) == ("Bye", "Goodbye")
