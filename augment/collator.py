@@ -107,7 +107,8 @@ class AugmentingCollator:
 
     def __init__(self, tokenizer, max_length: int, *, min_completion_tokens: int | None = None,
                  use_chat_template: bool | None = None, cache_size: int = 65536,
-                 pad_to_multiple_of: int | None = None, pad_collator=None):
+                 pad_to_multiple_of: int | None = None, pad_collator=None,
+                 loss_turns: str = "all"):
         try:
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
         except ImportError as err:  # pragma: no cover - trl is a core dependency
@@ -121,6 +122,8 @@ class AugmentingCollator:
             raise AugtuneError(f"min_completion_tokens={min_completion_tokens} must be in "
                                f"[1, max_length={max_length}).")
         self.tokenizer, self.max_length = tokenizer, int(max_length)
+        self.loss_turns = loss_turns  # conversation rows: which assistant turns carry labels
+        self._conversations = None    # ConversationEncoder, made on the first conversation
         self.min_completion_tokens = int(min_completion_tokens)
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
@@ -258,6 +261,8 @@ class AugmentingCollator:
     def features(self, examples: list[dict]) -> tuple[list[dict], list[int]]:
         """Per-example `input_ids`/`labels` (int64 arrays, truncated) and truncation flags:
         exactly what the TRL padding collator receives."""
+        if any("messages" in ex for ex in examples):
+            return self._mixed_features(examples)
         p_ids, c_ids = self._tokenize(examples)
         bos = np.asarray(self._bos, np.int64)
         eos = np.asarray(self._eos, np.int64)
@@ -283,6 +288,30 @@ class AugmentingCollator:
         self.stats["examples"] += len(flags)
         self.stats["completion_truncated"] += flags.count(1)
         self.stats["prompt_truncated"] += flags.count(2)
+        return feats, flags
+
+    def _mixed_features(self, examples: list[dict]) -> tuple[list[dict], list[int]]:
+        """Conversation examples (a `messages` key, see `augment.conversation`) are rendered
+        whole with their assistant turns labelled; plain pairs take the path above."""
+        if self._conversations is None:
+            from .conversation import ConversationEncoder
+            self._conversations = ConversationEncoder(
+                self.tokenizer, self.max_length, self.min_completion_tokens, self.loss_turns)
+        plain = [i for i, ex in enumerate(examples) if "messages" not in ex]
+        feats, flags = [None] * len(examples), [0] * len(examples)
+        if plain:
+            f, fl = self.features([examples[i] for i in plain])
+            for i, a, b in zip(plain, f, fl):
+                feats[i], flags[i] = a, b
+        for i, ex in enumerate(examples):
+            if feats[i] is None:
+                ids, labels, flag = self._conversations.encode(ex["messages"])
+                if getattr(self, "mask_prompt", True) is False:  # completion_only_loss=False
+                    labels = ids.copy()
+                feats[i], flags[i] = {"input_ids": ids, "labels": labels}, flag
+                self.stats["examples"] += 1
+                self.stats["completion_truncated"] += flag == 1
+                self.stats["prompt_truncated"] += flag == 2
         return feats, flags
 
     def __call__(self, examples: list[dict]) -> dict:

@@ -118,6 +118,16 @@ class AugmentConfig:
         default_factory=list,
         metadata={"help": "[input, output] USD per million tokens, overriding the built-in "
                   "price table for llm_model."})
+    # --- conversations -------------------------------------------------------------------
+    augment_turns: str = field(
+        default="last",
+        metadata={"help": "Conversation rows: which user turn augmentation rewrites. `last` "
+                  "(the turn the final answer responds to; the system message and earlier "
+                  "turns stay as they are and are given to LLM methods as context)."})
+    loss_turns: str = field(
+        default="all",
+        metadata={"help": "Conversation rows: which assistant turns carry labels, as TRL's "
+                  "assistant_only_loss: `all` assistant turns, or only the `last` one."})
     # --- per-method settings -------------------------------------------------------------
     paraphrase_n: int = field(default=3, metadata={"help": "Paraphrases asked for per prompt."})
     paraphrase_style: str = field(
@@ -198,6 +208,10 @@ class AugmentConfig:
         _choice("qc", self.qc, QC_MODES)
         _choice("paraphrase_style", self.paraphrase_style, ("json", "single"))
         _choice("augment_mode", self.augment_mode, AUGMENT_MODES)
+        if self.augment_turns != "last":
+            raise ConfigError(f"augment_turns={self.augment_turns!r}: only `last` is supported "
+                              "yet (the user turn the final answer responds to); remove the key.")
+        _choice("loss_turns", self.loss_turns, ("all", "last"))
         for v in self.outputs_variants:
             _choice("outputs_variants", v, OUTPUT_VARIANTS)
         if self.augmented_per_original < 0:

@@ -45,6 +45,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
         self.prompts = [r.prompt for r in rows]
         self.completions = [r.completion for r in rows]
         self.ids = [str(r.id) for r in rows]
+        # Conversation rows only (None for plain pairs): the variant goes back into its turn.
+        self.messages = [r.messages or None for r in rows]
         n = len(rows)
         variants = VariantTable.empty(n) if variants is None else variants
         if variants.n_rows != n:
@@ -75,8 +77,9 @@ class AugmentedDataset(torch.utils.data.Dataset):
         if i < 0 or i >= len(self):
             raise IndexError(f"index {i} outside [0, {len(self)})")
         if i < n:
-            return {"prompt": self.prompts[i], "completion": self.completions[i],
-                    "source": "original", "similarity": 1.0, "row_id": self.ids[i], "index": i}
+            return self._chat({"prompt": self.prompts[i], "completion": self.completions[i],
+                               "source": "original", "similarity": 1.0, "row_id": self.ids[i],
+                               "index": i}, i)
         if i < n + m:
             j = i - n
             row = int(np.searchsorted(self.offsets, j, side="right")) - 1
@@ -87,10 +90,22 @@ class AugmentedDataset(torch.utils.data.Dataset):
                 prompt = apply_template(prompt, int(self.template[j]))
             else:
                 prompt = self.texts[j]
-            return {"prompt": prompt, "completion": completion,
-                    "source": METHOD_NAMES[int(self.method[j])],
-                    "similarity": float(self.similarity[j]), "row_id": self.ids[row], "index": i}
+            return self._chat({"prompt": prompt, "completion": completion,
+                               "source": METHOD_NAMES[int(self.method[j])],
+                               "similarity": float(self.similarity[j]), "row_id": self.ids[row],
+                               "index": i}, row)
         k = i - n - m
         return {"prompt": self.refusal_prompts[k], "completion": self.refusal_completions[k],
                 "source": "refusals", "similarity": float("nan"),
                 "row_id": f"refusal:{int(self.refusal_ids[k])}", "index": i}
+
+    def _chat(self, item: dict, row: int) -> dict:
+        """A conversation row also carries its whole chat, with this item's prompt in the last
+        user turn and its completion in the last assistant turn (the collator renders it)."""
+        conv = self.messages[row]
+        if conv is not None:
+            from .conversation import with_variant
+            msgs = with_variant(conv, item["prompt"], completion_side=False)
+            msgs[-1]["content"] = item["completion"]
+            item["messages"] = msgs
+        return item

@@ -199,6 +199,30 @@ def test_paraphrase_via_anthropic_sdk(anthropic_env):
     assert other.key != req.key
 
 
+def test_paraphrase_of_a_follow_up_sends_the_conversation_as_context(anthropic_env):
+    """A conversation's last user turn is rewritten with the earlier turns as context (through
+    the real SDK to the fake server); the context is part of the cache key; plain rows' keys
+    do not change."""
+    srv = anthropic_env
+    para = _anthropic_methods()["paraphrase"]
+    conv = (("system", "Be brief."), ("user", "My parcel from order 4417 is late."),
+            ("assistant", "It left on Monday."), ("user", "And what if it shipped yesterday?"),
+            ("assistant", "Then 3 days."))
+    follow = Row("c1", conv[3][1], conv[4][1], conv)
+    [req] = para.requests([follow])
+    [plain] = para.requests([Row("r1", conv[3][1], conv[4][1])])
+    assert req.key != plain.key and "context" not in plain.param_dict
+    res = run(para.run(req))
+    assert res.candidates
+    body = srv.requests[-1]["body"]
+    user = body["messages"][0]["content"]
+    assert ("<context>\nuser: My parcel from order 4417 is late.\nassistant: It left on Monday."
+            "\n</context>") in user
+    assert "<text>\nAnd what if it shipped yesterday?\n</text>" in user
+    assert "Be brief." not in user                       # the system prompt is not context
+    assert "follows on from that conversation" in body["system"]
+
+
 @pytest.mark.parametrize("fault,expect", [
     ("prose_json", []),
     ("wrong_count", ["asked 3, got 2"]),

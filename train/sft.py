@@ -160,11 +160,17 @@ def main(argv):
     path = resolve_model_path(model_cfg.model_name_or_path)
     tokenizer = load_tokenizer(path)
     model = load_model(path, model_cfg, sft_cfg)
-    collator = IndexedCollator(train_source, AugmentingCollator(tokenizer, max_length=sft_cfg.max_length))
+    collator = IndexedCollator(train_source, AugmentingCollator(
+        tokenizer, max_length=sft_cfg.max_length, loss_turns=aug_cfg.loss_turns))
 
     def as_eval(rows):
-        return Dataset.from_dict({"prompt": [r.prompt for r in rows],
-                                  "completion": [r.completion for r in rows]}) if rows else None
+        if not rows:
+            return None
+        cols = {"prompt": [r.prompt for r in rows], "completion": [r.completion for r in rows]}
+        if any(r.messages for r in rows):  # conversations are evaluated whole, like training
+            cols["messages"] = [[{"role": a, "content": b} for a, b in r.messages] or None
+                                for r in rows]
+        return Dataset.from_dict(cols)
 
     trainer = AugmentedSFTTrainer(
         model=model, args=sft_cfg, processing_class=tokenizer, data_collator=collator,
@@ -216,7 +222,8 @@ class IndexedCollator:
     def __call__(self, features):
         items = [self.source[f["index"]] if "index" in f else
                  {"prompt": f["prompt"], "completion": f["completion"], "source": "original",
-                  "similarity": 1.0} for f in features]
+                  "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
+                 for f in features]
         batch = self.collator(items)
         if "index" in features[0]:
             import torch

@@ -42,15 +42,34 @@ SINGLE_SYSTEM = (
 )
 
 
-def build_single_prompt(source: str) -> tuple[str, str]:
-    return SINGLE_SYSTEM, "Rewrite this message in different words:\n" + source
+CONTEXT_NOTE = (
+    "\nThe text is the latest message of a conversation; the earlier turns are given between "
+    "<context> and </context> for reference only. Rewrite only the text, as a message that "
+    "still follows on from that conversation (keep references such as \"it\" or \"that "
+    "order\" working); never rewrite or answer the context."
+)
 
 
-def build_prompt(source: str, n: int) -> tuple[str, str]:
-    """(system, user). A literal </text> inside the source would end the data block early."""
+def _context_block(context: str) -> str:
+    return ("<context>\n" + context.replace("</context>", "</ context>") + "\n</context>\n"
+            if context else "")
+
+
+def build_single_prompt(source: str, context: str = "") -> tuple[str, str]:
+    if not context:
+        return SINGLE_SYSTEM, "Rewrite this message in different words:\n" + source
+    return (SINGLE_SYSTEM + " The message follows on from an earlier conversation: keep it a "
+            "follow-up.", "Earlier conversation:\n" + context + "\n\nRewrite this message in "
+            "different words:\n" + source)
+
+
+def build_prompt(source: str, n: int, context: str = "") -> tuple[str, str]:
+    """(system, user). A literal </text> inside the source would end the data block early.
+    `context`: the earlier turns of a conversation (augment.conversation.context_for_prompt)."""
     safe = source.replace("</text>", "</ text>")
-    user = f"<text>\n{safe}\n</text>\n\nReturn a JSON array of {n} paraphrases."
-    return SYSTEM.format(n=n), user
+    user = (f"{_context_block(context)}<text>\n{safe}\n</text>\n\n"
+            f"Return a JSON array of {n} paraphrases.")
+    return SYSTEM.format(n=n) + (CONTEXT_NOTE if context else ""), user
 
 
 def estimate_tokens_for(source: str, n: int) -> tuple[int, int]:
@@ -76,11 +95,19 @@ class Paraphrase:
             self.prompt_version = SINGLE_VERSION
 
     def requests(self, rows: list[Row]) -> list[Request]:
-        return [Request.make(self.name, self.field, row.prompt, self.backend.name,
-                             self.backend.model, self.prompt_version, n=self.cfg.paraphrase_n,
-                             temperature=self.cfg.llm_temperature,
-                             max_tokens=self.cfg.llm_max_tokens)
-                for row in rows]
+        """One request per prompt. A conversation's earlier turns are part of the request (and
+        so of its cache key): the same follow-up in two conversations may mean different things.
+        Plain rows carry no context, so their keys are what they always were."""
+        from ..conversation import context_for_prompt
+        out = []
+        for row in rows:
+            ctx = context_for_prompt(row.context) if row.context else ""
+            out.append(Request.make(self.name, self.field, row.prompt, self.backend.name,
+                                    self.backend.model, self.prompt_version,
+                                    n=self.cfg.paraphrase_n, temperature=self.cfg.llm_temperature,
+                                    max_tokens=self.cfg.llm_max_tokens,
+                                    **({"context": ctx} if ctx else {})))
+        return out
 
     async def run(self, request: Request) -> Result:
         p = request.param_dict
@@ -97,7 +124,7 @@ class Paraphrase:
         if request.prompt_version == SINGLE_VERSION:
             return None
         p = request.param_dict
-        system, user = build_prompt(request.source, p["n"])
+        system, user = build_prompt(request.source, p["n"], p.get("context", ""))
         return system, user, p["max_tokens"], p["temperature"]
 
     def parse(self, request: Request, comp) -> Result:
@@ -114,7 +141,7 @@ class Paraphrase:
                       problems)
 
     async def _run_single(self, request: Request, p: dict) -> Result:
-        system, user = build_single_prompt(request.source)
+        system, user = build_single_prompt(request.source, p.get("context", ""))
         base = seed_from_key(request.key)
         cands, problems, tin, tout, cost, retries, seen = [], [], 0, 0, 0.0, 0, set()
         for i in range(p["n"]):
