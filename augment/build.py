@@ -426,7 +426,9 @@ def main(argv: list[str]) -> BuildReport:
     if aug_cfg.augment_seed is None:
         aug_cfg.augment_seed = sft_cfg.seed  # exactly as training resolves it: same cache keys
     split = load_rows(data_cfg, seed=sft_cfg.seed)
-    return build_cache(data_cfg, aug_cfg, split.train, progress=True)
+    from .conversation import TurnUnits  # the same units (user turns) that training loads
+    units = TurnUnits.of(split.train, aug_cfg.augment_turns)
+    return build_cache(data_cfg, aug_cfg, units.rows, progress=True)
 
 
 def _flag_alone(argv, a) -> bool:

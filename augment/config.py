@@ -122,8 +122,10 @@ class AugmentConfig:
     augment_turns: str = field(
         default="last",
         metadata={"help": "Conversation rows: which user turn augmentation rewrites. `last` "
-                  "(the turn the final answer responds to; the system message and earlier "
-                  "turns stay as they are and are given to LLM methods as context)."})
+                  "(the turn the final answer responds to) or `all` (every user turn gets "
+                  "variants of its own; an augmented example still changes one turn). The system "
+                  "message is never augmented; earlier turns are given to LLM methods as "
+                  "context."})
     loss_turns: str = field(
         default="all",
         metadata={"help": "Conversation rows: which assistant turns carry labels, as TRL's "
@@ -208,9 +210,7 @@ class AugmentConfig:
         _choice("qc", self.qc, QC_MODES)
         _choice("paraphrase_style", self.paraphrase_style, ("json", "single"))
         _choice("augment_mode", self.augment_mode, AUGMENT_MODES)
-        if self.augment_turns != "last":
-            raise ConfigError(f"augment_turns={self.augment_turns!r}: only `last` is supported "
-                              "yet (the user turn the final answer responds to); remove the key.")
+        _choice("augment_turns", self.augment_turns, ("last", "all"))
         _choice("loss_turns", self.loss_turns, ("all", "last"))
         for v in self.outputs_variants:
             _choice("outputs_variants", v, OUTPUT_VARIANTS)

@@ -1,9 +1,11 @@
 """Conversations: put a variant back into its turn, and tokenise a whole chat with its labels.
 
 A conversation row (`Row.messages`: an optional system message, then user/assistant turns,
-ending with an assistant turn) is augmented on its LAST user turn: `Row.prompt` is that turn and
-a prompt-side variant replaces it, while the system message and every earlier turn reach the
-model unchanged. An `outputs` variant replaces the last assistant turn. QC judges a variant
+ending with an assistant turn) is augmented on its LAST user turn by default
+(`augment_turns="last"`): `Row.prompt` is that turn and a prompt-side variant replaces it, while
+the system message and every other turn reach the model unchanged. With `augment_turns="all"`
+every user turn gets variants of its own (`TurnUnits`), and each augmented example still changes
+exactly one turn. An `outputs` variant replaces the last assistant turn. QC judges a variant
 against that turn alone; LLM methods see the earlier turns as context, so a follow-up ("And
 what if it shipped yesterday?") is rewritten as a follow-up, not as a standalone question.
 
@@ -23,22 +25,82 @@ before it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import AugtuneError
+from .types import Row
+from .variants import FIELD_CODES, VariantTable
 
 LOSS_TURNS = ("all", "last")
+AUGMENT_TURNS = ("last", "all")
 
 
-def with_variant(messages: tuple, text: str, completion_side: bool) -> list[dict]:
-    """The conversation as chat dicts, with `text` in the last user turn (or, for an output
-    variant, in the last assistant turn)."""
+@dataclass
+class TurnUnits:
+    """The texts augmentation works on: one unit per augmentable user turn.
+
+    With `last` the units are the rows themselves. With `all`, a conversation with k user turns
+    gives k units: unit t is the conversation cut after turn t's answer, so its `prompt` is user
+    turn t, its `context` the turns before it (what an LLM method sees) and its id
+    `<row id>#turn<t>`. Variants are built, cached, QC-judged and loaded per unit, exactly like
+    rows (content-addressed: turn t's variants are judged against turn t alone), then
+    `regroup` gathers each row's units back into one row of the table, with `turn` saying
+    which user turn a variant replaces (-1 = the last)."""
+
+    rows: list            # the units, as Rows
+    unit_row: np.ndarray  # int64 [U]: the training row of each unit
+    unit_turn: np.ndarray  # int16 [U]: user-turn index the unit rewrites; -1 = the last turn
+    n_rows: int
+
+    @staticmethod
+    def of(rows: list[Row], augment_turns: str = "last") -> "TurnUnits":
+        if augment_turns not in AUGMENT_TURNS:
+            raise AugtuneError(f"augment_turns={augment_turns!r}; choose one of {AUGMENT_TURNS}.")
+        n = len(rows)
+        if augment_turns == "last" or not any(r.messages for r in rows):
+            return TurnUnits(list(rows), np.arange(n, dtype=np.int64), np.full(n, -1, np.int16), n)
+        units, unit_row, unit_turn = [], [], []
+        for i, row in enumerate(rows):
+            users = [k for k, (role, _) in enumerate(row.messages) if role == "user"]
+            for t, k in enumerate(users[:-1]):  # earlier user turns; the last one is the row
+                cut = row.messages[: k + 2]      # ... up to and including that turn's answer
+                units.append(Row(f"{row.id}#turn{t}", cut[-2][1], cut[-1][1],
+                                 cut if len(cut) > 2 else ()))
+                unit_row.append(i)
+                unit_turn.append(t)
+            units.append(row)
+            unit_row.append(i)
+            unit_turn.append(-1)
+        return TurnUnits(units, np.asarray(unit_row, np.int64), np.asarray(unit_turn, np.int16), n)
+
+    def regroup(self, table: VariantTable) -> VariantTable:
+        """A table over units -> a table over rows, with `turn` per variant. Output variants
+        (completion side) are kept only for the last turn: they replace the final answer."""
+        if len(self.rows) == self.n_rows:
+            return table
+        counts = table.counts()
+        var_unit = np.repeat(np.arange(len(self.rows)), counts)
+        turn = self.unit_turn[var_unit]
+        keep = (table.field != FIELD_CODES["completion"]) | (turn < 0)
+        idx = np.flatnonzero(keep)
+        offsets = np.zeros(self.n_rows + 1, np.int64)
+        np.cumsum(np.bincount(self.unit_row[var_unit[idx]], minlength=self.n_rows),
+                  out=offsets[1:])
+        take = lambda a: None if a is None else a[idx]  # noqa: E731
+        return VariantTable(offsets, table.method[idx], table.field[idx], table.similarity[idx],
+                            table.variant_id[idx], [table.texts[i] for i in idx.tolist()],
+                            take(table.template), turn[idx].astype(np.int16))
+
+
+def with_variant(messages: tuple, text: str, completion_side: bool, turn: int = -1) -> list[dict]:
+    """The conversation as chat dicts, with `text` in user turn `turn` (-1: the last one), or,
+    for an output variant, in the last assistant turn."""
     out = [{"role": r, "content": c} for r, c in messages]
     target = "assistant" if completion_side else "user"
-    for m in reversed(out):
-        if m["role"] == target:
-            m["content"] = text
-            break
+    slots = [m for m in out if m["role"] == target]
+    slots[-1 if completion_side else turn]["content"] = text
     return out
 
 

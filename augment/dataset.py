@@ -62,6 +62,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         self.similarity = variants.similarity
         self.texts = variants.texts
         self.template = variants.template  # on-the-fly templates: rendered in __getitem__
+        self.turn = variants.turn  # conversations with augment_turns=all: which user turn
         refusals = refusals or RefusalTable([], [], np.zeros(0, np.int64))
         self.refusal_prompts = list(refusals.prompts)
         self.refusal_completions = list(refusals.completions)
@@ -90,10 +91,18 @@ class AugmentedDataset(torch.utils.data.Dataset):
                 prompt = apply_template(prompt, int(self.template[j]))
             else:
                 prompt = self.texts[j]
-            return self._chat({"prompt": prompt, "completion": completion,
+            turn = -1 if self.turn is None else int(self.turn[j])
+            if turn >= 0:  # an earlier user turn: the row's own prompt stays as it is
+                variant, prompt = prompt, self.prompts[row]
+            item = self._chat({"prompt": prompt, "completion": completion,
                                "source": METHOD_NAMES[int(self.method[j])],
                                "similarity": float(self.similarity[j]), "row_id": self.ids[row],
                                "index": i}, row)
+            if turn >= 0:
+                item["messages"] = [m if k != self._user_slot(row, turn) else
+                                    {"role": "user", "content": variant}
+                                    for k, m in enumerate(item["messages"])]
+            return item
         k = i - n - m
         return {"prompt": self.refusal_prompts[k], "completion": self.refusal_completions[k],
                 "source": "refusals", "similarity": float("nan"),
@@ -109,3 +118,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
             msgs[-1]["content"] = item["completion"]
             item["messages"] = msgs
         return item
+
+    def _user_slot(self, row: int, turn: int) -> int:
+        """Index in the row's messages of user turn `turn`."""
+        return [k for k, (role, _) in enumerate(self.messages[row]) if role == "user"][turn]

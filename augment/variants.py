@@ -25,6 +25,7 @@ class VariantTable:
     variant_id: np.ndarray   # int64 [M]: cache row id, for provenance
     texts: list              # [M] str, or None where `template` renders the text on the fly
     template: np.ndarray | None = None  # int16 [M]: template index rendered on the fly, -1 = text
+    turn: np.ndarray | None = None  # int16 [M]: conversation user turn replaced, -1 = the last
 
     @property
     def n_rows(self) -> int:
@@ -104,4 +105,6 @@ def with_on_the_fly_templates(table: VariantTable, rows, n: int, seed: int) -> V
         cat(table.variant_id, np.full(m_new, -1, np.int64)),
         [texts[k] for k in order],
         cat(old_template, np.asarray(new_idx, np.int16)),
+        # on-the-fly templates rewrite a conversation's last user turn
+        None if table.turn is None else cat(table.turn, np.full(m_new, -1, np.int16)),
     )

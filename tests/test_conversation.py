@@ -104,3 +104,32 @@ def test_context_for_llm_methods_keeps_recent_turns_not_the_system_prompt():
     ctx = context_for_prompt(CONV[:3])
     assert ctx == f"user: {CONV[1][1]}\nassistant: {CONV[2][1]}"
     assert context_for_prompt(CONV[:3], max_chars=20).startswith("...")
+
+
+def test_augment_turns_all_gives_every_user_turn_its_own_variants(tok):
+    """`all`: unit t is the conversation cut after turn t's answer (its context is what came
+    before); regrouped, each augmented example changes exactly one user turn."""
+    from augment.conversation import TurnUnits
+    plain = Row("p", "Hi there", "Hello!")
+    row = Row("c1", CONV[3][1], CONV[4][1], CONV)
+    units = TurnUnits.of([plain, row], "all")
+    assert [u.id for u in units.rows] == ["p", "c1#turn0", "c1"]
+    first = units.rows[1]
+    assert (first.prompt, first.completion) == (CONV[1][1], CONV[2][1])
+    assert first.context == (CONV[0],)                       # only the system prompt before it
+    assert units.unit_row.tolist() == [0, 1, 1] and units.unit_turn.tolist() == [-1, 0, -1]
+    assert TurnUnits.of([plain, row], "last").rows == [plain, row]
+    unit_table = VariantTable.from_lists([
+        [("Hey", "templates", "prompt", 0.9)],
+        [("My order 4417 has not arrived yet.", "paraphrase", "prompt", 0.88),
+         ("Sorry.", "outputs", "completion", 0.7)],            # not for an earlier answer
+        [("What if it left yesterday?", "paraphrase", "prompt", 0.87)]])
+    table = units.regroup(unit_table)
+    assert table.offsets.tolist() == [0, 1, 3] and table.turn.tolist() == [-1, 0, -1]
+    ds = AugmentedDataset([plain, row], table)
+    early, late = ds[2 + 1], ds[2 + 2]
+    assert [m["content"] for m in early["messages"]] == [
+        CONV[0][1], "My order 4417 has not arrived yet.", CONV[2][1], CONV[3][1], CONV[4][1]]
+    assert [m["content"] for m in late["messages"]] == [
+        CONV[0][1], CONV[1][1], CONV[2][1], "What if it left yesterday?", CONV[4][1]]
+    assert "messages" not in ds[2]                            # the plain row's template variant

@@ -102,12 +102,14 @@ def main(argv):
     row_methods = [m for m in methods if m != "refusals"]
     stored = [m for m in row_methods if m in cached_methods]
     cache, run_keys = None, []
+    from augment.conversation import TurnUnits
+    units = TurnUnits.of(split.train, aug_cfg.augment_turns)  # one per augmentable user turn
     if methods and state.is_main_process:
         from augment.cache import VariantCache, init_cache_from
         if cached_methods and aug_cfg.build_before_training:
             from augment.build import build_cache
             build_cache(data_cfg, dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                        split.train)  # prints its own progress and summary
+                        units.rows)  # prints its own progress and summary
         else:
             init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
         cache = VariantCache(aug_cfg.augment_cache)
@@ -120,11 +122,11 @@ def main(argv):
                                    "build_before_training: true.")
         # Only this run's requests: a shared cache also holds variants made with other settings.
         run_keys = (run_request_keys(dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                                     split.train) if cached_methods else [])
+                                     units.rows) if cached_methods else [])
 
     def load_variants():
-        table = (cache.load_table(split.train, stored, aug_cfg.qc, keys=run_keys) if cache and stored
-                 else VariantTable.empty(len(split.train)))
+        table = (units.regroup(cache.load_table(units.rows, stored, aug_cfg.qc, keys=run_keys))
+                 if cache and stored else VariantTable.empty(len(split.train)))
         refusals = (cache.load_refusals(["refusals"], aug_cfg.qc, keys=run_keys)
                     if cache and "refusals" in methods
                     else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
