@@ -285,3 +285,13 @@ def test_conversations_load_whole_messages_and_sharegpt(tmp_path):
     assert r.messages == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"),
                           ("user", "Bye"), ("assistant", "Goodbye"))
     assert (r.prompt, r.completion) == ("Bye", "Goodbye")
+
+
+def test_shipped_chat_fixtures_load_without_a_column_mapping():
+    from tests.conftest import ROOT
+    share = load_rows(cfg(str(ROOT / "data/chat/sharegpt.jsonl"), eval_fraction=0)).train
+    chat = load_rows(cfg(str(ROOT / "data/chat/train.jsonl"), eval_fraction=0)).train
+    assert len(share) == 8 and len(chat) == 60
+    assert all(r.messages and r.messages[-1] == ("assistant", r.completion) for r in share + chat)
+    assert sum(r.messages[0][0] == "system" for r in chat) >= 20
+    assert {sum(m[0] == "user" for m in r.messages) for r in chat} == {2, 3, 4}

@@ -159,3 +159,49 @@ def test_templates_on_the_fly_train_without_a_cache_build(tiny_model_dir, tmp_pa
     assert e0["by_method"] == {"templates": e0["augmented"]} and e0["augmented"] == 2 * e0["original"]
     hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any("loss_templates" in h for h in hist)
+
+
+def test_chat_conversations_train_with_augmented_user_turns(tiny_model_dir, tmp_path):
+    """configs/chat.yaml through launch.sh: multi-turn rows with system prompts, every user turn
+    augmented; the epoch plan holds variants of earlier AND last turns; loss_<method> logged."""
+    out, trace = tmp_path / "chat", tmp_path / "trace"
+    cmd = [str(ROOT / "launch.sh"), str(ROOT / "configs/chat.yaml"),
+           "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
+           "--augment_cache", str(tmp_path / "chat.sqlite"), "--augment_methods", "templates",
+           "--max_steps", "3", "--max_length", "256", "--logging_steps", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=run_env(AUGTUNE_TRACE_DIR=trace), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "60 train rows" in proc.stdout
+    hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("loss_templates" in h for h in hist) and any("loss_original" in h for h in hist)
+    summary = json.loads((out / "augmentation_summary.json").read_text())
+    e0 = summary["epochs"][0]
+    assert e0["augmented"] == 2 * e0["original"] == 120
+    # The plan's variants, resolved as training sees them: each changes exactly one user turn,
+    # both earlier and last turns are among them, and the system prompt never changes.
+    import sys as _sys
+    _sys.path.insert(0, str(ROOT))
+    from augment.conversation import TurnUnits
+    from augment.cache import VariantCache
+    from augment.config import DataConfig
+    from augment.data import load_rows
+    from augment.dataset import AugmentedDataset
+    rows = load_rows(DataConfig(dataset_name=str(ROOT / "data/chat/train.jsonl"),
+                                eval_dataset_name=str(ROOT / "data/chat/eval.jsonl")), seed=42).train
+    units = TurnUnits.of(rows, "all")
+    table = units.regroup(VariantCache(tmp_path / "chat.sqlite", readonly=True).load_table(
+        units.rows, ["templates"], "project"))
+    ds = AugmentedDataset(rows, table)
+    plan = json.loads((trace / "plan0.json").read_text())
+    turns_changed = set()
+    for i in plan:
+        item = ds[i]
+        if item["source"] == "original":
+            continue
+        orig = [m[1] for m in rows[[r.id for r in rows].index(item["row_id"])].messages]
+        now = [m["content"] for m in item["messages"]]
+        changed = [k for k, (a, b) in enumerate(zip(orig, now)) if a != b]
+        assert len(changed) == 1 and item["messages"][changed[0]]["role"] == "user"
+        turns_changed.add("last" if changed[0] == len(orig) - 2 else "earlier")
+    assert turns_changed == {"last", "earlier"}
