@@ -67,7 +67,7 @@ class TurnUnits:
             for t, k in enumerate(users[:-1]):  # earlier user turns; the last one is the row
                 cut = row.messages[: k + 2]      # ... up to and including that turn's answer
                 units.append(Row(f"{row.id}#turn{t}", cut[-2][1], cut[-1][1],
-                                 cut if len(cut) > 2 else ()))
+                                 cut if len(cut) > 2 else (), turn=t))
                 unit_row.append(i)
                 unit_turn.append(t)
             units.append(row)

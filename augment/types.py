@@ -37,6 +37,7 @@ class Row:
     prompt: str
     completion: str
     messages: tuple = ()
+    turn: int = -1  # a unit of augment_turns=all: which earlier user turn `prompt` is (-1: the last)
 
     @property
     def context(self) -> tuple:

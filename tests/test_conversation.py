@@ -115,7 +115,12 @@ def test_augment_turns_all_gives_every_user_turn_its_own_variants(tok):
     units = TurnUnits.of([plain, row], "all")
     assert [u.id for u in units.rows] == ["p", "c1#turn0", "c1"]
     first = units.rows[1]
-    assert (first.prompt, first.completion) == (CONV[1][1], CONV[2][1])
+    assert (first.prompt, first.completion, first.turn) == (CONV[1][1], CONV[2][1], 0)
+    from augment.config import AugmentConfig
+    from augment.methods.outputs import Outputs
+    from augment.backends.extractive import ExtractiveBackend
+    outs = Outputs(AugmentConfig(augment_methods=["outputs"]), ExtractiveBackend())
+    assert {r.source for r in outs.requests(units.rows)} == {"Hello!", CONV[4][1]}  # final answers only
     assert first.context == (CONV[0],)                       # only the system prompt before it
     assert units.unit_row.tolist() == [0, 1, 1] and units.unit_turn.tolist() == [-1, 0, -1]
     assert TurnUnits.of([plain, row], "last").rows == [plain, row]

@@ -56,6 +56,8 @@ class Outputs:
     def requests(self, rows: list[Row]) -> list[Request]:
         out = []
         for row in rows:
+            if row.turn >= 0:  # an earlier turn of a conversation: only the final answer varies
+                continue
             for variant in self.variants:
                 params = {"variant": variant}
                 if variant == "brief":
