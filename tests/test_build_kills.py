@@ -136,18 +136,24 @@ def test_sigkill_between_batch_end_and_result_storage_pays_nothing_twice(tmp_pat
         proc = _start(cache, n_rows, env, "batches")
         _wait(lambda: srv.count("batch_retrieve") >= 1, proc, "a poll")
         assert _kill(proc) and state.exists()
-        # kill 2: the moment the server has served the results, before or while they are stored
-        proc = _start(cache, n_rows, env, "batches")
-        _wait(lambda: srv.count("batch_results") >= 1, proc, "results served")
-        killed = _kill(proc)
-        stored_at_kill = _counts(cache)[0]
-        assert state.exists() or stored_at_kill == n_rows  # the id goes only after storage
+        # kills 2 and 3: the moment the server has served the results (before or while the
+        # client stores them), then 0.3 s after (old code: the id already deleted, the results
+        # waiting for the QC model)
+        for delay in (0.0, 0.3):
+            served = srv.count("batch_results")
+            proc = _start(cache, n_rows, env, "batches")
+            _wait(lambda: srv.count("batch_results") > served, proc, "results served")
+            time.sleep(delay)
+            killed = _kill(proc)
+            stored_at_kill = _counts(cache)[0]
+            # the id is forgotten only once every result is stored
+            assert state.exists() or stored_at_kill == n_rows, (delay, stored_at_kill)
+            assert killed or stored_at_kill == n_rows
         _final(cache, n_rows, env, "batches")
         creates = [r for r in srv.requests if r["endpoint"] == "batch_create"]
         assert srv.count("messages") == 0
     assert len(creates) == 1, "the batch was submitted (and paid for) again"
     assert len(creates[0]["body"]["requests"]) == n_rows
-    assert killed or stored_at_kill == n_rows
     done, stored, judged = _counts(cache)
     assert done == n_rows and stored == judged == 3 * n_rows
     assert not state.exists()

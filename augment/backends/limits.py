@@ -267,12 +267,9 @@ def connect_failure(exc: RetryableError) -> RetryableError:
 def is_httpx_connect_error(cause) -> bool:
     """httpx raises ConnectError for refused connections, unknown hosts and TLS handshake
     failures, before any byte of a request was sent; a connection dropped mid-answer is a
-    different error (that server is there)."""
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - both SDKs depend on httpx
-        return False
-    return isinstance(cause, httpx.ConnectError)
+    different error (that server is there). Matched by class name: the SDKs may ship their
+    own copy of httpx (anthropic's `httpx2`)."""
+    return cause is not None and any(c.__name__ == "ConnectError" for c in type(cause).__mro__)
 
 
 def redact(text: str, secrets) -> str:
