@@ -222,6 +222,22 @@ def _quiet_progress_bars() -> None:
         pass
 
 
+def rows_without_variants_by_failure(cache: VariantCache, rows, keys) -> int:
+    """How many of `rows` miss a method's variants because that request failed (among the
+    request `keys` of one run): what a training run must say before it trains without them."""
+    keys = list(keys)
+    failed: dict[str, set] = {"prompt": set(), "completion": set()}
+    con = cache._conn()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        for fld, src in con.execute(
+                f"SELECT field, source FROM requests WHERE status='failed' AND key IN "
+                f"({','.join('?' * len(chunk))})", chunk):
+            failed.setdefault(fld, set()).add(src)
+    return sum(1 for r in rows if r.prompt in failed["prompt"]
+               or r.completion in failed["completion"])
+
+
 # --- dry run -----------------------------------------------------------------------------
 def _estimate(report, methods, todo, counts, aug_cfg) -> None:
     try:

@@ -147,3 +147,33 @@ def test_spend_is_recorded_per_attempt_and_summed(tmp_path, monkeypatch):
     assert f"spent ${totals['cost_usd']:.4f} in all" in out.stdout
     assert f"(${totals['cost_failed_attempts']:.4f} of it on failed attempts)" in out.stdout
     assert "(5 attempts)" in out.stdout
+
+
+def test_a_training_run_says_which_rows_failures_left_without_variants(tmp_path):
+    """train/sft.py builds first: with failed requests it says how many train rows go without
+    a variant, and stops before loading a model unless allow_failures is set."""
+    first_two: list[str] = []
+
+    def behaviour(endpoint, index, body):
+        src = extract_source(body["messages"][-1]["content"])
+        if len(first_two) < 2 and src not in first_two:
+            first_two.append(src)
+        return "malformed_json" if src in first_two else None
+
+    with FakeAnthropicServer(behaviour=behaviour) as srv:
+        env = run_env(ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="sk-ant-fake")
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"),
+             "--output_dir", str(tmp_path / "out"), "--augment_cache", str(tmp_path / "c.sqlite"),
+             "--augment_methods", "paraphrase", "--llm_backend", "anthropic", "--llm_model",
+             "claude-haiku-4-5", "--max_rows", "10", "--qc", "seed"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-3000:]
+    assert "augtune: 2 of 10 train rows have no variant from a method whose request failed " \
+           "(2 failed requests; reasons above)" in out, out[-3000:]
+    assert "2 x CandidateError: no JSON array in reply" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "augtune: error: 2 augmentation requests failed (reasons above); rerun to retry them, "
+        "or set allow_failures: true")
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()

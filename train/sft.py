@@ -95,9 +95,17 @@ def main(argv):
     cached_methods = [m for m in methods if not (on_the_fly and m == "templates")]
     if cached_methods and aug_cfg.build_before_training:
         if state.is_main_process:
-            from augment.build import build_cache
-            build_cache(data_cfg, dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                        split.train)  # prints its own progress and summary
+            from augment.build import build_cache, rows_without_variants_by_failure
+            built_cfg = dataclasses.replace(aug_cfg, augment_methods=cached_methods)
+            report = build_cache(data_cfg, built_cfg, split.train)  # prints progress, summary
+            if report.failed:  # say what training goes without, then stop unless allowed
+                n = rows_without_variants_by_failure(VariantCache(aug_cfg.augment_cache),
+                                                     split.train, run_request_keys(built_cfg, split.train))
+                say(f"augtune: {n} of {len(split.train)} train rows have no variant from a method "
+                    f"whose request failed ({report.failed} failed requests; reasons above)")
+                if not aug_cfg.allow_failures:
+                    raise AugtuneError(f"{report.failed} augmentation requests failed (reasons above); "
+                                       "rerun to retry them, or set allow_failures: true to train without them.")
         state.wait_for_everyone()
     if methods and state.is_main_process and not aug_cfg.build_before_training:
         from augment.cache import init_cache_from
