@@ -177,3 +177,28 @@ def test_a_training_run_says_which_rows_failures_left_without_variants(tmp_path)
         "augtune: error: 2 augmentation requests failed (reasons above); rerun to retry them, "
         "or set allow_failures: true")
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_unreachable_openai_compatible_and_translation_servers_stop_the_build(tmp_path):
+    """The same breaker guards the OpenAI-compatible backend and deep-translator providers."""
+    from augment.backends import LLM_BACKENDS
+    from augment.backends.translate import DeepTranslator
+    from augment.errors import FatalBackendError
+    from augment.methods import Backtranslate, build_methods
+    url = f"http://127.0.0.1:{_free_port()}"
+    rows = [Row(str(i), p, "ok") for i, p in enumerate(api_prompts(12))]
+    cfg = AugmentConfig(augment_methods=["paraphrase"], llm_backend="openai_compatible",
+                        llm_base_url=url + "/v1", llm_model="qwen-fake", max_retries=6,
+                        augment_cache=str(tmp_path / "a.sqlite"), qc="seed")
+    methods = build_methods(cfg, llm_factory=lambda c: LLM_BACKENDS[c.llm_backend](
+        c, base_delay=0.5))
+    with pytest.raises(FatalBackendError, match=r"cannot connect to the OpenAI-compatible "
+                                                r"server at " + url):
+        build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
+    assert VariantCache(tmp_path / "a.sqlite").totals()["requests"] == 0  # nothing paid for
+    cfg = AugmentConfig(augment_methods=["backtranslate"], translate_backend="libre",
+                        translate_base_url=url, translate_pivots=["pt"], max_retries=6,
+                        augment_cache=str(tmp_path / "b.sqlite"), qc="seed")
+    methods = {"backtranslate": Backtranslate(cfg, DeepTranslator("libre", cfg, base_delay=0.5))}
+    with pytest.raises(FatalBackendError, match="cannot connect to " + url):
+        build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
