@@ -299,12 +299,20 @@ async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> No
             except (CandidateError, RetryableError) as exc:
                 # A failed request still spent retries (and, for an unusable answer, tokens):
                 # the report must count them, or a flaky backend looks cheaper than it is.
-                await store.failure(req, f"{type(exc).__name__}: {exc}", _failure_spend(exc))
+                try:
+                    await store.failure(req, f"{type(exc).__name__}: {exc}", _failure_spend(exc))
+                except Exception as exc2:  # the cache cannot be written: stop loudly
+                    fatal.append(exc2)
+                    return
                 continue
             except Exception as exc:  # FatalBackendError, or a bug: stop, keep what is done
                 fatal.append(exc)
                 return
-            await store.answer(req, result)
+            try:
+                await store.answer(req, result)
+            except Exception as exc:  # the cache cannot be written (disk full): stop loudly
+                fatal.append(exc)
+                return
 
     ticker = asyncio.create_task(bar.tick_forever())
     workers = []
@@ -407,9 +415,9 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
             results = await backend.complete_many(
                 [(cid, *by_id[cid][2]) for cid in pending], state_path=state,
                 poll_interval=aug_cfg.llm_batch_poll_seconds, keep_state=True)
-            retry = []
+            retry, asked = [], set(pending)
             for cid, (status, value) in results.items():
-                if cid not in by_id or (cid not in pending):
+                if cid not in asked:
                     continue  # a recorded batch answered a request this build does not make
                 name, req, _ = by_id[cid]
                 if status != "succeeded":
