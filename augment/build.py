@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from .cache import VariantCache, failure_kind
-from .errors import AugtuneError, CandidateError, ConfigError, FatalBackendError, RetryableError
-from .types import Result
+from .errors import CandidateError, ConfigError, RetryableError
+from .types import Request, Result
 
 EXIT_FAILURES = 3       # `python -m augment.build` exit code when requests failed
 TOP_REASONS = 5         # failure reasons printed in the summary

@@ -245,8 +245,9 @@ class VariantCache:
         col = _verdict_col(qc_mode)
         with self._write() as con:
             ids = self._insert_answer(con, request, result)
-            self._apply_verdicts(con, qc_mode, col, [(vid, sc.get("is_valid"), sc.get("reasons", []), sc)
-                                                     for vid, sc in zip(ids, scores)])
+            self._apply_verdicts(con, qc_mode, col,
+                                 [(vid, sc.get("is_valid"), sc.get("reasons", []), sc)
+                                  for vid, sc in zip(ids, scores)])
         return ids
 
     def _insert_answer(self, con, request: Request, result: Result) -> list[int]:

@@ -163,7 +163,8 @@ def test_a_training_run_says_which_rows_failures_left_without_variants(tmp_path)
     with FakeAnthropicServer(behaviour=behaviour) as srv:
         env = run_env(ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="sk-ant-fake")
         res = subprocess.run(
-            [sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"),
+            [sys.executable, str(ROOT / "train/sft.py"), "--config",
+             str(ROOT / "configs/tiny.yaml"),
              "--output_dir", str(tmp_path / "out"), "--augment_cache", str(tmp_path / "c.sqlite"),
              "--augment_methods", "paraphrase", "--llm_backend", "anthropic", "--llm_model",
              "claude-haiku-4-5", "--max_rows", "10", "--qc", "seed"],

@@ -129,7 +129,8 @@ class ConnectionBreaker:
     def __init__(self, where: str, *, min_failures: int = 8, min_seconds: float = 5.0,
                  max_seconds: float = 20.0, clock: Callable[[], float] = time.monotonic):
         self.where = where
-        self.min_failures, self.min_seconds, self.max_seconds = min_failures, min_seconds, max_seconds
+        self.min_failures, self.min_seconds = min_failures, min_seconds
+        self.max_seconds = max_seconds
         self._clock = clock
         self.failures = 0
         self._first: float | None = None
