@@ -1,16 +1,26 @@
-"""Build the variant cache: run every missing (row, method) request, judge it, store it.
+"""Build the variant cache: run every missing (row, method) request, store it, judge it.
 
     python -m augment.build --config configs/base.yaml [--key value ...] [--dry-run]
+
+Exit codes: 0 every request done (or `--allow_failures true`); 3 the build finished but some
+requests failed (their reasons are printed grouped; rerun to retry them); 2 a config, data or
+backend problem stopped it (one line; e.g. a bad key, or nothing listening at the base URL);
+130 interrupted. Finished work is kept in every case.
 
 Why this shape:
 - Only train rows are ever augmented (the caller passes them; eval rows never reach here).
 - A bounded pool of `max_concurrency` worker tasks pulls from a queue, instead of gathering
   100k coroutines at once: memory stays flat and a fatal error stops new work immediately.
-- Quality control embeds text (CPU-bound), so candidates are scored in micro-batches in a
-  thread (`asyncio.to_thread`), keeping the event loop free for network I/O.
-- Each request is written in its own transaction as soon as it is judged, by one writer, so a
-  SIGKILL at any moment loses at most the requests in flight, and a rerun does only what is
-  missing or failed.
+- Never pay twice: each answer (candidates, usage, cost, provenance) is written, unjudged, in
+  its own transaction the moment it arrives, by one writer thread. A SIGKILL at any moment loses
+  at most the requests in flight, and a rerun does only what is missing or failed.
+- Judging is a separate, local, re-runnable step (`augment.judge`): a thread scores what was
+  stored as answers accumulate (the QC model loads there, so requests never wait for it), and
+  judges the leftovers of a killed build first. A build killed before judging loses no money;
+  the next one only judges.
+- Fail loudly: failed requests are grouped by reason in the summary, a build with failures
+  exits 3, and a backend that cannot be reached at all stops the build within seconds
+  (`backends.limits.ConnectionBreaker`) instead of retrying every request.
 """
 
 from __future__ import annotations
@@ -18,14 +28,15 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from .cache import VariantCache, qc_method
-from .errors import AugtuneError, CandidateError, ConfigError, FatalBackendError, RetryableError
+from .cache import VariantCache, failure_kind
+from .errors import CandidateError, ConfigError, RetryableError
 from .types import Request, Result
 
-SCORE_BATCH = 64        # candidates per QC micro-batch
-SCORE_LATENCY_S = 1.0   # ... or whatever arrived within this long
+EXIT_FAILURES = 3       # `python -m augment.build` exit code when requests failed
+TOP_REASONS = 5         # failure reasons printed in the summary
 
 
 @dataclass
@@ -47,9 +58,11 @@ class BuildReport:
     cost_usd: float = 0.0
     cost_known: bool = True
     elapsed_s: float = 0.0
-    rejudged: int = 0           # stored candidates judged locally under this qc mode
+    rejudged: int = 0           # candidates stored earlier, judged by this build (QC change,
+                                # or a killed build's leftovers)
     per_method: dict = field(default_factory=dict)   # dry run: estimates; build: stats
-    failure_reasons: dict = field(default_factory=dict)
+    failure_reasons: dict = field(default_factory=dict)   # reason -> count (grouped)
+    failure_examples: dict = field(default_factory=dict)  # reason group -> first full message
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +75,32 @@ class BuildReport:
                     f"~{self.output_tokens} output tokens, estimated cost {cost}")
         return (f"augtune build: {self.done} done, {self.failed} failed, {self.accepted} accepted, "
                 f"{self.rejected} rejected, {self.retries} retries, {self.already_done} already "
-                f"cached, cost {cost}, {self.elapsed_s:.1f}s")
+                f"cached, spent {cost} (failed attempts included), {self.elapsed_s:.1f}s")
+
+    def failure_lines(self, top: int = TOP_REASONS) -> list[str]:
+        """The most common failure reasons, one line each, with counts."""
+        ranked = sorted(self.failure_reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines = [f"  {n:>5} x {_one_line(self.failure_examples.get(k, k))}"
+                 for k, n in ranked[:top]]
+        rest = sum(n for _, n in ranked[top:])
+        if rest:
+            lines.append(f"  {rest:>5} x {len(ranked) - top} other reasons (python -m "
+                         "augment.inspect CACHE lists them)")
+        return lines
+
+    def add_failure(self, reason: str) -> None:
+        kind = failure_kind(reason)
+        self.failure_reasons[kind] = self.failure_reasons.get(kind, 0) + 1
+        self.failure_examples.setdefault(kind, reason)
+
+    def add_judged(self, accepted: int, rejected: int) -> None:
+        self.accepted += accepted
+        self.rejected += rejected
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 4] + " ..."
 
 
 def make_checker(aug_cfg):
@@ -125,6 +163,8 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         return report
     t0 = time.monotonic()
     checker = checker or make_checker(aug_cfg)
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()
     # Verdicts made under other QC rules or settings (an upgrade, a changed threshold) are
     # re-judged here, locally, before anything new is added: training never mixes judges.
     fingerprint = checker.fingerprint()
@@ -136,18 +176,66 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         report.rejudged += cache.rescore(checker, only_missing=False)  # stamps the fingerprint
     elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:
         cache.set_qc_fingerprint(aug_cfg.qc, fingerprint)  # nothing judged yet under this mode
+    from .judge import JudgeThread
+    # Judging runs beside the requests from the start: first whatever earlier builds stored
+    # but never judged (killed before QC), then each answer as it is stored.
+    leftovers = cache.unjudged_count(aug_cfg.qc)
+    judge = JudgeThread(cache.path, checker, on_judged=report.add_judged).start()
     try:
         if todo:
-            asyncio.run(_run_all(todo, methods, cache, checker, aug_cfg, report, progress))
-    finally:
+            asyncio.run(_run_all(todo, methods, cache, judge, aug_cfg, report, progress))
+    except BaseException:
+        judge.abort()  # what is stored stays; the next build judges the rest
         report.elapsed_s = time.monotonic() - t0
-    # Candidates cached by a build under another qc mode: judge them here, locally.
-    if cache.unjudged_count(aug_cfg.qc, list(methods)):
-        report.rejudged += cache.rescore(checker)
+        if progress:
+            _print_summary(report)
+        raise
+    judge.finish()
+    report.rejudged += leftovers
+    report.elapsed_s = time.monotonic() - t0
+    if judge.error is not None:
+        raise judge.error
     report.per_method = cache.stats(aug_cfg.qc, methods=list(methods))
     if progress:
-        print(report.summary_line(), file=sys.stderr)
+        _print_summary(report)
     return report
+
+
+def _print_summary(report: BuildReport) -> None:
+    print(report.summary_line(), file=sys.stderr)
+    if report.failed:
+        print(f"augtune build: {report.failed} requests failed; reasons (the next build "
+              "retries them):", file=sys.stderr)
+        for line in report.failure_lines():
+            print(line, file=sys.stderr)
+
+
+def _quiet_progress_bars() -> None:
+    """No progress bars in a log file: the QC model's loading bar (transformers, hub) would
+    write carriage-return noise into it. The build prints its own progress lines instead."""
+    import os
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers ships with the QC model's deps
+        pass
+
+
+def rows_without_variants_by_failure(cache: VariantCache, rows, keys) -> int:
+    """How many of `rows` miss a method's variants because that request failed (among the
+    request `keys` of one run): what a training run must say before it trains without them."""
+    keys = list(keys)
+    failed: dict[str, set] = {"prompt": set(), "completion": set()}
+    con = cache._conn()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        for fld, src in con.execute(
+                f"SELECT field, source FROM requests WHERE status='failed' AND key IN "
+                f"({','.join('?' * len(chunk))})", chunk):
+            failed.setdefault(fld, set()).add(src)
+    return sum(1 for r in rows if r.prompt in failed["prompt"]
+               or r.completion in failed["completion"])
 
 
 # --- dry run -----------------------------------------------------------------------------
@@ -190,16 +278,13 @@ def _print_dry_run(report: BuildReport) -> None:
 
 
 # --- the build loop ----------------------------------------------------------------------
-_DONE = object()
-
-
-async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> None:
+async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for item in todo:
         queue.put_nowait(item)
-    out: asyncio.Queue = asyncio.Queue()
     fatal: list[BaseException] = []
-    bar = _Progress(len(todo), report, enabled=progress)
+    bar = _Progress(len(todo), report, enabled=progress, every=aug_cfg.progress_seconds)
+    store = _Store(cache, judge, report, bar)
 
     async def worker():
         while not fatal:
@@ -211,23 +296,35 @@ async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> 
                 result = await methods[name].run(req)
                 if not result.candidates:
                     raise CandidateError("no candidates returned")
-                await out.put((req, result, None))
             except (CandidateError, RetryableError) as exc:
                 # A failed request still spent retries (and, for an unusable answer, tokens):
                 # the report must count them, or a flaky backend looks cheaper than it is.
-                await out.put((req, _failure_spend(exc), f"{type(exc).__name__}: {exc}"))
-            except FatalBackendError as exc:
+                try:
+                    await store.failure(req, f"{type(exc).__name__}: {exc}", _failure_spend(exc))
+                except Exception as exc2:  # the cache cannot be written: stop loudly
+                    fatal.append(exc2)
+                    return
+                continue
+            except Exception as exc:  # FatalBackendError, or a bug: stop, keep what is done
                 fatal.append(exc)
-            except Exception as exc:  # a bug: stop, keep what is done, show it
+                return
+            try:
+                await store.answer(req, result)
+            except Exception as exc:  # the cache cannot be written (disk full): stop loudly
                 fatal.append(exc)
+                return
 
-    writer = asyncio.create_task(_writer(out, cache, checker, aug_cfg.qc, report, bar))
+    ticker = asyncio.create_task(bar.tick_forever())
     workers = []
     try:
         if aug_cfg.llm_use_batches:
-            await _run_batches(queue, methods, out, aug_cfg)
-        workers = [asyncio.create_task(worker()) for _ in range(min(aug_cfg.max_concurrency,
-                                                                       queue.qsize()))]
+            try:
+                await _run_batches(queue, methods, store, aug_cfg, report)
+            except Exception as exc:
+                fatal.append(exc)
+        if not fatal:
+            workers = [asyncio.create_task(worker())
+                       for _ in range(min(aug_cfg.max_concurrency, queue.qsize()))]
         while any(not w.done() for w in workers):
             await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
             if fatal:
@@ -236,24 +333,65 @@ async def _run_all(todo, methods, cache, checker, aug_cfg, report, progress) -> 
                 await asyncio.gather(*workers, return_exceptions=True)
                 break
     finally:
-        await out.put(_DONE)
-        await writer  # flush everything completed, even on fatal errors
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        store.close()  # every answer handed to the writer is stored before this returns
         bar.close()
         await _close_backends(methods)
     if fatal:
-        exc = fatal[0]
-        if isinstance(exc, AugtuneError):
-            raise exc
-        raise exc
+        raise fatal[0]
 
 
-async def _run_batches(queue, methods, out, aug_cfg) -> None:
+class _Store:
+    """The build's one writer: a single thread that owns the cache connection, so answers from
+    many coroutines are written one transaction at a time without blocking the event loop.
+    Counting happens in that thread right after the commit, so a worker cancelled while its
+    answer is being written still has it stored and counted."""
+
+    def __init__(self, cache, judge, report, bar):
+        self.cache, self.judge, self.report, self.bar = cache, judge, report, bar
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="augtune-writer")
+
+    async def answer(self, req, result: Result) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._answer, req, result)
+
+    async def failure(self, req, reason: str, spend: Result | None) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._failure, req, reason,
+                                                         spend)
+
+    def _answer(self, req, result: Result) -> None:
+        self.cache.put_answer(req, result)
+        r = self.report
+        r.executed += 1
+        r.done += 1
+        _add_spend(r, result)
+        self.judge.add(req.key)
+        self.bar.update(1)
+
+    def _failure(self, req, reason: str, spend: Result | None) -> None:
+        self.cache.put_failure(req, reason, spend)
+        r = self.report
+        r.executed += 1
+        r.failed += 1
+        _add_spend(r, spend or Result([]))
+        r.add_failure(reason)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
     """Send every batchable request (a method with `batch_prompt`, a backend with
     `complete_many`, i.e. Anthropic's Message Batches at half price) as one batch per backend.
-    The batch id is kept next to the cache (`<augment_cache>.<backend>-batch.json`), so a killed
-    build resumes polling the same batch instead of paying twice. Results go through the same
-    QC and writer as everything else; errored/expired items are recorded as failed, and the
-    next build resubmits only those."""
+
+    The batch ids are kept next to the cache (`<augment_cache>.<backend>-batch.json`) until
+    every result of those batches is stored: a build killed while a batch runs, or after it
+    ended but before its results were stored, fetches the same batch on the next run instead
+    of paying twice (`backends.batches`). Answers are stored unjudged, like every other
+    answer. Errored or expired items go into a new batch in the same build, up to
+    `max_retries` times; what still fails is recorded as failed with its reason."""
+    from .backends.batches import clear_state
     rest, groups = [], {}
     while not queue.empty():
         name, req = queue.get_nowait()
@@ -268,20 +406,38 @@ async def _run_batches(queue, methods, out, aug_cfg) -> None:
     for item in rest:
         queue.put_nowait(item)
     for backend, items in groups.values():
-        by_id = {req.key[:64]: (name, req) for name, req, _ in items}
+        by_id = {req.key[:64]: (name, req, prompt) for name, req, prompt in items}
         state = f"{aug_cfg.augment_cache}.{backend.name}-batch.json"
-        results = await backend.complete_many(
-            [(req.key[:64], *prompt) for _, req, prompt in items], state_path=state,
-            poll_interval=aug_cfg.llm_batch_poll_seconds)
-        for cid, (status, value) in results.items():
-            name, req = by_id[cid]
-            if status != "succeeded":
-                await out.put((req, None, f"batch {status}: {value}"))
-                continue
-            try:
-                await out.put((req, methods[name].parse(req, value), None))
-            except CandidateError as exc:
-                await out.put((req, None, f"CandidateError: {exc}"))
+        pending, why = list(by_id), {}
+        for round_ in range(aug_cfg.max_retries + 1):
+            if round_:
+                report.retries += len(pending)  # a resubmission is a retry of each item
+            results = await backend.complete_many(
+                [(cid, *by_id[cid][2]) for cid in pending], state_path=state,
+                poll_interval=aug_cfg.llm_batch_poll_seconds, keep_state=True)
+            retry, asked = [], set(pending)
+            for cid, (status, value) in results.items():
+                if cid not in asked:
+                    continue  # a recorded batch answered a request this build does not make
+                name, req, _ = by_id[cid]
+                if status != "succeeded":
+                    retry.append(cid)
+                    why[cid] = f"batch item {status} ({value})"
+                    continue
+                try:
+                    res = methods[name].parse(req, value)
+                    if not res.candidates:
+                        raise CandidateError("no candidates returned")
+                except CandidateError as exc:
+                    await store.failure(req, f"CandidateError: {exc}", _failure_spend(exc))
+                    continue
+                await store.answer(req, res)
+            clear_state(state)  # every answer of those batches is stored now
+            pending = retry
+            if not pending:
+                break
+        for cid in pending:
+            await store.failure(by_id[cid][1], why[cid], None)
 
 
 async def _close_backends(methods) -> None:
@@ -296,54 +452,6 @@ async def _close_backends(methods) -> None:
                 pass
 
 
-async def _writer(out, cache, checker, qc_mode, report, bar) -> None:
-    """Single writer: micro-batches QC off the loop, then one transaction per request."""
-    finished = False
-    while not finished:
-        batch, n_cand, deadline = [], 0, 0.0
-        while True:
-            try:
-                item = out.get_nowait()
-            except asyncio.QueueEmpty:
-                if batch and time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(0.005)
-                continue
-            if item is _DONE:
-                finished = True
-                break
-            if not batch:
-                deadline = time.monotonic() + SCORE_LATENCY_S
-            batch.append(item)
-            n_cand += len(item[1].candidates) if item[2] is None else 0
-            if n_cand >= SCORE_BATCH:
-                break
-        if batch:
-            await asyncio.to_thread(_score_and_store, batch, cache, checker, qc_mode, report)
-            bar.update(len(batch))
-
-
-def _score_and_store(batch, cache, checker, qc_mode, report) -> None:
-    ok = [(req, res) for req, res, err in batch if err is None]
-    scores = _score(ok, checker)
-    for (req, res), sc in zip(ok, scores):
-        cache.put(req, res, sc, qc_mode)
-        report.executed += 1
-        report.done += 1
-        report.accepted += sum(1 for s in sc if s["is_valid"])
-        report.rejected += sum(1 for s in sc if not s["is_valid"])
-        _add_spend(report, res)
-    for req, spend, err in batch:
-        if err is not None:
-            spend = spend or Result([])  # batch-mode failures carry no spend
-            cache.put_failure(req, err, retries=spend.retries)
-            report.executed += 1
-            report.failed += 1
-            _add_spend(report, spend)
-            reason = err.split(":", 1)[0] if len(err) > 80 else err
-            report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
-
-
 def _add_spend(report, spend: Result) -> None:
     """Retries, tokens and money of one request, done or failed: both were paid for."""
     report.retries += spend.retries
@@ -352,23 +460,6 @@ def _add_spend(report, spend: Result) -> None:
     report.cost_usd += float(spend.cost_usd)
     if not getattr(spend.cost_usd, "known", True):
         report.cost_known = False
-
-
-def _score(ok: list[tuple[Request, Result]], checker) -> list[list[dict]]:
-    """One `score_pairs` call per (method, qc variant) group of the micro-batch."""
-    groups: dict[str, list[tuple[int, int]]] = {}
-    for ri, (req, res) in enumerate(ok):
-        m = qc_method(req.method, req.param_dict)
-        groups.setdefault(m, []).extend((ri, ci) for ci in range(len(res.candidates)))
-    out = [[None] * len(res.candidates) for _, res in ok]
-    for m, items in groups.items():
-        originals = [ok[ri][0].source for ri, _ in items]
-        augmenteds = [ok[ri][1].candidates[ci].text for ri, ci in items]
-        scores = checker.score_pairs(originals, augmenteds, m,
-                                     group_ids=[ok[ri][0].key for ri, _ in items])
-        for (ri, ci), s in zip(items, scores):
-            out[ri][ci] = s
-    return out
 
 
 def _failure_spend(exc) -> Result:
@@ -381,24 +472,45 @@ def _failure_spend(exc) -> Result:
 
 
 class _Progress:
-    """tqdm bar on a TTY; otherwise silent (the caller prints one summary line)."""
+    """A tqdm bar on a terminal. Otherwise (a log file, CI) one plain line every `every`
+    seconds: done/total, accepted, failed, spend; never a bar's carriage returns."""
 
-    def __init__(self, total: int, report: BuildReport, enabled: bool):
-        self.report = report
+    def __init__(self, total: int, report: BuildReport, enabled: bool, every: float = 30.0):
+        self.report, self.total, self.every = report, total, every
+        self.enabled = enabled
+        self.n = 0
         self.bar = None
+        self._last = time.monotonic()
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc="augment", unit="req", file=sys.stderr,
                             dynamic_ncols=True)
 
-    def update(self, n: int) -> None:
-        if self.bar is None:
-            return
+    def _postfix(self) -> str:
         r = self.report
-        cost = f"${r.cost_usd:.4f}" if r.cost_known else "?"
-        self.bar.set_postfix_str(f"acc={r.accepted} rej={r.rejected} failed={r.failed} "
-                                 f"retries={r.retries} cost={cost}", refresh=False)
-        self.bar.update(n)
+        cost = f"${r.cost_usd:.4f}" if r.cost_known else "price unknown"
+        return (f"accepted {r.accepted}, rejected {r.rejected}, failed {r.failed}, "
+                f"retries {r.retries}, spent {cost}")
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.update(n)
+
+    def tick(self) -> None:
+        if not self.enabled or self.bar is not None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            print(f"augtune build: {self.n}/{self.total} requests, {self._postfix()}",
+                  file=sys.stderr, flush=True)
+
+    async def tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.every))
+            self.tick()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -428,7 +540,13 @@ def main(argv: list[str]) -> BuildReport:
     split = load_rows(data_cfg, seed=sft_cfg.seed)
     from .conversation import TurnUnits  # the same units (user turns) that training loads
     units = TurnUnits.of(split.train, aug_cfg.augment_turns)
-    return build_cache(data_cfg, aug_cfg, units.rows, progress=True)
+    report = build_cache(data_cfg, aug_cfg, units.rows, progress=True)
+    if report.failed and not aug_cfg.allow_failures and not report.dry_run:
+        print(f"augtune build: exit {EXIT_FAILURES}: {report.failed} requests failed (see above); "
+              "rerun to retry them, or pass --allow_failures true to accept the build as it is.",
+              file=sys.stderr)
+        raise SystemExit(EXIT_FAILURES)
+    return report
 
 
 def _flag_alone(argv, a) -> bool:

@@ -1,27 +1,31 @@
-"""The variant cache: one SQLite file of requests, candidates, scores and verdicts.
+"""The variant cache: one SQLite file of requests, their answers, spend, and QC verdicts.
+
+Its one job is storage. Judging stored candidates is `augment.judge`; turning the accepted ones
+into numpy tables for training is `augment.tables` (`load_table` here forwards to it).
 
 Why SQLite: one file that many processes read at once (ranks, dataloader workers) while one
 builder appends (WAL mode), with transactions so a build killed at any instant leaves each request
 either fully stored or absent. Content-addressed by `Request.key`, so ablations and datasets that
 share a prompt share its variants, and a rerun redoes only what is missing or failed.
 
-Verdicts per QC mode. Scores (similarity, length ratio, unique words) do not depend on the QC mode;
-the accept/reject verdict does. Each variant row therefore carries one verdict column per mode in
-`QC_MODES` (`accepted_project`, `accepted_seed`, `accepted_none`; NULL = not judged under that mode
-yet) and `reasons_json` = {mode: [reasons]}. A build judges under its own mode; `rescore(checker)`
-judges the stored candidates under another mode without calling any API, so the qc=none/seed/
-project ablation trains on the SAME candidates. `load_table` then reads one column: no join and no
-recomputation on the training path.
+Answers first, verdicts later. An answer is paid for, so `put_answer` stores it (candidates,
+provenance, spend) the moment it arrives, before any QC: a kill while the QC model loads or
+scores loses nothing that was paid for. Each variant row carries one verdict column per mode in
+`QC_MODES` (`accepted_project`, `accepted_seed`, `accepted_none`; NULL = not judged under that
+mode yet) and `reasons_json` = {mode: [reasons]}; `set_verdicts` fills them in, together with
+the scores (similarity, length ratio, unique words), which do not depend on the mode. So the
+qc=none/seed/project ablation trains on the SAME candidates, judged locally.
 
-Speed. `load_table` must hand a million variants to training quickly. Every variant row keeps a
-fixed 32-byte little-endian record `pack` (id, source hash, request hash, similarity, idx, method,
-field) next to its text, so the load is one C-level scan `group_concat(hex(pack))` turned into a
-numpy structured array, plus one scan of the texts; matching to rows and ordering is numpy.
+Spend per attempt. Every try of a request (done or failed) is one row of `attempts` with its
+retries, tokens and cost; the request row holds their sums, so redoing a failed request never
+hides what the failed try cost.
+
+Speed. Every variant row keeps a fixed 32-byte little-endian record `pack` (id, source hash,
+request hash, similarity, idx, method, field) next to its text; judging patches its similarity.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sqlite3
@@ -34,7 +38,7 @@ import numpy as np
 from .config import QC_MODES
 from .errors import AugtuneError
 from .types import METHOD_NAMES, Request, Result, text_hash
-from .variants import FIELD_CODES, RefusalTable, VariantTable
+from .variants import FIELD_CODES
 
 SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -68,6 +72,24 @@ CREATE INDEX IF NOT EXISTS variants_unjudged_seed ON variants(method) WHERE acce
 CREATE INDEX IF NOT EXISTS variants_unjudged_none ON variants(method) WHERE accepted_none IS NULL;
 CREATE TABLE IF NOT EXISTS batch_state(key TEXT PRIMARY KEY, value TEXT, updated REAL);
 """
+_ATTEMPTS_DDL = """
+CREATE TABLE IF NOT EXISTS attempts(
+    key TEXT NOT NULL, n INTEGER NOT NULL, method TEXT, status TEXT NOT NULL, error TEXT,
+    retries INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+    cost_known INTEGER NOT NULL DEFAULT 1, time REAL, PRIMARY KEY(key, n))
+"""
+_SCHEMA += _ATTEMPTS_DDL + ";"
+
+
+# Added without a schema bump (caches written before it get it on their next writable open, with
+# one row per request holding what that request's columns recorded): every attempt's spend, so
+# a redone request never overwrites what its failed attempts cost.
+_ATTEMPTS_BACKFILL = """
+INSERT OR IGNORE INTO attempts
+SELECT key, max(attempts, 1), method, status, error, retries, input_tokens, output_tokens,
+       cost_usd, 1, updated FROM requests
+"""
 
 
 def hash64(hex_digest: str) -> int:
@@ -79,6 +101,14 @@ def _verdict_col(qc_mode: str) -> str:
     if qc_mode not in QC_MODES:  # also keeps the column name out of reach of SQL injection
         raise AugtuneError(f"qc mode {qc_mode!r} is not one of {QC_MODES}.")
     return f"accepted_{qc_mode}"
+
+
+def _with_similarity(pack: bytes, similarity) -> bytes:
+    """`pack` with its similarity field replaced (judging happens after storage)."""
+    off = PACK_DTYPE.fields["similarity"][1]
+    b = bytearray(pack)
+    b[off:off + 4] = np.float32(np.nan if similarity is None else similarity).tobytes()
+    return bytes(b)
 
 
 def _pack(vid, source_hash_hex, request_key, similarity, idx, method, field) -> bytes:
@@ -159,7 +189,12 @@ class VariantCache:
                 raise AugtuneError(f"{self.path} was written by schema v{version}, this augtune "
                                    f"reads v{SCHEMA_VERSION}: delete it or point augment_cache "
                                    "elsewhere.")
-        elif not self.readonly:
+        if tables and not self.readonly and "attempts" not in tables:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(_ATTEMPTS_DDL)
+            con.execute(_ATTEMPTS_BACKFILL)
+            con.execute("COMMIT")
+        elif not tables and not self.readonly:
             con.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
@@ -191,77 +226,143 @@ class VariantCache:
         con.execute("COMMIT")
 
     # --- writing ------------------------------------------------------------------------
-    def put(self, request: Request, result: Result, scores: list[dict], qc_mode: str) -> list[int]:
-        """Store a finished request and all its candidates atomically; returns variant ids.
+    def put_answer(self, request: Request, result: Result) -> list[int]:
+        """Store a finished request's raw answer, UNJUDGED, in one transaction; returns the new
+        variant ids. This is the first thing a build does with an answer it paid for: the QC
+        verdicts come later (`augment.judge`), so a kill before or during judging loses no
+        money. The spend of this attempt is added to what earlier attempts of the same key
+        spent (see `attempts`). A re-put of a key replaces its candidates (no duplicates)."""
+        with self._write() as con:
+            return self._insert_answer(con, request, result)
 
-        `scores[i]` is `score_pairs`' dict for `result.candidates[i]` under `qc_mode`
-        (keys semantic_similarity, is_valid, length_ratio, unique_words, reasons). A re-put of
-        the same key replaces the previous candidates (no duplicates)."""
+    def put(self, request: Request, result: Result, scores: list[dict], qc_mode: str) -> list[int]:
+        """`put_answer` and its verdicts under `qc_mode` in ONE transaction (tests, tools).
+
+        `scores[i]` is `score_pairs`' dict for `result.candidates[i]` (keys
+        semantic_similarity, is_valid, length_ratio, unique_words, reasons)."""
         if len(scores) != len(result.candidates):
             raise ValueError(f"{len(scores)} scores for {len(result.candidates)} candidates")
         col = _verdict_col(qc_mode)
+        with self._write() as con:
+            ids = self._insert_answer(con, request, result)
+            self._apply_verdicts(con, qc_mode, col,
+                                 [(vid, sc.get("is_valid"), sc.get("reasons", []), sc)
+                                  for vid, sc in zip(ids, scores)])
+        return ids
+
+    def _insert_answer(self, con, request: Request, result: Result) -> list[int]:
         now = time.time()
         key = request.key
         src_hash = text_hash(request.source)
         base_prov = request.provenance()
-        ids = []
-        with self._write() as con:
-            old = con.execute("SELECT attempts, created FROM requests WHERE key=?", (key,)).fetchone()
-            attempts = (old[0] if old else 0) + 1
-            created = old[1] if old else now
-            con.execute(
-                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,'done',NULL,?,?,?,?,?,?,?,?)",
-                (key, request.method, request.field, request.source, request.backend,
-                 request.model, request.prompt_version, json.dumps(request.param_dict,
-                                                                   sort_keys=True),
-                 attempts, result.retries, result.input_tokens, result.output_tokens,
-                 float(result.cost_usd), json.dumps(result.problems), created, now))
-            con.execute("DELETE FROM variants WHERE request_key=?", (key,))
-            next_id = con.execute("SELECT coalesce(max(id), 0) + 1 FROM variants").fetchone()[0]
-            rows = []
-            for i, (cand, sc) in enumerate(zip(result.candidates, scores)):
-                vid = next_id + i
-                sim = sc.get("semantic_similarity")
-                sim = None if sim is None else float(sim)
-                prov = {**base_prov, "source_hash": src_hash, "request_key": key,
-                        "similarity": sim, "created": now, "meta": cand.meta}
-                rows.append((vid, key, i, request.method, request.field, src_hash,
-                             request.source, cand.text, cand.prompt,
-                             json.dumps(prov, ensure_ascii=False, sort_keys=True, default=str),
-                             sim, sc.get("length_ratio"), sc.get("unique_words"),
-                             int(bool(sc.get("is_valid"))),
-                             json.dumps({qc_mode: list(sc.get("reasons", []))}), qc_mode,
-                             _pack(vid, src_hash, key, sim, i, request.method, request.field)))
-                ids.append(vid)
-            con.executemany(
-                f"INSERT INTO variants (id, request_key, idx, method, field, source_hash, source, "
-                f"text, prompt, provenance_json, similarity, length_ratio, unique_words, {col}, "
-                f"reasons_json, qc_mode, pack) VALUES ({','.join('?' * 17)})", rows)
+        attempts, created = self._record_attempt(con, request, "done", None, result, now)
+        con.execute(
+            "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,'done',NULL,?,"
+            "?,?,?,?,?,?,?)",
+            (key, request.method, request.field, request.source, request.backend,
+             request.model, request.prompt_version,
+             json.dumps(request.param_dict, sort_keys=True), attempts, *self._spent(con, key),
+             json.dumps(result.problems), created, now))
+        con.execute("DELETE FROM variants WHERE request_key=?", (key,))
+        next_id = con.execute("SELECT coalesce(max(id), 0) + 1 FROM variants").fetchone()[0]
+        rows, ids = [], []
+        for i, cand in enumerate(result.candidates):
+            vid = next_id + i
+            prov = {**base_prov, "source_hash": src_hash, "request_key": key,
+                    "created": now, "meta": cand.meta}
+            rows.append((vid, key, i, request.method, request.field, src_hash, request.source,
+                         cand.text, cand.prompt,
+                         json.dumps(prov, ensure_ascii=False, sort_keys=True, default=str),
+                         _pack(vid, src_hash, key, None, i, request.method, request.field)))
+            ids.append(vid)
+        con.executemany(
+            "INSERT INTO variants (id, request_key, idx, method, field, source_hash, source, "
+            "text, prompt, provenance_json, pack) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         return ids
 
-    def put_failure(self, request: Request, error: str, attempts: int = 1, retries: int = 0) -> None:
-        """Record a failed request (counts attempts across builds); the next build redoes it."""
+    @staticmethod
+    def _record_attempt(con, request: Request, status: str, error, spend: Result | None,
+                        now: float) -> tuple[int, float]:
+        """Append one row to `attempts` (what this try cost); returns (attempt number, the
+        request's first-seen time)."""
+        old = con.execute("SELECT attempts, created FROM requests WHERE key=?",
+                          (request.key,)).fetchone()
+        n = (old[0] if old else 0) + 1
+        spend = spend or Result([])
+        known = int(bool(getattr(spend.cost_usd, "known", True)))
+        con.execute("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (request.key, n, request.method, status, error, int(spend.retries),
+                     int(spend.input_tokens), int(spend.output_tokens), float(spend.cost_usd),
+                     known, now))
+        return n, (old[1] if old else now)
+
+    @staticmethod
+    def _spent(con, key: str) -> tuple:
+        """(retries, input_tokens, output_tokens, cost_usd) summed over every attempt of `key`."""
+        return con.execute("SELECT coalesce(sum(retries),0), coalesce(sum(input_tokens),0), "
+                           "coalesce(sum(output_tokens),0), coalesce(sum(cost_usd),0) "
+                           "FROM attempts WHERE key=?", (key,)).fetchone()
+
+    def put_failure(self, request: Request, error: str, spend: Result | None = None) -> None:
+        """Record a failed attempt and what it spent (retries, and tokens of an unusable
+        answer); the next build redoes the request. A request already stored as done keeps
+        its answer (never downgraded), but the spend of this attempt is still added."""
         now = time.time()
         with self._write() as con:
-            old = con.execute("SELECT attempts, created, status FROM requests WHERE key=?",
+            old = con.execute("SELECT status FROM requests WHERE key=?",
                               (request.key,)).fetchone()
-            if old and old[2] == "done":
-                return  # never downgrade stored work
+            attempts, created = self._record_attempt(con, request, "failed", str(error), spend,
+                                                     now)
+            if old and old[0] == "done":
+                con.execute("UPDATE requests SET attempts=?, retries=?, input_tokens=?, "
+                            "output_tokens=?, cost_usd=?, updated=? WHERE key=?",
+                            (attempts, *self._spent(con, request.key), now, request.key))
+                return
             con.execute(
-                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,'failed',?,?,?,0,0,0,'[]',?,?)",
+                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,'failed',?,?,?,?,?,?,"
+                "'[]',?,?)",
                 (request.key, request.method, request.field, request.source, request.backend,
                  request.model, request.prompt_version,
-                 json.dumps(request.param_dict, sort_keys=True), str(error),
-                 (old[0] if old else 0) + attempts, retries, old[1] if old else now, now))
+                 json.dumps(request.param_dict, sort_keys=True), str(error), attempts,
+                 *self._spent(con, request.key), created, now))
 
-    def set_verdicts(self, qc_mode: str, verdicts: list[tuple[int, bool, list[str]]]) -> None:
-        """Store (variant_id, accepted, reasons) judged under `qc_mode`."""
+    def set_verdicts(self, qc_mode: str, verdicts) -> None:
+        """Store verdicts judged under `qc_mode`, in one transaction. Each item is
+        (variant_id, accepted, reasons) or (variant_id, accepted, reasons, scores) where
+        `scores` is `score_pairs`' dict: then similarity, length ratio and unique words are
+        stored too, and the similarity inside the 32-byte `pack` record that training reads."""
         col = _verdict_col(qc_mode)
         with self._write() as con:
-            con.executemany(
-                f"UPDATE variants SET {col}=?, reasons_json=json_set(reasons_json, '$.' || ?, "
-                f"json(?)) WHERE id=?",
-                [(int(bool(a)), qc_mode, json.dumps(list(r)), vid) for vid, a, r in verdicts])
+            self._apply_verdicts(con, qc_mode, col, verdicts)
+
+    @staticmethod
+    def _apply_verdicts(con, qc_mode: str, col: str, verdicts) -> None:
+        plain, scored = [], []
+        for v in verdicts:
+            vid, accepted, reasons = v[0], v[1], v[2]
+            plain.append((int(bool(accepted)), qc_mode, json.dumps(list(reasons or [])), vid))
+            if len(v) > 3 and v[3] is not None:
+                scored.append((vid, v[3]))
+        con.executemany(
+            f"UPDATE variants SET {col}=?, reasons_json=json_set(reasons_json, '$.' || ?, "
+            f"json(?)), qc_mode=coalesce(qc_mode, ?) WHERE id=?",
+            [(a, m, r, m, vid) for a, m, r, vid in plain])
+        if scored:
+            packs = {}
+            ids = [vid for vid, _ in scored]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                packs.update(con.execute(f"SELECT id, pack FROM variants WHERE id IN "
+                                         f"({','.join('?' * len(chunk))})", chunk))
+            rows = []
+            for vid, sc in scored:
+                sim = sc.get("semantic_similarity")
+                sim = None if sim is None else float(sim)
+                rows.append((sim, sc.get("length_ratio"), sc.get("unique_words"),
+                             _with_similarity(packs[vid], sim), vid))
+            con.executemany("UPDATE variants SET similarity=?, length_ratio=?, unique_words=?, "
+                            "pack=?, provenance_json=json_set(provenance_json, '$.similarity', "
+                            "?) WHERE id=?", [r[:4] + (r[0], r[4]) for r in rows])
 
     def qc_fingerprint(self, qc_mode: str) -> str | None:
         """The `QualityChecker.fingerprint()` that the verdicts under `qc_mode` were made with
@@ -373,23 +474,35 @@ class VariantCache:
         with self._write() as con:
             con.executemany("DELETE FROM variants WHERE request_key = ?", [(k,) for k in gone])
             con.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in gone])
+            con.executemany("DELETE FROM attempts WHERE key = ?", [(k,) for k in gone])
         return len(gone)
 
     def totals(self) -> dict:
-        """Tokens, cost and retries spent on stored requests."""
-        row = self._conn().execute(
+        """What the stored requests cost, every attempt included (failed and redone ones):
+        tokens, cost, retries, attempts, and the part spent on attempts that failed."""
+        con = self._conn()
+        row = con.execute(
             "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
-            "coalesce(sum(cost_usd),0), coalesce(sum(retries),0) FROM requests").fetchone()
-        return dict(zip(["requests", "input_tokens", "output_tokens", "cost_usd", "retries"], row))
+            "coalesce(sum(cost_usd),0), coalesce(sum(retries),0), coalesce(sum(attempts),0) "
+            "FROM requests").fetchone()
+        out = dict(zip(["requests", "input_tokens", "output_tokens", "cost_usd", "retries",
+                        "attempts"], row))
+        try:
+            failed, unknown = con.execute(
+                "SELECT coalesce(sum(cost_usd),0), coalesce(sum(cost_known = 0),0) FROM attempts "
+                "WHERE status='failed' OR cost_known = 0").fetchone()
+        except sqlite3.OperationalError:  # a cache from before per-attempt spend, read-only
+            failed, unknown = 0.0, 0
+        out["cost_failed_attempts"] = failed
+        out["cost_known"] = not unknown
+        return out
 
     def failure_reasons(self, top: int = 10) -> list[tuple[str, str, int]]:
-        """Most common failures per method. Numbers are replaced by N before grouping, so
-        "has 43 <= 50 words" and "has 48 <= 50 words" count as one reason."""
-        import re
+        """Most common failures per method, grouped by `failure_kind`."""
         counts: dict[tuple[str, str], int] = {}
         for method, error in self._conn().execute(
                 "SELECT method, error FROM requests WHERE status='failed'"):
-            key = (method, re.sub(r"\d+(?:\.\d+)?", "N", error or ""))
+            key = (method, failure_kind(error or ""))
             counts[key] = counts.get(key, 0) + 1
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return [(m, e, n) for (m, e), n in ranked]
@@ -414,143 +527,73 @@ class VariantCache:
         return self._conn().execute(sql, args).fetchone()[0]
 
     def rescore(self, checker, *, only_missing: bool = True, batch: int = 256) -> int:
-        """Judge stored candidates under `checker.config.mode` without calling any API.
+        """Judge stored candidates under `checker.config.mode` (see `augment.judge.rescore`)."""
+        from .judge import rescore
+        return rescore(self, checker, only_missing=only_missing, batch=batch)
 
-        `checker` is a `augment.quality.QualityChecker` (anything with its `score_pairs` and
-        `config.mode`). Candidates of one request are scored together so the near-duplicate
-        check sees the same group as at build time. Returns how many were (re)judged."""
-        mode = checker.config.mode
-        col = _verdict_col(mode)
-        where = f"WHERE {col} IS NULL" if only_missing else ""
-        todo = list(self._conn().execute(
-            f"SELECT id, method, source, text, request_key FROM variants {where} "
-            "ORDER BY method, request_key, idx"))
-        n, i = 0, 0
-        while i < len(todo):
-            j = min(i + batch, len(todo))
-            while j < len(todo) and todo[j][4] == todo[j - 1][4]:
-                j += 1  # keep a request's candidates in one batch
-            by_method: dict[str, list] = {}
-            for r in todo[i:j]:
-                by_method.setdefault(r[1], []).append(r)
-            verdicts = []
-            for method, items in by_method.items():
-                scores = checker.score_pairs([r[2] for r in items], [r[3] for r in items],
-                                             qc_method(method), group_ids=[r[4] for r in items])
-                verdicts += [(r[0], s["is_valid"], s.get("reasons", []))
-                             for r, s in zip(items, scores)]
-            self.set_verdicts(mode, verdicts)
-            n += j - i
-            i = j
-        if not only_missing or self.qc_fingerprint(mode) is None:
-            self.set_qc_fingerprint(mode, checker.fingerprint())
-        return n
+    def unjudged_of(self, qc_mode: str, keys) -> list[tuple]:
+        """Candidates of the requests `keys` with no verdict under `qc_mode`, in the row shape
+        of `unjudged`, in request order."""
+        col, con, out = _verdict_col(qc_mode), self._conn(), []
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            out += con.execute(
+                f"SELECT v.id, v.method, v.source, v.text, v.request_key, r.params_json "
+                f"FROM variants v LEFT JOIN requests r ON r.key = v.request_key "
+                f"WHERE v.{col} IS NULL AND v.request_key IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY v.request_key, v.idx", chunk).fetchall()
+        return out
+
+    def unjudged(self, qc_mode: str, limit: int = 256, after_key: str = "",
+                 only_missing: bool = True) -> list[tuple]:
+        """Candidates to judge, whole requests at a time, in request-key order after
+        `after_key`: (id, method, source, text, request_key, params_json). About `limit`
+        candidates (a request is never split). `only_missing=False`: every candidate."""
+        col = _verdict_col(qc_mode)
+        where = f"{col} IS NULL AND " if only_missing else ""
+        con = self._conn()
+        keys = [k for (k,) in con.execute(
+            f"SELECT DISTINCT request_key FROM variants WHERE {where}request_key > ? "
+            "ORDER BY request_key LIMIT ?", (after_key, max(1, limit // 3)))]
+        if not keys:
+            return []
+        return con.execute(
+            f"SELECT v.id, v.method, v.source, v.text, v.request_key, r.params_json "
+            f"FROM variants v LEFT JOIN requests r ON r.key = v.request_key "
+            f"WHERE {where.replace(col, 'v.' + col)}v.request_key IN ({','.join('?' * len(keys))}) "
+            "ORDER BY v.request_key, v.idx", keys).fetchall()
 
     def check(self) -> str:
         """`PRAGMA integrity_check`: "ok", or SQLite's list of problems."""
         return "\n".join(r[0] for r in self._conn().execute("PRAGMA integrity_check"))
 
-    # --- training-side tables -----------------------------------------------------------
+    # --- training-side tables (augment.tables) ------------------------------------------
     def _require_judged(self, qc_mode: str, methods) -> None:
-        n = self.unjudged_count(qc_mode, methods)
-        if n:
-            raise AugtuneError(f"{self.path}: {n} cached variants have no verdict under "
-                               f"qc={qc_mode}; run `python -m augment.build --config CONFIG "
-                               f"--qc {qc_mode}` (it judges them locally, no API calls).")
+        from .tables import require_judged
+        require_judged(self, qc_mode, methods)
 
-    def load_table(self, rows, methods, qc_mode: str, keys=None) -> VariantTable:
-        """Accepted variants of `rows` for `methods` under `qc_mode`, as CSR arrays.
+    def load_table(self, rows, methods, qc_mode: str, keys=None):
+        """Accepted variants as CSR arrays: see `augment.tables.load_table`."""
+        from .tables import load_table
+        return load_table(self, rows, methods, qc_mode, keys)
 
-        `keys` (request keys) restricts the table to one run's requests: a cache shared across
-        runs also holds variants made with other settings (another seed's templates, another
-        prompt version), which must not leak into this run or an ablation would compare
-        different candidate pools.
-
-        A variant belongs to every row whose prompt (field prompt) or completion (field
-        completion) hashes to its source hash. Order: row, method (METHOD_NAMES order), request
-        key, idx, so the table is the same on every rank and every run."""
-        methods = [m for m in methods if m in METHOD_NAMES and m != "refusals"]
-        n_rows = len(rows)
-        if not methods or not n_rows:
-            return VariantTable.empty(n_rows)
-        col = _verdict_col(qc_mode)
-        self._require_judged(qc_mode, methods)
-        con = self._conn()
-        marks = ",".join("?" * len(methods))
-        gc_was = gc.isenabled()
-        gc.disable()  # a million tuples would trigger many useless collections
-        try:
-            # One straight scan (NOT INDEXED: walking the method index is slower when most rows
-            # qualify) reads the packed keys and the texts together: one consistent snapshot,
-            # and ~1.5x faster than a scan for each.
-            rows_ = con.execute(f"SELECT pack, text FROM variants NOT INDEXED "
-                                f"WHERE {col} = 1 AND method IN ({marks})", methods).fetchall()
-            if not rows_:
-                return VariantTable.empty(n_rows)
-            pack = np.frombuffer(b"".join([r[0] for r in rows_]), PACK_DTYPE)
-            texts = [r[1] for r in rows_]
-            del rows_
-            if keys is not None:
-                wanted = np.fromiter((hash64(k) for k in keys), np.uint64)
-                keep = np.isin(pack["request_hash"], wanted)
-                if not keep.all():
-                    pack = pack[keep]
-                    texts = [texts[i] for i in np.flatnonzero(keep).tolist()]
-                if not len(pack):
-                    return VariantTable.empty(n_rows)
-            fields_used = set(pack["field"].tolist())
-            row_idx_parts, var_idx_parts = [], []
-            for fname, fcode in FIELD_CODES.items():
-                if fcode not in fields_used:
-                    continue
-                row_h = np.fromiter((hash64(text_hash(getattr(r, fname))) for r in rows),
-                                    np.uint64, n_rows)
-                order = np.argsort(row_h, kind="stable")
-                sorted_h = row_h[order]
-                sel = np.flatnonzero(pack["field"] == fcode)
-                h = pack["source_hash"][sel]
-                lo = np.searchsorted(sorted_h, h, "left")
-                hi = np.searchsorted(sorted_h, h, "right")
-                cnt = hi - lo
-                var_rep = np.repeat(sel, cnt)
-                start = np.repeat(lo, cnt)
-                within = np.arange(len(var_rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                row_idx_parts.append(order[start + within])
-                var_idx_parts.append(var_rep)
-            row_idx = np.concatenate(row_idx_parts) if row_idx_parts else np.zeros(0, np.int64)
-            var_idx = np.concatenate(var_idx_parts) if var_idx_parts else np.zeros(0, np.int64)
-            p = pack[var_idx]
-            perm = np.lexsort((p["idx"], p["request_hash"], p["method"], row_idx))
-            row_idx, var_idx, p = row_idx[perm], var_idx[perm], p[perm]
-            offsets = np.zeros(n_rows + 1, np.int64)
-            np.cumsum(np.bincount(row_idx, minlength=n_rows), out=offsets[1:])
-            out_texts = [texts[i] for i in var_idx.tolist()]
-            return VariantTable(offsets, p["method"].astype(np.int8), p["field"].astype(np.int8),
-                                p["similarity"].astype(np.float32), p["id"].astype(np.int64),
-                                out_texts)
-        finally:
-            if gc_was:
-                gc.enable()
-
-    def load_refusals(self, methods, qc_mode: str, keys=None) -> RefusalTable:
-        """Accepted refusal pairs (prompt = the instruction wording, completion = the refusal);
-        `keys` restricts them to one run's requests, as in `load_table`."""
-        if "refusals" not in methods:
-            return RefusalTable([], [], np.zeros(0, np.int64))
-        col = _verdict_col(qc_mode)
-        self._require_judged(qc_mode, ["refusals"])
-        rows = self._conn().execute(
-            f"SELECT id, coalesce(prompt, source), text, request_key FROM variants "
-            f"WHERE method='refusals' AND {col} = 1 ORDER BY request_key, idx").fetchall()
-        if keys is not None:
-            wanted = set(keys)
-            rows = [r for r in rows if r[3] in wanted]
-        return RefusalTable([r[1] for r in rows], [r[2] for r in rows],
-                            np.array([r[0] for r in rows], np.int64))
-
+    def load_refusals(self, methods, qc_mode: str, keys=None):
+        """Accepted refusal pairs: see `augment.tables.load_refusals`."""
+        from .tables import load_refusals
+        return load_refusals(self, methods, qc_mode, keys)
 
 def _method_order(m: str):
     return (METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES), m)
+
+
+def failure_kind(error: str) -> str:
+    """A failure reason with its particulars removed, for grouping: numbers become N and
+    quoted snippets '...', so "has 43 <= 50 words" and "has 48 <= 50 words" (or two replies
+    quoted back) count as one reason."""
+    import re
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", str(error))
+    return re.sub(r"\d+(?:\.\d+)?", "N", text)
 
 
 def qc_method(method: str, params: dict | None = None) -> str:

@@ -172,6 +172,17 @@ class AugmentConfig:
     request_timeout: float = field(default=60.0, metadata={"help": "Seconds per request."})
     dry_run: bool = field(
         default=False, metadata={"help": "Estimate requests, tokens and cost; spend nothing."})
+    allow_failures: bool = field(
+        default=False,
+        metadata={"help": "Let a build whose requests partly failed count as a success: "
+                  "`augment.build` exits 0 instead of 3 and training starts on what was made. "
+                  "Failed requests are listed with their reasons either way, and the next build "
+                  "retries them."})
+    progress_seconds: float = field(
+        default=30.0,
+        metadata={"help": "When stderr is not a terminal (a log file, CI), print one build "
+                  "progress line (done/total, accepted, failed, spend) this often; a terminal "
+                  "gets a live bar instead."})
     # --- quality control -----------------------------------------------------------------
     qc: str = field(
         default="project",
@@ -239,6 +250,8 @@ class AugmentConfig:
                         ("brief_max_words", self.brief_max_words)]:
             if v < 1:
                 raise ConfigError(f"{name}={v} must be >= 1.")
+        if self.progress_seconds <= 0:
+            raise ConfigError(f"progress_seconds={self.progress_seconds} must be > 0.")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries={self.max_retries} must be >= 0.")
         if self.price_per_mtok and len(self.price_per_mtok) != 2:

@@ -90,8 +90,11 @@ def main(argv=None) -> None:
     print(f"cache {cache.path}  (verdicts under qc={args.qc})\n")
     print(counts_table(stats) if stats else "(empty cache)")
     totals = cache.totals()
-    print(f"\nrequests {totals['requests']}, tokens in/out {totals['input_tokens']}/"
-          f"{totals['output_tokens']}, cost ${totals['cost_usd']:.4f}, retries {totals['retries']}")
+    cost = f"${totals['cost_usd']:.4f}" + ("" if totals["cost_known"] else " (some prices unknown)")
+    print(f"\nrequests {totals['requests']} ({totals['attempts']} attempts), tokens in/out "
+          f"{totals['input_tokens']}/{totals['output_tokens']}, spent {cost} in all "
+          f"(${totals['cost_failed_attempts']:.4f} of it on failed attempts), retries "
+          f"{totals['retries']}")
     reasons = cache.failure_reasons(args.top)
     if reasons:
         print("\nfailure reasons (top):")

@@ -1,8 +1,13 @@
-"""Test doubles of OUR protocols (Method, checker) for the build tests, and a runnable build.
+"""Test doubles of OUR protocols (Method, checker) for the build tests, and runnable builds.
 
 `python tests/build_helpers.py CACHE LOG N_ROWS` runs a build of a slow deterministic method so
 that the SIGKILL test can kill it mid-way. Every executed request key is appended to LOG with
 O_APPEND (one write per line, atomic for short lines), so the test can tell what ran when.
+
+`python tests/build_helpers.py api CACHE N_ROWS [batches]` runs the REAL path instead: the real
+methods, the real AnthropicBackend (anthropic SDK, ANTHROPIC_BASE_URL pointing at a fake
+server) and the real QualityChecker, whose MiniLM model loads on first use, exactly as
+`python -m augment.build` does. Only the retry backoff base is short (a constructor argument).
 """
 
 from __future__ import annotations
@@ -88,8 +93,42 @@ def make_cfg(cache: str, **kw) -> AugmentConfig:
                          llm_backend="openai_compatible", **kw)
 
 
+def api_prompts(n: int) -> list[str]:
+    """n distinct, natural support questions (deterministic)."""
+    verbs = ["change", "cancel", "update", "reset", "export", "delete", "renew", "transfer",
+             "verify", "download"]
+    things = ["billing address", "subscription", "password", "invoice", "shipping label",
+              "account email", "gift card", "order", "profile photo", "payment method"]
+    asks = ["How do I", "How can I", "What is the way to", "Where do I go to"]
+    return [f"{asks[i % 4]} {verbs[i % 10]} the {things[(i // 10) % 10]} on order {1000 + i}?"
+            for i in range(n)]
+
+
+def api_cfg(cache: str, batches: bool = False, **kw) -> AugmentConfig:
+    base = dict(augment_methods=["paraphrase"], augment_cache=cache, llm_backend="anthropic",
+                llm_model="claude-haiku-4-5", paraphrase_n=3, max_retries=8,
+                request_timeout=5.0, max_concurrency=8, qc="project",
+                llm_use_batches=batches, llm_batch_poll_seconds=0.05)
+    base.update(kw)
+    return AugmentConfig(**base)
+
+
+def main_api(cache: str, n_rows: int, batches: bool = False):
+    from augment.backends import AnthropicBackend
+    from augment.build import build_cache
+    from augment.methods import build_methods
+    cfg = api_cfg(cache, batches)
+    rows = [Row(f"r{i}", p, f"Answer {i}.") for i, p in enumerate(api_prompts(n_rows))]
+    methods = build_methods(cfg, llm_factory=lambda c: AnthropicBackend(c, base_delay=0.05,
+                                                                         max_delay=0.5))
+    return build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
+
+
 def main(argv):
     from augment.build import build_cache
+    if argv[0] == "api":
+        main_api(argv[1], int(argv[2]), batches=argv[3:4] == ["batches"])
+        return
     cache, log, n = argv[0], argv[1], int(argv[2])
     cfg = make_cfg(cache, max_concurrency=8)
     build_cache(DataConfig(), cfg, make_rows(n), progress=False,

@@ -18,29 +18,51 @@ def cfg(tmp_path, **kw):
                          qc="seed", **kw)
 
 
-def test_batch_build_half_price_and_resubmits_only_failures(tmp_path, monkeypatch):
+def test_batch_build_half_price_and_resubmits_failed_items_in_the_same_build(tmp_path,
+                                                                              monkeypatch):
     rows = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS)]
     failing = set()
 
     def item_result(custom_id, params):
-        # the first submission: two items expire; a resubmission succeeds
-        if len(failing) < 2 and custom_id not in failing:
+        # the first submission: two items expire, one errors; a resubmission succeeds
+        if len(failing) < 3 and custom_id not in failing:
             failing.add(custom_id)
-            return "expired"
+            return "errored" if len(failing) == 3 else "expired"
         return None
 
     with FakeAnthropicServer(batch_item_result=item_result) as srv:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        rep = build_cache(DataConfig(), cfg(tmp_path), rows, progress=False)
+        rep = build_cache(DataConfig(), cfg(tmp_path, max_retries=2), rows, progress=False)
         assert srv.count("messages") == 0            # nothing went through the per-request API
-        assert srv.count("batch_create") == 1
-        assert (rep.done, rep.failed) == (4, 2)
+        creates = [r for r in srv.requests if r["endpoint"] == "batch_create"]
+        assert [len(c["body"]["requests"]) for c in creates] == [6, 3]  # only the failed ids
+        assert (rep.done, rep.failed, rep.retries) == (6, 0, 3)
         assert 0 < rep.cost_usd
         rep2 = build_cache(DataConfig(), cfg(tmp_path), rows, progress=False)
-        assert srv.count("batch_create") == 2        # one new batch with only the 2 failed ids
-        last = [r for r in srv.requests if r["endpoint"] == "batch_create"][-1]
-        assert len(last["body"]["requests"]) == 2
-        assert (rep2.done, rep2.failed, rep2.already_done) == (2, 0, 4)
+        assert srv.count("batch_create") == 2        # nothing left to do
+        assert (rep2.done, rep2.failed, rep2.already_done) == (0, 0, 6)
     cache = VariantCache(tmp_path / "c.sqlite")
     assert cache.stats("seed")["paraphrase"]["failed"] == 0
+    assert not (tmp_path / "c.sqlite.anthropic-batch.json").exists()
+
+
+def test_batch_items_that_keep_failing_are_recorded_with_a_clean_reason(tmp_path, monkeypatch):
+    rows = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS[:3])]
+    bad = {}
+
+    def item_result(custom_id, params):
+        if not bad:
+            bad[custom_id] = True
+        return "errored" if custom_id in bad else None
+
+    with FakeAnthropicServer(batch_item_result=item_result) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        rep = build_cache(DataConfig(), cfg(tmp_path, max_retries=1), rows, progress=False)
+        assert srv.count("batch_create") == 2        # the first, and one resubmission
+    assert (rep.done, rep.failed) == (2, 1)
+    assert rep.failure_reasons == {
+        "batch item errored (invalid_request_error: injected item error)": 1}
+    (reason,) = [e for _, e, _ in VariantCache(tmp_path / "c.sqlite").failure_reasons()]
+    assert reason == "batch item errored (invalid_request_error: injected item error)"

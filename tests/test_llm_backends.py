@@ -269,8 +269,8 @@ def test_batch_item_failures_are_reported_and_only_they_resubmitted(fake_anthrop
     state = tmp_path / "batch.json"
     out = asyncio.run(b.complete_many(ITEMS, state_path=state, poll_interval=0.01))
     assert out["id0"][0] == "succeeded"
-    assert out["id1"] == ("errored", "errored: invalid_request_error: injected item error")
-    assert out["id2"] == ("expired", "expired")
+    assert out["id1"] == ("errored", "invalid_request_error: injected item error")
+    assert out["id2"] == ("expired", "the batch expired before this request was processed")
     failed = [it for it in ITEMS if out[it[0]][0] != "succeeded"]
     outcome.clear()
     again = asyncio.run(b.complete_many(failed, state_path=state, poll_interval=0.01))

@@ -107,9 +107,17 @@ def main(argv):
     if methods and state.is_main_process:
         from augment.cache import VariantCache, init_cache_from
         if cached_methods and aug_cfg.build_before_training:
-            from augment.build import build_cache
-            build_cache(data_cfg, dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                        units.rows)  # prints its own progress and summary
+            from augment.build import build_cache, rows_without_variants_by_failure
+            built_cfg = dataclasses.replace(aug_cfg, augment_methods=cached_methods)
+            report = build_cache(data_cfg, built_cfg, units.rows)  # prints progress, summary
+            if report.failed:  # say what training goes without, then stop unless allowed
+                n = rows_without_variants_by_failure(VariantCache(aug_cfg.augment_cache),
+                                                     units.rows, run_request_keys(built_cfg, units.rows))
+                say(f"augtune: {n} of {len(units.rows)} train prompts have no variant from a method "
+                    f"whose request failed ({report.failed} failed requests; reasons above)")
+                if not aug_cfg.allow_failures:
+                    raise AugtuneError(f"{report.failed} augmentation requests failed (reasons above); "
+                                       "rerun to retry them, or set allow_failures: true to train without them.")
         else:
             init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
         cache = VariantCache(aug_cfg.augment_cache)

@@ -1,11 +1,13 @@
 """Anthropic Message Batches: half-price bulk completions that survive a killed build.
 
 Why a state file: a batch is paid for when it is created. If the build is killed while it
-waits (batches take minutes to hours), the rerun must poll the SAME batch rather than submit
-and pay again. So the batch id is written to `state_path` right after `create`, before any
-waiting, and the rerun with the same requests (same fingerprint) picks it up. The file is
-deleted once all results have been read; a different request set (e.g. the caller resubmitting
-only the failed ids) starts a new batch.
+waits (batches take minutes to hours), or after the batch ended but before its results were
+stored, the rerun must fetch the SAME batch rather than submit and pay again. So the batch id
+is written to `state_path` right after `create`, before any waiting, and every later call with
+that state path first polls and fetches the batches it records, whatever requests it was asked
+for this time, and submits only what they did not answer. The ids stay recorded until the
+caller has stored every result: with `keep_state=True` the caller deletes the file
+(`clear_state`) after storing; otherwise it goes once the results are read.
 
 Large request lists are split into batches of `max_batch_requests` (the API allows 100,000
 per batch); their ids are all kept in the one state file.
@@ -22,6 +24,7 @@ import re
 import time
 from pathlib import Path
 
+from ..errors import FatalBackendError
 from ..types import Completion
 from .limits import call_with_retries
 from .pricing import cost
@@ -56,31 +59,45 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one, never half
 
 
+def clear_state(path) -> None:
+    """Forget the recorded batches (call once every result of them is stored)."""
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        pass
+
+
 def _reason(result) -> str:
+    """Why an item has no answer, in words (the status itself travels beside it)."""
     kind = result.type
     if kind == "errored":
         err = getattr(getattr(result, "error", None), "error", None)
         if err is not None:
-            return f"errored: {getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}"
-        return "errored"
+            return f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}".strip(": ")
+        return "the API reported an error for this request"
+    if kind == "expired":
+        return "the batch expired before this request was processed"
+    if kind == "canceled":
+        return "the batch was canceled"
     return kind
 
 
 async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *,
                     backend=None, max_batch_requests: int = 100_000, max_retries: int = 6,
-                    base_delay: float = 1.0, sleep=asyncio.sleep) -> dict:
-    """Submit (or resume), wait for, and read one logical batch.
+                    base_delay: float = 1.0, sleep=asyncio.sleep, keep_state: bool = False) -> dict:
+    """Fetch the batches recorded at `state_path` (if any), submit what they did not answer,
+    wait for it, and read every result.
 
     client: an `anthropic.AsyncAnthropic`. requests: list of (custom_id, Messages params).
     backend: an AnthropicBackend, used for error mapping, retry settings and cost; optional.
-    Returns {custom_id: ("succeeded", Completion) | ("errored"|"expired"|"canceled", reason)};
-    an id the results never mention comes back as ("errored", "no result ...").
+    Returns {custom_id: ("succeeded", Completion) | ("errored"|"expired"|"canceled", reason)}
+    for every requested id (one the results never mention comes back as ("errored", ...)),
+    plus any other id a recorded batch answered: it was paid for, the caller may store it.
+    `keep_state=True` leaves the state file for the caller to `clear_state` after storing.
     """
     from .llm_anthropic import map_anthropic_error, message_text
 
     requests = list(requests)
-    if not requests:
-        return {}
     ids = [cid for cid, _ in requests]
     bad = [cid for cid in ids if not _CUSTOM_ID.match(str(cid))]
     if bad:
@@ -104,40 +121,23 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
                     raise
             raise mapped
         return (await call_with_retries(attempt, max_retries=max_retries,
-                                        base_delay=base_delay))[0]
-
-    state_path = Path(state_path)
-    fp = fingerprint(requests)
-    n = max(1, int(max_batch_requests))
-    chunks = [requests[i:i + n] for i in range(0, len(requests), n)]
-    state = _load_state(state_path)
-    if state and state.get("fingerprint") == fp and state.get("chunk_size") == n:
-        batch_ids = list(state.get("batch_ids", []))
-        logger.info("resuming %d submitted batch(es) from %s: %s", len(batch_ids), state_path,
-                    batch_ids)
-    else:
-        if state:
-            logger.warning("%s holds batch(es) %s for a different set of requests; leaving "
-                           "them alone and submitting a new batch", state_path,
-                           state.get("batch_ids"))
-        batch_ids = []
-    state = {"version": STATE_VERSION, "fingerprint": fp, "chunk_size": n,
-             "batch_ids": batch_ids, "n_requests": len(requests)}
-
-    for chunk in chunks[len(batch_ids):]:
-        body = [{"custom_id": cid, "params": params} for cid, params in chunk]
-        batch = await api(lambda: client.messages.batches.create(requests=body))
-        batch_ids.append(batch.id)
-        state["batch_ids"] = batch_ids
-        state["submitted_at"] = time.time()
-        _save_state(state_path, state)
-        logger.info("submitted batch %s (%d requests)", batch.id, len(chunk))
+                                        base_delay=base_delay,
+                                        breaker=getattr(backend, "breaker", None)))[0]
 
     model_of = {cid: params.get("model", "") for cid, params in requests}
-    results: dict = {}
-    for bid in batch_ids:
+
+    async def collect(bid) -> dict:
+        """Poll batch `bid` until it ended, then read its results ({} if the API no longer
+        knows it: results are kept 29 days)."""
         while True:
-            batch = await api(lambda: client.messages.batches.retrieve(bid))
+            try:
+                batch = await api(lambda: client.messages.batches.retrieve(bid))
+            except FatalBackendError as e:
+                if "HTTP 404" not in str(e):
+                    raise
+                logger.warning("batch %s recorded in %s is unknown to the API (%s); "
+                               "submitting its requests again", bid, state_path, e)
+                return {}
             if batch.processing_status == "ended":
                 break
             c = batch.request_counts
@@ -145,13 +145,14 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
                         batch.processing_status, c.processing, c.succeeded, c.errored)
             await sleep(poll_interval)
 
-        async def read_all(bid=bid):
+        async def read_all():
             out = {}
             stream = await client.messages.batches.results(bid)
             async for item in stream:
                 out[item.custom_id] = item.result
             return out
 
+        got = {}
         for cid, result in (await api(read_all)).items():
             if result.type == "succeeded":
                 msg = result.message
@@ -161,13 +162,42 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
                     i, o = int(msg.usage.input_tokens or 0), int(msg.usage.output_tokens or 0)
                     comp = Completion(text=message_text(msg), input_tokens=i, output_tokens=o,
                                       cost_usd=cost(model_of.get(cid, ""), i, o, batch=True))
-                results[cid] = ("succeeded", comp)
+                got[cid] = ("succeeded", comp)
             else:
-                results[cid] = (result.type, _reason(result))
+                got[cid] = (result.type, _reason(result))
+        return got
+
+    state_path = Path(state_path)
+    state = _load_state(state_path) or {}
+    recorded = [b for b in state.get("batch_ids", []) if isinstance(b, str)]
+    results: dict = {}
+    if recorded:
+        logger.info("fetching %d recorded batch(es) from %s first: %s", len(recorded),
+                    state_path, recorded)
+        for bid in recorded:
+            for cid, r in (await collect(bid)).items():
+                if results.get(cid, ("",))[0] != "succeeded":
+                    results[cid] = r
+    todo = [(cid, params) for cid, params in requests
+            if results.get(cid, ("",))[0] != "succeeded"]
+    n = max(1, int(max_batch_requests))
+    batch_ids = list(recorded)
+    state = {"version": STATE_VERSION, "fingerprint": fingerprint(requests), "chunk_size": n,
+             "batch_ids": batch_ids, "n_requests": len(requests)}
+    new_ids = []
+    for i in range(0, len(todo), n):
+        body = [{"custom_id": cid, "params": params} for cid, params in todo[i:i + n]]
+        batch = await api(lambda: client.messages.batches.create(requests=body))
+        batch_ids.append(batch.id)
+        new_ids.append(batch.id)
+        state["submitted_at"] = time.time()
+        _save_state(state_path, state)
+        logger.info("submitted batch %s (%d requests)", batch.id, len(body))
+    for bid in new_ids:
+        results.update(await collect(bid))
     for cid in ids:
         results.setdefault(cid, ("errored", "no result returned for this request"))
-    try:
-        state_path.unlink()
-    except FileNotFoundError:
-        pass
-    return {cid: results[cid] for cid in ids}
+    if not keep_state:
+        clear_state(state_path)
+    return {**{cid: results[cid] for cid in ids},
+            **{cid: r for cid, r in results.items() if cid not in model_of}}

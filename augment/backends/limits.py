@@ -113,22 +113,72 @@ def backoff_delay(attempt: int, rng: random.Random, base_delay: float, max_delay
     return delay
 
 
+class ConnectionBreaker:
+    """Stops a build that cannot reach its backend at all, instead of retrying every request.
+
+    Nothing listening, a wrong host name or a TLS failure is not transient the way a 529 is: a
+    build of 100k requests would otherwise back off and retry each of them `max_retries` times
+    (hours) and then report them all as failed. Each backend keeps one breaker; every attempt
+    that fails to CONNECT (`RetryableError.connect_failure`) counts, anything else (an answer,
+    even an error status, proves the server is there) resets the count. The breaker trips
+    when connection failures have run on for `min_seconds` with at least `min_failures` of
+    them (concurrent workers pile them up fast), or for `max_seconds` with at least 3 (one
+    worker): with the default backoff a dead URL stops the build in about 5-35 s.
+    """
+
+    def __init__(self, where: str, *, min_failures: int = 8, min_seconds: float = 5.0,
+                 max_seconds: float = 20.0, clock: Callable[[], float] = time.monotonic):
+        self.where = where
+        self.min_failures, self.min_seconds = min_failures, min_seconds
+        self.max_seconds = max_seconds
+        self._clock = clock
+        self.failures = 0
+        self._first: float | None = None
+
+    def reset(self) -> None:
+        self.failures, self._first = 0, None
+
+    def failure(self, err: Exception) -> FatalBackendError | None:
+        """Count one failed connection; the FatalBackendError to raise when the run is long
+        enough to stop the build."""
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+        self.failures += 1
+        span = now - self._first
+        if (span >= self.min_seconds and self.failures >= self.min_failures) or \
+                (span >= self.max_seconds and self.failures >= 3):
+            return FatalBackendError(
+                f"cannot connect to {self.where}: {self.failures} connection attempts in a row "
+                f"failed over {span:.0f}s (last: {err}). Is the server running and the URL "
+                "right? Finished work is stored; rerun to resume.")
+        return None
+
+
 async def call_with_retries(fn: Callable[[], Awaitable[T]], *, max_retries: int,
                             base_delay: float = 1.0, max_delay: float = 60.0, seed: int = 0,
                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                            ) -> tuple[T, int]:
+                            breaker: ConnectionBreaker | None = None) -> tuple[T, int]:
     """Run `fn()` (a fresh call each attempt), retrying on RetryableError.
 
     Returns (result, retries). After `max_retries` retries raises
     RetryableError("gave up after N retries: <last error>") with `.retries = N`.
-    FatalBackendError and any other exception propagate at once.
+    FatalBackendError and any other exception propagate at once; so does the breaker's
+    FatalBackendError once connection failures have run on too long (see ConnectionBreaker).
     """
     rng = random.Random(seed)
     attempt = 0
     while True:
         try:
-            return await fn(), attempt
+            out = await fn()
         except RetryableError as e:
+            if breaker is not None:
+                if getattr(e, "connect_failure", False):
+                    fatal = breaker.failure(e)
+                    if fatal is not None:
+                        raise fatal from None
+                else:
+                    breaker.reset()
             if attempt >= max_retries:
                 err = RetryableError(f"gave up after {attempt} retries: {e}", e.retry_after)
                 err.retries = attempt
@@ -138,6 +188,10 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, max_retries: int,
             log("retry %d/%d in %.2fs after: %s", attempt + 1, max_retries, delay, e)
             attempt += 1
             await sleep(delay)
+        else:
+            if breaker is not None:
+                breaker.reset()
+            return out, attempt
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -203,6 +257,20 @@ def classify_http_error(status: int, retry_after: str | float | None, message: s
     hint = _FATAL_HINTS.get(status, "request refused; retrying will not help")
     return FatalBackendError(f"{service}: HTTP {status} {hint.format(key=key)}. "
                              f"Server said: {message}")
+
+
+def connect_failure(exc: RetryableError) -> RetryableError:
+    """Mark `exc` as a failure to connect at all (refused, DNS, TLS), for ConnectionBreaker."""
+    exc.connect_failure = True
+    return exc
+
+
+def is_httpx_connect_error(cause) -> bool:
+    """httpx raises ConnectError for refused connections, unknown hosts and TLS handshake
+    failures, before any byte of a request was sent; a connection dropped mid-answer is a
+    different error (that server is there). Matched by class name: the SDKs may ship their
+    own copy of httpx (anthropic's `httpx2`)."""
+    return cause is not None and any(c.__name__ == "ConnectError" for c in type(cause).__mro__)
 
 
 def redact(text: str, secrets) -> str:

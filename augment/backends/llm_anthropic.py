@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ..errors import ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
-from .limits import (LoopLocal, RateLimiter, call_with_retries, classify_http_error,
-                     estimate_tokens, parse_retry_after, redact)
+from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
+                     classify_http_error, connect_failure, estimate_tokens,
+                     is_httpx_connect_error, parse_retry_after, redact)
 from .pricing import cost
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def map_anthropic_error(exc: BaseException, *, timeout: float, service: str) -> 
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
-        return RetryableError(f"{service}: connection error ({redact(detail, secrets)})")
+        err = RetryableError(f"{service}: connection error ({redact(detail, secrets)})")
+        return connect_failure(err) if is_httpx_connect_error(cause) else err
     if isinstance(exc, (anthropic.APIResponseValidationError, json.JSONDecodeError)):
         return RetryableError(f"{service}: malformed response body from the server")
     return None
@@ -97,6 +99,9 @@ class AnthropicBackend:
             api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
         self._service = f"anthropic ({self.model})"
+        # The SDK's own default when ANTHROPIC_BASE_URL is unset.
+        self.base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        self.breaker = ConnectionBreaker(f"the Anthropic API at {self.base_url}")
         self.send_temperature = True  # cleared when the model rejects it (see module docstring)
 
     def __repr__(self) -> str:
@@ -167,7 +172,8 @@ class AnthropicBackend:
 
         message, retries = await call_with_retries(
             attempt, max_retries=self.cfg.max_retries, base_delay=self.base_delay,
-            max_delay=self.max_delay, seed=(seed or 0) * 1_000_003 + self._calls)
+            max_delay=self.max_delay, seed=(seed or 0) * 1_000_003 + self._calls,
+            breaker=self.breaker)
         return self.to_completion(message, retries)
 
     def to_completion(self, message, retries: int = 0, *, batch: bool = False) -> Completion:
@@ -179,14 +185,16 @@ class AnthropicBackend:
                           output_tokens=out_tok, cost_usd=usd, retries=retries)
 
     async def complete_many(self, items, *, state_path: str | os.PathLike | None = None,
-                            poll_interval: float = 30.0) -> dict:
+                            poll_interval: float = 30.0, keep_state: bool = False) -> dict:
         """Half-price bulk completion through Message Batches.
 
         items: list of (custom_id, system, user, max_tokens, temperature); custom_id must match
         ^[a-zA-Z0-9_-]{1,64}$ (a sha256 hex cache key fits). Returns {custom_id:
-        ("succeeded", Completion) | ("errored" | "expired" | "canceled", reason)}. A killed
-        build that calls again with the same items and state_path resumes polling the same
-        batch instead of paying twice. Resubmit only the failed ids (a new call).
+        ("succeeded", Completion) | ("errored" | "expired" | "canceled", reason)}. A call with
+        a state_path that records batches (a killed build) first fetches those, and submits
+        only what they did not answer, so nothing is paid twice. `keep_state=True`: the
+        caller deletes the state (`batches.clear_state`) once it has stored every result.
+        Resubmit only the failed ids (a new call).
         """
         from .batches import run_batch
 
@@ -195,7 +203,7 @@ class AnthropicBackend:
         requests = [(cid, self._params(system, user, max_tokens, temperature))
                     for cid, system, user, max_tokens, temperature in items]
         return await run_batch(self._client, requests, state_path, poll_interval,
-                               backend=self)
+                               backend=self, keep_state=keep_state)
 
     async def aclose(self) -> None:
         """Close the running loop's client (clients of finished loops died with them)."""

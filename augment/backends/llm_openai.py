@@ -14,8 +14,9 @@ import os
 
 from ..errors import ConfigError, RetryableError
 from ..types import Completion
-from .limits import (LoopLocal, RateLimiter, call_with_retries, classify_http_error,
-                     estimate_tokens, parse_retry_after, redact)
+from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
+                     classify_http_error, connect_failure, estimate_tokens,
+                     is_httpx_connect_error, parse_retry_after, redact)
 from .pricing import cost
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -55,6 +56,7 @@ class OpenAICompatibleBackend:
             base_url=base_url, api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
         self._service = f"openai-compatible server {base_url} ({self.model})"
+        self.breaker = ConnectionBreaker(f"the OpenAI-compatible server at {base_url}")
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -71,8 +73,9 @@ class OpenAICompatibleBackend:
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
-            return RetryableError(f"{self._service}: connection error "
-                                  f"({redact(detail, secrets)}); is the server running?")
+            err = RetryableError(f"{self._service}: connection error "
+                                 f"({redact(detail, secrets)}); is the server running?")
+            return connect_failure(err) if is_httpx_connect_error(cause) else err
         if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
             return RetryableError(f"{self._service}: malformed response body")
         return None
@@ -105,7 +108,8 @@ class OpenAICompatibleBackend:
 
         resp, retries = await call_with_retries(
             attempt, max_retries=self.cfg.max_retries, base_delay=self.base_delay,
-            max_delay=self.max_delay, seed=(seed or 0) * 1_000_003 + self._calls)
+            max_delay=self.max_delay, seed=(seed or 0) * 1_000_003 + self._calls,
+            breaker=self.breaker)
         text = resp.choices[0].message.content or ""
         usage = getattr(resp, "usage", None)
         in_tok = int(getattr(usage, "prompt_tokens", 0) or 0)

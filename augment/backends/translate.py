@@ -25,7 +25,8 @@ from importlib import metadata
 
 from ..errors import CandidateError, ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
-from .limits import RateLimiter, call_with_retries, estimate_tokens, redact
+from .limits import (ConnectionBreaker, RateLimiter, call_with_retries, connect_failure,
+                     estimate_tokens, redact)
 
 API_EXTRA = "pip install 'augtune[api]'"
 OFFLINE_EXTRA = "pip install 'augtune[offline]'"
@@ -163,6 +164,20 @@ _SERVER_FATAL = {"ERR_KEY_INVALID", "ERR_KEY_BLOCKED", "ERR_DAILY_REQ_LIMIT_EXCE
                  "ERR_DAILY_CHAR_LIMIT_EXCEEDED", "ERR_LANG_NOT_SUPPORTED"}
 
 
+def _could_not_connect(e: Exception) -> bool:
+    """requests' error for a connection never made (refused, unknown host, TLS), as opposed to
+    a timeout or a connection dropped mid-answer (that server is there)."""
+    import requests
+    if isinstance(e, requests.exceptions.SSLError):
+        return True
+    if not isinstance(e, requests.exceptions.ConnectionError) or \
+            isinstance(e, requests.exceptions.Timeout):
+        return False
+    from urllib3.exceptions import NewConnectionError
+    reason = getattr(e.args[0], "reason", None) if e.args else None
+    return isinstance(reason, NewConnectionError)
+
+
 def map_deep_translator_error(exc: Exception, provider: str, key_env: str | None,
                               secrets=()) -> Exception:
     """deep-translator's exception -> our Retryable/Candidate/FatalBackend error.
@@ -175,7 +190,8 @@ def map_deep_translator_error(exc: Exception, provider: str, key_env: str | None
     name = type(exc).__name__
     if isinstance(exc, _TransportError):
         what = type(exc.original).__name__
-        return RetryableError(f"{who}: connection problem ({what})")
+        err = RetryableError(f"{who}: connection problem ({what})")
+        return connect_failure(err) if _could_not_connect(exc.original) else err
     if isinstance(exc, dx.TooManyRequests):
         return RetryableError(f"{who}: rate limited (HTTP 429)")
     if isinstance(exc, dx.RequestError):
@@ -251,6 +267,7 @@ class DeepTranslator:
                                   "LibreTranslate server, e.g. http://localhost:5000).")
             self.base_url = cfg.translate_base_url.rstrip("/") + "/"
             self.model = f"libretranslate@{self.base_url}"
+        self.breaker = ConnectionBreaker(self.base_url or f"translate_backend={provider}")
 
     def __repr__(self) -> str:  # never the key
         return f"DeepTranslator(provider={self.name!r}, timeout={self.timeout})"
@@ -311,7 +328,7 @@ class DeepTranslator:
     async def translate(self, text: str, source: str, target: str) -> str:
         out, retries = await call_with_retries(
             lambda: self._once(text, source, target), max_retries=self.max_retries,
-            base_delay=self.base_delay, seed=_seed(text, target))
+            base_delay=self.base_delay, seed=_seed(text, target), breaker=self.breaker)
         self.retries += retries
         return out
 

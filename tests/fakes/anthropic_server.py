@@ -45,8 +45,11 @@ Faults (strings; "ok" or None = normal answer):
   (no text at all), "echo" (every item is the source verbatim), "answer" (items answer the
   question instead of rephrasing it).
 
-Observation: `srv.requests` is a list of dicts {endpoint, method, path, headers, body} in
-arrival order; `srv.count(endpoint=None)` counts them; `srv.batches` maps batch id -> state.
+Observation: `srv.requests` is a list of dicts {endpoint, method, path, headers, body, fault} in
+arrival order (`fault`: what was injected, None for a normal answer); `srv.count(endpoint=None)`
+counts them; `srv.billed(endpoint)` lists the answered (billable) ones; `srv.paid_twice(endpoint)`
+counts billed answers to a request body that had already been answered; `srv.batches` maps
+batch id -> state.
 """
 
 from __future__ import annotations
@@ -256,6 +259,8 @@ class FakeAnthropicServer(FakeServerBase):
             return self._send_error(h, 404, f"no route for {method} {h.path}")
         fault = self._next_fault(endpoint, index, body)
         fault = None if fault in (None, "ok") else str(fault)
+        with self._lock:
+            self.requests[index]["fault"] = fault
         message = None
         if fault and ":" in fault:  # "400:temperature is deprecated" -> custom error message
             fault, message = fault.split(":", 1)
@@ -277,6 +282,22 @@ class FakeAnthropicServer(FakeServerBase):
             return handler(h, body, arg, fault)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test); nothing to answer
+
+    def billed(self, endpoint: str = "messages") -> list[dict]:
+        """Requests to `endpoint` that got a real answer (no HTTP or transport fault): what a
+        real API bills. Content faults are answers too (HTTP 200, tokens generated)."""
+        with self._lock:
+            return [r for r in self.requests if r["endpoint"] == endpoint
+                    and (r.get("fault") is None or r.get("fault") in CONTENT_FAULTS)]
+
+    def paid_twice(self, endpoint: str = "messages") -> int:
+        """How many billed answers repeat an identical request body answered before: the money
+        a client lost by asking again for something it had already been given."""
+        seen: dict[str, int] = {}
+        for r in self.billed(endpoint):
+            k = json.dumps(r["body"], sort_keys=True)
+            seen[k] = seen.get(k, 0) + 1
+        return sum(n - 1 for n in seen.values())
 
     # ---- responses -----------------------------------------------------------------------
     def _send_raw(self, h, status: int, data: bytes, headers: dict | None = None,

@@ -1,0 +1,133 @@
+"""Judge stored candidates: QC scores and verdicts for answers already in the cache.
+
+Why a step of its own: an API answer is paid for, so the build stores it the moment it arrives
+(`VariantCache.put_answer`) and judges it afterwards. Judging is local (an embedding model and
+rules, no API call), so it can be redone at any time: a build killed while the QC model loads
+loses no money, and the next build only judges what it finds unjudged. The same code rescores a
+whole cache when the QC rules or settings change (`rescore`, `augment.inspect --rescore`).
+
+Candidates of one request are always scored together, so the near-duplicate check sees the same
+group whether they are judged during the build or years later.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from .cache import VariantCache, qc_method
+
+
+def judge_rows(cache: VariantCache, checker, rows) -> tuple[int, int]:
+    """Score `rows` (the shape of `VariantCache.unjudged`) with `checker` under its mode and
+    store the verdicts and scores in one transaction. Returns (accepted, rejected)."""
+    if not rows:
+        return 0, 0
+    by_method: dict[str, list] = {}
+    for r in rows:
+        params = json.loads(r[5]) if r[5] else None
+        by_method.setdefault(qc_method(r[1], params), []).append(r)
+    verdicts = []
+    for method, items in by_method.items():
+        scores = checker.score_pairs([r[2] for r in items], [r[3] for r in items], method,
+                                     group_ids=[r[4] for r in items])
+        verdicts += [(r[0], s["is_valid"], s.get("reasons", []), s) for r, s in zip(items, scores)]
+    cache.set_verdicts(checker.config.mode, verdicts)
+    acc = sum(1 for v in verdicts if v[1])
+    return acc, len(verdicts) - acc
+
+
+def rescore(cache: VariantCache, checker, *, only_missing: bool = True, batch: int = 256,
+            stop: threading.Event | None = None, on_judged=None) -> int:
+    """Judge stored candidates under `checker.config.mode` without calling any API.
+
+    `only_missing=False` judges every candidate again (after a QC change) and stamps the
+    checker's fingerprint on the cache. `stop` ends early between batches; `on_judged(acc,
+    rej)` is told about each batch. Returns how many candidates were judged."""
+    mode = checker.config.mode
+    n, after = 0, ""
+    while True:
+        if stop is not None and stop.is_set():
+            return n  # unfinished: no fingerprint stamp
+        rows = cache.unjudged(mode, batch, after_key=after, only_missing=only_missing)
+        if not rows:
+            break
+        acc, rej = judge_rows(cache, checker, rows)
+        if on_judged is not None:
+            on_judged(acc, rej)
+        n += len(rows)
+        after = rows[-1][4]
+    if not only_missing or cache.qc_fingerprint(mode) is None:
+        cache.set_qc_fingerprint(mode, checker.fingerprint())
+    return n
+
+
+class JudgeThread:
+    """Judges what a running build stores, in a thread of its own, as answers accumulate.
+
+    It first judges the leftovers of earlier builds (stored, never judged: a kill before QC),
+    then the request keys handed to `add`, a batch at a time. The QC model loads here, on the
+    first batch, so the build's requests never wait for it. It has its own connection to the
+    cache (SQLite connections are not shared between threads); WAL lets the build's writer and
+    this thread take turns. `finish()` judges everything left and returns; `abort()` stops
+    after the current batch (what is left stays unjudged and is judged by the next build).
+    A judging error (a missing QC model) is kept in `error` and stops the thread.
+    """
+
+    def __init__(self, cache_path: str, checker, *, batch: int = 64, on_judged=None):
+        self.cache_path = str(cache_path)
+        self.checker = checker
+        self.batch = batch
+        self.on_judged = on_judged
+        self.error: BaseException | None = None
+        self.judged = 0
+        self._keys: list[str] = []
+        self._cond = threading.Condition()
+        self._finishing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="augtune-judge", daemon=True)
+
+    def start(self) -> "JudgeThread":
+        self._thread.start()
+        return self
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            self._keys.append(key)
+            self._cond.notify()
+
+    def finish(self) -> None:
+        """Judge everything stored so far, then end (blocks)."""
+        with self._cond:
+            self._finishing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def abort(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify()
+        self._thread.join()
+
+    def _count(self, acc: int, rej: int) -> None:
+        self.judged += acc + rej
+        if self.on_judged is not None:
+            self.on_judged(acc, rej)
+
+    def _run(self) -> None:
+        cache = VariantCache(self.cache_path)
+        try:
+            rescore(cache, self.checker, batch=256, stop=self._stop, on_judged=self._count)
+            while not self._stop.is_set():
+                with self._cond:
+                    while not self._keys and not self._finishing and not self._stop.is_set():
+                        self._cond.wait()
+                    keys, self._keys = self._keys[:self.batch], self._keys[self.batch:]
+                    if not keys and (self._finishing or self._stop.is_set()):
+                        break
+                rows = cache.unjudged_of(self.checker.config.mode, keys)
+                self._count(*judge_rows(cache, self.checker, rows))
+        except BaseException as exc:  # noqa: BLE001 - handed to the build, which raises it
+            self.error = exc
+        finally:
+            cache.close()

@@ -1,0 +1,159 @@
+"""Never pay twice: SIGKILLs of REAL builds (anthropic SDK -> fake Messages API, real methods,
+real QC model loading lazily), then a resume, counted on the fake server's own request log.
+
+test_build.py's SIGKILL test uses a slow local method and a stand-in checker, so it cannot see
+what a kill costs when answers wait for the QC model. Here the build runs in a subprocess
+(`tests/build_helpers.py api ...`) exactly as `python -m augment.build` would, and the server
+counts every identical request body it answered twice: money paid twice. At most the requests
+in flight at a kill (`max_concurrency` = 8) may be paid twice; in batch mode, nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_env
+from tests.fakes import FakeAnthropicServer
+
+pytestmark = pytest.mark.reliability
+
+HELPER = ROOT / "tests" / "build_helpers.py"
+CONCURRENCY = 8  # build_helpers.api_cfg
+
+
+def _counts(cache) -> tuple[int, int, int]:
+    """(requests stored as done, candidates stored, candidates judged under qc=project)."""
+    if not os.path.exists(cache):
+        return 0, 0, 0
+    con = sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=10)
+    try:
+        done = con.execute("SELECT count(*) FROM requests WHERE status='done'").fetchone()[0]
+        stored, judged = con.execute(
+            "SELECT count(*), count(accepted_project) FROM variants").fetchone()
+        return done, stored, judged
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0, 0, 0
+    finally:
+        con.close()
+
+
+def _start(cache, n_rows, env, *extra):
+    return subprocess.Popen([sys.executable, str(HELPER), "api", str(cache), str(n_rows), *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait(cond, proc, what, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+    return True
+
+
+def _kill(proc) -> bool:
+    """SIGKILL; False if the build had already finished."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    return proc.returncode == -signal.SIGKILL
+
+
+def _final(cache, n_rows, env, *extra):
+    res = subprocess.run([sys.executable, str(HELPER), "api", str(cache), str(n_rows), *extra],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_sigkills_of_a_real_build_pay_at_most_the_requests_in_flight(tmp_path):
+    n_rows = 40
+    cache = tmp_path / "c.sqlite"
+    rng = random.Random(20261201)
+    kills, during_qc_load = 0, None
+    # 25% transient faults (retried inside the build); none is billed, so every billed
+    # duplicate is an answer the client had and lost.
+    with FakeAnthropicServer(fault_rates={"429": 0.1, "500": 0.08, "529": 0.07}, latency=0.4,
+                             retry_after="0.1", seed=5) as srv:
+        env = run_env(ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="sk-ant-fake")
+        for k in range(5):
+            asked = len(srv.requests)
+            proc = _start(cache, n_rows, env)
+            if k == 0:
+                # The first answers are in the cache while the QC model is still loading:
+                # kill exactly then (old code stored nothing before QC had scored).
+                _wait(lambda: _counts(cache)[1] > 0, proc, "an answer stored before QC")
+                done, stored, judged = _counts(cache)
+                during_qc_load = (stored, judged)
+            else:
+                # 1-3 s after the build's first request reached the server (or, once every
+                # answer is stored, 1-3 s into judging them)
+                if _wait(lambda: len(srv.requests) > asked or _counts(cache)[0] == n_rows, proc,
+                         "a request"):
+                    time.sleep(rng.uniform(1.0, 3.0))
+            kills += _kill(proc)
+        billed_before_final = len(srv.billed())
+        final = _final(cache, n_rows, env)
+        paid_twice = srv.paid_twice()
+        billed = len(srv.billed())
+    assert kills == 5, "a build finished before its kill; the test proved less than it says"
+    assert during_qc_load[0] > 0 and during_qc_load[1] == 0, during_qc_load
+    done, stored, judged = _counts(cache)
+    assert done == n_rows and stored == judged == 3 * n_rows  # all stored, all judged
+    assert billed >= n_rows and billed_before_final > 0
+    # The promise: a kill loses at most the requests in flight.
+    assert paid_twice <= CONCURRENCY * kills, (paid_twice, billed, final.stderr[-2000:])
+    con = sqlite3.connect(cache)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # no unjudged candidate ever reaches training
+    from augment.cache import VariantCache
+    from augment.types import Row
+    from tests.build_helpers import api_prompts
+    rows = [Row(f"r{i}", p, "a") for i, p in enumerate(api_prompts(n_rows))]
+    table = VariantCache(cache, readonly=True).load_table(rows, ["paraphrase"], "project")
+    assert len(table) == int(con.execute(
+        "SELECT count(*) FROM variants WHERE accepted_project = 1").fetchone()[0]) > 0
+
+
+def test_sigkill_between_batch_end_and_result_storage_pays_nothing_twice(tmp_path):
+    n_rows = 24
+    cache = tmp_path / "c.sqlite"
+    state = tmp_path / "c.sqlite.anthropic-batch.json"
+    with FakeAnthropicServer(batch_polls=1) as srv:
+        env = run_env(ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="sk-ant-fake")
+        # kill 1: while the batch is processing (the id is recorded, nothing answered yet)
+        proc = _start(cache, n_rows, env, "batches")
+        _wait(lambda: srv.count("batch_retrieve") >= 1, proc, "a poll")
+        assert _kill(proc) and state.exists()
+        # kills 2 and 3: the moment the server has served the results (before or while the
+        # client stores them), then 0.3 s after (old code: the id already deleted, the results
+        # waiting for the QC model)
+        for delay in (0.0, 0.3):
+            served = srv.count("batch_results")
+            proc = _start(cache, n_rows, env, "batches")
+            _wait(lambda: srv.count("batch_results") > served, proc, "results served")
+            time.sleep(delay)
+            killed = _kill(proc)
+            stored_at_kill = _counts(cache)[0]
+            # the id is forgotten only once every result is stored
+            assert state.exists() or stored_at_kill == n_rows, (delay, stored_at_kill)
+            assert killed or stored_at_kill == n_rows
+        _final(cache, n_rows, env, "batches")
+        creates = [r for r in srv.requests if r["endpoint"] == "batch_create"]
+        assert srv.count("messages") == 0
+    assert len(creates) == 1, "the batch was submitted (and paid for) again"
+    assert len(creates[0]["body"]["requests"]) == n_rows
+    done, stored, judged = _counts(cache)
+    assert done == n_rows and stored == judged == 3 * n_rows
+    assert not state.exists()
