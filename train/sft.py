@@ -113,7 +113,8 @@ def main(argv):
             if report.failed:  # say what training goes without, then stop unless allowed
                 n = rows_without_variants_by_failure(VariantCache(aug_cfg.augment_cache),
                                                      units.rows, run_request_keys(built_cfg, units.rows))
-                say(f"augtune: {n} of {len(units.rows)} train prompts have no variant from a method "
+                what = "train rows" if len(units.rows) == len(split.train) else "user turns"
+                say(f"augtune: {n} of {len(units.rows)} {what} have no variant from a method "
                     f"whose request failed ({report.failed} failed requests; reasons above)")
                 if not aug_cfg.allow_failures:
                     raise AugtuneError(f"{report.failed} augmentation requests failed (reasons above); "
