@@ -37,12 +37,13 @@ def parse(argv):
     from trl import ModelConfig, SFTConfig
     data_cfg, aug_cfg, sft_cfg, model_cfg = parse_config(
         argv, (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
-    # On-the-fly collation: TRL must neither prepare nor prune the dataset (STACK.md); our
-    # collator truncates to max_length.
+    # Every TRL option that touches data, batching or the loss is kept or refused here, with one
+    # line (train/trl_options.py). On-the-fly collation: TRL must neither prepare nor prune the
+    # dataset (TRL 1.16 needs both settings); our collator truncates to max_length.
+    from train.trl_options import check_sft_config
+    check_sft_config(sft_cfg)
     sft_cfg.dataset_kwargs = {**(sft_cfg.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sft_cfg.remove_unused_columns = False
-    if sft_cfg.padding_free:
-        raise ConfigError("padding_free=True cannot be combined with augtune's collator; remove it.")
     if aug_cfg.augment_seed is None:
         aug_cfg.augment_seed = sft_cfg.seed
     return data_cfg, aug_cfg, sft_cfg, model_cfg
@@ -149,7 +150,10 @@ def main(argv):
     path = resolve_model_path(model_cfg.model_name_or_path)
     tokenizer = load_tokenizer(path)
     model = load_model(path, model_cfg, sft_cfg)
-    collator = IndexedCollator(train_source, AugmentingCollator(tokenizer, max_length=sft_cfg.max_length))
+    collator = IndexedCollator(train_source, AugmentingCollator(
+        tokenizer, max_length=sft_cfg.max_length, pad_to_multiple_of=sft_cfg.pad_to_multiple_of,
+        padding_free=sft_cfg.padding_free, completion_only_loss=sft_cfg.completion_only_loss,
+        assistant_only_loss=sft_cfg.assistant_only_loss))
 
     def as_eval(rows):
         return Dataset.from_dict({"prompt": [r.prompt for r in rows],
@@ -201,6 +205,7 @@ class IndexedCollator:
 
     def __init__(self, source, collator):
         self.source, self.collator = source, collator
+        self.padding_free = getattr(collator, "padding_free", False)
 
     def __call__(self, features):
         items = [self.source[f["index"]] if "index" in f else
