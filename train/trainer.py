@@ -176,7 +176,8 @@ class AugmentedSFTTrainer(SFTTrainer):
         for k, name in enumerate(METHOD_NAMES):
             if acc[k + 1, 1] > 0:
                 out[f"loss_{name}"] = acc[k + 1, 0].item() / acc[k + 1, 1].item()
-        return {k: round(v, 6) for k, v in out.items() if math.isfinite(v)}
+        # 6 significant digits, not places: DFT losses are ~1e-4 and would lose their precision
+        return {k: float(f"{v:.6g}") for k, v in out.items() if math.isfinite(v)}
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
