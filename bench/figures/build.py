@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import (entry, perf, rnd)
+from bench.harness import entry, perf, rnd
 
 
 def fig_build_throughput_vs_limit(S) -> dict:

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from bench.harness import (CACHE_DIR, entry, interleaved, med, perf, rnd)
+from bench.harness import CACHE_DIR, entry, interleaved, med, perf, rnd
 
 
 _SYNTH_VERSION = 1

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
-from bench.harness import (demo_rows, entry, interleaved, med, rnd, smollm2_tokenizer, timed)
+from bench.harness import demo_rows, entry, interleaved, med, rnd, smollm2_tokenizer
 
 
 def fig_collator_overhead(S) -> dict:

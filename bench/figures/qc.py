@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
-from bench.harness import (ROOT, demo_rows, entry, interleaved, med, perf, rnd, timed)
+from bench.harness import ROOT, demo_rows, entry, interleaved, med, perf, rnd, timed
 
 
 FRAMES = ("Could you tell me: {s}", "Quick question: {s}", "I would like to know: {s}",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 import tracemalloc
-from pathlib import Path
 
-from bench.harness import (entry, interleaved, med, perf, rnd)
+from bench.harness import entry, interleaved, med, perf, rnd
 
 
 def fig_sampler_plan_vs_permutation(S) -> dict:

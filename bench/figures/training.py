@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import (ROOT, child_env, entry, loadavg, machine, perf, rnd, timed, tiny_model_dir)
+from bench.harness import ROOT, child_env, entry, loadavg, perf, rnd, tiny_model_dir
 
 
 def sft_child(out_json: str, argv: list[str]) -> None:
