@@ -115,11 +115,3 @@ def check_sft_config(cfg) -> None:
         if opt.refused_if is not None and opt.refused_if(cfg):
             raise ConfigError(opt.message)
 
-
-def markdown_table() -> str:
-    """The README's table of what augtune keeps of TRL and what it refuses."""
-    rows = ["| TRL option | augtune | how |", "|---|---|---|"]
-    for o in OPTIONS:
-        how = o.how if o.verdict != "refused" else (o.message if not o.how else f"{o.how}; other values: {o.message}")
-        rows.append(f"| `{o.field}` | {o.verdict} | {how} |")
-    return "\n".join(rows)
