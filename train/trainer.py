@@ -37,8 +37,14 @@ class AugmentedSFTTrainer(SFTTrainer):
     - `aug_fraction`: augmented examples / all examples trained on in the window
     - `aug_similarity_mean`: mean QC similarity of the augmented examples in the window
 
-    Every evaluation reports `eval_loss` (original eval prompts) and, when held-out paraphrases
-    are given, `eval_paraphrase_loss` and `eval_paraphrase_gap` (= paraphrase - original).
+    plus TRL's own `mean_token_accuracy`, `entropy` and `num_tokens`. Every evaluation reports
+    `eval_loss` (original eval prompts) and, when held-out paraphrases are given,
+    `eval_paraphrase_loss` and `eval_paraphrase_gap` (= paraphrase - original); TRL's eval
+    metrics carry the evaluation's prefix (`eval_entropy`, `eval_paraphrase_entropy`).
+
+    `args.padding_free=True` is honoured by the collator (AugmentingCollator(padding_free=True)
+    flattens each batch); it is hidden from TRL's constructor, which refuses custom collators
+    with it, and restored afterwards.
     """
 
     def __init__(self, *args, ratio_sampler=None, paraphrase_eval_dataset=None, **kwargs):
