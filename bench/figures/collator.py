@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from bench.figures.qc import FRAMES
 from bench.harness import demo_rows, entry, interleaved, med, rnd, smollm2_tokenizer
 
 
