@@ -16,9 +16,19 @@ substitution (no trimming or rewriting), prompt and response are tokenised from 
 without re-rendering jinja per example. Without a chat template the format is
 `prompt + "\\n\\n"` (after BOS when the tokenizer adds one) then `completion + EOS`.
 
-Labels are -100 on the prompt and on padding, the token ids on the response.
+Labels are -100 on the prompt and on padding, the token ids on the response (TRL's default for
+prompt-completion data). `completion_only_loss=False` trains on the prompt too, as in TRL;
+`assistant_only_loss=True` keeps only the assistant turn (the response), which for a
+prompt/completion pair rendered with a chat template is exactly the default masking.
 
-Truncation policy (L = max_length, k = min_completion_tokens, default min(32, L // 2), P/C =
+Padding-free (`padding_free=True`, TRL's option of the same name): the batch is ONE flattened row
+with `position_ids` restarting at 0 for each example and no `attention_mask`, made by TRL's own
+`DataCollatorForLanguageModeling(padding_free=True)` (which also sets each example's first label
+to -100 and adds `cu_seq_lens_*`/`max_length_*`/`seq_idx` for varlen kernels). transformers 5
+builds the block-diagonal mask from `position_ids` for sdpa and eager attention too, so the loss
+equals the padded batch's; with flash attention it is TRL's fastest path.
+
+Truncation policy (`max_length=None`: nothing is cut; L = max_length, k = min_completion_tokens, default min(32, L // 2), P/C =
 prompt/response lengths, the response including its end-of-turn/EOS token):
   1. P + C <= L: nothing is cut.
   2. else if P <= L - min(C, k): the whole prompt stays and the response loses its tail.
@@ -105,26 +115,35 @@ class _LRU:
 class AugmentingCollator:
     """Example dicts (`AugmentedDataset` items) -> padded batch with masked labels and tags."""
 
-    def __init__(self, tokenizer, max_length: int, *, min_completion_tokens: int | None = None,
+    def __init__(self, tokenizer, max_length: int | None, *, min_completion_tokens: int | None = None,
                  use_chat_template: bool | None = None, cache_size: int = 65536,
                  pad_to_multiple_of: int | None = None, pad_collator=None,
-                 loss_turns: str = "all"):
+                 padding_free: bool = False, completion_only_loss: bool | None = None,
+                 assistant_only_loss: bool = False, loss_turns: str = "all"):
         try:
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
         except ImportError as err:  # pragma: no cover - trl is a core dependency
             raise ImportError("AugmentingCollator needs trl: pip install augtune") from err
-        if max_length < 2:
+        if max_length is not None and max_length < 2:
             raise AugtuneError(f"max_length={max_length} is too small to hold a prompt and a "
                                "response; use e.g. 512.")
-        if min_completion_tokens is None:  # enough of an answer to be worth a gradient
-            min_completion_tokens = max(1, min(32, max_length // 2))
-        if not 1 <= min_completion_tokens < max_length:
-            raise AugtuneError(f"min_completion_tokens={min_completion_tokens} must be in "
-                               f"[1, max_length={max_length}).")
-        self.tokenizer, self.max_length = tokenizer, int(max_length)
+        if max_length is None:  # TRL's meaning: no truncation
+            min_completion_tokens = 1 if min_completion_tokens is None else min_completion_tokens
+        else:
+            if min_completion_tokens is None:  # enough of an answer to be worth a gradient
+                min_completion_tokens = max(1, min(32, max_length // 2))
+            if not 1 <= min_completion_tokens < max_length:
+                raise AugtuneError(f"min_completion_tokens={min_completion_tokens} must be in "
+                                   f"[1, max_length={max_length}).")
+        self.tokenizer = tokenizer
+        self.max_length = None if max_length is None else int(max_length)
         self.loss_turns = loss_turns  # conversation rows: which assistant turns carry labels
         self._conversations = None    # ConversationEncoder, made on the first conversation
         self.min_completion_tokens = int(min_completion_tokens)
+        self.padding_free = bool(padding_free)
+        # Prompt tokens get no loss unless TRL's completion_only_loss is explicitly False; with
+        # assistant_only_loss the response (the assistant turn) is all that trains either way.
+        self.mask_prompt = completion_only_loss is not False or bool(assistant_only_loss)
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             # Padding positions are masked (attention 0, label -100): their id never matters.
@@ -133,10 +152,15 @@ class AugmentingCollator:
             raise AugtuneError("AugmentingCollator: the tokenizer has neither a pad nor an eos "
                                "token; set tokenizer.pad_token.")
         self.pad_collator = pad_collator or DataCollatorForLanguageModeling(
-            pad_token_id=int(pad_id), pad_to_multiple_of=pad_to_multiple_of)
+            pad_token_id=int(pad_id), pad_to_multiple_of=pad_to_multiple_of,
+            padding_free=self.padding_free)
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.use_chat_template = use_chat_template
+        if assistant_only_loss and not use_chat_template:
+            raise AugtuneError("assistant_only_loss=True needs a chat template (the assistant turn "
+                               "is what it renders); give the tokenizer a chat_template or drop "
+                               "assistant_only_loss.")
         self._prompt_cache, self._completion_cache = _LRU(cache_size), _LRU(cache_size)
         self.stats = {"examples": 0, "completion_truncated": 0, "prompt_truncated": 0}
         self._fast = True  # chat template renders by plain substitution (see _probe_template)
@@ -274,7 +298,7 @@ class AugmentingCollator:
             if len(eos):
                 c = np.concatenate([c, eos])
             flag = 0
-            if len(p) + len(c) > L:
+            if L is not None and len(p) + len(c) > L:
                 keep_c = min(len(c), k)
                 if len(p) <= L - keep_c:
                     c, flag = c[:L - len(p)], 1
@@ -282,7 +306,8 @@ class AugmentingCollator:
                     p, c, flag = p[len(p) - (L - keep_c):], c[:keep_c], 2
             ids = np.concatenate([p, c]).astype(np.int64)
             labels = ids.copy()
-            labels[:len(p)] = -100
+            if self.mask_prompt:
+                labels[:len(p)] = -100
             feats.append({"input_ids": ids, "labels": labels})
             flags.append(flag)
         self.stats["examples"] += len(flags)

@@ -49,3 +49,24 @@ def test_unknown_figure_is_refused():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--only", "nope"],
                           cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown figure" in proc.stderr
+
+
+def test_trl_comparison_and_padding_free_figures_at_smoke_sizes(tmp_path):
+    """The figures against plain TRL and padded batches run their child processes and report
+    per-side measurements (numbers at smoke sizes mean nothing; bench/results.json has real ones)."""
+    out = tmp_path / "results.json"
+    figures = ["peak_memory_vs_trl", "step_time_vs_trl", "padding_free_tokens_per_s"]
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only",
+                           ",".join(figures), "--out", str(out)], cwd=ROOT, env=run_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for name in figures:
+        assert set(res[name]) == KEYS, name
+        assert "error" not in res[name]["details"], res[name]["details"].get("error")
+        assert res[name]["value"] > 0
+    mem = res["peak_memory_vs_trl"]["details"]
+    assert all(x > 0 for x in mem["trl_step_peak_mib"] + mem["augtune_step_peak_mib"])
+    assert res["peak_memory_vs_trl"]["value"] == max(mem["ratios"])
+    pf = res["padding_free_tokens_per_s"]["details"]
+    assert 0 < pf["padded_batch_fill"][0] < 1  # demo lengths differ: padded batches carry padding

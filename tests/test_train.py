@@ -39,6 +39,9 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     keys = set().union(*hist)
     assert set(METRICS) <= keys, set(METRICS) - keys
     assert {"eval_loss", "eval_paraphrase_loss", "eval_paraphrase_gap"} <= keys
+    # TRL's own metrics, from TRL's compute_loss, beside ours (train, eval and paraphrase eval)
+    assert {"mean_token_accuracy", "entropy", "num_tokens", "eval_mean_token_accuracy",
+            "eval_entropy", "eval_paraphrase_mean_token_accuracy", "eval_paraphrase_entropy"} <= keys
     summary = json.loads((out / "augmentation_summary.json").read_text())
     e0 = summary["epochs"][0]
     assert e0["augmented"] == 2 * e0["original"]          # 1:2 exactly, expand mode
@@ -52,6 +55,20 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     fr = [h["aug_fraction"] for h in hist if "aug_fraction" in h]
     assert all(0 < f < 1 for f in fr)
     assert "augtune: done" in proc.stdout and "eval_paraphrase_loss" in proc.stdout
+
+
+def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_path):
+    out = tmp_path / "pf"
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--padding_free", "true", "--loss_type", "dft"),
+                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    train = [h for h in hist if "loss" in h]
+    assert train and all({"loss_original", "loss_templates", "mean_token_accuracy"} <= set(h) for h in train)
+    assert all(h["loss"] < 0.1 for h in train)  # DFT: -log p * p, tiny for a random model
+    cfg = (out / "augtune_config.yaml").read_text()
+    assert "padding_free: true" in cfg and "loss_type: dft" in cfg
 
 
 def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, tmp_path):

@@ -37,12 +37,13 @@ def parse(argv):
     from trl import ModelConfig, SFTConfig
     data_cfg, aug_cfg, sft_cfg, model_cfg = parse_config(
         argv, (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
-    # On-the-fly collation: TRL must neither prepare nor prune the dataset (STACK.md); our
-    # collator truncates to max_length.
+    # Every TRL option that touches data, batching or the loss is kept or refused here, with one
+    # line (train/trl_options.py). On-the-fly collation: TRL must neither prepare nor prune the
+    # dataset (TRL 1.16 needs both settings); our collator truncates to max_length.
+    from train.trl_options import check_sft_config
+    check_sft_config(sft_cfg)
     sft_cfg.dataset_kwargs = {**(sft_cfg.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sft_cfg.remove_unused_columns = False
-    if sft_cfg.padding_free:
-        raise ConfigError("padding_free=True cannot be combined with augtune's collator; remove it.")
     if aug_cfg.augment_seed is None:
         aug_cfg.augment_seed = sft_cfg.seed
     return data_cfg, aug_cfg, sft_cfg, model_cfg
@@ -172,7 +173,9 @@ def main(argv):
     tokenizer = load_tokenizer(path)
     model = load_model(path, model_cfg, sft_cfg)
     collator = IndexedCollator(train_source, AugmentingCollator(
-        tokenizer, max_length=sft_cfg.max_length, loss_turns=aug_cfg.loss_turns))
+        tokenizer, max_length=sft_cfg.max_length, pad_to_multiple_of=sft_cfg.pad_to_multiple_of,
+        padding_free=sft_cfg.padding_free, completion_only_loss=sft_cfg.completion_only_loss,
+        assistant_only_loss=sft_cfg.assistant_only_loss, loss_turns=aug_cfg.loss_turns))
 
     def as_eval(rows):
         if not rows:
@@ -229,6 +232,7 @@ class IndexedCollator:
 
     def __init__(self, source, collator):
         self.source, self.collator = source, collator
+        self.padding_free = getattr(collator, "padding_free", False)
 
     def __call__(self, features):
         items = [self.source[f["index"]] if "index" in f else
@@ -302,7 +306,8 @@ def print_outro(out: Path, trainer, summary: dict, pngs: list, seconds: float) -
     lines += [
         "  adapter_model.safetensors   the LoRA adapter (load with peft.PeftModel.from_pretrained)",
         "  trainer_state.json          log_history: loss, loss_original, loss_augmented, loss_<method>,",
-        "                              aug_fraction, aug_similarity_mean, eval_loss, eval_paraphrase_loss",
+        "                              aug_fraction, aug_similarity_mean, mean_token_accuracy, entropy,",
+        "                              eval_loss, eval_paraphrase_loss",
         "  augmentation_summary.json   variants per method (accepted/rejected/failed), counts per epoch",
         "  augtune_config.yaml         the resolved config of this run (no secrets)",
     ] + [f"  {p.name:<27} plot" for p in pngs]

@@ -1,9 +1,17 @@
 """`AugmentedSFTTrainer`: TRL's SFTTrainer with the ratio sampler and per-source losses.
 
-Why a subclass and not callbacks: the per-source losses must come from the SAME forward pass as
-the training loss (a second pass would double the cost), and they must be logged through
-`Trainer.log` so TensorBoard / W&B see them (a callback writing into `logs` in `on_log` only
-reaches `log_history`, see ../shared/STACK.md).
+The loss is TRL's own: `compute_loss` pops the collator's `aug_*` tags and calls
+`SFTTrainer.compute_loss`, so `loss_type` (nll, dft), label smoothing, `compute_loss_func`, the
+MoE aux loss, TRL's fused LM head (per-token log-probs computed in chunks, never the
+batch x length x vocabulary logits) and TRL's metrics (`mean_token_accuracy`, `entropy`,
+`num_tokens`) are whatever TRL does. The per-source losses are read from the SAME forward pass:
+a forward hook on the model, held only during the call, keeps the fused output (`log_probs`,
+`label_mask`) that TRL computes anyway; no second pass, no logits, no restated loss formula
+beyond DFT's one-line token weight.
+
+Why a subclass and not callbacks: the per-source losses must come from that forward pass, and
+they must be logged through `Trainer.log` so TensorBoard / W&B see them (a callback writing into
+`logs` in `on_log` only reaches `log_history`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 from trl import SFTTrainer
 
 from augment.types import METHOD_NAMES
@@ -30,12 +37,33 @@ class AugmentedSFTTrainer(SFTTrainer):
     - `aug_fraction`: augmented examples / all examples trained on in the window
     - `aug_similarity_mean`: mean QC similarity of the augmented examples in the window
 
-    Every evaluation reports `eval_loss` (original eval prompts) and, when held-out paraphrases
-    are given, `eval_paraphrase_loss` and `eval_paraphrase_gap` (= paraphrase - original).
+    plus TRL's own `mean_token_accuracy`, `entropy` and `num_tokens`. Every evaluation reports
+    `eval_loss` (original eval prompts) and, when held-out paraphrases are given,
+    `eval_paraphrase_loss` and `eval_paraphrase_gap` (= paraphrase - original); TRL's eval
+    metrics carry the evaluation's prefix (`eval_entropy`, `eval_paraphrase_entropy`).
+
+    `args.padding_free=True` is honoured by the collator (AugmentingCollator(padding_free=True)
+    flattens each batch); it is hidden from TRL's constructor, which refuses custom collators
+    with it, and restored afterwards.
     """
 
     def __init__(self, *args, ratio_sampler=None, paraphrase_eval_dataset=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        sft_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        padding_free = bool(getattr(sft_args, "padding_free", False))
+        if padding_free:
+            # TRL refuses padding_free with a custom collator (and insists on packing to enforce
+            # max_length); ours flattens the batch itself and truncates, so TRL must not see it.
+            collator = kwargs.get("data_collator", args[2] if len(args) > 2 else None)
+            if not getattr(collator, "padding_free", False):
+                raise ValueError("padding_free=True needs a collator that emits padding-free batches: "
+                                 "pass AugmentingCollator(..., padding_free=True).")
+            sft_args.padding_free = False
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if padding_free:
+                sft_args.padding_free = True  # what the saved config and the logs say
+        self._eval_prefix = "eval"
         self.ratio_sampler = ratio_sampler
         self.paraphrase_eval_dataset = paraphrase_eval_dataset
         # [loss_sum, tokens, examples, similarity_sum, similarity_count] per source slot, on the model's device.
@@ -77,43 +105,58 @@ class AugmentedSFTTrainer(SFTTrainer):
             self._trace.write(json.dumps({"step": self.state.global_step,
                                          "index": index.tolist()}) + "\n")
             self._trace.flush()
-        similarity = tags.get("aug_similarity")
-        labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
-        logits = outputs.logits
-        # Shift the labels, not the logits: slicing logits[:, :-1] would copy a
-        # batch x length x vocab tensor every step (measured ~45% of the loss's time).
-        targets = F.pad(labels[:, 1:], (0, 1), value=-100).to(logits.device)
-        mask = targets.ne(-100)
-        # Per-token loss once; the batch loss and every per-source loss are sums of it.
-        tok = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
-                              ignore_index=-100, reduction="none").view_as(targets)
-        per_ex_sum = (tok * mask).sum(dim=1)
-        per_ex_tok = mask.sum(dim=1)
-        total = per_ex_sum.sum()
-        if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
-            # Mirrors Trainer.compute_loss: normalised over the whole accumulated (and, with
-            # average_tokens_across_devices, global) batch, so no further GA division happens.
-            loss = total / num_items_in_batch
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                loss = loss * self.accelerator.num_processes
-        else:
-            loss = total / per_ex_tok.sum().clamp(min=1)
-        if model.training and source is not None:
-            with torch.no_grad():
-                slot = (source.to(per_ex_sum.device) + 1).long()
-                sim = similarity.to(per_ex_sum.device).double()
-                has_sim = torch.isfinite(sim)  # refusals carry NaN: no original to compare with
-                stats = torch.stack([per_ex_sum.detach().double(), per_ex_tok.double(),
-                                     torch.ones_like(sim), sim.nan_to_num(0.0),
-                                     has_sim.double()], dim=1)
-                self._aug_acc.index_add_(0, slot.to(self._aug_acc.device), stats.to(self._aug_acc.device))
-        return (loss, outputs) if return_outputs else loss
+        if not (model.training and source is not None):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        fused = []
+
+        def keep_fused_output(module, args, kwargs, output):
+            if kwargs.get("fused_lm_head"):
+                fused.append(output)
+
+        # Positions/rows as the collator made them, before TRL adds its own keys to `inputs`.
+        example_of_token = _example_of_token(inputs, len(source))
+        hook = model.register_forward_hook(keep_fused_output, with_kwargs=True)
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            hook.remove()
+        if fused:
+            self._accumulate_sources(fused[-1], example_of_token, source, tags.get("aug_similarity"))
+        return result
+
+    @torch.no_grad()
+    def _accumulate_sources(self, out, example_of_token, source, similarity) -> None:
+        """Per-example token loss sums from the fused head's per-token log-probs, added to this
+        logging window's per-source accumulators. The token loss is TRL's: -log p (nll), or
+        -log p * p (dft). With label smoothing or `compute_loss_func` TRL's loss comes from full
+        logits and these stay the plain token NLL of TRL's metrics pass."""
+        n = len(source)
+        width = example_of_token.size(1) - 1  # log_probs are shifted: position t scores token t+1
+        # Prompt-learning PEFT prepends virtual tokens: the caller's tokens are the last ones.
+        lp = out.log_probs.detach()[:, -width:].double()
+        mask = out.label_mask[:, -width:]
+        tok = -lp * lp.exp() if self.args.loss_type == "dft" else -lp
+        ex = example_of_token[:, 1:].to(mask.device)[mask]
+        per_ex_sum = torch.zeros(n, dtype=torch.float64, device=mask.device).index_add_(0, ex, tok[mask])
+        per_ex_tok = torch.zeros(n, dtype=torch.float64, device=mask.device).index_add_(
+            0, ex, torch.ones_like(tok[mask]))
+        slot = (source.to(mask.device) + 1).long()
+        sim = similarity.to(mask.device).double()
+        has_sim = torch.isfinite(sim)  # refusals carry NaN: no original to compare with
+        stats = torch.stack([per_ex_sum, per_ex_tok, torch.ones_like(sim), sim.nan_to_num(0.0),
+                             has_sim.double()], dim=1)
+        self._aug_acc.index_add_(0, slot.to(self._aug_acc.device), stats.to(self._aug_acc.device))
 
     # ----------------------------------------------------------------- logging
     def log(self, logs, start_time=None):
         if "loss" in logs and self.model.training:
             logs.update(self._aug_metrics())
+        if not self.model.training and self._eval_prefix != "eval" and self._metrics["eval"]:
+            # TRL names its eval metrics eval_<name> whatever the prefix; an evaluation under
+            # another prefix (held-out paraphrases) gets its own names, eval_paraphrase_entropy.
+            logs.update({f"{self._eval_prefix}_{k}": sum(v) / len(v)
+                         for k, v in self._metrics["eval"].items()})
+            self._metrics["eval"].clear()
         super().log(logs, start_time)
 
     def _aug_metrics(self) -> dict:
@@ -139,16 +182,38 @@ class AugmentedSFTTrainer(SFTTrainer):
         for k, name in enumerate(METHOD_NAMES):
             if acc[k + 1, 1] > 0:
                 out[f"loss_{name}"] = acc[k + 1, 0].item() / acc[k + 1, 1].item()
-        return {k: round(v, 6) for k, v in out.items() if math.isfinite(v)}
+        # 6 significant digits, not places: DFT losses are ~1e-4 and would lose their precision
+        return {k: float(f"{v:.6g}") for k, v in out.items() if math.isfinite(v)}
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._eval_prefix = metric_key_prefix
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._eval_prefix = "eval"
         if eval_dataset is None and metric_key_prefix == "eval" and self.paraphrase_eval_dataset is not None:
-            para = super().evaluate(self.paraphrase_eval_dataset, ignore_keys, "eval_paraphrase")
+            self._eval_prefix = "eval_paraphrase"
+            try:
+                para = super().evaluate(self.paraphrase_eval_dataset, ignore_keys, "eval_paraphrase")
+            finally:
+                self._eval_prefix = "eval"
             metrics.update(para)
             if "eval_loss" in metrics and "eval_paraphrase_loss" in para:
                 gap = {"eval_paraphrase_gap": para["eval_paraphrase_loss"] - metrics["eval_loss"]}
                 metrics.update(gap)
                 self.log(gap)
         return metrics
+
+
+def _example_of_token(inputs, n_examples: int) -> torch.Tensor:
+    """Example number of every token of the batch, shape (rows, length). Padded batches: the
+    row. Padding-free batches (one row, no attention_mask): a new example starts wherever
+    `position_ids` is 0, as in TRL's collator; padding that `pad_to_multiple_of` appends after
+    the last example also has position 0 but no labels, so it is clamped onto the last example
+    without changing any sum."""
+    ids = inputs["input_ids"]
+    if "attention_mask" not in inputs and "position_ids" in inputs and ids.size(0) == 1:
+        starts = inputs["position_ids"].eq(0).long()
+        return (starts.cumsum(dim=1) - 1).clamp(0, n_examples - 1)
+    return torch.arange(ids.size(0), device=ids.device)[:, None].expand_as(ids)
