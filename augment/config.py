@@ -192,7 +192,7 @@ class AugmentConfig:
     qc_check_answer: bool = run_field("check_answer")
     qc_check_injection: bool = run_field("check_injection")
     qc_judge: str = run_field("judge")
-    qc_judge_threshold: float = run_field("judge_threshold")
+    qc_judge_threshold: float | None = run_field("judge_threshold")
     qc_judge_band: list[float] = run_field("judge_band")
     qc_outputs_sim_min: float = run_field("outputs_sim_min")
     qc_bullets_min: int = run_field("bullets_min")

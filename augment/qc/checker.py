@@ -23,7 +23,7 @@ from .features import _Features, _features
 from .rules import (ENGLISH_ONLY, english_checks_on, norm, outputs_reasons, paraphrase_reasons,
                     refusal_reasons, sim_reason)
 from .settings import METHODS, PARAPHRASE_LIKE, SEED_SIM_MAX, SEED_SIM_MIN, QualityConfig
-from .words import _WORD
+from .words import _STOPWORDS, _WORD
 
 _HERE = Path(__file__).resolve().parent
 #: Modules whose code decides a verdict. Their tokens (comments and blank lines dropped, so a
@@ -177,7 +177,9 @@ class QualityChecker:
         if not idx:
             return
         pairs = [(originals[i], augmenteds[i]) for i in idx]
-        verdicts = self.judge.judge(pairs, emb, feats)
+        tokens = _embed.token_vectors(self.model, [t for p in pairs for t in p],
+                                      self.config.batch_size, skip=_STOPWORDS)
+        verdicts = self.judge.judge(pairs, emb, feats, tokens)
         for i, v in zip(idx, verdicts):
             results[i]["judge_p_changed"] = v["p_changed"]
             if v.get("reason"):
@@ -227,11 +229,18 @@ class QualityChecker:
         return [r["reasons"] for r in res]
 
 
-def make_checker(run_cfg: Any, *, mode: str | None = None, model: Any = None) -> QualityChecker:
+def make_checker(run_cfg: Any, *, mode: str | None = None, model: Any = None,
+                 verdict_store: Any = None) -> QualityChecker:
     """The checker for a run: `run_cfg` (an `AugmentConfig`) is taken whole; `mode` overrides
-    `run_cfg.qc` (to judge a cache under every mode with the run's other settings)."""
+    `run_cfg.qc` (to judge a cache under every mode with the run's other settings).
+    `verdict_store` (qc_judge=llm): where LLM verdicts are kept between runs (`get`/`put`)."""
     override = {"mode": mode} if mode else {}
-    return QualityChecker(QualityConfig.from_run(run_cfg, **override), model=model)
+    cfg = QualityConfig.from_run(run_cfg, **override)
+    judge = None
+    if cfg.judge == "llm" and cfg.mode == "project":
+        from .judges import make_judge
+        judge = make_judge(cfg, run_cfg, verdict_store)
+    return QualityChecker(cfg, model=model, judge=judge)
 
 
 def qc_method(method: str, params: dict | None = None) -> str:

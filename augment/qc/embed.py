@@ -120,3 +120,30 @@ def embed(model, texts: Sequence[str], batch_size: int = 64) -> tuple[dict[str, 
         v = row[t] if len(parts) == 1 else np.mean([row[p] for p in parts], axis=0)
         out[t] = v / (np.linalg.norm(v) or 1.0)
     return out, long_texts
+
+
+def token_vectors(model, texts: Sequence[str], batch_size: int = 64,
+                  skip: frozenset = frozenset()) -> dict[str, np.ndarray]:
+    """Unit contextual vectors of each text's content word pieces (special tokens,
+    punctuation and the words in `skip` dropped), from ONE ``encode`` call.
+
+    Why: what a request asks for sits in a few words ("for beginners", "in 3 sentences");
+    aligning the original's pieces with the candidate's shows which have no counterpart,
+    which the pooled sentence vector averages away."""
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return {}
+    outs = model.encode(distinct, output_value="token_embeddings", batch_size=batch_size,
+                        convert_to_numpy=False, show_progress_bar=False)
+    tok = model.tokenizer
+    res = {}
+    for t, te in zip(distinct, outs):
+        te = te.detach().cpu().numpy() if hasattr(te, "detach") else np.asarray(te)
+        ids = tok(t, truncation=True, max_length=te.shape[0])["input_ids"][: te.shape[0]]
+        pieces = tok.convert_ids_to_tokens(ids)
+        keep = [i for i, p in enumerate(pieces)
+                if p not in tok.all_special_tokens
+                and (p.startswith("##") or (p.isalnum() and p not in skip))]
+        v = te[keep] if keep else np.zeros((0, te.shape[1]), dtype=np.float32)
+        res[t] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+    return res

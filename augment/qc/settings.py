@@ -95,15 +95,16 @@ class QualityConfig:
                 "not obey it."})
 
     # the judge of instruction-level changes (augment/qc/judges.py)
-    judge: str = field(default="none", metadata={
+    judge: str = field(default="head", metadata={
         "help": f"second opinion on requests that pass the rules, one of {JUDGES}: 'head' = the "
                 "offline classifier shipped in augment/qc/judge_head.npz (MiniLM features of "
                 "original and candidate; trained only on augtune's own generated pairs); 'llm' "
                 "= 'head' plus the configured LLM backend for candidates in the borderline band; "
                 "'none' = rules only."})
-    judge_threshold: float = field(default=0.5, metadata={
+    judge_threshold: float | None = field(default=None, metadata={
         "help": "reject a request's variant when the judge's probability that the request "
-                "changed is >= this."})
+                "changed is >= this. Unset: the head's own threshold, chosen when it was "
+                "trained (it keeps 95% of held-out generated faithful rewrites)."})
     judge_band: list[float] = field(default_factory=lambda: [0.2, 0.5], metadata={
         "help": "judge=llm: candidates whose head probability lies in [low, high) are sent to "
                 "the LLM judge (above high the head already rejects)."})
@@ -142,7 +143,7 @@ class QualityConfig:
         for name in ("content_drop_ratio", "content_add_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"QualityConfig.{name} is a fraction: set it in (0, 1].")
-        if not 0 < self.judge_threshold <= 1:
+        if self.judge_threshold is not None and not 0 < self.judge_threshold <= 1:
             raise ValueError("QualityConfig.judge_threshold is a probability: set it in (0, 1].")
         band = [float(x) for x in self.judge_band]
         if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:

@@ -140,6 +140,9 @@ stop suggest sum summarise summarize switch take talk teach tell translate try t
 verify walk warn write kindly help could can would will may might should shall do does did is
 are was were am how what why when where which who whom whose isn't aren't doesn't don't can't
 cannot won't pls
+assemble brainstorm break come compile compute condense craft critique debug devise draw
+elaborate enumerate illustrate imagine jot lay map name outline pick polish port present
+proofread pull render research scale shorten sketch spell tally weigh
 """.split())
 _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
                     r"i ask that|help me|let me know)\b", re.I)
