@@ -160,3 +160,18 @@ def test_llm_judge_errors_are_one_line():
     with pytest.raises(ValueError, match="same"):
         parse_verdict('{"verdict": "yes"}')
     assert parse_verdict('Sure. {"same": false, "reason": "adds a deadline"}')["same"] is False
+
+
+def test_llm_judge_dry_run_helpers(model):
+    from augment.qc.llm_judge import request_tokens
+    cfg = llm_cfg("anthropic")
+    store = type("S", (dict,), {"put": dict.__setitem__})()
+    from augment.qc.judges import make_judge
+    judge = make_judge(QualityConfig.from_run(cfg), cfg, store)
+    pairs = [(ORIG, SAME), (ORIG, CHANGED)]
+    assert judge.pending(pairs, [0.3, 0.9]) == [0, 1]  # band [0, 1): both would be asked
+    from augment.qc.llm_judge import verdict_key
+    store.put(verdict_key("anthropic", "claude-haiku-4-5", ORIG, SAME), {"same": True, "reason": ""})
+    assert judge.pending(pairs, [0.3, 0.9]) == [1]
+    i, o = request_tokens(ORIG, SAME)
+    assert i > len(ORIG) // 4 and 0 < o <= 40

@@ -38,6 +38,13 @@ def verdict_key(backend: str, model: str, original: str, candidate: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def request_tokens(original: str, candidate: str, max_tokens: int = 128) -> tuple[int, int]:
+    """(input, output) tokens one verdict request is expected to cost, for `--dry-run`: about
+    4 characters a token, and a verdict of about 40 tokens (never more than `max_tokens`)."""
+    chars = len(SYSTEM) + len(USER.format(original=original, candidate=candidate))
+    return chars // 4 + 1, min(40, max_tokens)
+
+
 def parse_verdict(text: str) -> dict:
     """{"same": bool, "reason": str} from a reply; ValueError if it is not that."""
     m = _OBJECT.search(text or "")
@@ -71,6 +78,13 @@ class LLMJudge:
         prompt = hashlib.sha256((SYSTEM + USER).encode()).hexdigest()[:12]
         return (f"{self.head.fingerprint()}|llm:{PROMPT_VERSION}:{prompt}:{self.backend_name}:"
                 f"{self.model}:{self.band}")
+
+    def pending(self, pairs: Sequence[tuple[str, str]], p_changed: Sequence[float]) -> list[int]:
+        """Indexes of the pairs a judge pass would send to the LLM: head probability in the band
+        and no stored verdict (for `--dry-run`'s count; `p_changed` from `head.judge`)."""
+        return [i for i, (pair, p) in enumerate(zip(pairs, p_changed))
+                if self.in_band(p) and self.store.get(
+                    verdict_key(self.backend_name, self.model, *pair)) is None]
 
     def in_band(self, p: float) -> bool:
         return self.band[0] <= p < self.band[1]
