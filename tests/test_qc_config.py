@@ -19,23 +19,45 @@ def model():
     return QualityChecker(QualityConfig()).model
 
 
-BRIEF_SOURCE = " ".join(
-    f"Sentence {i} says the router needs a restart after the firmware update on day {i}."
-    for i in range(1, 13))
-BRIEF_75 = " ".join(["Restart the router after the firmware update and wait for the light."] * 6
-                    + ["Then call support."])
+BRIEF_SOURCE = (
+    "To reset your router, unplug it from the wall and wait a little before you plug it back in. "
+    "Wait until the light on the front turns green, which usually takes about two minutes. If the "
+    "light stays orange, press and hold the small reset button on the back with a paper clip "
+    "until the light blinks. This restores the factory settings, so you will need to set up your "
+    "network name and password again from the setup page in your browser. Write the new password "
+    "down somewhere safe. If the router still does not connect after that, restart your modem as "
+    "well, check that every cable is firmly seated, and then call our support line, where a "
+    "technician can check the connection from our side and book a visit if needed.")
+BRIEF_75 = (
+    "Unplug the router from the wall, wait a little, and plug it back in; the light should turn green in about "
+    "two minutes. If it stays orange, hold the reset button on the back until the light blinks, "
+    "then set up your network name and password again from the setup page. If it still does not "
+    "connect, restart the modem, check every cable, and call our support line so a technician can "
+    "check the connection.")
 
 
-def test_run_config_reaches_the_checker_whole(model):
+def test_run_config_reaches_the_checker_whole(model, tmp_path):
     assert len(BRIEF_75.split()) == 75
     default = make_checker(AugmentConfig(), model=model)
     wide = make_checker(AugmentConfig(brief_max_words=80), model=model)
     assert wide.config.brief_max_words == 80
     r = wide.measure(BRIEF_SOURCE, BRIEF_75, "outputs:brief")
-    assert not any("budget" in x for x in r["reasons"]), r["reasons"]
+    assert r["is_valid"], r["reasons"]  # a 75-word brief passes a budget of 80
     r = default.measure(BRIEF_SOURCE, BRIEF_75, "outputs:brief")
-    assert any("budget 50" in x for x in r["reasons"]), r["reasons"]
+    assert r["reasons"] == ["brief has 75 words > budget 50"], r["reasons"]
     assert wide.fingerprint() != default.fingerprint()
+    # the same through a YAML config, as a run reads it
+    from augment.cli import parse_config
+    from augment.config import DataConfig
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("brief_max_words: 80\nqc_judge: none\nlanguage: en\n")
+    _, aug = parse_config(["--config", str(yaml_path)], (DataConfig, AugmentConfig))
+    from_yaml = make_checker(aug, model=model)
+    assert from_yaml.config.brief_max_words == 80 and from_yaml.config.judge == "none"
+    assert from_yaml.fingerprint() == make_checker(AugmentConfig(brief_max_words=80, qc_judge="none"),
+                                                   model=model).fingerprint()
+    r = from_yaml.measure(BRIEF_SOURCE, BRIEF_75, "outputs:brief")
+    assert r["is_valid"], r["reasons"]
     # every QualityConfig knob is a field of the run config, with its help text
     fields = AugmentConfig.__dataclass_fields__
     for run_name, qc_name in RUN_FIELDS.items():
