@@ -103,10 +103,17 @@ def _one_line(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 4] + " ..."
 
 
-def make_checker(aug_cfg):
-    """The quality checker for `aug_cfg.qc` (model loaded lazily on first use)."""
-    from .quality import QualityChecker, QualityConfig
-    return QualityChecker(QualityConfig(mode=aug_cfg.qc, model_name_or_path=aug_cfg.qc_model))
+def make_checker(aug_cfg, mode: str | None = None):
+    """The quality checker for the run (`aug_cfg` taken whole: every QC knob is one of its
+    fields), under `aug_cfg.qc` or `mode`; the model loads lazily on first use. With
+    `qc_judge: llm` the judge's verdicts are kept in the cache file beside the candidates."""
+    from .quality import make_checker as checker_for
+    store = None
+    if getattr(aug_cfg, "qc_judge", None) == "llm" and getattr(aug_cfg, "augment_cache", None):
+        from .cache import JudgeVerdicts, VariantCache
+        VariantCache(aug_cfg.augment_cache).close()  # creates the file and its tables
+        store = JudgeVerdicts(aug_cfg.augment_cache)
+    return checker_for(aug_cfg, mode=mode, verdict_store=store)
 
 
 def collect_requests(methods: dict, rows) -> dict[str, list[Request]]:

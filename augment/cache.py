@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS attempts(
     cost_known INTEGER NOT NULL DEFAULT 1, time REAL, PRIMARY KEY(key, n))
 """
 _SCHEMA += _ATTEMPTS_DDL + ";"
+# LLM-judge verdicts (qc_judge: llm), keyed by `augment.qc.llm_judge.verdict_key`: a rerun or a
+# rescore reuses them instead of asking again. Added like `attempts`, without a schema bump.
+_JUDGE_DDL = """
+CREATE TABLE IF NOT EXISTS judge_verdicts(key TEXT PRIMARY KEY, verdict_json TEXT NOT NULL,
+                                          created REAL)
+"""
+_SCHEMA += _JUDGE_DDL + ";"
 
 
 # Added without a schema bump (caches written before it get it on their next writable open, with
@@ -194,6 +201,8 @@ class VariantCache:
             con.execute(_ATTEMPTS_DDL)
             con.execute(_ATTEMPTS_BACKFILL)
             con.execute("COMMIT")
+        if tables and not self.readonly and "judge_verdicts" not in tables:
+            con.execute(_JUDGE_DDL)
         elif not tables and not self.readonly:
             con.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA.strip().split(";"):
@@ -596,13 +605,6 @@ def failure_kind(error: str) -> str:
     return re.sub(r"\d+(?:\.\d+)?", "N", text)
 
 
-def qc_method(method: str, params: dict | None = None) -> str:
-    """The method name `score_pairs` expects (outputs variants state their form)."""
-    if method == "outputs" and params and params.get("variant") in ("brief", "bullets"):
-        return f"outputs:{params['variant']}"
-    return method
-
-
 def source_hash(text: str) -> str:
     """The hash the cache matches rows by (same as `augment.types.text_hash`)."""
     return text_hash(text)
@@ -628,3 +630,33 @@ def init_cache_from(path, init) -> bool:
     dst.close()
     os.replace(tmp, path)  # atomic: a killed copy never leaves a half cache at `path`
     return True
+
+
+class JudgeVerdicts:
+    """The LLM judge's verdict store (`get(key) -> dict | None`, `put(key, dict)`) in the cache
+    file, so a rerun, another QC mode's rescore or a training run's build never pays for the same
+    verdict twice. One connection per thread: the build judges in a thread of its own."""
+
+    def __init__(self, path):
+        import threading
+        self.path = str(path)
+        self._local = threading.local()
+
+    def _cache(self) -> VariantCache:
+        c = getattr(self._local, "cache", None)
+        if c is None:
+            c = self._local.cache = VariantCache(self.path)
+        return c
+
+    def get(self, key: str):
+        row = self._cache()._conn().execute(
+            "SELECT verdict_json FROM judge_verdicts WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, verdict: dict) -> None:
+        with self._cache()._write() as con:
+            con.execute("INSERT OR REPLACE INTO judge_verdicts VALUES (?,?,?)",
+                        (key, json.dumps(verdict, sort_keys=True), time.time()))
+
+    def __len__(self) -> int:
+        return self._cache()._conn().execute("SELECT count(*) FROM judge_verdicts").fetchone()[0]

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .qc.settings import RUN_FIELDS, QualityConfig, run_field
 from .types import METHOD_NAMES
 
 LLM_BACKENDS = ("anthropic", "openai_compatible", "local")
@@ -18,6 +19,7 @@ TRANSLATE_BACKENDS = ("offline", "llm", "google", "deepl", "microsoft", "libre",
 OUTPUT_BACKENDS = ("extractive", "llm")
 OUTPUT_VARIANTS = ("brief", "bullets")
 QC_MODES = ("project", "seed", "none")
+QC_JUDGES = ("none", "head", "llm")
 AUGMENT_MODES = ("expand", "replace")
 
 # Where each API backend reads its key from. Keys live in the environment only.
@@ -163,7 +165,9 @@ class AugmentConfig:
     outputs_variants: list[str] = field(
         default_factory=lambda: ["brief", "bullets"],
         metadata={"help": f"Output variants to make: {OUTPUT_VARIANTS}."})
-    brief_max_words: int = field(default=50, metadata={"help": "Word budget of a brief output."})
+    brief_max_words: int = field(
+        default=50, metadata={"help": "Word budget of a brief output: the outputs method writes "
+                              "to it and the QC judges briefs against it (one knob)."})
     # --- throughput ----------------------------------------------------------------------
     max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once."})
     requests_per_minute: float | None = field(default=None, metadata={"help": "Request rate cap."})
@@ -183,7 +187,7 @@ class AugmentConfig:
         metadata={"help": "When stderr is not a terminal (a log file, CI), print one build "
                   "progress line (done/total, accepted, failed, spend) this often; a terminal "
                   "gets a live bar instead."})
-    # --- quality control -----------------------------------------------------------------
+    # --- quality control (each field is defined once in augment/qc/settings.py) -----------
     qc: str = field(
         default="project",
         metadata={"help": f"QC mode {QC_MODES}: `project` (all checks), `seed` (only "
@@ -192,6 +196,31 @@ class AugmentConfig:
         default="all-MiniLM-L6-v2",
         metadata={"help": "sentence-transformers model for similarity; the default is the "
                   "packaged offline copy."})
+    language: str = run_field("language")
+    qc_device: str = run_field("device")
+    qc_batch_size: int = run_field("batch_size")
+    qc_sim_min: float = run_field("sim_min")
+    qc_sim_max: float = run_field("sim_max")
+    qc_templates_sim_max: float = run_field("templates_sim_max")
+    qc_length_ratio_min: float = run_field("length_ratio_min")
+    qc_length_ratio_max: float = run_field("length_ratio_max")
+    qc_soft_evidence_max_sim: float = run_field("soft_evidence_max_sim")
+    qc_content_drop_ratio: float = run_field("content_drop_ratio")
+    qc_content_add_ratio: float = run_field("content_add_ratio")
+    qc_minimal_edit_min_sim: float = run_field("minimal_edit_min_sim")
+    qc_check_invariants: bool = run_field("check_invariants")
+    qc_check_entities: bool = run_field("check_entities")
+    qc_check_polarity: bool = run_field("check_polarity")
+    qc_check_content: bool = run_field("check_content")
+    qc_check_answer: bool = run_field("check_answer")
+    qc_check_injection: bool = run_field("check_injection")
+    qc_judge: str = run_field("judge")
+    qc_judge_threshold: float | None = run_field("judge_threshold")
+    qc_judge_band: list[float] = run_field("judge_band")
+    qc_outputs_sim_min: float = run_field("outputs_sim_min")
+    qc_bullets_min: int = run_field("bullets_min")
+    qc_refusal_max_words: int = run_field("refusal_max_words")
+    qc_near_duplicate_threshold: float = run_field("near_duplicate_threshold")
     # --- sampling inside training --------------------------------------------------------
     augmented_per_original: float = field(
         default=2.0,
@@ -263,6 +292,26 @@ class AugmentConfig:
                 raise ConfigError(f"translate_backend=offline has only the pivot 'pt', not {bad}; "
                                   "use translate_backend=google/deepl/llm for other pivots.")
         self.weights  # validates method_weights
+        self._check_qc()
+
+    def _check_qc(self) -> None:
+        """The QC settings are validated where they are defined (QualityConfig); errors name the
+        run config's field."""
+        missing = set(RUN_FIELDS) - set(self.__dataclass_fields__)
+        assert not missing, f"QC fields not exposed in AugmentConfig: {missing}"
+        try:
+            QualityConfig.from_run(self)
+        except ValueError as exc:
+            msg = str(exc)
+            for run_name, qc_name in RUN_FIELDS.items():
+                msg = msg.replace(f"QualityConfig.{qc_name}=", f"{run_name}=").replace(
+                    f"QualityConfig.{qc_name} ", f"{run_name} ")
+            raise ConfigError(msg.replace("QualityConfig: ", "qc settings: "))
+        if self.language.lower() != "en" and "templates" in self.augment_methods:
+            raise ConfigError(
+                f"language={self.language!r}: the instruction templates are English only; "
+                "remove 'templates' from augment_methods (the QC switches its English-only "
+                "checks off by itself and says so in each verdict).")
 
     @property
     def augmented_fraction(self) -> float:

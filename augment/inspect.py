@@ -69,20 +69,25 @@ def main(argv=None) -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="judge every stored candidate again under all QC modes first (after "
                     "QC rules or settings changed); local embedding only, no API calls")
+    ap.add_argument("--config", default=None,
+                    help="with --rescore: the run's YAML config, so its QC settings (qc_model, "
+                    "thresholds, brief_max_words, language, qc_judge) judge exactly as its build")
     ap.add_argument("--qc_model", default=None,
                     help="with --rescore: the sentence-transformers model to judge with; give the "
                     "run's `qc_model` if it set one (default: all-MiniLM-L6-v2)")
     args = ap.parse_args(argv)
     if args.examples < 0:
         raise ConfigError("--examples must be >= 0.")
-    if args.qc_model and not args.rescore:
-        raise ConfigError("--qc_model only applies with --rescore; add --rescore or drop it.")
+    if (args.qc_model or args.config) and not args.rescore:
+        raise ConfigError("--qc_model and --config only apply with --rescore; add --rescore or "
+                          "drop them.")
     if args.rescore:
-        from .quality import QualityChecker, QualityConfig
+        from .build import make_checker
+        run_cfg = _run_config(args)
         writer = VariantCache(args.cache)
-        model = {"model_name_or_path": args.qc_model} if args.qc_model else {}
         for mode in QC_MODES:
-            n = writer.rescore(QualityChecker(QualityConfig(mode=mode, **model)), only_missing=False)
+            # The build's own checker (every QC field of the run's config): judged identically.
+            n = writer.rescore(make_checker(run_cfg, mode=mode), only_missing=False)
             print(f"rescored {n} candidates under qc={mode}")
         writer.close()
     cache = VariantCache(args.cache, readonly=True)
@@ -112,3 +117,22 @@ def main(argv=None) -> None:
 if __name__ == "__main__":
     from .cli import run_cli
     run_cli(main)
+
+
+def _run_config(args):
+    """The AugmentConfig whose QC settings a rescore uses: the run's YAML (`--config`), or the
+    defaults; `--qc_model` overrides either. The cache path is the one being inspected."""
+    from dataclasses import replace
+
+    from .config import AugmentConfig
+    if args.config:
+        from trl import ModelConfig, SFTConfig
+
+        from .cli import parse_config
+        from .config import DataConfig
+        _, cfg, _, _ = parse_config(["--config", args.config, "--bf16", "false", "--fp16", "false"],
+                                    (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
+    else:
+        cfg = AugmentConfig()
+    cfg = replace(cfg, augment_cache=args.cache)
+    return replace(cfg, qc_model=args.qc_model) if args.qc_model else cfg

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 
-from .cache import VariantCache, qc_method
+from .cache import VariantCache
 
 
 def judge_rows(cache: VariantCache, checker, rows) -> tuple[int, int]:
@@ -23,15 +23,11 @@ def judge_rows(cache: VariantCache, checker, rows) -> tuple[int, int]:
     store the verdicts and scores in one transaction. Returns (accepted, rejected)."""
     if not rows:
         return 0, 0
-    by_method: dict[str, list] = {}
-    for r in rows:
-        params = json.loads(r[5]) if r[5] else None
-        by_method.setdefault(qc_method(r[1], params), []).append(r)
-    verdicts = []
-    for method, items in by_method.items():
-        scores = checker.score_pairs([r[2] for r in items], [r[3] for r in items], method,
-                                     group_ids=[r[4] for r in items])
-        verdicts += [(r[0], s["is_valid"], s.get("reasons", []), s) for r, s in zip(items, scores)]
+    from .quality import judge_candidates  # the one judging path: build and rescore alike
+    items = [{"source": r[2], "text": r[3], "method": r[1],
+              "params": json.loads(r[5]) if r[5] else None, "group": r[4]} for r in rows]
+    scores = judge_candidates(checker, items)
+    verdicts = [(r[0], s["is_valid"], s.get("reasons", []), s) for r, s in zip(rows, scores)]
     cache.set_verdicts(checker.config.mode, verdicts)
     acc = sum(1 for v in verdicts if v[1])
     return acc, len(verdicts) - acc

@@ -1,12 +1,18 @@
-"""Print the QC figures on a labelled pair set: project rules vs the seed rule.
+"""Print the QC's operating point on a labelled pair set: recall / false-accept curves of the
+project QC (with and without the judge) against the cosine threshold alone, and the seed rule.
 
-Usage: ``python -m augment.qc_eval [PATH] [--method M] [--show-errors]``
+Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]``
 
-PATH is a JSONL file with ``original``, ``candidate``, ``label``
-(``paraphrase`` | ``meaning_change`` | ``unrelated``), ``kind`` and
-``domain`` fields (default: ``tests/data/qc_pairs.jsonl``).  Why a separate
-CLI: the figures justify the defaults in ``QualityConfig``; anyone changing a
-threshold should rerun this and compare the side-by-side table.
+Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
+``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
+labelled sets ``tests/data/qc_pairs.jsonl`` and ``tests/data/instruction_pairs.jsonl``; pairs
+whose cosine is >= 0.98 are dropped as near-duplicates). Why a separate CLI: the figures
+justify the defaults in ``QualityConfig``; anyone changing a threshold reruns this.
+
+How the curves are read: the QC's similarity floor (``qc_sim_min``) is swept; each floor gives
+one (recall, false accepts) point of the QC. The cosine threshold alone is then raised until it
+keeps the same recall, and its false accepts at that recall are printed beside: the QC must not
+be worse at any recall it offers (the last column says so).
 """
 
 from __future__ import annotations
@@ -14,12 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from augment.quality import QualityChecker, QualityConfig
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "tests" / "data" / "qc_pairs.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+DEFAULT_PATH = DATA / "qc_pairs.jsonl"
+DEFAULT_PATHS = (DATA / "qc_pairs.jsonl", DATA / "instruction_pairs.jsonl")
 LABELS = ("paraphrase", "meaning_change", "unrelated")
+NEAR_DUPLICATE = 0.98
+FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
+#: The stated target the per-method floors are set from: the largest recall whose false accepts
+#: stay <= this on the labelled set (see the README's "Quality control").
+TARGET_FAR = 0.05
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -28,7 +44,10 @@ def load_pairs(path: str | Path) -> list[dict]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc.msg}); fix the line.")
             missing = {"original", "candidate", "label"} - row.keys()
             if missing or row["label"] not in LABELS:
                 raise ValueError(f"{path}:{n}: need original/candidate/label in {LABELS}; got {row}")
@@ -54,6 +73,72 @@ def evaluate(rows: list[dict], checker: QualityChecker, method: str | None = Non
     return res, metrics(rows, [x["is_valid"] for x in res])
 
 
+def threshold_far_at_recall(sims: np.ndarray, is_pos: np.ndarray, recall: float) -> tuple[float, float]:
+    """(threshold, FAR) of `accept iff sim >= threshold`, raised as far as it can go while
+    keeping at least `recall` of the paraphrases."""
+    pos = np.sort(sims[is_pos])[::-1]
+    k = max(int(np.ceil(recall * len(pos) - 1e-9)), 1)
+    t = float(pos[k - 1])
+    return t, float((sims[~is_pos] >= t).mean())
+
+
+def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | None = None) -> list[dict]:
+    """QC points over `FLOORS` from ONE scoring without a floor: a floor only adds the
+    'similarity <= floor' reason, every other rule is independent of it."""
+    sims = np.array([x["semantic_similarity"] for x in unfloored])
+    is_pos = np.array([r["label"] == "paraphrase" for r in rows])
+    out = []
+    for name, res in (("QC", unfloored), ("QC+judge", judged)):
+        if res is None:
+            continue
+        other_ok = np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m]
+                             for x in res])
+        for floor in FLOORS:
+            acc = other_ok & (sims > floor)
+            m = metrics(rows, list(acc))
+            t, far_t = threshold_far_at_recall(sims, is_pos, m["recall"]) if m["tp"] else (1.0, 0.0)
+            out.append({"rule": name, "floor": floor, "recall": m["recall"], "far": m["far"],
+                        "cosine_threshold": t, "cosine_far": far_t,
+                        "ok": m["far"] <= far_t + 1e-9})
+    return out
+
+
+JUDGE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def judge_curve(rows: list[dict], judged: list[dict], floor: float) -> list[dict]:
+    """QC+judge points as the judge's threshold moves, at one similarity floor: a judged pair
+    carries `judge_p_changed`, so one scoring serves every threshold."""
+    sims = np.array([x["semantic_similarity"] for x in judged])
+    is_pos = np.array([r["label"] == "paraphrase" for r in rows])
+    rule_ok = np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m
+                             and not m.startswith("judge:")] for x in judged]) & (sims > floor)
+    p = np.array([x.get("judge_p_changed", 0.0) for x in judged])
+    out = []
+    for t in JUDGE_THRESHOLDS:
+        m = metrics(rows, list(rule_ok & (p < t)))
+        ct, far_t = threshold_far_at_recall(sims, is_pos, m["recall"]) if m["tp"] else (1.0, 0.0)
+        out.append({"rule": f"judge>={t}", "floor": floor, "recall": m["recall"], "far": m["far"],
+                    "cosine_threshold": ct, "cosine_far": far_t, "ok": m["far"] <= far_t + 1e-9})
+    return out
+
+
+def format_curve(curve: list[dict]) -> str:
+    lines = [f"{'rule':<12}{'floor':>6}{'recall':>8}{'FAR':>7}   cosine alone at that recall: "
+             f"{'threshold':>9}{'FAR':>7}  QC <= cosine", "-" * 88]
+    for p in curve:
+        lines.append(f"{p['rule']:<12}{p['floor']:>6.2f}{p['recall']:>8.3f}{p['far']:>7.3f}   "
+                     f"{'':>29}{p['cosine_threshold']:>9.3f}{p['cosine_far']:>7.3f}  "
+                     f"{'yes' if p['ok'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def best_floor(curve: list[dict], rule: str, target_far: float) -> dict | None:
+    """The floor with the largest recall whose FAR <= target (ties: the lower floor)."""
+    ok = [p for p in curve if p["rule"] == rule and p["far"] <= target_far]
+    return max(ok, key=lambda p: (p["recall"], -p["floor"])) if ok else None
+
+
 def format_table(rows: list[dict], project: list[dict], seed: list[dict]) -> str:
     mp = metrics(rows, [x["is_valid"] for x in project])
     ms = metrics(rows, [x["is_valid"] for x in seed])
@@ -77,21 +162,36 @@ def format_table(rows: list[dict], project: list[dict], seed: list[dict]) -> str
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
-    ap.add_argument("--method", default=None, help="augmentation method (default: paraphrase rules)")
-    ap.add_argument("--show-errors", action="store_true",
-                    help="list rejected paraphrases and accepted meaning changes")
-    args = ap.parse_args(argv)
-    rows = load_pairs(args.path)
-    project_checker = QualityChecker(QualityConfig())
-    # same model object: the seed run costs no second load and no re-embedding drift
-    seed_checker = QualityChecker(QualityConfig.seed(), model=project_checker.model)
-    project, _ = evaluate(rows, project_checker, args.method)
-    seed, _ = evaluate(rows, seed_checker, args.method)
+def run(path: str | Path, method: str | None, model=None, show_errors: bool = False,
+        target_far: float = TARGET_FAR) -> dict:
+    """Score one labelled set every way; print the table and curves; return the figures."""
+    rows = load_pairs(path)
+    base = QualityConfig(judge="none")
+    rules = QualityChecker(replace(base, sim_min=-1.0), model=model)
+    model = rules.model
+    unfloored = rules.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows], method)
+    keep = [i for i, x in enumerate(unfloored) if x["semantic_similarity"] < NEAR_DUPLICATE]
+    rows, unfloored = [rows[i] for i in keep], [unfloored[i] for i in keep]
+    origs, cands = [r["original"] for r in rows], [r["candidate"] for r in rows]
+    judged = QualityChecker(replace(base, sim_min=-1.0, judge="head"), model=model).score_pairs(
+        origs, cands, method)
+    project = QualityChecker(QualityConfig(), model=model).score_pairs(origs, cands, method)
+    seed = QualityChecker(QualityConfig.seed(), model=model).score_pairs(origs, cands, method)
+    print(f"== {path} ({len(keep)} pairs after dropping near-duplicates >= {NEAR_DUPLICATE}) ==")
     print(format_table(rows, project, seed))
-    if args.show_errors:
+    curve = floor_curve(rows, unfloored, judged)
+    print("\nrecall / false accepts as the similarity floor moves (all other checks on):")
+    print(format_curve(curve))
+    floor = QualityConfig().sim_min
+    print(f"\nQC+judge at the default floor {floor} as the judge's threshold moves (default: the "
+          "head's own, chosen on qc_pairs.jsonl when it was trained):")
+    print(format_curve(judge_curve(rows, judged, floor)))
+    for rule in ("QC", "QC+judge"):
+        b = best_floor(curve, rule, target_far)
+        print(f"{rule}: target FAR <= {target_far}: " + (
+            f"floor {b['floor']:.2f} gives recall {b['recall']:.3f}, FAR {b['far']:.3f}" if b
+            else "no floor reaches it"))
+    if show_errors:
         print("\nrejected paraphrases:")
         for r, x in zip(rows, project):
             if r["label"] == "paraphrase" and not x["is_valid"]:
@@ -99,7 +199,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\naccepted non-paraphrases:")
         for r, x in zip(rows, project):
             if r["label"] != "paraphrase" and x["is_valid"]:
-                print(f"  [{x['semantic_similarity']:.2f}] ({r['kind']}) {r['original']!r} -> {r['candidate']!r}")
+                print(f"  [{x['semantic_similarity']:.2f}] ({r.get('kind')}) {r['original']!r} -> {r['candidate']!r}")
+    print()
+    return {"project": metrics(rows, [x["is_valid"] for x in project]),
+            "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
+            "model": model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", default=[str(p) for p in DEFAULT_PATHS])
+    ap.add_argument("--method", default=None, help="augmentation method (default: paraphrase rules)")
+    ap.add_argument("--target-far", type=float, default=TARGET_FAR,
+                    help="the false-accept target the suggested floor is chosen for")
+    ap.add_argument("--show-errors", action="store_true",
+                    help="list rejected paraphrases and accepted meaning changes")
+    args = ap.parse_args(argv)
+    model = None
+    for path in args.paths:
+        model = run(path, args.method, model, args.show_errors, args.target_far)["model"]
     return 0
 
 

@@ -227,7 +227,7 @@ def test_verdicts_of_other_qc_rules_are_judged_again_once(tmp_path, capsys):
 
 def test_shipped_demo_cache_was_judged_by_the_current_qc_rules():
     """data/demo/variants.sqlite trains the demo: after a QC change, refresh it with
-    `python -m augment.inspect data/demo/variants.sqlite --rescore` (and bump RULES_VERSION)."""
+    `python -m augment.inspect data/demo/variants.sqlite --rescore --config configs/demo.yaml`."""
     from augment.build import make_checker
     from augment.config import AugmentConfig
     assert "qc_model" not in (ROOT / "configs/demo.yaml").read_text()  # the demo judges with the default

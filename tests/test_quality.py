@@ -12,6 +12,10 @@ from augment import quality
 from augment.qc_eval import format_table, load_pairs, metrics
 from augment.quality import QualityChecker, QualityConfig
 
+# The rules alone: the judge (tests/test_qc_judge.py) adds a second encode for requests, which
+# the one-encode and overhead tests below must not count.
+RULES = QualityConfig(judge="none")
+
 DATA = Path(__file__).parent / "data" / "qc_pairs.jsonl"
 
 
@@ -174,6 +178,7 @@ def test_number_forms_normalised(checker):
 
 
 def test_placeholder_dropped_rejected(checker):
+    checker = QualityChecker(RULES, model=checker.model)  # the placeholder rule alone
     o = "Write a polite reply to {customer_name} explaining that their refund of $49.99 was processed today."
     r = _m(checker, o, "Write a polite reply explaining that the refund of $49.99 was processed today.")
     assert not r["is_valid"] and _has(r["reasons"], "placeholder {customer_name} missing")
@@ -320,10 +325,12 @@ class _CountingModel:
         self.calls.append(texts)
         if not self.memo:
             return self.model.encode(texts, **kw)
-        todo = [t for t in texts if t not in self.cache]
+        kind = kw.get("output_value", "sentence_embedding")  # the judge also asks for tokens
+        todo = [t for t in texts if (kind, t) not in self.cache]
         if todo:
-            self.cache.update(zip(todo, self.model.encode(todo, **kw)))
-        return np.stack([self.cache[t] for t in texts])
+            self.cache.update(zip([(kind, t) for t in todo], self.model.encode(todo, **kw)))
+        out = [self.cache[(kind, t)] for t in texts]
+        return np.stack(out) if kind == "sentence_embedding" else out
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +351,7 @@ def test_score_pairs_matches_single_and_embeds_each_text_once(checker, labelled)
     assert len(memo.calls[0]) == len(set(memo.calls[0]))
     counting = _CountingModel(checker.model)
     sub_o, sub_c = origs[:40], cands[:40]
-    QualityChecker(checker.config, model=counting).score_pairs(sub_o, sub_c)
+    QualityChecker(RULES, model=counting).score_pairs(sub_o, sub_c)
     assert len(counting.calls) == 1 and sorted(counting.calls[0]) == sorted(set(sub_o) | set(sub_c))
     single = QualityChecker(checker.config, model=memo)
     for o, c, b in zip(origs, cands, project):
@@ -370,7 +377,7 @@ def test_score_pairs_overhead_is_small(checker, labelled):
     t_enc = min(_timed(lambda: checker.model.encode(
         distinct, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
         show_progress_bar=False)) for _ in range(2))
-    warm = QualityChecker(checker.config, model=memo)
+    warm = QualityChecker(RULES, model=memo)
     so, sc = [o for o, _ in sub], [c for _, c in sub]
     t_rules = min(_timed(lambda: warm.score_pairs(so, sc)) for _ in range(3))
     print(f"\nencode {len(distinct)} texts {t_enc:.2f}s; rules+bookkeeping {t_rules:.3f}s "

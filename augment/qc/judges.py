@@ -1,0 +1,137 @@
+"""Judges of instruction-level changes: a second opinion on requests the rules accepted.
+
+Why: the rules see numbers, names, negation and answers, but not a dropped constraint ("in 3
+sentences"), an added one, a changed operation (summarise -> critique), a request cut to one of
+its parts, a changed output format, a vaguer task or a flipped perspective. Sentence embeddings
+carry much of that in *how* the two vectors differ, not in their cosine.
+
+`HeadJudge` is a small gradient-boosted tree ensemble over features of the pair taken from
+frozen MiniLM: the pooled cosine, and how well each content word piece of one text is covered by
+the other's (contextual token vectors, max cosine): the least-covered pieces of the original
+show a dropped constraint or part, those of the candidate an added one. A few lexical counts
+(content words dropped / added, first- and second-person words, sentences) join them. It is
+trained offline by `python -m augment.qc.train_judge` ONLY on pairs that augtune generates by
+rules from request text written for it (faithful rewrites vs perturbations of the kinds
+above), and ships as `judge_head.npz` (tens of KB; plain arrays, read with numpy). The LLM
+judge (`llm_judge.py`) asks a model about the borderline band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .features import _Features, _stem
+from .words import _FIRST_PERSON, _STOPWORDS
+
+HEAD_PATH = Path(__file__).resolve().parent / "judge_head.npz"
+_SECOND = frozenset({"you", "your", "yours", "yourself"})
+FEATURE_NAMES = (
+    "cosine", "orig_cover_min", "orig_cover_min2", "orig_cover_mean", "orig_share_below_0.5",
+    "orig_n_below_0.6", "orig_n_below_0.4", "cand_cover_min", "cand_cover_min2",
+    "cand_cover_mean", "cand_share_below_0.5", "cand_n_below_0.6", "cand_n_below_0.4",
+    "log_length_ratio", "cand_is_request", "orig_question", "cand_question",
+    "content_dropped", "content_added", "first_person_lost", "second_person_gained",
+    "sentences_lost")
+
+
+def _coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each row of `a`: its best cosine to any row of `b`, ascending."""
+    if len(a) == 0 or len(b) == 0:
+        return np.ones(1, dtype=np.float32)
+    return np.sort((a @ b.T).max(1))
+
+
+def pair_features(so: np.ndarray, sc: np.ndarray, to: np.ndarray, tc: np.ndarray,
+                  fo: _Features, fc: _Features) -> np.ndarray:
+    """One pair's input to the head (`FEATURE_NAMES`). `so`, `sc`: unit sentence vectors;
+    `to`, `tc`: unit token vectors of the content pieces (`embed.token_vectors`)."""
+    co, cc = _coverage(to, tc), _coverage(tc, to)
+    o_content = {_stem(w) for w in fo.lower_words if w not in _STOPWORDS and len(w) > 2}
+    c_content = {_stem(w) for w in fc.lower_words if w not in _STOPWORDS and len(w) > 2}
+    return np.array([
+        float(so @ sc),
+        co[0], co[:2].mean(), co.mean(), (co < 0.5).mean(), (co < 0.6).sum(), (co < 0.4).sum(),
+        cc[0], cc[:2].mean(), cc.mean(), (cc < 0.5).mean(), (cc < 0.6).sum(), (cc < 0.4).sum(),
+        np.log(max(len(fc.words), 1) / max(len(fo.words), 1)), fc.is_request,
+        "?" in fo.text, "?" in fc.text,
+        len(o_content - fc.stems) / max(len(o_content), 1),
+        len(c_content - fo.stems) / max(len(c_content), 1),
+        bool(fo.word_set & _FIRST_PERSON) - bool(fc.word_set & _FIRST_PERSON),
+        bool(fc.word_set & _SECOND) - bool(fo.word_set & _SECOND),
+        fo.sentences - fc.sentences,
+    ], dtype=np.float64)
+
+
+class HeadJudge:
+    """Gradient-boosted trees over `pair_features`, stored as flat arrays in `judge_head.npz`
+    (sklearn's tree layout: feature, threshold, left, right, value per node; trees laid end to
+    end, `roots` gives each tree's first node)."""
+
+    def __init__(self, threshold: float | None = None, path: Path | str = HEAD_PATH) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: the QC judge head is missing; rebuild it with `python -m "
+                "augment.qc.train_judge` (a few minutes on CPU), or set qc_judge: none.")
+        d = np.load(path)
+        self.feature, self.thresh = d["feature"], d["thresh"]
+        self.left, self.right, self.value = d["left"], d["right"], d["value"]
+        self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
+        self.threshold = float(d["threshold"]) if threshold is None else float(threshold)
+        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def fingerprint(self) -> str:
+        return f"head:{self._digest}:{self.threshold}"
+
+    def p_changed(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(X)
+        raw = np.full(len(X), self.init)
+        rows = np.arange(len(X))
+        for root in self.roots:
+            node = np.full(len(X), root)
+            while True:
+                leaf = self.left[node] < 0
+                if leaf.all():
+                    break
+                go_left = X[rows, np.maximum(self.feature[node], 0)] <= self.thresh[node]
+                nxt = np.where(go_left, self.left[node], self.right[node])
+                node = np.where(leaf, node, nxt)
+            raw += self.rate * self.value[node]
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def judge(self, pairs: Sequence[tuple[str, str]], emb: dict, feats: dict,
+              tokens: dict) -> list[dict]:
+        if not pairs:
+            return []
+        X = np.stack([pair_features(emb[o], emb[c], tokens[o], tokens[c], feats[o], feats[c])
+                      for o, c in pairs])
+        out = []
+        for p in self.p_changed(X):
+            p = float(p)
+            reason = (f"judge: the request likely changed (p={p:.2f} >= {self.threshold:.2f})"
+                      if p >= self.threshold else None)
+            out.append({"p_changed": p, "reason": reason})
+        return out
+
+
+def make_judge(cfg, run_cfg=None, store=None):
+    """The judge for `cfg.judge`: 'head', or 'llm' (the head plus the run's LLM backend for the
+    borderline band; needs `run_cfg`, the run's `AugmentConfig`, for the backend settings)."""
+    head = HeadJudge(cfg.judge_threshold)
+    if cfg.judge != "llm":
+        return head
+    if run_cfg is None or not hasattr(run_cfg, "llm_backend"):
+        from ..errors import ConfigError
+        raise ConfigError("qc_judge=llm needs the run's LLM backend settings: build the checker "
+                          "with augment.quality.make_checker(aug_cfg).")
+    from .llm_judge import LLMJudge
+
+    def factory():
+        from ..backends import make_llm
+        return make_llm(run_cfg)
+    return LLMJudge(head, cfg.judge_band, factory, backend_name=run_cfg.llm_backend,
+                    model=run_cfg.llm_model, store=store)

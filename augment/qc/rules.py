@@ -1,0 +1,294 @@
+"""The QC rules: each takes the features of an original and a candidate and returns reasons
+(empty = no objection). Pure functions of (settings, features, similarity), so a rule can be
+read, tested and changed alone; the checker only combines them per method.
+
+Soft evidence (a dropped name, new content) only rejects below
+``soft_evidence_max_sim``; hard evidence (a changed number, a flipped negation, a lost
+placeholder) rejects at any similarity.  This keeps the checks conservative on news/caption
+text, where true paraphrases often add or drop a clause.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from .features import _ANTONYMS, _Features, _full_stem, _has_phrase, _prefix_flips, _bare_name  # noqa: F401
+from .words import (
+    _ANSWER_OPENER, _APOLOGY, _FIRST_PERSON, _INJECTION_VERB, _NEGATION, _REFUSAL_ALTERNATIVE,
+    _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE,
+    _TOKEN, _WORD)
+
+#: Checks that read English word lists or patterns: off when `language` is not "en".
+ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
+                "refusal wording", "judge")
+
+
+def norm(t: str) -> str:
+    return " ".join(t.lower().split())
+
+
+def sim_reason(sim: float, lo: float, hi: float) -> str:
+    if sim <= lo:
+        return f"similarity {sim:.2f} <= {lo:.2f} (meaning likely changed)"
+    return f"similarity {sim:.2f} >= {hi:.2f} (near-duplicate)"
+
+
+def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[str]:
+    """Hard invariants.  ``source_only``: only things *added* by the candidate count
+    (summaries may drop facts but must not invent them)."""
+    reasons = []
+    for name, vals in o.exact.items():
+        if not source_only:
+            for v in sorted(vals - c.exact[name]):
+                reasons.append(f"{name} {v} missing")
+        for v in sorted(c.exact[name] - vals):
+            reasons.append(f"{name} {v} added (not in original)")
+    if not source_only:
+        for v in sorted(o.numbers - c.numbers, key=str):
+            reasons.append(f"number {v} missing")
+    for v in sorted(c.numbers - o.numbers, key=str):
+        reasons.append(f"number {v} added (not in original)")
+    lost, new = o.units - c.units, c.units - o.units
+    if lost and new and not source_only:
+        reasons.append(f"unit changed {'/'.join(sorted(lost))} -> {'/'.join(sorted(new))}")
+    if o.currencies and c.currencies and not (o.currencies & c.currencies):
+        reasons.append(f"currency changed {'/'.join(sorted(o.currencies))} -> "
+                       f"{'/'.join(sorted(c.currencies))}")
+    return reasons
+
+
+def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
+    reasons = []
+    po = o.negations + _prefix_flips(c, o)
+    pc = c.negations + _prefix_flips(o, c)
+    if po % 2 != pc % 2:
+        reasons.append(f"negation flipped ({po} vs {pc} negators)")
+    for fa, fb, a, b in _ANTONYMS:
+        for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
+            wo, wc = _has_phrase(o, x), _has_phrase(c, y)
+            if wo and wc and not _has_phrase(o, y) and not _has_phrase(c, x):
+                reasons.append(f"antonym swap: {wo} -> {wc}")
+    return list(dict.fromkeys(reasons))
+
+
+def _mentions(f: _Features, entity: str) -> bool:
+    """Is ``entity`` mentioned in ``f``, in any case, possibly abbreviated
+    ("Mass" ~ "Massachusetts", "Fed" ~ "Federal")?"""
+    if entity in f.word_set or entity in f.entity_words:
+        return True
+    return len(entity) >= 3 and any(
+        len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))
+        for w in f.entity_words)
+
+
+def _same_root(a: str, b: str) -> bool:
+    """Mexico/Mexican, Canada/Canadian: one root with a different ending. All but the last
+    letter of the shorter word must be shared (and at least 5 letters), so Austria/Australia
+    and Johnson/Johnston stay different names."""
+    n = min(len(a), len(b))
+    return n >= 6 and a[: n - 1] == b[: n - 1]
+
+
+def _entity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
+    """(hard, soft): a name replaced by another is hard; a name merely dropped is soft."""
+    missing = sorted(e for e in o.entities if not _mentions(c, e))
+    added = sorted(e for e in c.entities if not _mentions(o, e))
+    if missing and added:
+        return [f"entity changed: {', '.join(missing)} -> {', '.join(added)}"], []
+    soft = [f"entity {e} missing" for e in missing] + [f"entity {e} added" for e in added]
+    return [], soft
+
+
+def _content_reasons(o: _Features, c: _Features, cfg) -> list[str]:
+    """Content dropped or added *without replacement*.
+
+    A rewording swaps content words for others (synonyms), so it both drops
+    and adds; only the net imbalance is evidence of lost or invented content.
+    """
+    dropped = len(o.content_stems - c.stems)
+    added = len(c.content_stems - o.stems)
+    out = []
+    if o.content_stems and (dropped - added) / len(o.content_stems) >= cfg.content_drop_ratio:
+        out.append(f"content dropped ({dropped - added} of {len(o.content_stems)} content words)")
+    if c.content_stems and (added - dropped) / len(c.content_stems) >= cfg.content_add_ratio:
+        out.append(f"content added ({added - dropped} of {len(c.content_stems)} content words)")
+    return out
+
+
+def _swapped_words(o: _Features, c: _Features) -> str | None:
+    """``c`` is ``o`` with exactly two words exchanged ("Germany beat France" ->
+    "France beat Germany", "from May 4 to May 6" -> "from May 6 to May 4"):
+    roles or values changed although every word survived.  Symmetric
+    coordination ("salt and pepper") is exempt."""
+    a, b = o.lower_words, c.lower_words
+    num_a, num_b = _TOKEN.findall(o.text), _TOKEN.findall(c.text)
+    for x, y in ((a, b), (num_a, num_b)):
+        if len(x) != len(y):
+            continue
+        diff = [i for i, (p, q) in enumerate(zip(x, y)) if p != q]
+        if len(diff) == 2:
+            i, j = diff
+            if x[i] == y[j] and x[j] == y[i] and not (j == i + 2 and x[i + 1].lower() in ("and", "or", "&")):
+                return f"{x[i]} <-> {x[j]}"
+    return None
+
+
+def _minimal_edit(o: _Features, c: _Features) -> str | None:
+    """If ``c`` is ``o`` with one or two small spans changed, describe the edit.
+
+    Why: a true synonym swap in an otherwise identical sentence keeps the
+    embedding very close (cosine > 0.9); when so small an edit moves it
+    further, the changed words carry different meaning (cat -> dog,
+    guitar -> violin, admin -> guest).
+    """
+    # "key-board" and "keyboard" are one word; compare with in-word hyphens removed.
+    a, b = _unhyphenated_words(o.text), _unhyphenated_words(c.text)
+    if not a or not b:
+        return None
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    # An edit of function words only ("answered" -> "have answered", "this is" -> "but it
+    # is") carries no content; negators are judged by the polarity check, not here.
+    ops = [op for op in ops if not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])]
+    if not ops or len(ops) > 2:
+        return None
+    same = sum(i2 - i1 for tag, i1, i2, _, _ in sm.get_opcodes() if tag == "equal")
+    changed_a = sum(i2 - i1 for _, i1, i2, _, _ in ops)
+    changed_b = sum(j2 - j1 for _, _, _, j1, j2 in ops)
+    if changed_a > 3 or changed_b > 3 or same < 0.6 * max(len(a), len(b)):
+        return None
+    return "; ".join(f"{' '.join(a[i1:i2]) or '∅'} -> {' '.join(b[j1:j2]) or '∅'}"
+                     for _, i1, i2, j1, j2 in ops)
+
+
+def _unhyphenated_words(text: str) -> list[str]:
+    return [w.lower().replace("’", "'") for w in _WORD.findall(re.sub(r"(?<=\w)-(?=\w)", "", text))]
+
+
+def _function_words_only(words: list[str]) -> bool:
+    return all(w in _STOPWORDS and not _NEGATION.fullmatch(w) for w in words)
+
+
+def _answer_reasons(o: _Features, c: _Features) -> list[str]:
+    """A variant that answers/executes the instruction rather than restating it, or that
+    otherwise speaks as the model instead of as the user.
+
+    Found in real small-model paraphrases of the demo data: "Please add my VAT number" ->
+    "I will add your VAT number" (the roles flipped), "... Can you check?" -> "... I'm sorry for
+    the error" (the request became a reply), "Rewrite the message using: ..." (the prompt leaked).
+    """
+    out = []
+    if _REWRITE_TALK.search(c.text) and not _REWRITE_TALK.search(o.text):
+        out.append("talks about the rewrite itself (the prompt leaked into the variant)")
+    if _APOLOGY.search(c.text) and not _APOLOGY.search(o.text):
+        out.append("speaks as the assistant (apologises instead of restating)")
+    if (o.word_set & _FIRST_PERSON and c.word_set & _SECOND_POSSESSIVE
+            and not o.word_set & _SECOND_POSSESSIVE):
+        out.append("perspective changed ('your' where the original speaks in the first person)")
+    elif o.word_set & _FIRST_PERSON and not c.word_set & _FIRST_PERSON and "you" in c.word_set:
+        out.append("perspective changed (the first person became 'you')")
+    if _ANSWER_OPENER.match(c.text) and not _ANSWER_OPENER.match(o.text):
+        out.append("answers the instruction (answer-style opener)")
+    elif _TO_CLAUSE.match(c.text) and not _TO_CLAUSE.match(o.text) and not c.is_request:
+        out.append("answers the instruction ('To do X, ...' explanation)")
+    elif c.has_list_or_code and not o.has_list_or_code:
+        out.append("answers the instruction (list or code in variant)")
+    elif o.is_request and not c.is_request:
+        # also in the user's voice: "... Can you check?" -> "... I was charged twice." dropped the ask
+        out.append("answers the instruction (statement instead of a request)")
+    return out
+
+
+def english_checks_on(cfg) -> bool:
+    return cfg.language == "en"
+
+
+def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float,
+                       method: str = "paraphrase") -> list[str]:
+    """Paraphrase-like methods: the candidate must ask for exactly what the original asks.
+    Checks listed in `ENGLISH_ONLY` run only when `cfg.language` is English."""
+    en = english_checks_on(cfg)
+    reasons = []
+    if norm(o.text) == norm(c.text):
+        return ["identical to original"]
+    templates = method == "templates"
+    hi = cfg.templates_sim_max if templates else cfg.sim_max
+    if not cfg.sim_min < sim < hi + (1e-6 if hi >= 1.0 else 0.0):
+        reasons.append(sim_reason(sim, cfg.sim_min, hi))
+    if not cfg.length_ratio_min <= ratio <= cfg.length_ratio_max:
+        reasons.append(f"length ratio {ratio:.2f} outside "
+                       f"[{cfg.length_ratio_min}, {cfg.length_ratio_max}]")
+    if en and cfg.check_injection and o.injection and not _INJECTION_VERB.search(c.text):
+        reasons.append("injection not restated (variant may have obeyed it)")
+    if en and cfg.check_answer and not templates:  # rule-based frames cannot answer
+        reasons += _answer_reasons(o, c)
+    if cfg.check_invariants:
+        reasons += _invariant_reasons(o, c, source_only=False)
+    if en and cfg.check_polarity:
+        reasons += _polarity_reasons(o, c)
+    soft = []
+    if cfg.check_entities or cfg.check_invariants:
+        swap = _swapped_words(o, c)
+        if swap:
+            reasons.append(f"words swapped ({swap}): roles or values changed")
+    if en and cfg.check_entities:
+        hard, soft = _entity_reasons(o, c)
+        reasons += hard
+        if o.is_request and not templates:
+            # In a request every name is a parameter of the task ("moved from Texas to
+            # Oregon"): dropping one asks something else. Declarative text (news) often
+            # drops a name harmlessly, so there it stays soft evidence.
+            reasons += [r for r in soft if r.endswith("missing")]
+            soft = [r for r in soft if not r.endswith("missing")]
+    if en and cfg.check_content:
+        soft += _content_reasons(o, c, cfg)
+        edit = _minimal_edit(o, c)
+        if edit:
+            # each extra changed slot may legitimately move the embedding a bit more
+            floor = cfg.minimal_edit_min_sim - 0.05 * edit.count(";")
+            if sim < floor:
+                reasons.append(f"small edit ({edit}) drops similarity to {sim:.2f} "
+                               f"(< {floor:.2f}): not a synonym")
+    if soft and sim < cfg.soft_evidence_max_sim:
+        reasons += [f"{r} at similarity {sim:.2f}" for r in soft]
+    return reasons
+
+
+def outputs_reasons(cfg, o: _Features, c: _Features, sim: float, method: str) -> list[str]:
+    """A brief or bulleted rewrite of a response: no invented facts."""
+    reasons = []
+    if sim <= cfg.outputs_sim_min:
+        reasons.append(f"similarity {sim:.2f} <= {cfg.outputs_sim_min:.2f} (content likely changed)")
+    form = method.split(":")[1] if ":" in method else ("bullets" if c.bullets >= cfg.bullets_min else "brief")
+    n = len(c.words)
+    if form == "brief":
+        if n > cfg.brief_max_words:
+            reasons.append(f"brief has {n} words > budget {cfg.brief_max_words}")
+        if n >= len(o.words) and len(o.words) > cfg.brief_max_words:
+            reasons.append("brief is not shorter than the source")
+    elif c.bullets < cfg.bullets_min:
+        reasons.append(f"bulleted version has {c.bullets} bullet lines < {cfg.bullets_min}")
+    if cfg.check_invariants:
+        reasons += _invariant_reasons(o, c, source_only=True)
+    if english_checks_on(cfg) and cfg.check_entities:
+        for e in sorted(e for e in c.entities if not _mentions(o, e)):
+            reasons.append(f"entity {e} added (not in source)")
+    return reasons
+
+
+def refusal_reasons(cfg, c: _Features) -> list[str]:
+    """The candidate refuses a harmful prompt: decline + reason + alternative."""
+    reasons = []
+    if english_checks_on(cfg):  # the wording patterns are English
+        if not _REFUSAL_DECLINE.search(c.text):
+            reasons.append("refusal does not decline")
+        if not _REFUSAL_REASON.search(c.text):
+            reasons.append("refusal states no reason")
+        if not _REFUSAL_ALTERNATIVE.search(c.text):
+            reasons.append("refusal offers no alternative")
+    if len(c.words) > cfg.refusal_max_words:
+        reasons.append(f"refusal has {len(c.words)} words > {cfg.refusal_max_words}")
+    if c.has_list_or_code:
+        reasons.append("refusal contains a list or code (may comply)")
+    return reasons

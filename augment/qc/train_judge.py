@@ -1,0 +1,426 @@
+"""Train the QC judge head from pairs augtune generates itself; no public data set is read.
+
+    python -m augment.qc.train_judge [--pairs 6000] [--seed 0] [--out augment/qc/judge_head.npz]
+
+Why generated data: the judge must learn what changes a *request* (a dropped or added
+constraint, another operation, one part of a multi-part request cut, a changed number or name,
+a flipped perspective, a vaguer task, another output format) and what does not (reworded verbs
+and constraints, reordered clauses, instruction templates). Requests are composed here from
+small hand-written parts; every negative is a perturbation applied ON TOP of a faithful rewrite,
+so both classes carry the same rewording noise and only the perturbation tells them apart.
+
+Deterministic for a seed (Python's `random.Random(seed)`, sklearn's gradient boosting with a
+fixed `random_state`). Takes about 5 minutes on 2 shared CPU cores, mostly MiniLM encoding.
+The threshold is chosen on the
+project's own labelled set (`tests/data/qc_pairs.jsonl`, requests the rules accept): the
+probability that keeps `KEEP_FAITHFUL` of its faithful paraphrases. The held-out instruction
+set (`tests/data/instruction_pairs.jsonl`) is used by neither step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+
+import numpy as np
+
+# --- the parts requests are composed of --------------------------------------------------
+# op -> equivalent phrasings; {o} = object. Ops in one tuple are different operations.
+OPS = {
+    "summarize": ["Summarize {o}", "Give me a summary of {o}", "Write a short summary of {o}",
+                  "Sum up {o}"],
+    "critique": ["Critique {o}", "Point out the weaknesses of {o}", "Give a critical review of {o}"],
+    "explain": ["Explain {o}", "Walk me through {o}", "Help me understand {o}"],
+    "proofread": ["Proofread {o}", "Check {o} for spelling and grammar mistakes",
+                  "Fix any typos and grammar errors in {o}"],
+    "translate": ["Translate {o} into {lang}", "Put {o} into {lang}",
+                  "Give me a {lang} translation of {o}"],
+    "reply": ["Draft a reply to {o}", "Write a response to {o}", "Compose an answer to {o}"],
+    "shorten": ["Shorten {o}", "Make {o} shorter", "Cut {o} down"],
+    "formalize": ["Rewrite {o} in a more formal register", "Make {o} sound more formal"],
+    "keypoints": ["List the key points of {o}", "Pull out the main points from {o}"],
+    "questions": ["Write {nq} quiz questions about {o}", "Come up with {nq} quiz questions on {o}"],
+    "title": ["Suggest a title for {o}", "Propose a headline for {o}"],
+    "outline": ["Create an outline of {o}", "Draft an outline for {o}"],
+}
+OBJECTS = [
+    ("the attached quarterly report", "the attached report"),
+    ("my cover letter", "my application letter"),
+    ("this email from my landlord", "the email my landlord sent me"),
+    ("the meeting notes from Monday", "Monday's meeting notes"),
+    ("our onboarding guide", "the onboarding guide we use"),
+    ("my essay on the French Revolution", "my French Revolution essay"),
+    ("the customer complaint below", "the complaint from the customer below"),
+    ("this product description for our {product} headphones", "the {product} headphones product description"),
+    ("the article about rising rents in {city}", "the piece on rent increases in {city}"),
+    ("my notes on photosynthesis", "the notes I took on photosynthesis"),
+    ("the contract clause below", "the clause from the contract below"),
+    ("my team's sprint retrospective", "the retrospective my team wrote for the sprint"),
+    ("this press release from {company}", "the {company} press release"),
+    ("the user reviews of our app", "our app's user reviews"),
+    ("my grandmother's recipe for apple pie", "the apple pie recipe my grandmother wrote"),
+]
+VAGUE_OBJECTS = ["it", "this", "the text", "something", "the document"]
+# constraint group -> equivalent phrasings; {n} numbers, never changed inside a faithful rewrite
+CONSTRAINTS = {
+    "sentences": ["in {ns} sentences", "using {ns} sentences", "in just {ns} sentences"],
+    "words": ["in under {nw} words", "in fewer than {nw} words", "keeping it under {nw} words"],
+    "beginners": ["for beginners", "for someone new to the subject", "aimed at novices"],
+    "kid": ["for a {age}-year-old", "so that a {age}-year-old could follow it"],
+    "sales": ["for the sales team", "for our sales team"],
+    "nontech": ["for a non-technical audience", "for readers without a technical background"],
+    "friendly": ["in a friendly tone", "in a warm, friendly way"],
+    "jargon": ["without jargon", "avoiding jargon", "with no jargon"],
+    "example": ["with one concrete example", "including a concrete example"],
+    "risks": ["focusing on the financial risks", "with a focus on the financial risks"],
+    "deadline": ["by {day}", "before {day}"],
+    "sources": ["citing your sources", "with sources cited"],
+    "humor": ["with a bit of humor", "with a touch of humor"],
+}
+FORMATS = {
+    "bullets": ["as a bulleted list", "in bullet points", "as bullet points"],
+    "table": ["as a table", "in a table"],
+    "json": ["in JSON", "as JSON"],
+    "numbered": ["as a numbered list", "in a numbered list"],
+    "paragraph": ["as a single paragraph", "in one paragraph"],
+    "email": ["as an email", "in the form of an email"],
+}
+NAMES = {
+    "lang": ["Spanish", "German", "French", "Japanese", "Portuguese", "Italian", "Korean"],
+    "product": ["Nimbus", "Zephyr", "Aurora", "Vertex", "Orbit"],
+    "city": ["Lisbon", "Denver", "Toronto", "Melbourne", "Austin", "Dublin"],
+    "company": ["Acme", "Globex", "Initech", "Umbrella", "Hooli"],
+    "day": ["Friday", "Monday", "Wednesday", "the end of the month", "tomorrow"],
+}
+NUMBERS = {"ns": [2, 3, 4, 5], "nw": [50, 80, 100, 150, 200, 300], "age": [5, 8, 10, 12],
+           "nq": [3, 5, 8, 10], "ni": [2, 4, 6, 12], "ny": [2, 5, 10, 15]}
+# First-person support requests: situation + ask, each with equivalent phrasings. Slots as above.
+SITUATIONS = [
+    ["I moved from {city} to {city2} last month", "Last month I relocated from {city} to {city2}"],
+    ["I was charged twice for my {product} subscription in March",
+     "My {product} subscription was billed to me twice in March"],
+    ["my father passed away recently", "my dad died recently"],
+    ["I upgraded to the {product} Pro plan on {day}", "on {day} I switched to the {product} Pro plan"],
+    ["my order of {ni} chairs arrived damaged", "the {ni} chairs I ordered came damaged"],
+    ["I forgot the password to my {product} account", "I can't remember my {product} account password"],
+    ["my flight to {city} was cancelled", "my flight to {city} got cancelled"],
+    ["I've been a customer for {ny} years", "I've been with you for {ny} years"],
+]
+ASKS = [
+    (["update the billing address on my account", "change my account's billing address"],
+     "address"),
+    (["refund the duplicate charge to my card", "give me back the extra charge on my card"], "refund"),
+    (["close his account and send me the final statement",
+      "shut down his account and email me the last statement"], "close"),
+    (["tell me how much I will pay next month", "let me know what next month's bill will be"],
+     "bill"),
+    (["send me a replacement", "ship me a replacement"], "replace"),
+    (["reset my password", "help me set a new password"], "reset"),
+    (["rebook me on the next available flight", "put me on the next flight with free seats"],
+     "rebook"),
+    (["apply my loyalty discount", "give me my loyalty discount"], "discount"),
+]
+ASK_OTHER = ["cancel my subscription", "explain my invoice", "upgrade my plan",
+             "delete my account", "send me a receipt", "call me back tomorrow",
+             "check the status of my order"]
+FRAMES = ["{s}. Can you {a}?", "{s}, so please {a}.", "{S}, and I need you to {a}.",
+          "Could you {a}? {S}.", "{S}. Please {a}.", "{S}; I'd like you to {a}."]
+PERSPECTIVE = [(r"\bmy\b", "your"), (r"\bI've\b", "you've"), (r"\bI\b", "you"), (r"\bme\b", "you"),
+               (r"\bour\b", "your")]
+
+
+def _fill(text: str, slots: dict) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(slots[m.group(1)]), text)
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+class Gen:
+    """One random request spec, its rendering, its faithful rewrites and its perturbations."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def slots(self) -> dict:
+        r = self.rng
+        s = {k: r.choice(v) for k, v in NAMES.items()}
+        s["city2"] = r.choice([c for c in NAMES["city"] if c != s["city"]])
+        s.update({k: r.choice(v) for k, v in NUMBERS.items()})
+        return s
+
+    # -- task requests -------------------------------------------------------------------
+    def task_spec(self) -> dict:
+        r = self.rng
+        ops = r.sample(sorted(OPS), 2 if r.random() < 0.25 else 1)
+        cons = r.sample(sorted(CONSTRAINTS), r.choice([0, 1, 1, 2, 2, 3]))
+        fmt = r.choice(sorted(FORMATS)) if r.random() < 0.5 else None
+        return {"ops": ops, "obj": r.randrange(len(OBJECTS)), "cons": cons, "fmt": fmt,
+                "slots": self.slots(), "vague": False}
+
+    def render_task(self, spec: dict, variant: bool) -> str:
+        """`variant`: pick other equivalent phrasings and orders (a faithful rewrite)."""
+        r = self.rng
+        pick = (lambda xs: r.choice(xs)) if variant else (lambda xs: xs[0])
+        s = spec["slots"]
+        obj = r.choice(VAGUE_OBJECTS) if spec["vague"] else pick(OBJECTS[spec["obj"]])
+        parts = [pick(OPS[op]).replace("{o}", obj if i == 0 else "it")
+                 for i, op in enumerate(spec["ops"])]
+        mods = [pick(CONSTRAINTS[c]) for c in spec["cons"]]
+        if spec["fmt"]:
+            mods.append(pick(FORMATS[spec["fmt"]]))
+        if variant:
+            r.shuffle(mods)
+        text = parts[0]
+        if mods and variant and r.random() < 0.3:
+            text = _cap(mods[0]) + ", " + text[0].lower() + text[1:]
+            mods = mods[1:]
+        text = " ".join([text] + mods)
+        if len(parts) > 1:
+            text += (", and then " if variant and r.random() < 0.5 else " and ") + \
+                parts[1][0].lower() + parts[1][1:]
+        text = _fill(text, s)
+        text = text + ("?" if text.split()[0].lower() in ("what", "can", "could") else ".")
+        if variant and r.random() < 0.35 and text.split()[0].lower() in {
+                p.split()[0].lower() for ps in OPS.values() for p in ps}:
+            frame = r.choice(["Please {t}", "Could you {t}", "I need you to {t}", "Can you {t}",
+                              "I'd like you to {t}"])
+            body = text[0].lower() + text[1:] if not text.startswith("I ") else text
+            text = frame.replace("{t}", body.rstrip(".?"))
+            text += "?" if frame.startswith(("Could", "Can")) else "."
+        return text
+
+    def task_perturbations(self, spec: dict) -> list[tuple[str, dict]]:
+        r = self.rng
+        out = []
+        if spec["cons"]:
+            c = r.choice(spec["cons"])
+            out.append(("drop_constraint", {**spec, "cons": [x for x in spec["cons"] if x != c]}))
+        free = [c for c in CONSTRAINTS if c not in spec["cons"]]
+        out.append(("add_constraint", {**spec, "cons": spec["cons"] + [r.choice(free)]}))
+        other = r.choice([o for o in OPS if o not in spec["ops"]])
+        out.append(("change_operation", {**spec, "ops": [other] + spec["ops"][1:]}))
+        if len(spec["ops"]) > 1:
+            out.append(("cut_part", {**spec, "ops": spec["ops"][:1]}))
+        if spec["fmt"]:
+            out.append(("change_format", {**spec, "fmt": r.choice(
+                [f for f in FORMATS if f != spec["fmt"]])}))
+            out.append(("drop_format", {**spec, "fmt": None}))
+        else:
+            out.append(("add_format", {**spec, "fmt": r.choice(sorted(FORMATS))}))
+        out.append(("vaguer", {**spec, "vague": True, "cons": spec["cons"][:-1]}))
+        changed = self.change_value(spec, self.render_task(spec, variant=False))
+        if changed:
+            out.append(("change_value", changed))
+        return out
+
+    def change_value(self, spec: dict, orig: str) -> dict | None:
+        """Another number or name in a slot the original really uses."""
+        s = dict(spec["slots"])
+        used = [k for k, v in s.items() if re.search(rf"\b{re.escape(str(v))}\b", orig)]
+        if not used:
+            return None
+        key = self.rng.choice(used)
+        pool = NUMBERS.get(key) or NAMES["city" if key == "city2" else key]
+        s[key] = self.rng.choice([x for x in pool if x not in (s[key], s.get("city"), s.get("city2"))])
+        return {**spec, "slots": s}
+
+    # -- first-person support requests ---------------------------------------------------------
+    def support_spec(self) -> dict:
+        r = self.rng
+        return {"sit": r.randrange(len(SITUATIONS)), "ask": r.randrange(len(ASKS)),
+                "frame": r.randrange(len(FRAMES)), "slots": self.slots(), "ask_text": None}
+
+    def render_support(self, spec: dict, variant: bool) -> str:
+        r = self.rng
+        pick = (lambda xs: r.choice(xs)) if variant else (lambda xs: xs[0])
+        sit = pick(SITUATIONS[spec["sit"]])
+        ask = spec["ask_text"] or pick(ASKS[spec["ask"]][0])
+        frame = FRAMES[r.randrange(len(FRAMES))] if variant else FRAMES[spec["frame"]]
+        text = frame.replace("{s}", _cap(sit)).replace("{S}", _cap(sit)).replace("{a}", ask)
+        return _fill(text, spec["slots"])
+
+    def support_perturbations(self, spec: dict) -> list[tuple[str, dict | str]]:
+        r = self.rng
+        out: list[tuple[str, dict | str]] = []
+        out.append(("change_operation", {**spec, "ask_text": r.choice(ASK_OTHER)}))
+        changed = self.change_value(spec, self.render_support(spec, variant=False))
+        if changed:
+            out.append(("change_value", changed))
+        out.append(("drop_request", "__statement__"))
+        out.append(("flip_perspective", "__perspective__"))
+        out.append(("drop_detail", "__detail__"))
+        return out
+
+
+def _perspective(text: str) -> str | None:
+    out = text
+    for pat, rep in PERSPECTIVE:
+        out = re.sub(pat, rep, out)
+    out = re.sub(r"\bCan you\b", "Can I", out)
+    return out if out != text else None
+
+
+def _drop_detail(text: str) -> str | None:
+    """Drop a trailing time/place detail ("last month", "in March", "from X")."""
+    for pat in (r" last month", r" in March", r" recently", r" from [A-Z]\w+", r" on \w+day",
+                r" for \d+ years", r" of \d+ chairs"):
+        new = re.sub(pat, "", text, count=1)
+        if new != text:
+            return new
+    return None
+
+
+def generate(n_pairs: int, seed: int) -> list[dict]:
+    """Balanced faithful / changed pairs: {"original", "candidate", "label" (1 = changed), "kind"}."""
+    rng = random.Random(seed)
+    g = Gen(rng)
+    rows: list[dict] = []
+    from ..methods.templates import fitting_templates
+    while len(rows) < n_pairs:
+        if rng.random() < 0.65:
+            spec = g.task_spec()
+            orig = g.render_task(spec, variant=False)
+            for _ in range(2):
+                cand = g.render_task(spec, variant=True)
+                if cand != orig:
+                    rows.append({"original": orig, "candidate": cand, "label": 0, "kind": "rewrite"})
+            fits = fitting_templates(orig)
+            if fits:
+                rows.append({"original": orig, "candidate": rng.choice(fits)[1], "label": 0,
+                             "kind": "template"})
+            perts = g.task_perturbations(spec)
+            for kind, p in rng.sample(perts, min(3, len(perts))):
+                cand = g.render_task(p, variant=rng.random() < 0.8)
+                if cand != orig:
+                    rows.append({"original": orig, "candidate": cand, "label": 1, "kind": kind})
+        else:
+            spec = g.support_spec()
+            orig = g.render_support(spec, variant=False)
+            for _ in range(2):
+                cand = g.render_support(spec, variant=True)
+                if cand != orig:
+                    rows.append({"original": orig, "candidate": cand, "label": 0, "kind": "rewrite"})
+            for kind, p in rng.sample(g.support_perturbations(spec), 2):
+                base = g.render_support(spec, variant=True)
+                if p == "__statement__":
+                    cand = _cap(_fill(rng.choice(SITUATIONS[spec["sit"]]), spec["slots"])) + "."
+                elif p == "__perspective__":
+                    cand = _perspective(base)
+                elif p == "__detail__":
+                    cand = _drop_detail(base)
+                else:
+                    cand = g.render_support(p, variant=True)
+                if cand and cand != orig:
+                    rows.append({"original": orig, "candidate": cand, "label": 1, "kind": kind})
+    return rows[:n_pairs]
+
+
+def featurize(rows: list[dict], checker) -> np.ndarray:
+    """`judges.pair_features` of each pair, with the same embeddings the checker uses."""
+    from .embed import token_vectors
+    from .features import _features
+    from .judges import pair_features
+    from .words import _STOPWORDS
+    texts = list(dict.fromkeys([r["original"] for r in rows] + [r["candidate"] for r in rows]))
+    emb, _ = checker.embed(texts)
+    tokens = token_vectors(checker.model, texts, checker.config.batch_size, skip=_STOPWORDS)
+    feats = {t: _features(t) for t in texts}
+    return np.stack([pair_features(emb[r["original"]], emb[r["candidate"]], tokens[r["original"]],
+                                   tokens[r["candidate"]], feats[r["original"]],
+                                   feats[r["candidate"]]) for r in rows])
+
+
+def _export(gb) -> dict:
+    """sklearn's GradientBoostingClassifier (binary) as flat numpy arrays (see HeadJudge)."""
+    feature, thresh, left, right, value, roots = [], [], [], [], [], []
+    off = 0
+    for est in gb.estimators_[:, 0]:
+        t = est.tree_
+        roots.append(off)
+        feature.append(t.feature)
+        thresh.append(t.threshold)
+        left.append(np.where(t.children_left >= 0, t.children_left + off, -1))
+        right.append(np.where(t.children_right >= 0, t.children_right + off, -1))
+        value.append(t.value[:, 0, 0])
+        off += t.node_count
+    prior = float(gb.init_.class_prior_[1])
+    return {"feature": np.concatenate(feature).astype(np.int32),
+            "thresh": np.concatenate(thresh).astype(np.float64),
+            "left": np.concatenate(left).astype(np.int32),
+            "right": np.concatenate(right).astype(np.int32),
+            "value": np.concatenate(value).astype(np.float64),
+            "roots": np.array(roots, dtype=np.int32),
+            "init": np.float64(np.log(prior / (1 - prior))), "rate": np.float64(gb.learning_rate)}
+
+
+#: The stated target the threshold is chosen for: keep this share of the faithful request
+#: paraphrases that the rules accept in the project's labelled set (tests/data/qc_pairs.jsonl,
+#: written for the project and never used to fit the trees).
+KEEP_FAITHFUL = 0.90
+
+
+def train(n_pairs: int, seed: int, out: str, n_trees: int = 150) -> dict:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from ..qc_eval import DEFAULT_PATH, load_pairs
+    from .checker import QualityChecker
+    from .features import _features
+    from .judges import HeadJudge
+    from .settings import QualityConfig
+    t0 = time.time()
+    rows = generate(n_pairs, seed)
+    checker = QualityChecker(QualityConfig(judge="none"))
+    X = featurize(rows, checker)
+    y = np.array([r["label"] for r in rows])
+    gb = GradientBoostingClassifier(n_estimators=n_trees, max_depth=3, learning_rate=0.1,
+                                    subsample=0.8, random_state=seed)
+    gb.fit(X, y)
+    arrays = _export(gb)
+    # the threshold: from the labelled set, requests only, pairs the rules already accept
+    tune = [r for r in load_pairs(DEFAULT_PATH) if _features(r["original"]).is_request]
+    res = checker.score_pairs([r["original"] for r in tune], [r["candidate"] for r in tune])
+    tune = [r for r, x in zip(tune, res) if x["is_valid"]]
+    Xt = featurize(tune, checker)
+    np.savez_compressed(out, **arrays, threshold=np.float64(0.5))
+    p = HeadJudge(path=out).p_changed(Xt)
+    assert np.allclose(p, gb.predict_proba(Xt)[:, 1], atol=1e-6), "exported trees disagree"
+    faithful = np.sort(p[[r["label"] == "paraphrase" for r in tune]])
+    threshold = float(faithful[min(int(np.ceil(KEEP_FAITHFUL * len(faithful))), len(faithful) - 1)])
+    np.savez_compressed(out, **arrays, threshold=np.float64(threshold), seed=np.int64(seed),
+                        n_pairs=np.int64(n_pairs))
+    changed = p[[r["label"] != "paraphrase" for r in tune]]
+    return {"pairs": len(rows), "threshold": threshold, "tune_faithful": len(faithful),
+            "tune_changed": len(changed),
+            "tune_changed_caught": float((changed >= threshold).mean()) if len(changed) else 0.0,
+            "seconds": time.time() - t0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=6000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trees", type=int, default=150)
+    ap.add_argument("--out", default=str(__import__("pathlib").Path(__file__).with_name(
+        "judge_head.npz")))
+    ap.add_argument("--show", type=int, default=0, help="print N generated pairs and exit")
+    args = ap.parse_args(argv)
+    if args.show:
+        for r in generate(args.show, args.seed):
+            print(f"{r['label']} {r['kind']:<17} {r['original']!r} -> {r['candidate']!r}")
+        return 0
+    info = train(args.pairs, args.seed, args.out, args.trees)
+    print(f"wrote {args.out}: trees fit on {info['pairs']} generated pairs in "
+          f"{info['seconds']:.0f}s; threshold {info['threshold']:.3f} keeps "
+          f"{KEEP_FAITHFUL:.0%} of the {info['tune_faithful']} faithful request paraphrases the "
+          f"rules accept in qc_pairs.jsonl and catches {info['tune_changed_caught']:.0%} of the "
+          f"{info['tune_changed']} meaning changes they let through")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Word lists and patterns the QC rules read: English lexical data only, no logic.
+
+Why a module of its own: a reader who wants to add an antonym pair or a request verb changes data
+here without reading a rule. Everything here is English; `QualityConfig.language` switches the
+checks that read it off for other languages (see `rules.ENGLISH_ONLY`).
+"""
+
+from __future__ import annotations
+
+import re
+
+_URL = re.compile(r"\bhttps?://[^\s<>\"'`]+|\bwww\.[^\s<>\"'`]+", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+_PLACEHOLDER = re.compile(
+    r"\{\{\s*[\w.]+\s*\}\}|\{[\w.]+\}|<[A-Z][A-Z0-9_]*>|\[[A-Z][A-Z0-9_ ]*\]|\$\{?[A-Z][A-Z0-9_]*\}?")
+_TIME = re.compile(r"\b\d{1,2}:\d{2}\b")
+_TOKEN = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,]\d+)*|[A-Za-z]+(?:['’][A-Za-z]+)?|[^\sA-Za-z\d]")
+# A full stop after these does not start a sentence ("Mr. Smith", "Acme Corp. said").
+_ABBREVIATIONS = frozenset("mr mrs ms dr st sen rep gov gen lt col capt prof corp inc co ltd jr sr vs no".split())
+# Titles and honorifics are capitalised but are not the entity: "Mr. Bush" == "President Bush".
+_TITLES = frozenset("""mr mrs ms dr sir madam lord lady president senator sen rep representative
+governor gov mayor minister prime chancellor secretary judge justice general gen lt col capt
+captain prof professor chairman chairwoman chair chief executive ceo cfo king queen prince
+princess pope officer sergeant detective""".split())
+_WORD = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)*")
+_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+_BULLET = re.compile(r"^\s*(?:[-*•‣▪–]|\d+[.)])\s+\S", re.M)
+_LIST_OR_CODE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S|```|^\s*(?:def|class|import|SELECT)\b", re.M | re.I)
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90,
+    # multiplicative words that state a count
+    "twice": 2, "thrice": 3, "pair": 2, "dozen": 12, "half": 0.5, "quarter": 0.25,
+}
+# "one" is usually a pronoun or the article's twin ("buying one", "one account"):
+# comparing it would punish harmless rewrites, and a real 1 -> 2 swap is still
+# caught by the new "two".
+_UNITS_IGNORED = {"one"}
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000,
+           "trillion": 1_000_000_000_000, "k": 1_000, "m": 1_000_000, "bn": 1_000_000_000}
+_ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+             "ninth": 9, "tenth": 10}
+_ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
+_UNIT_WORDS = {
+    **{u: "time:" + u.rstrip("s") for u in (
+        "second seconds minute minutes hour hours day days week weeks month months year years "
+        "decade decades").split()},
+    **{u: "dist:" + c for c, us in {"km": "km kilometer kilometers kilometre kilometres",
+                                    "mi": "mile miles", "m": "meter meters metre metres"}.items()
+       for u in us.split()},
+    **{u: "data:" + u.lower() for u in "KB MB GB TB kb mb gb tb".split()},
+}
+_CURRENCY_WORDS = {
+    "$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD", "€": "EUR", "eur": "EUR",
+    "euro": "EUR", "euros": "EUR", "£": "GBP", "gbp": "GBP", "pound": "GBP", "pounds": "GBP",
+    "¥": "JPY", "yen": "JPY", "jpy": "JPY",
+}
+
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|none|nobody|nothing|nowhere|neither|without|cannot|"
+    r"fail|fails|failed|failing|unsuccessful|unsuccessfully|unable|refuse|refuses|refused|"
+    r"(?:decline|declines|declined)\s+to\s+(?!a\b|an\b|the\b|\d)|"
+    r"(?:has|have|had|is|are|was|were)\s+yet\s+to|"
+    r"avoid|avoids|avoided|avoiding)\b|n['’]t\b|\bnor\b",
+    re.I)
+# Idioms that contain a negator but do not negate ("nothing but" = only).
+_NOT_NEGATION = re.compile(
+    r"\b(?:nothing but|no (?:more|less|fewer|later|earlier|sooner) than|none other than|"
+    r"not only|no doubt|no matter)\b", re.I)
+_NEITHER_NOR = re.compile(r"\bneither\b.*\bnor\b", re.I | re.S)
+
+# Common antonym groups: a word in one text whose opposite replaces it in the
+# other.  Irregular forms after "|"; regular inflections are generated.
+_ANTONYM_PAIRS = [
+    ("increase", "decrease"), ("increase", "reduce"), ("rise|rose|risen", "fall|fell|fallen"),
+    ("rise|rose|risen", "drop|dropped"), ("rise|rose|risen", "decline"),
+    ("climb", "fall|fell|fallen"), ("raise", "cut"), ("raise", "lower"), ("gain", "lose|lost"),
+    ("up", "down"), ("before", "after"), ("earlier", "later"), ("early", "late"),
+    ("allow", "block"), ("allow", "deny|denied"), ("allow", "forbid|forbade|forbidden"),
+    ("allow", "prohibit"), ("enable", "disable"), ("accept", "reject"), ("approve", "reject"),
+    ("buy|bought", "sell|sold"), ("more", "less"), ("more", "fewer"), ("most", "least"),
+    ("higher", "lower"), ("highest", "lowest"), ("high", "low"), ("open", "close"),
+    ("open", "shut"), ("reopen", "close"), ("win|won", "lose|lost"), ("winner", "loser"),
+    ("beat", "lose|lost"), ("profit", "loss"), ("gain", "loss"), ("best", "worst"),
+    ("better", "worse"), ("first", "last"), ("above", "below"), ("over", "under"),
+    ("inside", "outside"), ("include", "exclude"), ("add", "remove"), ("import", "export"),
+    ("upload", "download"), ("upgrade", "downgrade"), ("install", "uninstall"), ("start", "stop"),
+    ("start", "end"), ("begin|began|begun", "end"), ("maximum", "minimum"), ("max", "min"),
+    ("largest", "smallest"), ("biggest", "smallest"), ("large", "small"), ("big", "small"),
+    ("long", "short"), ("always", "never"), ("all", "none"), ("true", "false"),
+    ("success", "failure"), ("succeed", "fail"), ("pass", "fail"), ("positive", "negative"),
+    ("hot", "cold"), ("light", "dark"), ("day", "night"), ("morning", "evening"),
+    ("old", "young"), ("old", "new"), ("man|men", "woman|women"), ("boy", "girl"),
+    ("male", "female"), ("husband", "wife"), ("father", "mother"), ("son", "daughter"),
+    ("brother", "sister"), ("king", "queen"), ("north", "south"), ("east", "west"),
+    ("credit", "debit"), ("deposit", "withdraw|withdrew|withdrawn"), ("arrive", "depart"),
+    ("arrival", "departure"), ("push", "pull"), ("full", "empty"), ("crowded", "empty"),
+    ("busy", "empty"), ("cheap", "expensive"), ("fast", "slow"), ("easy", "hard"),
+    ("easy", "difficult"), ("strong", "weak"), ("same", "different"), ("public", "private"),
+    ("internal", "external"), ("domestic", "international"), ("online", "offline"),
+    ("input", "output"), ("guilty", "innocent"), ("convict", "acquit"), ("sentence", "acquit"),
+    ("arrest", "release"), ("build|built", "destroy"), ("laugh", "cry|cried"), ("love", "hate"),
+    ("benefit", "risk"), ("benefit", "harm"), ("pros", "cons"), ("strength", "weakness"),
+    ("monthly", "annual"), ("monthly", "yearly"), ("daily", "weekly"), ("active", "passive"),
+    ("take off|taking off|took off|takes off", "land"), ("asleep", "awake"),
+    ("sleep|slept", "wake|woke"), ("catch|caught", "miss"), ("expand", "shrink|shrank"),
+    ("strengthen", "weaken"), ("inbound", "outbound"), ("cancel", "confirm"), ("pause", "resume"),
+    ("hire", "fire"), ("join", "leave"), ("on time", "late"),
+]
+_PREFIX_NEGATION = ("un", "dis", "in", "im", "non")
+
+_STOPWORDS = frozenset("""
+a an the and or but if then else so of to in on at by for with from into onto over under about
+as than too very can could would should will shall may might must do does did done doing be is am
+are was were been being have has had having i me my mine we us our ours you your yours he him his
+she her hers it its they them their theirs this that these those there here what which who whom
+whose when where why how all any both each few some such own just also only even still yet
+please kindly get got gets getting make makes made let lets s t d ll m re ve o y ago via per
+not no never nor n't up out off again further once whether while within without through during
+because since until unless though although after before above below between among around
+one ones thing things way something anything someone anyone like want need wants needs
+""".split())
+
+_REQUEST_START = frozenset("""
+add adjust advise analyze analyse answer apply arrange ask assess avoid book build calculate
+cancel change check choose clarify classify compare compose confirm continue convert correct
+create define delete describe design determine develop disregard do don't draft edit email
+enable disable enter estimate evaluate explain export extract fill find fix forget format generate
+give go help identify ignore implement improve include inform instruct issue keep let list locate
+look make mention move name note offer open order outline paraphrase pick plan please point
+prepare print produce propose provide put rank rate read recommend reduce refund remind remove
+rename render reorder repeat rephrase replace reply report request reset resolve respond restate
+restore return review rewrite say schedule send set share show simplify sort specify start state
+stop suggest sum summarise summarize switch take talk teach tell translate try turn update use
+verify walk warn write kindly help could can would will may might should shall do does did is
+are was were am how what why when where which who whom whose isn't aren't doesn't don't can't
+cannot won't pls
+assemble brainstorm break come compile compute condense craft critique debug devise draw
+elaborate enumerate illustrate imagine jot lay map name outline pick polish port present
+proofread pull render research scale shorten sketch spell tally weigh
+""".split())
+_WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
+                    r"i ask that|help me|let me know)\b", re.I)
+# A statement that still prescribes ("All admin accounts should have 2FA") is an instruction.
+_DEONTIC = re.compile(
+    r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
+    r"(?:is|are|was|were) required to)\b", re.I)
+_FIRST_PERSON = frozenset("i i'm i'd i've i'll me my mine myself we we're we'd we've we'll us our "
+                          "ours ourselves".split())
+_SECOND_POSSESSIVE = frozenset("your yours yourself yourselves".split())
+# The variant speaks as the assistant: it apologises for the user's problem.
+_APOLOGY = re.compile(r"\b(?:i['’]?m sorry|i am sorry|we['’]?re sorry|sorry (?:for|about)|"
+                      r"(?:i|we) apologi[sz]e|(?:my|our) apologies|apologies for)\b", re.I)
+# The variant talks about the rewriting itself: the paraphrase prompt leaked into it.
+_REWRITE_TALK = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reword\w*)\b|"
+                           r"\b(?:this|the) (?:message|text|original)\b", re.I)
+_LEADING_CLAUSE = re.compile(
+    r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
+    r"as|at|from|under|over|based on|given)\b[^,?]{0,80},\s*", re.I)
+_ANSWER_OPENER = re.compile(
+    r"^\W*(?:sure|certainly|of course|absolutely|here(?:'s| is| are)|yes|no[,.!]|great question|"
+    r"hi|hello|dear|thanks|thank you|okay|ok[,.!]|as an ai)\b", re.I)
+_TO_CLAUSE = re.compile(r"^\W*to\s+\w+[^,?.]{0,80},\s*\w", re.I)
+_INJECTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.?!]{0,40}\b(?:instructions?|rules?|"
+    r"prompts?|directions?|guidelines?|(?:the|everything|all) above|"
+    r"what (?:you were|you've been|i) (?:told|said))", re.I)
+_INJECTION_VERB = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass|set aside|pay no attention|stop following|"
+    r"do not follow|don't follow)\b", re.I)
+
+_REFUSAL_DECLINE = re.compile(
+    r"\b(?:can(?:no|')t|cannot|can not|won['’]?t|will not|unable to|not able to|not going to|"
+    r"must decline|have to decline|(?:i|we)\s+decline|refuse|sorry|apologi[sz]e|not (?:something|"
+    r"able)|not (?:allowed|permitted))\b", re.I)
+_REFUSAL_REASON = re.compile(
+    r"\b(?:because|since|as (?:it|this|that|doing)|due to|could (?:cause|lead|harm|hurt|be)|"
+    r"(?:it|this|that|this request|the request|doing so) (?:would|could|might)|"
+    r"would (?:cause|be|put|harm|violate|give|let|allow|enable|reveal|expose|bypass|help)|illegal|unlawful|harmful|dangerous|unsafe|risk|"
+    r"against (?:the )?(?:law|policy|policies|rules)|privacy|violat\w*|harm\w*|hurt|abuse|"
+    r"consent|safety|fraud\w*|weapon\w*|crime|criminal)\b", re.I)
+_REFUSAL_ALTERNATIVE = re.compile(
+    r"\b(?:instead|however|but i can|but we can|i can help|i could help|we could help|"
+    r"i'd be happy|i would be happy|i'd be glad|i can (?:show|walk|explain|guide)|"
+    r"happy to help|glad to help|you (?:could|can|may|might) (?:try|contact|reach|ask|visit|"
+    r"consider|talk|speak|call|look)|consider|recommend|suggest|alternatively|"
+    r"what i can do|if you(?:'re| are) (?:interested|looking)|reach out|contact)\b", re.I)
+

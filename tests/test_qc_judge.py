@@ -1,0 +1,177 @@
+"""The QC judges: the committed head (loaded, never trained here) and the LLM judge through the
+fake Anthropic and OpenAI-compatible servers, faults included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import AugmentConfig
+from augment.errors import ConfigError
+from augment.qc.judges import FEATURE_NAMES, HEAD_PATH, HeadJudge
+from augment.qc.llm_judge import PROMPT_VERSION, parse_verdict
+from augment.qc_eval import load_pairs, metrics
+from augment.quality import QualityChecker, QualityConfig, make_checker
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return QualityChecker(QualityConfig(judge="none")).model
+
+
+# -- the head -------------------------------------------------------------------------------
+def test_head_is_small_and_well_formed():
+    assert HEAD_PATH.stat().st_size < 1_000_000
+    head = HeadJudge()
+    assert 0 < head.threshold < 1
+    assert head.feature.max() < len(FEATURE_NAMES)
+    p = head.p_changed(np.zeros((3, len(FEATURE_NAMES))))
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+
+
+@pytest.fixture(scope="module")
+def instruction_scores(model):
+    """The held-out instruction set, near-duplicates (>= 0.98) dropped, scored by the rules
+    alone and by rules + judge."""
+    rows = load_pairs(DATA / "instruction_pairs.jsonl")
+    o, c = [r["original"] for r in rows], [r["candidate"] for r in rows]
+    rules = QualityChecker(QualityConfig(judge="none"), model=model).score_pairs(o, c)
+    keep = [i for i, x in enumerate(rules) if x["semantic_similarity"] < 0.98]
+    rows, rules = [rows[i] for i in keep], [rules[i] for i in keep]
+    judged = QualityChecker(QualityConfig(), model=model).score_pairs(
+        [r["original"] for r in rows], [r["candidate"] for r in rows])
+    return rows, rules, judged
+
+
+def test_instruction_set_is_apart_from_the_judge_data():
+    from augment.qc.train_judge import generate
+    rows = load_pairs(DATA / "instruction_pairs.jsonl")
+    assert len(rows) >= 150
+    assert sum(r["label"] == "paraphrase" for r in rows) == len(rows) // 2
+    generated = {r["original"] for r in generate(600, 0)} | {r["candidate"] for r in generate(600, 0)}
+    assert not generated & ({r["original"] for r in rows} | {r["candidate"] for r in rows})
+
+
+def test_judge_lowers_false_accepts_on_held_out_instructions(instruction_scores):
+    rows, rules, judged = instruction_scores
+    mr = metrics(rows, [x["is_valid"] for x in rules])
+    mj = metrics(rows, [x["is_valid"] for x in judged])
+    print(f"\nrules: recall {mr['recall']:.3f} FAR {mr['far']:.3f}; "
+          f"rules + judge: recall {mj['recall']:.3f} FAR {mj['far']:.3f}")
+    assert mj["far"] <= mr["far"] - 0.05
+    assert any("judge:" in r for x in judged for r in x["reasons"])
+    # no worse than the cosine threshold raised to the same recall
+    sims = np.array([x["semantic_similarity"] for x in judged])
+    pos = np.array([r["label"] == "paraphrase" for r in rows])
+    t = np.sort(sims[pos])[::-1][int(np.ceil(mj["recall"] * pos.sum())) - 1]
+    assert mj["far"] <= float((sims[~pos] >= t).mean())
+
+
+def test_judge_only_sees_requests_of_paraphrase_like_methods(model):
+    chk = QualityChecker(QualityConfig(), model=model)
+    news = chk.measure("Shares of Boeing fell 4 percent on Tuesday after the report.",
+                       "After the report on Tuesday, Boeing shares dropped 4 percent.")
+    assert "judge_p_changed" not in news  # declarative text: the rules alone
+    req = chk.measure("Explain recursion to a beginner using a real-world analogy.",
+                      "Using an everyday analogy, explain recursion to someone who is just starting out.")
+    assert "judge_p_changed" in req
+    tpl = chk.measure("Explain recursion.", "Please explain recursion.", "templates")
+    assert "judge_p_changed" not in tpl
+
+
+# -- the LLM judge -----------------------------------------------------------------------------
+ORIG = "Where can I see everything I've paid you over the last year?"
+SAME = "Where can I find all the payments I've made to you in the past year?"
+CHANGED = "Where can I find everything you've paid me?"
+
+
+def verdict_reply(system, user, body=None):
+    assert PROMPT_VERSION and "exactly the same thing" in system
+    cand = user.split("CANDIDATE:\n", 1)[1].strip()
+    same = cand == SAME
+    return json.dumps({"same": same, "reason": "same request" if same else "perspective flipped, time span dropped"})
+
+
+def llm_cfg(backend, **kw):
+    base = dict(llm_backend=backend, llm_model="claude-haiku-4-5", max_retries=3,
+                request_timeout=5.0, augment_methods=["paraphrase"], qc_judge="llm",
+                qc_judge_band=[0.0, 1.0], qc_check_answer=False)  # every request goes to the LLM
+    base.update(kw)
+    return AugmentConfig(**base)
+
+
+def _judge_both(chk):
+    return chk.score_pairs([ORIG, ORIG], [SAME, CHANGED], "paraphrase")
+
+
+def test_llm_judge_through_anthropic_and_reuse(monkeypatch, model):
+    with FakeAnthropicServer(reply=verdict_reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-CANARY")
+        store_obj = type("S", (dict,), {"put": dict.__setitem__})()
+        chk = make_checker(llm_cfg("anthropic"), model=model, verdict_store=store_obj)
+        same, changed = _judge_both(chk)
+        assert srv.count("messages") == 2
+        assert same["is_valid"], same["reasons"]
+        assert not changed["is_valid"] and any("llm judge: perspective flipped" in r for r in changed["reasons"])
+        body = srv.requests[0]["body"]
+        assert body["temperature"] == 0.0 and ORIG in body["messages"][0]["content"]
+        # a rerun with the same store sends nothing
+        again = make_checker(llm_cfg("anthropic"), model=model, verdict_store=store_obj)
+        r2 = _judge_both(again)
+        assert srv.count("messages") == 2
+        assert [x["is_valid"] for x in r2] == [True, False]
+        assert len(store_obj) == 2
+        # the fingerprint names the prompt, backend and model
+        assert chk.fingerprint() != make_checker(llm_cfg("anthropic", llm_model="claude-sonnet-4-5"),
+                                                 model=model).fingerprint()
+        assert "CANARY" not in json.dumps(dict(store_obj))
+
+
+def test_llm_judge_through_openai_compatible_with_faults(monkeypatch, model):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with FakeOpenAIServer(reply=verdict_reply, script=["500", "malformed_json"]) as srv:
+        cfg = llm_cfg("openai_compatible", llm_model="qwen2.5-0.5b-instruct", llm_base_url=srv.base_url)
+        store = type("S", (dict,), {"put": dict.__setitem__})()
+        chk = make_checker(cfg, model=model, verdict_store=store)
+        res = _judge_both(chk)
+        # one of the two requests met a 500 (retried, then answered), the other a malformed
+        # reply: that candidate is rejected with the reason and its verdict is not stored
+        assert srv.count("chat") == 3
+        failed = [x for x in res if any("llm judge gave no verdict" in r for r in x["reasons"])]
+        assert len(failed) == 1 and not failed[0]["is_valid"]
+        assert len(store) == 1
+        # the rerun asks only for the missing verdict, and now both are judged
+        res2 = _judge_both(make_checker(cfg, model=model, verdict_store=store))
+        assert srv.count("chat") == 4 and len(store) == 2
+        assert [x["is_valid"] for x in res2] == [True, False]
+
+
+def test_llm_judge_errors_are_one_line():
+    with pytest.raises(ConfigError, match="make_checker"):
+        QualityChecker(QualityConfig(judge="llm")).judge
+    with pytest.raises(ValueError, match="same"):
+        parse_verdict('{"verdict": "yes"}')
+    assert parse_verdict('Sure. {"same": false, "reason": "adds a deadline"}')["same"] is False
+
+
+def test_llm_judge_dry_run_helpers(model):
+    from augment.qc.llm_judge import request_tokens
+    cfg = llm_cfg("anthropic")
+    store = type("S", (dict,), {"put": dict.__setitem__})()
+    from augment.qc.judges import make_judge
+    judge = make_judge(QualityConfig.from_run(cfg), cfg, store)
+    pairs = [(ORIG, SAME), (ORIG, CHANGED)]
+    assert judge.pending(pairs, [0.3, 0.9]) == [0, 1]  # band [0, 1): both would be asked
+    from augment.qc.llm_judge import verdict_key
+    store.put(verdict_key("anthropic", "claude-haiku-4-5", ORIG, SAME), {"same": True, "reason": ""})
+    assert judge.pending(pairs, [0.3, 0.9]) == [1]
+    i, o = request_tokens(ORIG, SAME)
+    assert i > len(ORIG) // 4 and 0 < o <= 40
