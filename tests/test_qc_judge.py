@@ -175,3 +175,34 @@ def test_llm_judge_dry_run_helpers(model):
     assert judge.pending(pairs, [0.3, 0.9]) == [1]
     i, o = request_tokens(ORIG, SAME)
     assert i > len(ORIG) // 4 and 0 < o <= 40
+
+
+def test_llm_judge_in_a_build_stores_verdicts_in_the_cache_and_rescore_reuses_them(monkeypatch, tmp_path):
+    """qc_judge: llm through a real build (paraphrases and verdicts both through the Anthropic
+    SDK to the fake server): the verdicts land in the cache file, and judging the stored
+    candidates again with the same settings sends no judge request."""
+    from augment.build import build_cache, make_checker
+    from augment.cache import JudgeVerdicts, VariantCache
+    from augment.config import DataConfig
+    from augment.types import Row
+    from tests.fakes.anthropic_server import paraphrase_reply
+
+    def reply(system, user, body=None):
+        if "exactly the same thing" in system:
+            return json.dumps({"same": True, "reason": "same request"})
+        return paraphrase_reply(system, user, body)
+
+    cache = tmp_path / "c.sqlite"
+    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
+            for i in range(3)]
+    with FakeAnthropicServer(reply=reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+        rep = build_cache(DataConfig(), cfg, rows, progress=False)
+        judged = sum(1 for r in srv.requests if "exactly the same thing" in r["body"].get("system", ""))
+        assert rep.done == 3 and judged > 0
+        assert len(JudgeVerdicts(cache)) == judged
+        n_before = len(srv.requests)
+        rescored = VariantCache(cache).rescore(make_checker(cfg), only_missing=False)
+        assert rescored > 0 and len(srv.requests) == n_before   # verdicts came from the cache
