@@ -70,3 +70,55 @@ def test_demo_command_on_bad_rows_fails_fast_with_one_line(tmp_path):
         lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
         assert lines == [f"augtune: error: {bad}:2, field 'completion': missing. Every row needs it "
                          "(or use --skip_bad_rows true to skip such rows)"], lines
+
+
+def test_own_script_example_runs_as_written(tmp_path):
+    """The README's "Use it in your own TRL script" block, run exactly as written (from a folder
+    that sees the repo's data/, so its outputs stay out of the repo): it builds variants, trains
+    with the embedded SmolLM2 and writes the adapter, TRL's and augtune's metrics, the summary."""
+    import json
+    import sys
+    block = README.split("## Use it in your own TRL script", 1)[1].split("```python", 1)[1]
+    script = block.split("```", 1)[0]
+    assert len(script.strip().splitlines()) <= 22
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    (tmp_path / "own.py").write_text(script)
+    from tests.conftest import run_env
+    proc = subprocess.run([sys.executable, "own.py"], cwd=tmp_path, env=run_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "outputs/my-script"
+    assert (out / "adapter_model.safetensors").exists()
+    summary = json.loads((out / "augmentation_summary.json").read_text())
+    e0 = summary["epochs"][0]
+    assert e0["augmented"] == 2 * e0["original"] and set(e0["by_method"]) <= {"templates", "backtranslate"}
+    hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    keys = set().union(*hist)
+    assert {"loss", "loss_original", "loss_augmented", "aug_fraction", "mean_token_accuracy"} <= keys
+    assert keys & {"loss_templates", "loss_backtranslate"}
+    assert (tmp_path / "cache/my-script.sqlite").exists()
+
+
+def test_the_distribution_installs_the_library_and_no_train_module(tmp_path):
+    """What `pip install .` would install: the wheel built from pyproject.toml holds the
+    `augment` package (with the QC judge's data file) and no top-level `train` module."""
+    import shutil
+    import sys
+    import zipfile
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for pkg in ("augment", "train"):
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("from setuptools import build_meta; import sys; "
+            "print(build_meta.build_wheel(sys.argv[1]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = tmp_path / "dist" / proc.stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/", 1)[0] for n in names}
+    assert "augment" in top and "train" not in top, sorted(top)
+    assert {t for t in top if not t.endswith(".dist-info")} == {"augment"}
+    assert "augment/qc/judge_head.npz" in names and "augment/trainer.py" in names

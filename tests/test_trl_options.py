@@ -1,5 +1,5 @@
 """The augmented trainer's loss is TRL's, and every TRL option that touches data, batching or the
-loss is kept (with an effect shown here) or refused in the preflight (train/trl_options.py).
+loss is kept (with an effect shown here) or refused in the preflight (augment/trl_options.py).
 
 Batches are built in-process with the real collator and tiny Llama (tests/conftest.py); the
 "direct" computations below use the model's full logits, which the trainer itself never builds.
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from train import trl_options
+from augment import trl_options
 
 EXAMPLES = [
     ("How do I reset my password?", "Open Settings, then Security, then Reset.", "original", 1.0),
@@ -38,7 +38,7 @@ def make(tiny_model_dir, tmp_path, *, collator_kw=None, trainer_kw=None, model=N
     from trl import SFTConfig
 
     from augment.collator import AugmentingCollator
-    from train.trainer import AugmentedSFTTrainer
+    from augment.trainer import AugmentedSFTTrainer
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
     model = model or LlamaForCausalLM.from_pretrained(tiny_model_dir)
@@ -152,7 +152,7 @@ def test_padding_free_needs_a_padding_free_collator(tiny_model_dir, tmp_path):
     from trl import SFTConfig
 
     from augment.collator import AugmentingCollator
-    from train.trainer import AugmentedSFTTrainer
+    from augment.trainer import AugmentedSFTTrainer
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, padding_free=True,
                      dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)

@@ -10,9 +10,7 @@ plan, which depends on (seed, epoch) alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -28,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from augment.cli import parse_config, run_cli  # noqa: E402
 from augment.config import AugmentConfig, DataConfig  # noqa: E402
-from augment.errors import AugtuneError, ConfigError  # noqa: E402
+from augment.errors import ConfigError  # noqa: E402
 
 SECRET_WORDS = ("token", "api_key", "secret", "password")
 
@@ -38,9 +36,9 @@ def parse(argv):
     data_cfg, aug_cfg, sft_cfg, model_cfg = parse_config(
         argv, (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
     # Every TRL option that touches data, batching or the loss is kept or refused here, with one
-    # line (train/trl_options.py). On-the-fly collation: TRL must neither prepare nor prune the
+    # line (augment/trl_options.py). On-the-fly collation: TRL must neither prepare nor prune the
     # dataset (TRL 1.16 needs both settings); our collator truncates to max_length.
-    from train.trl_options import check_sft_config
+    from augment.trl_options import check_sft_config
     check_sft_config(sft_cfg)
     sft_cfg.dataset_kwargs = {**(sft_cfg.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sft_cfg.remove_unused_columns = False
@@ -79,8 +77,8 @@ def main(argv):
     aug_cfg.check_api_keys()
     from augment.data import load_rows
     split = load_rows(data_cfg, seed=sft_cfg.seed)
-    methods = list(aug_cfg.augment_methods) if aug_cfg.augmented_per_original > 0 or aug_cfg.refusal_fraction > 0 else []
-    if "refusals" in methods:
+    if "refusals" in aug_cfg.augment_methods and (aug_cfg.augmented_per_original > 0
+                                                  or aug_cfg.refusal_fraction > 0):
         from augment.methods.refusals import load_harmful_cases
         load_harmful_cases(aug_cfg.refusals_file)  # validates the file (file:line errors)
     if os.environ.get("AUGTUNE_PREFLIGHT") == "1":
@@ -93,104 +91,28 @@ def main(argv):
         + (f"; removed {split.report['removed_train_duplicates_of_eval']} train rows duplicating "
            "eval prompts" if split.report["removed_train_duplicates_of_eval"] else ""))
 
-    # ---- variants: built and loaded on the main process only ---------------------------------
-    # Other ranks never open the SQLite cache (WAL does not work over network filesystems, and a
-    # node may not see the file at all): they receive the accepted-variant tables by broadcast.
-    from augment.distributed import share_from_main
-    from augment.variants import RefusalTable, VariantTable
-    on_the_fly = aug_cfg.templates_on_the_fly and "templates" in methods
-    cached_methods = [m for m in methods if not (on_the_fly and m == "templates")]
-    row_methods = [m for m in methods if m != "refusals"]
-    stored = [m for m in row_methods if m in cached_methods]
-    cache, run_keys = None, []
-    from augment.conversation import TurnUnits
-    units = TurnUnits.of(split.train, aug_cfg.augment_turns)  # one per augmentable user turn
-    if methods and state.is_main_process:
-        from augment.cache import VariantCache, init_cache_from
-        if cached_methods and aug_cfg.build_before_training:
-            from augment.build import build_cache, rows_without_variants_by_failure
-            built_cfg = dataclasses.replace(aug_cfg, augment_methods=cached_methods)
-            report = build_cache(data_cfg, built_cfg, units.rows)  # prints progress, summary
-            if report.failed:  # say what training goes without, then stop unless allowed
-                n = rows_without_variants_by_failure(VariantCache(aug_cfg.augment_cache),
-                                                     units.rows, run_request_keys(built_cfg, units.rows))
-                what = "train rows" if len(units.rows) == len(split.train) else "user turns"
-                say(f"augtune: {n} of {len(units.rows)} {what} have no variant from a method "
-                    f"whose request failed ({report.failed} failed requests; reasons above)")
-                if not aug_cfg.allow_failures:
-                    raise AugtuneError(f"{report.failed} augmentation requests failed (reasons above); "
-                                       "rerun to retry them, or set allow_failures: true to train without them.")
-        else:
-            init_cache_from(aug_cfg.augment_cache, aug_cfg.augment_cache_init)
-        cache = VariantCache(aug_cfg.augment_cache)
-        if cached_methods and not aug_cfg.build_before_training:
-            from augment.build import make_checker
-            if cache.stale_verdicts(aug_cfg.qc, make_checker(aug_cfg).fingerprint()):
-                raise AugtuneError(f"{aug_cfg.augment_cache}: its verdicts under qc={aug_cfg.qc} were "
-                                   "made by other QC rules or settings. Run `python -m augment.build "
-                                   "--config CONFIG` (re-judges locally, no API calls) or set "
-                                   "build_before_training: true.")
-        # Only this run's requests: a shared cache also holds variants made with other settings.
-        run_keys = (run_request_keys(dataclasses.replace(aug_cfg, augment_methods=cached_methods),
-                                     units.rows) if cached_methods else [])
-
-    def load_variants():
-        table = (units.regroup(cache.load_table(units.rows, stored, aug_cfg.qc, keys=run_keys))
-                 if cache and stored else VariantTable.empty(len(split.train)))
-        refusals = (cache.load_refusals(["refusals"], aug_cfg.qc, keys=run_keys)
-                    if cache and "refusals" in methods
-                    else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
-        return table, refusals
-
-    table, refusals = share_from_main(state, load_variants)
-    if on_the_fly:  # rendered from (seed, prompt) alone: every rank computes the same entries
-        from augment.variants import with_on_the_fly_templates
-        table = with_on_the_fly_templates(table, split.train, aug_cfg.templates_n,
-                                          aug_cfg.augment_seed)
-
-    from augment.collator import AugmentingCollator
-    from augment.dataset import AugmentedDataset
-    from augment.sampler import RatioSampler
-    if not row_methods:
-        aug_cfg.augmented_per_original = 0.0  # only refusals (or nothing) augment this run
-    sampler = RatioSampler.from_config(aug_cfg, len(split.train), table, refusals, seed=sft_cfg.seed)
-    rep = sampler.report(0)
+    # ---- variants (built on the main process, broadcast) and the epoch plan -----------------
+    from augment.pipeline import prepare
+    data = prepare(data=data_cfg, augment=aug_cfg, seed=sft_cfg.seed, split=split, state=state,
+                   say=say)
+    rep = data.sampler.report(0)
     say(f"augtune: epoch plan {rep['length']} examples ({aug_cfg.augment_mode} mode): "
         + json.dumps({k: v for k, v in rep.items() if k not in ("epoch", "mode", "length")}))
-    train_source = AugmentedDataset(split.train, table, refusals)
     if os.environ.get("AUGTUNE_TRACE_DIR") and state.is_main_process:
         trace = Path(os.environ["AUGTUNE_TRACE_DIR"])
         trace.mkdir(parents=True, exist_ok=True)
-        (trace / "plan0.json").write_text(json.dumps(sampler.plan(0).tolist()))
+        (trace / "plan0.json").write_text(json.dumps(data.sampler.plan(0).tolist()))
 
     # ---- model ----------------------------------------------------------------------------
-    from datasets import Dataset
     from trl import get_peft_config
 
-    from train.model import load_model, load_tokenizer, resolve_model_path
-    from train.trainer import AugmentedSFTTrainer
+    from augment.models import load_model, load_tokenizer, resolve_model_path
+    from augment.trainer import AugmentedSFTTrainer
     path = resolve_model_path(model_cfg.model_name_or_path)
     tokenizer = load_tokenizer(path)
     model = load_model(path, model_cfg, sft_cfg)
-    collator = IndexedCollator(train_source, AugmentingCollator(
-        tokenizer, max_length=sft_cfg.max_length, pad_to_multiple_of=sft_cfg.pad_to_multiple_of,
-        padding_free=sft_cfg.padding_free, completion_only_loss=sft_cfg.completion_only_loss,
-        assistant_only_loss=sft_cfg.assistant_only_loss, loss_turns=aug_cfg.loss_turns))
-
-    def as_eval(rows):
-        if not rows:
-            return None
-        cols = {"prompt": [r.prompt for r in rows], "completion": [r.completion for r in rows]}
-        if any(r.messages for r in rows):  # conversations are evaluated whole, like training
-            cols["messages"] = [[{"role": a, "content": b} for a, b in r.messages] or None
-                                for r in rows]
-        return Dataset.from_dict(cols)
-
-    trainer = AugmentedSFTTrainer(
-        model=model, args=sft_cfg, processing_class=tokenizer, data_collator=collator,
-        train_dataset=Dataset.from_dict({"index": list(range(len(train_source)))}),
-        eval_dataset=as_eval(split.eval), peft_config=get_peft_config(model_cfg),
-        ratio_sampler=sampler, paraphrase_eval_dataset=as_eval(split.eval_paraphrases))
+    trainer = AugmentedSFTTrainer(model=model, args=sft_cfg, processing_class=tokenizer,
+                                  train_dataset=data, peft_config=get_peft_config(model_cfg))
 
     resume = sft_cfg.resume_from_checkpoint
     if resume in ("true", "True", "last"):
@@ -208,67 +130,11 @@ def main(argv):
 
     if state.is_main_process:
         out = Path(sft_cfg.output_dir)
-        summary = write_summary(out, cache, methods, aug_cfg.qc, sampler, trainer, sft_cfg,
-                                state.num_processes, run_keys=run_keys)
+        summary = data.write_summary(trainer, out, state.num_processes)
         write_resolved_config(out, data_cfg, aug_cfg, sft_cfg, model_cfg)
         from train.plots import plot_training
         pngs = plot_training(trainer.state.log_history, out)
         print_outro(out, trainer, summary, pngs, time.time() - t0)
-
-
-def run_request_keys(aug_cfg, rows) -> list[str]:
-    """Cache keys of this run's requests (cheap: no backend is built), so the summary counts
-    what this run used, not everything a shared cache holds."""
-    from augment.build import collect_requests
-    from augment.methods import build_methods
-    methods = build_methods(aug_cfg)
-    return [r.key for reqs in collect_requests(methods, rows).values() for r in reqs]
-
-
-class IndexedCollator:
-    """The train dataset handed to TRL is just an `index` column (TRL requires a `datasets.Dataset`);
-    this resolves each index through the `AugmentedDataset` and calls the augmenting collator.
-    Eval features already carry prompt/completion and pass through as originals."""
-
-    def __init__(self, source, collator):
-        self.source, self.collator = source, collator
-        self.padding_free = getattr(collator, "padding_free", False)
-
-    def __call__(self, features):
-        items = [self.source[f["index"]] if "index" in f else
-                 {"prompt": f["prompt"], "completion": f["completion"], "source": "original",
-                  "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
-                 for f in features]
-        batch = self.collator(items)
-        if "index" in features[0]:
-            import torch
-            batch["aug_index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
-        return batch
-
-
-def write_summary(out: Path, cache, methods, qc_mode, sampler, trainer, sft_cfg, world: int,
-                  run_keys=None) -> dict:
-    """`augmentation_summary.json` (stable format, ../shared/ARCHITECTURE.md): per method what the
-    cache holds, per epoch what the sampler scheduled over all ranks."""
-    keys = ("generated", "accepted", "rejected", "failed")
-    stats = ({m: {k: c.get(k, 0) for k in keys}
-              for m, c in cache.stats(qc_mode, methods=methods, keys=run_keys).items()}
-             if cache else {})
-    epochs = []
-    n_epochs = max(1, math.ceil(trainer.state.epoch or sft_cfg.num_train_epochs))
-    global_batch = sft_cfg.per_device_train_batch_size * world
-    for e in range(n_epochs):
-        c = sampler.epoch_counts(e)
-        total = c["original"] + c["augmented"] + c.get("refusals", 0)
-        # accelerate's even_batches repeats a few samples to complete the last global batch
-        # when several processes share it; one process just gets a shorter last batch.
-        fill = (-total) % global_batch if world > 1 and not trainer.args.dataloader_drop_last else 0
-        epochs.append({"epoch": e, "original": c["original"], "augmented": c["augmented"],
-                       "by_method": c["by_method"], "refusals": c.get("refusals", 0),
-                       "even_batches_fill": fill})
-    summary = {"methods": stats, "epochs": epochs, "sampler": sampler.report()}
-    (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
 def write_resolved_config(out: Path, *cfgs) -> None:

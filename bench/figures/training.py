@@ -21,7 +21,7 @@ def sft_child(out_json: str, argv: list[str]) -> None:
     pull from the dataloader: sampler + dataset + collator) is timed, and so is the collator."""
     from transformers import TrainerCallback
 
-    import train.trainer as tt
+    import augment.trainer as tt
     rec = {"begin": [], "end": [], "fetch": [], "collate": [], "tokens": []}
 
     class Clock(TrainerCallback):
@@ -54,8 +54,9 @@ def sft_child(out_json: str, argv: list[str]) -> None:
             return out
 
     tt.AugmentedSFTTrainer = Timed  # train.sft imports it inside main()
+    import augment.pipeline as pipeline
     import train.sft as sft
-    call = sft.IndexedCollator.__call__
+    call = pipeline.IndexedCollator.__call__
 
     def timed_call(self, features):
         t = perf()
@@ -64,7 +65,7 @@ def sft_child(out_json: str, argv: list[str]) -> None:
             rec["collate"].append(perf() - t)
         return out
 
-    sft.IndexedCollator.__call__ = timed_call
+    pipeline.IndexedCollator.__call__ = timed_call
     try:
         sft.main(argv)
     finally:

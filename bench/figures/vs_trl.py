@@ -88,7 +88,7 @@ def side(spec_json: str) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from augment.collator import AugmentingCollator
-    from train.trainer import AugmentedSFTTrainer
+    from augment.trainer import AugmentedSFTTrainer
     tok = AutoTokenizer.from_pretrained(spec["model"])
     model = LlamaForCausalLM.from_pretrained(spec["model"])
     exs = spec.get("examples") or long_examples(spec["n_examples"], spec["min_words"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from augment.errors import ConfigError
+from .errors import ConfigError
 
 EMBEDDED = {"embedded:smollm2"}
 
@@ -17,7 +17,7 @@ def resolve_model_path(name: str | None) -> str:
         raise ConfigError("model_name_or_path is not set; use `embedded:smollm2` for the offline "
                           "demo model, a local folder, or a hub id.")
     if name in EMBEDDED:
-        from augment.backends.llm_local import embedded_smollm2_path
+        from .backends.llm_local import embedded_smollm2_path
         return embedded_smollm2_path()
     if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
         raise ConfigError(f"model_name_or_path={name!r} is neither a folder nor a hub id "

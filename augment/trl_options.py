@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from augment.errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import os
 import torch
 from trl import SFTTrainer
 
-from augment.types import METHOD_NAMES
+from .types import METHOD_NAMES
 
 # Tag values the collator puts in `aug_source`: -1 = original, k = METHOD_NAMES[k].
 N_SOURCES = len(METHOD_NAMES) + 1  # slot 0 = original, slot k+1 = method k
@@ -48,6 +48,13 @@ class AugmentedSFTTrainer(SFTTrainer):
     """
 
     def __init__(self, *args, ratio_sampler=None, paraphrase_eval_dataset=None, **kwargs):
+        from .pipeline import AugmentedData
+        if isinstance(kwargs.get("train_dataset"), AugmentedData):
+            kwargs, extra = _wire(kwargs)
+            ratio_sampler = ratio_sampler or extra["ratio_sampler"]
+            paraphrase_eval_dataset = paraphrase_eval_dataset or extra["paraphrase_eval_dataset"]
+        elif any(isinstance(a, AugmentedData) for a in args):
+            raise TypeError("pass augment.prepare(...)'s result by keyword: train_dataset=data.")
         sft_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         padding_free = bool(getattr(sft_args, "padding_free", False))
         if padding_free:
@@ -217,3 +224,45 @@ def _example_of_token(inputs, n_examples: int) -> torch.Tensor:
         starts = inputs["position_ids"].eq(0).long()
         return (starts.cumsum(dim=1) - 1).clamp(0, n_examples - 1)
     return torch.arange(ids.size(0), device=ids.device)[:, None].expand_as(ids)
+
+
+def _wire(kwargs: dict) -> tuple[dict, dict]:
+    """`AugmentedSFTTrainer(model=..., args=..., train_dataset=augment.prepare(...))`: fill in
+    what the recipe passes by hand. TRL's options are checked (kept or refused with one line),
+    TRL's own dataset preparation is switched off (the collator tokenises, masks and truncates
+    on the fly), and the index dataset, the augmenting collator (for the tokenizer that TRL
+    would use), the ratio sampler and the eval sets come from `data`."""
+    from .models import EMBEDDED, load_model, load_tokenizer, resolve_model_path
+    from .trl_options import check_sft_config
+    kwargs = dict(kwargs)
+    data = kwargs.pop("train_dataset")
+    args = kwargs.get("args")
+    if args is None:
+        raise TypeError("AugmentedSFTTrainer(train_dataset=augment.prepare(...)) needs "
+                        "args=SFTConfig(...) (its max_length, padding and loss options shape the "
+                        "augmenting collator).")
+    check_sft_config(args)
+    args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    args.remove_unused_columns = False
+    model = kwargs.get("model")
+    if isinstance(model, str) and model in EMBEDDED:
+        # The embedded model's folder is a GGUF conversion, which TRL's loader cannot read
+        # (no `architectures` in its config): load it the way train/sft.py does.
+        from types import SimpleNamespace
+        init = dict(getattr(args, "model_init_kwargs", None) or {})
+        model = kwargs["model"] = load_model(resolve_model_path(model), SimpleNamespace(
+            dtype=init.get("dtype"), attn_implementation=init.get("attn_implementation"),
+            model_revision=init.get("revision", "main")), args)
+    elif isinstance(model, str):
+        model = kwargs["model"] = resolve_model_path(model)
+    tokenizer = kwargs.get("processing_class")
+    if tokenizer is None:
+        tokenizer = kwargs["processing_class"] = load_tokenizer(
+            model if isinstance(model, str) else model.config._name_or_path)
+    if kwargs.get("data_collator") is None:
+        kwargs["data_collator"] = data.collator(tokenizer, args)
+    kwargs["train_dataset"] = data.train_dataset()
+    if kwargs.get("eval_dataset") is None:
+        kwargs["eval_dataset"] = data.eval_dataset()
+    return kwargs, {"ratio_sampler": data.sampler,
+                    "paraphrase_eval_dataset": data.paraphrase_eval_dataset()}

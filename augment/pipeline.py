@@ -1,0 +1,236 @@
+"""The augmentation side of a training run, callable from any TRL script.
+
+    data = augment.prepare("data/demo/train.jsonl", augment.AugmentConfig(...), seed=42)
+    trainer = augment.AugmentedSFTTrainer(model=..., args=SFTConfig(...), train_dataset=data)
+
+`prepare` does what `train/sft.py` does before the model exists, in the same order: load and
+validate the data and split off eval rows BEFORE any augmentation; build the missing variants
+on the main process only (resumable; other ranks wait); load the accepted variants there and
+broadcast them to the other ranks, which never open the SQLite cache; then make the per-epoch
+ratio sampler from (seed, epoch) alone. What it returns, `AugmentedData`, is everything the
+trainer needs: the index dataset TRL iterates, the sampler, the examples behind the indices, and
+a collator factory. Nothing here touches a model, so it runs before one is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import AugmentConfig, DataConfig
+from .errors import AugtuneError
+
+
+@dataclass
+class AugmentedData:
+    """What `prepare` made. Pass it as `train_dataset` to `AugmentedSFTTrainer`."""
+
+    data_cfg: DataConfig
+    aug_cfg: AugmentConfig
+    split: object             # augment.data.DataSplit: train / eval / held-out paraphrase rows
+    source: object            # augment.dataset.AugmentedDataset: plan index -> example
+    sampler: object           # augment.sampler.RatioSampler
+    methods: list             # the methods this run augments with
+    seed: int
+    cache: object = None      # VariantCache, on the main process only
+    run_keys: list = field(default_factory=list)  # this run's request keys (summary counts)
+    build_report: object = None  # augment.build.BuildReport of the build it ran, if any
+
+    # --- what TRL's SFTTrainer is handed ------------------------------------------------------
+    def train_dataset(self):
+        """The dataset TRL iterates: plan indices only (TRL needs a `datasets.Dataset`); the
+        collator turns each index into its example when the batch is made."""
+        from datasets import Dataset
+        return Dataset.from_dict({"index": list(range(len(self.source)))})
+
+    def eval_dataset(self):
+        return _as_eval(self.split.eval)
+
+    def paraphrase_eval_dataset(self):
+        return _as_eval(self.split.eval_paraphrases)
+
+    def collator(self, tokenizer, sft_args=None, **kwargs):
+        """The augmenting collator for `tokenizer`, with the TRL options of `sft_args` that act
+        in collation (max_length, padding_free, completion_only_loss, ...) applied."""
+        from .collator import AugmentingCollator
+        opts = {}
+        if sft_args is not None:
+            opts = dict(max_length=sft_args.max_length, pad_to_multiple_of=sft_args.pad_to_multiple_of,
+                        padding_free=sft_args.padding_free,
+                        completion_only_loss=sft_args.completion_only_loss,
+                        assistant_only_loss=sft_args.assistant_only_loss)
+        opts.setdefault("max_length", 1024)
+        opts.update(loss_turns=self.aug_cfg.loss_turns, **kwargs)
+        max_length = opts.pop("max_length")
+        return IndexedCollator(self.source, AugmentingCollator(tokenizer, max_length, **opts))
+
+    def write_summary(self, trainer, out=None, world: int | None = None) -> dict:
+        """`augmentation_summary.json` (stable format): per method what the cache holds, per
+        epoch what the sampler scheduled over all ranks. Main process only."""
+        out = Path(out or trainer.args.output_dir)
+        world = world or trainer.accelerator.num_processes
+        keys = ("generated", "accepted", "rejected", "failed")
+        stats = ({m: {k: c.get(k, 0) for k in keys}
+                  for m, c in self.cache.stats(self.aug_cfg.qc, methods=self.methods,
+                                               keys=self.run_keys).items()}
+                 if self.cache else {})
+        args = trainer.args
+        epochs = []
+        n_epochs = max(1, math.ceil(trainer.state.epoch or args.num_train_epochs))
+        global_batch = args.per_device_train_batch_size * world
+        for e in range(n_epochs):
+            c = self.sampler.epoch_counts(e)
+            total = c["original"] + c["augmented"] + c.get("refusals", 0)
+            # accelerate's even_batches repeats a few samples to complete the last global batch
+            # when several processes share it; one process just gets a shorter last batch.
+            fill = (-total) % global_batch if world > 1 and not args.dataloader_drop_last else 0
+            epochs.append({"epoch": e, "original": c["original"], "augmented": c["augmented"],
+                           "by_method": c["by_method"], "refusals": c.get("refusals", 0),
+                           "even_batches_fill": fill})
+        summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report()}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
+            eval_dataset: str | None = None, eval_paraphrases: str | None = None,
+            max_rows: int | None = None, seed: int = 42, data: DataConfig | None = None,
+            split=None, state=None, say=print) -> AugmentedData:
+    """Load `dataset` (a file, folder or hub id in any format augtune reads), build and load
+    its variants as `augment` says, and return an `AugmentedData` for the trainer.
+
+    `seed` seeds the split, the augmentation choices (unless `augment.augment_seed` is set) and
+    the sampler's plans: use the same value as `SFTConfig.seed`. Give `data` (a DataConfig)
+    instead of the keyword arguments for every data option; `split` skips loading (the recipe
+    has already loaded it to check the data before anything expensive)."""
+    from accelerate import PartialState
+
+    from .conversation import TurnUnits
+    from .data import load_rows
+    from .dataset import AugmentedDataset
+    from .distributed import share_from_main
+    from .sampler import RatioSampler
+    from .variants import RefusalTable, VariantTable
+
+    if data is None:
+        if not dataset:
+            raise AugtuneError("prepare() needs a dataset: a file, a folder or a hub id.")
+        data = DataConfig(dataset_name=dataset, eval_dataset_name=eval_dataset,
+                          eval_paraphrases_file=eval_paraphrases, max_rows=max_rows)
+    aug = dataclasses.replace(augment or AugmentConfig())
+    if aug.augment_seed is None:
+        aug.augment_seed = seed
+    state = state or PartialState()
+    if split is None:
+        aug.check_api_keys()
+        split = load_rows(data, seed=seed)
+    methods = (list(aug.augment_methods)
+               if aug.augmented_per_original > 0 or aug.refusal_fraction > 0 else [])
+    if "refusals" in methods:
+        from .methods.refusals import load_harmful_cases
+        load_harmful_cases(aug.refusals_file)  # validates the file (file:line errors)
+
+    # Variants: built and loaded on the main process only. Other ranks never open the SQLite
+    # cache (WAL does not work over network filesystems, and a node may not see the file at
+    # all): they receive the accepted-variant tables by broadcast.
+    on_the_fly = aug.templates_on_the_fly and "templates" in methods
+    cached = [m for m in methods if not (on_the_fly and m == "templates")]
+    row_methods = [m for m in methods if m != "refusals"]
+    stored = [m for m in row_methods if m in cached]
+    units = TurnUnits.of(split.train, aug.augment_turns)  # one per augmentable user turn
+    cache, run_keys, report = None, [], None
+    if methods and state.is_main_process:
+        from .cache import VariantCache, init_cache_from
+        built_cfg = dataclasses.replace(aug, augment_methods=cached)
+        if cached and aug.build_before_training:
+            from .build import build_cache, rows_without_variants_by_failure
+            report = build_cache(data, built_cfg, units.rows)  # prints progress, summary
+            if report.failed:  # say what training goes without, then stop unless allowed
+                n = rows_without_variants_by_failure(VariantCache(aug.augment_cache), units.rows,
+                                                     run_request_keys(built_cfg, units.rows))
+                what = "train rows" if len(units.rows) == len(split.train) else "user turns"
+                say(f"augtune: {n} of {len(units.rows)} {what} have no variant from a method "
+                    f"whose request failed ({report.failed} failed requests; reasons above)")
+                if not aug.allow_failures:
+                    raise AugtuneError(f"{report.failed} augmentation requests failed (reasons "
+                                       "above); rerun to retry them, or set allow_failures: true "
+                                       "to train without them.")
+        else:
+            init_cache_from(aug.augment_cache, aug.augment_cache_init)
+        cache = VariantCache(aug.augment_cache)
+        if cached and not aug.build_before_training:
+            from .build import make_checker
+            if cache.stale_verdicts(aug.qc, make_checker(aug).fingerprint()):
+                raise AugtuneError(f"{aug.augment_cache}: its verdicts under qc={aug.qc} were made "
+                                   "by other QC rules or settings. Run `python -m augment.build "
+                                   "--config CONFIG` (re-judges locally, no API calls) or set "
+                                   "build_before_training: true.")
+        # Only this run's requests: a shared cache also holds variants made with other settings.
+        run_keys = run_request_keys(built_cfg, units.rows) if cached else []
+
+    def load_variants():
+        table = (units.regroup(cache.load_table(units.rows, stored, aug.qc, keys=run_keys))
+                 if cache and stored else VariantTable.empty(len(split.train)))
+        refusals = (cache.load_refusals(["refusals"], aug.qc, keys=run_keys)
+                    if cache and "refusals" in methods
+                    else RefusalTable([], [], __import__("numpy").zeros(0, "int64")))
+        return table, refusals
+
+    table, refusals = share_from_main(state, load_variants)
+    if on_the_fly:  # rendered from (seed, prompt) alone: every rank computes the same entries
+        from .variants import with_on_the_fly_templates
+        table = with_on_the_fly_templates(table, split.train, aug.templates_n, aug.augment_seed)
+    if not row_methods:
+        aug.augmented_per_original = 0.0  # only refusals (or nothing) augment this run
+    sampler = RatioSampler.from_config(aug, len(split.train), table, refusals, seed=seed)
+    source = AugmentedDataset(split.train, table, refusals)
+    return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
+
+
+def run_request_keys(aug_cfg, rows) -> list[str]:
+    """Cache keys of this run's requests (cheap: no backend is built), so the table and the
+    summary use what this run asked for, not everything a shared cache holds."""
+    from .build import collect_requests
+    from .methods import build_methods
+    methods = build_methods(aug_cfg)
+    return [r.key for reqs in collect_requests(methods, rows).values() for r in reqs]
+
+
+class IndexedCollator:
+    """The train dataset handed to TRL is just an `index` column (TRL requires a
+    `datasets.Dataset`); this resolves each index through the `AugmentedDataset` and calls the
+    augmenting collator. Eval features already carry prompt/completion (and, for conversations,
+    messages) and pass through as originals."""
+
+    def __init__(self, source, collator):
+        self.source, self.collator = source, collator
+
+    @property
+    def padding_free(self) -> bool:
+        return getattr(self.collator, "padding_free", False)
+
+    def __call__(self, features):
+        items = [self.source[f["index"]] if "index" in f else
+                 {"prompt": f["prompt"], "completion": f["completion"], "source": "original",
+                  "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
+                 for f in features]
+        batch = self.collator(items)
+        if "index" in features[0]:
+            import torch
+            batch["aug_index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
+        return batch
+
+
+def _as_eval(rows):
+    if not rows:
+        return None
+    from datasets import Dataset
+    cols = {"prompt": [r.prompt for r in rows], "completion": [r.completion for r in rows]}
+    if any(r.messages for r in rows):  # conversations are evaluated whole, like training
+        cols["messages"] = [[{"role": a, "content": b} for a, b in r.messages] or None
+                            for r in rows]
+    return Dataset.from_dict(cols)
