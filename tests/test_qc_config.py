@@ -143,3 +143,30 @@ def test_other_language_switches_english_checks_off(model):
     with pytest.raises(ConfigError, match="templates are English only"):
         AugmentConfig(language="de", augment_methods=["templates"])
     AugmentConfig(language="de", augment_methods=["paraphrase"])  # allowed, checks off
+
+
+def test_build_and_rescore_judge_identically(tmp_path):
+    """A build's verdicts and a full rescore of the same cache under the same run config agree
+    on every candidate (both go through judge_candidates with the run's whole config), including
+    outputs variants judged by their form (brief/bullets) and a non-default brief budget."""
+    from augment.build import build_cache, make_checker as build_checker
+    from augment.cache import VariantCache
+    from augment.config import DataConfig
+    from augment.types import Row
+    rows = [Row(f"r{i}", f"Please explain how to export my invoices from account {i} as PDF files.",
+                "Open Settings > Billing and choose Export. Pick PDF as the format and the months "
+                "you want. The files arrive by email within ten minutes. Each invoice shows the VAT "
+                "number you entered.") for i in range(4)]
+    cfg = AugmentConfig(augment_methods=["templates", "outputs"], augment_cache=str(tmp_path / "c.sqlite"),
+                        brief_max_words=20, qc="project")
+    build_cache(DataConfig(), cfg, rows, progress=False)
+    cache = VariantCache(cfg.augment_cache)
+    q = "SELECT id, accepted_project, reasons_json FROM variants ORDER BY id"
+    built = cache._conn().execute(q).fetchall()
+    assert len(built) > 8
+    assert cache.rescore(build_checker(cfg), only_missing=False) == len(built)
+    assert cache._conn().execute(q).fetchall() == built
+    # the rescore really judges: a budget below the briefs' length rejects them
+    from dataclasses import replace
+    cache.rescore(build_checker(replace(cfg, brief_max_words=3)), only_missing=False)
+    assert cache._conn().execute(q).fetchall() != built
