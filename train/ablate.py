@@ -147,7 +147,7 @@ def summarize(rows: list[dict], out_root: Path, baseline: str | None, n_boot: in
     out = []
     for cfg, runs in by_cfg.items():
         row = {k: runs[0].get(k) for k in ("mode", "ratio", "methods", "qc", "neftune", "metric")}
-        row.update(config=cfg, seed="mean", status=f"{len(runs)} seeds"
+        row.update(config=cfg, seed="mean", status=f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
                    + (" (baseline)" if cfg == baseline else ""))
         for k in ("eval_loss", "eval_paraphrase_loss", "gap", "steps", "tokens", "wall_s", *ROBUST,
                   "robust_items", "robust_paraphrases", "robust_gen_s"):
