@@ -78,6 +78,11 @@ class DataConfig:
         default=16, metadata={"help": "Cap on generated tokens per answer (bounds the cost)."})
     robustness_batch_size: int = field(
         default=32, metadata={"help": "Prompts generated together."})
+    loss_eval_at_end: bool = field(
+        default=True,
+        metadata={"help": "End every run with eval_loss and eval_paraphrase_loss (a forward pass "
+                  "over every eval prompt and paraphrase). Off: skip them, e.g. in a CPU sweep "
+                  "that reads only the generated-answer figures of robustness.json."})
     robustness_every_eval: bool = field(
         default=False,
         metadata={"help": "Also run the robustness eval at every evaluation (figures go to "

@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     out_root = Path(args.runs_dir) / sweep.name
     out_root.mkdir(parents=True, exist_ok=True)
     rows = []
-    plan = [(c, 42 + s) for c in configs for s in range(min(args.seeds, seeds_cap(c)))]
+    # seed-major: every setting's first seed before any second seed, so a sweep stopped early
+    # still compares every setting
+    plan = [(c, 42 + s) for s in range(args.seeds) for c in configs if s < seeds_cap(c)]
     for i, (cfg, seed) in enumerate(plan, 1):
         run_dir = out_root / cfg.stem / f"seed{seed}"
         tag = f"[{i}/{len(plan)}] {cfg.stem} seed {seed}"

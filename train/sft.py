@@ -175,7 +175,7 @@ def main(argv):
     trainer.write_param_fingerprint()
     evaluated = any("eval_loss" in h and h.get("step") == trainer.state.global_step
                     for h in trainer.state.log_history)
-    if split.eval and not evaluated:  # every run ends with eval_loss and eval_paraphrase_loss
+    if split.eval and not evaluated and data_cfg.loss_eval_at_end:  # eval_loss, eval_paraphrase_loss
         trainer.evaluate()
     if data_cfg.robustness_eval and split.eval and split.eval_paraphrases:
         run_robustness(trainer, tokenizer, split, data_cfg, state, Path(sft_cfg.output_dir))
