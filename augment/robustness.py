@@ -15,7 +15,8 @@ on new tokens, and a task metric scores each answer against the reference. From 
   pdr          performance drop rate (PromptBench, Zhu et al. 2023): 1 - avgp / original;
                None when original is 0
   consistency  mean over items of the share of pairs of wordings whose answers agree (the
-               predicted label for `label_match`, the normalised text otherwise), right or wrong
+               predicted label for `label_match`, the normalised text otherwise, so two
+               different replies that name no label disagree), right or wrong
   all_agree    share of items where every wording got the same answer
 
 Every figure is a fraction in [0, 1] computed over the items that have at least one paraphrase
@@ -57,8 +58,8 @@ def normalize(text: str) -> str:
 
 
 class Scorer:
-    """`score(prediction, reference)` in [0, 1] and `key(prediction)`, the answer identity used
-    for consistency (two answers agree when their keys are equal)."""
+    """`score(prediction, reference)` in [0, 1] and `identity(prediction)`, what consistency
+    compares (two answers agree when their identities are equal)."""
 
     name = "exact_match"
 
@@ -67,6 +68,9 @@ class Scorer:
 
     def key(self, prediction: str) -> str:
         return normalize(prediction)
+
+    def identity(self, prediction: str) -> str:
+        return self.key(prediction)
 
 
 class LabelMatch(Scorer):
@@ -86,6 +90,11 @@ class LabelMatch(Scorer):
     def key(self, prediction: str) -> str:
         m = self._find.search(normalize(prediction))
         return m.group(1) if m else ""
+
+    def identity(self, prediction: str) -> str:
+        """The label named; an answer naming none is only its own text, so two different
+        label-less replies do not count as agreeing."""
+        return self.key(prediction) or "text: " + normalize(prediction)
 
     def score(self, prediction: str, reference: str) -> float:
         k = self.key(prediction)
@@ -358,7 +367,7 @@ def evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, *, metric:
         paras = [(p, next(it)) for p in by_item[r.id]]
         res = ItemResult(r.id, scorer.score(ans, r.completion),
                          [scorer.score(a, r.completion) for _, a in paras],
-                         scorer.key(ans), [scorer.key(a) for _, a in paras])
+                         scorer.identity(ans), [scorer.identity(a) for _, a in paras])
         results.append(res)
         items.append({"id": r.id, "reference": r.completion,
                       "original": {"prompt": r.prompt, "answer": ans, "score": res.original},
@@ -375,6 +384,45 @@ def evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, *, metric:
                        "eval_rows": len(eval_rows)},
             "generation": timing,
             "items": items}
+
+
+def rescore(report: dict, metric: str | None = None, labels=()) -> dict:
+    """The same report scored again from its stored answers (no generation): with another
+    metric, or after a change to a metric's rules. Counts and timing are kept."""
+    items = report["items"]
+    scorer = make_scorer(metric or report["metric"], [it["reference"] for it in items], labels)
+    results, out_items = [], []
+    for it in items:
+        paras = it["paraphrases"]
+        res = ItemResult(it["id"], scorer.score(it["original"]["answer"], it["reference"]),
+                         [scorer.score(p["answer"], it["reference"]) for p in paras],
+                         scorer.identity(it["original"]["answer"]),
+                         [scorer.identity(p["answer"]) for p in paras])
+        results.append(res)
+        new = {**it, "original": {**it["original"], "score": res.original},
+               "paraphrases": [{**p, "score": sc} for p, sc in zip(paras, res.paraphrases)]}
+        new.pop("figures", None)
+        if res.paraphrases:
+            new["figures"] = item_figures(res)
+        out_items.append(new)
+    return {**report, "metric": scorer.name, "figures": robustness_figures(results), "items": out_items}
+
+
+def main(argv=None) -> int:
+    """`python -m augment.robustness RUN/robustness.json [--metric M] [--write]`: print the
+    figures, optionally rescored from the stored answers with another metric."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    ap.add_argument("report")
+    ap.add_argument("--metric", default=None, help="rescore with this metric (default: the report's)")
+    ap.add_argument("--labels", nargs="*", default=[], help="label set for label_match")
+    ap.add_argument("--write", action="store_true", help="write the rescored report back")
+    args = ap.parse_args(argv)
+    report = rescore(json.loads(Path(args.report).read_text(encoding="utf-8")), args.metric, args.labels)
+    print(summary_line(report))
+    if args.write:
+        write_report(report, args.report)
+    return 0
 
 
 def item_table(report: dict) -> list[dict]:
@@ -420,3 +468,7 @@ def make_callback(tokenizer, eval_rows, paraphrase_rows, **kwargs):
             print(f"augtune: step {state.global_step}: {summary_line(report)}", flush=True)
 
     return RobustnessCallback()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

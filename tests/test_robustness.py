@@ -103,6 +103,9 @@ def test_label_match_takes_the_first_label_named():
     assert s.score("refunds, not billing", "billing") == 0.0   # the first label named is the answer
     assert s.score("I'm sorry to hear that", "billing") == 0.0  # no label named
     assert s.key("password_reset") == "" and s.key("ORDER_STATUS!") == "order status"
+    # consistency compares labels; replies naming no label agree only when they are the same text
+    assert s.identity("Order status.") == s.identity("order_status") == "order status"
+    assert s.identity("I'm sorry") != s.identity("Hello there")
 
 
 def test_auto_picks_label_match_for_label_answers_and_token_f1_for_free_text():
@@ -181,10 +184,13 @@ def test_evaluate_robustness_scores_every_answer_it_generated(tiny):
             assert p["score"] == scorer.score(p["answer"], it["reference"])
         rebuilt.append(rb.ItemResult(it["id"], it["original"]["score"],
                                      [p["score"] for p in it["paraphrases"]],
-                                     scorer.key(it["original"]["answer"]),
-                                     [scorer.key(p["answer"]) for p in it["paraphrases"]]))
+                                     scorer.identity(it["original"]["answer"]),
+                                     [scorer.identity(p["answer"]) for p in it["paraphrases"]]))
     assert rep["figures"] == rb.robustness_figures(rebuilt)
     assert set(rep["figures"]) == set(rb.FIGURES)
+    # rescoring from the stored answers reproduces the report; another metric changes only scores
+    assert rb.rescore(rep) == rep
+    assert rb.rescore(rep, "exact_match")["metric"] == "exact_match"
 
 
 def test_training_run_writes_robustness_json_and_logs_the_figures(tiny_model_dir, tmp_path):
