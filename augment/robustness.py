@@ -386,10 +386,14 @@ def evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, *, metric:
             "items": items}
 
 
-def rescore(report: dict, metric: str | None = None, labels=()) -> dict:
+def rescore(report: dict, metric: str | None = None, labels=(), keep_ids=None) -> dict:
     """The same report scored again from its stored answers (no generation): with another
-    metric, or after a change to a metric's rules. Counts and timing are kept."""
+    metric, after a change to a metric's rules, or on a subset of the paraphrases (`keep_ids`),
+    so runs evaluated on more paraphrases compare with runs evaluated on fewer. Timing is kept."""
     items = report["items"]
+    if keep_ids is not None:
+        keep = set(keep_ids)
+        items = [{**it, "paraphrases": [p for p in it["paraphrases"] if p["id"] in keep]} for it in items]
     scorer = make_scorer(metric or report["metric"], [it["reference"] for it in items], labels)
     results, out_items = [], []
     for it in items:
@@ -405,7 +409,11 @@ def rescore(report: dict, metric: str | None = None, labels=()) -> dict:
         if res.paraphrases:
             new["figures"] = item_figures(res)
         out_items.append(new)
-    return {**report, "metric": scorer.name, "figures": robustness_figures(results), "items": out_items}
+    counts = {**report["counts"], "items": sum(1 for r in results if r.paraphrases),
+              "paraphrases": sum(len(r.paraphrases) for r in results),
+              "items_without_paraphrases": sum(1 for r in results if not r.paraphrases)}
+    return {**report, "metric": scorer.name, "figures": robustness_figures(results),
+            "counts": counts, "items": out_items}
 
 
 def main(argv=None) -> int:
@@ -416,9 +424,16 @@ def main(argv=None) -> int:
     ap.add_argument("report")
     ap.add_argument("--metric", default=None, help="rescore with this metric (default: the report's)")
     ap.add_argument("--labels", nargs="*", default=[], help="label set for label_match")
+    ap.add_argument("--paraphrases", default=None,
+                    help="keep only the paraphrases whose ids are in this jsonl file")
     ap.add_argument("--write", action="store_true", help="write the rescored report back")
     args = ap.parse_args(argv)
-    report = rescore(json.loads(Path(args.report).read_text(encoding="utf-8")), args.metric, args.labels)
+    keep = None
+    if args.paraphrases:
+        keep = [json.loads(x)["id"] for x in Path(args.paraphrases).read_text(encoding="utf-8").splitlines()
+                if x.strip()]
+    report = rescore(json.loads(Path(args.report).read_text(encoding="utf-8")), args.metric,
+                     args.labels, keep)
     print(summary_line(report))
     if args.write:
         write_report(report, args.report)

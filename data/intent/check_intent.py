@@ -8,8 +8,9 @@ by tomorrow's QC):
   - fail on a normalised exact match, or a character-level near copy (difflib ratio >= 0.9);
   - report the highest all-MiniLM-L6-v2 cosine (when sentence-transformers and the packaged
     model are importable) and fail at >= 0.95;
-and the files are checked for shape: 5 paraphrases per eval row, ids unique, the label copied
-from the source row, no paraphrase equal to its own source.
+and the files are checked for shape: 5 paraphrases per eval row in eval_paraphrases_all.jsonl,
+the 3 hand-written ones in eval_paraphrases.jsonl, ids unique, the label copied from the source
+row, no paraphrase equal to its own source.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=str(HERE / "variants.sqlite"))
     args = ap.parse_args(argv)
-    train, evals, paras = (read(HERE / f) for f in ("train.jsonl", "eval.jsonl", "eval_paraphrases.jsonl"))
+    train, evals, paras, used = (read(HERE / f) for f in ("train.jsonl", "eval.jsonl",
+                                                           "eval_paraphrases_all.jsonl",
+                                                           "eval_paraphrases.jsonl"))
     problems = []
+    if used != [p for p in paras if p["style"] != "demo"] or set(Counter(p["source_id"] for p in used).values()) != {3}:
+        problems.append("eval_paraphrases.jsonl is not the 3 hand-written rewordings per row of eval_paraphrases_all.jsonl")
     by_id = {e["id"]: e for e in evals}
     per = Counter(p["source_id"] for p in paras)
     if set(per) != set(by_id) or set(per.values()) != {5}:

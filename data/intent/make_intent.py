@@ -6,11 +6,12 @@ Writes, next to this file:
   train.jsonl             the first ROWS_PER_INTENT demo train rows of every intent, with the
                           completion replaced by the row's intent label (150 rows, 15 labels)
   eval.jsonl              all 48 demo eval rows, completion = intent label
-  eval_paraphrases.jsonl  held-out rewordings of every eval prompt, completion = the label:
-                          p1, p2 copied from data/demo/eval_paraphrases.jsonl (written for the
-                          demo) and p3-p5 from handwritten_paraphrases.jsonl (written by hand for
-                          this task: casual with typos, indirect, formal/restructured). None was
-                          produced by an augtune backend; none is ever trained on.
+  eval_paraphrases.jsonl  the experiment's held-out rewordings, completion = the label: p3-p5
+                          of every eval prompt from handwritten_paraphrases.jsonl (written by
+                          hand for this task: casual with typos, indirect, formal/restructured)
+  eval_paraphrases_all.jsonl  the same plus p1, p2 copied from data/demo/eval_paraphrases.jsonl
+                          (written for the demo): 5 per eval prompt.
+None was produced by an augtune backend; none is ever trained on.
 
 Why these rows: the demo prompts are untouched, so the demo's variant cache (keyed on the prompt
 text) already holds SmolLM2 paraphrases, backtranslations and templates for the billing,
@@ -60,10 +61,12 @@ def main() -> None:
                                       "prompt": r["prompt"], "completion": src["intent"]})
     write(HERE / "train.jsonl", train)
     write(HERE / "eval.jsonl", evals)
-    write(HERE / "eval_paraphrases.jsonl", [p for e in evals for p in paras[e["id"]]])
-    n_para = sum(len(v) for v in paras.values())
+    everything = [p for e in evals for p in paras[e["id"]]]
+    write(HERE / "eval_paraphrases_all.jsonl", everything)
+    write(HERE / "eval_paraphrases.jsonl", [p for p in everything if p["style"] != "demo"])
     print(f"train {len(train)} rows ({len(seen)} intents x {ROWS_PER_INTENT}), eval {len(evals)}, "
-          f"eval paraphrases {n_para}")
+          f"eval paraphrases {len(everything)} (hand-written for this task: "
+          f"{sum(p['style'] != 'demo' for p in everything)})")
 
 
 if __name__ == "__main__":
