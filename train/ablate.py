@@ -2,7 +2,7 @@
 
     python -m train.ablate configs/ablation/ratio-replace [--seeds 3] [--num_processes N]
                           [--runs_dir runs/ablation] [--only r1.00,r2.00] [--dry_run]
-                          [--baseline NAME] [--bootstrap 10000]
+                          [--baseline NAME] [--bootstrap 10000] [--report_only]
 
 Each (config, seed) trains into `<runs_dir>/<sweep>/<config>/seed<k>/` via `launch.sh`, so a
 sweep on a GPU box uses `accelerate launch` exactly like a single run. A run that finished
@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs_dir", default="runs/ablation")
     ap.add_argument("--only", default="", help="comma-separated config names to run")
     ap.add_argument("--dry_run", action="store_true", help="list the runs and exit")
+    ap.add_argument("--report_only", action="store_true",
+                    help="write results.csv/.md and the plots from the runs that finished; run nothing")
     ap.add_argument("--baseline", default="", help="config the others are compared with "
                     "(default: header `ablate: baseline`, else the first without augmentation "
                     "and NEFTune)")
@@ -80,6 +82,9 @@ def main(argv=None) -> int:
         tag = f"[{i}/{len(plan)}] {cfg.stem} seed {seed}"
         if args.dry_run:
             print(f"{tag}: {'done' if (run_dir / 'run_result.json').exists() else 'to run'} -> {run_dir}")
+            continue
+        if args.report_only and not (run_dir / "run_result.json").exists():
+            print(f"{tag}: not finished, left out of the report")
             continue
         rows.append(run_one(cfg, seed, run_dir, args, tag))
     if args.dry_run:
@@ -165,8 +170,9 @@ def summarize(rows: list[dict], out_root: Path, baseline: str | None, n_boot: in
                 a = per_item_array([items[baseline][i] for i in ids], k)
                 b = per_item_array([items[cfg][i] for i in ids], k)
                 ci = paired_bootstrap(a, b, figure_statistic(k), n_resamples=n_boot, seed=0)
-                row.update({f"{k}_diff": round(ci["diff"], 5), f"{k}_lo": round(ci["lo"], 5),
-                            f"{k}_hi": round(ci["hi"], 5)})
+                if all(math.isfinite(ci[x]) for x in ("diff", "lo", "hi")):  # PDR needs original > 0
+                    row.update({f"{k}_diff": round(ci["diff"], 5), f"{k}_lo": round(ci["lo"], 5),
+                                f"{k}_hi": round(ci["hi"], 5)})
         if cfg in items:  # the figures of the seed-averaged items (pdr is a ratio of these means)
             row["robust_items"] = len(items[cfg])
             if row.get("pdr") is None:
@@ -192,7 +198,8 @@ def markdown_table(summary: list[dict]) -> str:
         cells = []
         for k in ROBUST:
             v = r.get(k)
-            txt = "n/a" if v is None else f"{_pct(v)} ± {_pct(r.get(f'{k}_sd') or 0)}"
+            many = not str(r["status"]).startswith("1 seed")
+            txt = "n/a" if v is None else _pct(v) + (f" ± {_pct(r.get(f'{k}_sd') or 0)}" if many else "")
             if r.get(f"{k}_diff") is not None:
                 lo, hi = r[f"{k}_lo"], r[f"{k}_hi"]
                 star = "*" if lo > 0 or hi < 0 else ""
