@@ -89,7 +89,11 @@ def main(argv=None) -> int:
         rows.append(run_one(cfg, seed, run_dir, args, tag))
     if args.dry_run:
         return 0
-    summary = summarize(rows, out_root, pick_baseline(configs, rows, args.baseline), args.bootstrap)
+    baseline = pick_baseline(configs, rows, args.baseline)
+    summary = summarize(rows, out_root, baseline, args.bootstrap)
+    # the baseline first, then the compared settings, then one-seed reference arms
+    rank = {c.stem: (c.stem != baseline, seeds_cap(c) < 2, i) for i, c in enumerate(configs)}
+    summary.sort(key=lambda r: rank.get(r["config"], (True, True, 0)))
     write_csv(out_root / "results.csv", rows + summary)
     pngs = plot_sweep(rows, out_root)
     if any(r.get("avgp") is not None for r in summary):
