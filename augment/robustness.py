@@ -475,9 +475,13 @@ def make_callback(tokenizer, eval_rows, paraphrase_rows, **kwargs):
     from transformers import TrainerCallback
 
     class RobustnessCallback(TrainerCallback):
+        last_step = None
+
         def on_evaluate(self, args, state, control, model=None, **_):
-            if not state.is_world_process_zero or model is None:
+            # once per evaluation step: the paraphrase loss eval is a second evaluate() call
+            if not state.is_world_process_zero or model is None or self.last_step == state.global_step:
                 return
+            self.last_step = state.global_step
             report = evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, **kwargs)
             state.log_history.append({**log_figures(report), "step": state.global_step})
             print(f"augtune: step {state.global_step}: {summary_line(report)}", flush=True)

@@ -198,7 +198,8 @@ def test_training_run_writes_robustness_json_and_logs_the_figures(tiny_model_dir
     cmd = [sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"),
            "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
            "--augment_cache", str(tmp_path / "cache.sqlite"), "--use_cpu", "true",
-           "--max_steps", "2", "--max_rows", "8", "--robustness_max_new_tokens", "3"]
+           "--max_steps", "2", "--max_rows", "8", "--robustness_max_new_tokens", "3",
+           "--eval_strategy", "steps", "--eval_steps", "1", "--robustness_every_eval", "true"]
     proc = subprocess.run(cmd, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rep = json.loads((out / "robustness.json").read_text())
@@ -207,5 +208,8 @@ def test_training_run_writes_robustness_json_and_logs_the_figures(tiny_model_dir
     assert rep["metric"] == "token_f1"  # demo answers are free text
     hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logged = [h for h in hist if "robustness_avgp" in h]
-    assert logged and logged[-1]["robustness_avgp"] == pytest.approx(rep["figures"]["avgp"], abs=1e-6)
+    # at each evaluation (steps 1 and 2, by the callback), then after training (through Trainer.log)
+    assert [h["step"] for h in logged] == [1, 2, 2]
+    assert logged[-1]["robustness_avgp"] == pytest.approx(rep["figures"]["avgp"], abs=1e-6)
+    assert logged[-1]["robustness_items"] == 48 and "robustness_seconds" in logged[-1]
     assert "robustness (token_f1, 48 items x 96 held-out paraphrases)" in proc.stdout
