@@ -61,6 +61,34 @@ class DataConfig:
         default=False,
         metadata={"help": "Skip (and count, and report) rows that fail validation instead of "
                   "stopping at the first one."})
+    # --- robustness eval (augment/robustness.py): generated answers on held-out paraphrases --
+    robustness_eval: bool = field(
+        default=True,
+        metadata={"help": "After training, when eval_paraphrases_file is set, answer every eval "
+                  "prompt and held-out paraphrase greedily and write <output_dir>/robustness.json "
+                  "(metric on originals, AvgP, worst-case, spread, PDR, consistency)."})
+    robustness_metric: str = field(
+        default="auto",
+        metadata={"help": "Task metric for the generated answers: label_match (classification: "
+                  "the first label named must be the reference), exact_match, token_f1 (free "
+                  "text), auto (label_match for short label answers, else exact_match or "
+                  "token_f1), or a function `package.module:function(prediction, reference)`."})
+    robustness_labels: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Label set for label_match (default: the distinct eval completions)."})
+    robustness_max_new_tokens: int = field(
+        default=16, metadata={"help": "Cap on generated tokens per answer (bounds the cost)."})
+    robustness_batch_size: int = field(
+        default=32, metadata={"help": "Prompts generated together."})
+    loss_eval_at_end: bool = field(
+        default=True,
+        metadata={"help": "End every run with eval_loss and eval_paraphrase_loss (a forward pass "
+                  "over every eval prompt and paraphrase). Off: skip them, e.g. in a CPU sweep "
+                  "that reads only the generated-answer figures of robustness.json."})
+    robustness_every_eval: bool = field(
+        default=False,
+        metadata={"help": "Also run the robustness eval at every evaluation (figures go to "
+                  "log_history as robustness_*), not only after training."})
 
     def __post_init__(self):
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -72,6 +100,11 @@ class DataConfig:
                                   "e.g. 'question=prompt'.")
         if self.max_rows is not None and self.max_rows < 0:
             raise ConfigError(f"max_rows={self.max_rows} must be positive, or 0 for all rows.")
+        from .robustness import check_metric_name
+        check_metric_name(self.robustness_metric)
+        for name in ("robustness_max_new_tokens", "robustness_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1.")
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 from train import ablate
 
@@ -36,5 +38,74 @@ def test_rerun_reuses_finished_runs_and_records_rejections(tmp_path, monkeypatch
     # the finished run was reused; only the over-cap config was launched, and it was rejected
     assert len(launched) == 1 and "r3.yaml" in launched[0][1]
     rows = list(csv.DictReader(open(runs / "mysweep" / "results.csv")))
-    assert [(r["config"], r["status"]) for r in rows] == [("r1", "ok"), ("r3", "rejected")]
+    assert [(r["config"], r["status"]) for r in rows if r["seed"] != "mean"] == [("r1", "ok"), ("r3", "rejected")]
+    assert [(r["config"], r["status"]) for r in rows if r["seed"] == "mean"] == [("r1", "1 seed")]
     assert "finished earlier, reusing" in capsys.readouterr().out
+
+
+def _robustness_json(scores: dict[str, tuple[float, list[float]]]) -> dict:
+    """A robustness.json as augment.robustness writes it, from per-item (original, paraphrases)."""
+    from augment import robustness as rb
+    items, results = [], []
+    for i, (orig, paras) in scores.items():
+        res = rb.ItemResult(i, orig, paras, str(orig), [str(p) for p in paras])
+        results.append(res)
+        items.append({"id": i, "reference": "x", "original": {"prompt": i, "answer": "", "score": orig},
+                      "paraphrases": [{"id": f"{i}-p{k}", "prompt": "", "answer": "", "score": s}
+                                      for k, s in enumerate(paras)], "figures": rb.item_figures(res)})
+    return {"metric": "label_match", "figures": rb.robustness_figures(results),
+            "counts": {"items": len(items), "paraphrases": sum(len(p) for _, p in scores.values()),
+                       "items_without_paraphrases": 0, "paraphrases_without_source": 0,
+                       "eval_rows": len(items)},
+            "generation": {"seconds": 1.0}, "items": items}
+
+
+def test_summary_gives_seed_means_and_paired_intervals_against_the_baseline(tmp_path):
+    from augment import robustness as rb
+    sweep = tmp_path / "rob"
+    sweep.mkdir()
+    base = ROOT / "configs/ablation/robustness-base.yaml"
+    (sweep / "originals.yaml").write_text(f"# ablate: baseline\nbase: {base}\naugmented_per_original: 0.0\n")
+    (sweep / "augment.yaml").write_text(f"base: {base}\naugmented_per_original: 2.0\n")
+    (sweep / "untrained.yaml").write_text(f"# ablate: seeds=1\nbase: {base}\nlearning_rate: 0.0\n")
+    runs = tmp_path / "runs"
+    # originals: 4 items, right on originals, paraphrases right half the time (seed 43: one more wrong)
+    # augment: the same originals, every paraphrase right
+    plans = {("originals", 42): {"a": (1.0, [1.0, 0.0]), "b": (1.0, [0.0, 1.0]), "c": (1.0, [1.0, 0.0]), "d": (0.0, [0.0, 0.0])},
+             ("originals", 43): {"a": (1.0, [0.0, 0.0]), "b": (1.0, [0.0, 1.0]), "c": (1.0, [1.0, 0.0]), "d": (0.0, [0.0, 0.0])},
+             ("augment", 42): {"a": (1.0, [1.0, 1.0]), "b": (1.0, [1.0, 1.0]), "c": (1.0, [1.0, 1.0]), "d": (0.0, [1.0, 1.0])},
+             ("augment", 43): {"a": (1.0, [1.0, 1.0]), "b": (1.0, [1.0, 1.0]), "c": (1.0, [1.0, 1.0]), "d": (0.0, [1.0, 1.0])},
+             ("untrained", 42): {"a": (0.0, [0.0, 0.0]), "b": (0.0, [0.0, 0.0]), "c": (0.0, [0.0, 0.0]), "d": (0.0, [0.0, 0.0])}}
+    for (cfg, seed), scores in plans.items():
+        d = runs / "rob" / cfg / f"seed{seed}"
+        d.mkdir(parents=True)
+        rep = _robustness_json(scores)
+        (d / "robustness.json").write_text(json.dumps(rep))
+        row = {"config": cfg, "seed": seed, "status": "ok", "ratio": 2.0 if cfg == "augment" else 0.0,
+               "neftune": 0, "steps": 60, "eval_loss": 1.0, **{k: rep["figures"][k] for k in ablate.ROBUST},
+               "metric": "label_match"}
+        (d / "run_result.json").write_text(json.dumps(row))
+    assert ablate.main([str(sweep), "--seeds", "2", "--runs_dir", str(runs), "--bootstrap", "2000"]) == 0
+    rows = list(csv.DictReader(open(runs / "rob" / "results.csv")))
+    assert len([r for r in rows if r["seed"] != "mean"]) == 5  # untrained ran with one seed only
+    summ = {r["config"]: r for r in rows if r["seed"] == "mean"}
+    assert summ["originals"]["status"] == "2 seeds (baseline)" and summ["originals"]["avgp_diff"] == ""
+    # AvgP per seed: originals (0.5+0.5+0.5+0)/4 = 0.375 and (0+0.5+0.5+0)/4 = 0.25; augment 1.0
+    assert float(summ["originals"]["avgp"]) == pytest.approx(0.3125)
+    assert float(summ["originals"]["avgp_sd"]) == pytest.approx(0.0883883, abs=1e-5)
+    # the paired difference: per item, augment's seed mean minus originals' seed mean
+    per_item_base = [0.5, 0.5, 0.5, 0.0]
+    per_item_base[0] = (0.5 + 0.0) / 2
+    diffs = [1 - x for x in per_item_base]
+    assert float(summ["augment"]["avgp_diff"]) == pytest.approx(sum(diffs) / 4)
+    ci = rb.paired_bootstrap(per_item_base, [1.0] * 4, n_resamples=2000, seed=0)
+    assert float(summ["augment"]["avgp_lo"]) == pytest.approx(ci["lo"], abs=1e-5)
+    assert float(summ["augment"]["avgp_hi"]) == pytest.approx(ci["hi"], abs=1e-5)
+    # the original-prompt score is identical: a zero-width interval at 0
+    assert (float(summ["augment"]["original_lo"]), float(summ["augment"]["original_hi"])) == (0.0, 0.0)
+    # untrained: everything wrong, 75 points below on originals, the interval excludes 0
+    assert float(summ["untrained"]["original_diff"]) == pytest.approx(-0.75)
+    assert float(summ["untrained"]["original_hi"]) < 0
+    md = (runs / "rob" / "results.md").read_text()
+    assert "| augment | 2 seeds |" in md and "Δ +" in md and "*" in md
+    assert (runs / "rob" / "robustness_vs_setting.png").stat().st_size > 10_000

@@ -2,6 +2,7 @@
 
     python -m train.ablate configs/ablation/ratio-replace [--seeds 3] [--num_processes N]
                           [--runs_dir runs/ablation] [--only r1.00,r2.00] [--dry_run]
+                          [--baseline NAME] [--bootstrap 10000] [--report_only]
 
 Each (config, seed) trains into `<runs_dir>/<sweep>/<config>/seed<k>/` via `launch.sh`, so a
 sweep on a GPU box uses `accelerate launch` exactly like a single run. A run that finished
@@ -9,8 +10,18 @@ sweep on a GPU box uses `accelerate launch` exactly like a single run. A run tha
 A config whose header says `expect-error: <message>` must be rejected by validation; the sweep
 checks that it is and records it as `rejected`.
 
-Writes `<runs_dir>/<sweep>/results.csv` (one row per run) and plots: eval losses against the
-ratio (mean and spread over seeds) and, for one run, the training loss by source.
+A config whose header says `ablate: seeds=1` runs with one seed whatever --seeds says (for
+a deterministic arm, such as the untrained base model: `learning_rate: 0`). The baseline
+setting is the config whose header says `ablate: baseline`, else --baseline, else the first
+config without augmentation and without NEFTune.
+
+Writes `<runs_dir>/<sweep>/results.csv` (one row per run, then one `seed=mean` row per setting)
+and plots: eval losses against the ratio (mean and spread over seeds) and, for one run, the
+training loss by source. When the runs wrote `robustness.json` (augment/robustness.py), each
+robustness figure also gets, per setting, its mean and sd over seeds and a 95% paired bootstrap
+interval over eval items for the setting's difference from the baseline (per item, the
+setting's score averaged over its seeds minus the baseline's averaged over its seeds), in
+results.csv, `results.md` (a markdown table) and `robustness_vs_setting.png` (error bars).
 """
 
 from __future__ import annotations
@@ -27,8 +38,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ROBUST = ("original", "avgp", "worst", "spread", "pdr", "consistency")
 COLUMNS = ["config", "mode", "ratio", "methods", "qc", "neftune", "seed", "status", "eval_loss",
-           "eval_paraphrase_loss", "gap", "steps", "tokens", "wall_s"]
+           "eval_paraphrase_loss", "gap", "steps", "tokens", "wall_s", "metric", *ROBUST,
+           "robust_items", "robust_paraphrases", "robust_gen_s",
+           *[f"{f}_{k}" for f in ROBUST for k in ("sd", "diff", "lo", "hi")]]
 
 
 def main(argv=None) -> int:
@@ -39,6 +53,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs_dir", default="runs/ablation")
     ap.add_argument("--only", default="", help="comma-separated config names to run")
     ap.add_argument("--dry_run", action="store_true", help="list the runs and exit")
+    ap.add_argument("--report_only", action="store_true",
+                    help="write results.csv/.md and the plots from the runs that finished; run nothing")
+    ap.add_argument("--baseline", default="", help="config the others are compared with "
+                    "(default: header `ablate: baseline`, else the first without augmentation "
+                    "and NEFTune)")
+    ap.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples per interval")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="--key value overrides passed to every run (put last)")
     args = ap.parse_args(argv)
@@ -54,20 +74,148 @@ def main(argv=None) -> int:
     out_root = Path(args.runs_dir) / sweep.name
     out_root.mkdir(parents=True, exist_ok=True)
     rows = []
-    plan = [(c, 42 + s) for c in configs for s in range(args.seeds)]
+    # seed-major: every setting's first seed before any second seed, so a sweep stopped early
+    # still compares every setting
+    plan = [(c, 42 + s) for s in range(args.seeds) for c in configs if s < seeds_cap(c)]
     for i, (cfg, seed) in enumerate(plan, 1):
         run_dir = out_root / cfg.stem / f"seed{seed}"
         tag = f"[{i}/{len(plan)}] {cfg.stem} seed {seed}"
         if args.dry_run:
             print(f"{tag}: {'done' if (run_dir / 'run_result.json').exists() else 'to run'} -> {run_dir}")
             continue
+        if args.report_only and not (run_dir / "run_result.json").exists():
+            print(f"{tag}: not finished, left out of the report")
+            continue
         rows.append(run_one(cfg, seed, run_dir, args, tag))
     if args.dry_run:
         return 0
-    write_csv(out_root / "results.csv", rows)
+    baseline = pick_baseline(configs, rows, args.baseline)
+    summary = summarize(rows, out_root, baseline, args.bootstrap)
+    # the baseline first, then the compared settings, then one-seed reference arms
+    rank = {c.stem: (c.stem != baseline, seeds_cap(c) < 2, i) for i, c in enumerate(configs)}
+    summary.sort(key=lambda r: rank.get(r["config"], (True, True, 0)))
+    write_csv(out_root / "results.csv", rows + summary)
     pngs = plot_sweep(rows, out_root)
+    if any(r.get("avgp") is not None for r in summary):
+        (out_root / "results.md").write_text(markdown_table(summary))
+        pngs.append(plot_robustness(rows, summary, out_root))
+        print(markdown_table(summary))
     print(f"augtune: wrote {out_root / 'results.csv'} and {', '.join(str(p) for p in pngs)}")
     return 0
+
+
+def _header(cfg: Path, key: str) -> str | None:
+    m = re.search(rf"^#.*\bablate:\s*{key}\b(?:=(\S+))?", cfg.read_text(), re.M)
+    return None if m is None else (m.group(1) or "")
+
+
+def seeds_cap(cfg: Path) -> int:
+    v = _header(cfg, "seeds")
+    return int(v) if v else 10**6
+
+
+def pick_baseline(configs: list[Path], rows: list[dict], name: str) -> str | None:
+    """The setting every other one is compared with (see the module docstring)."""
+    names = [c.stem for c in configs]
+    if name:
+        if name not in names:
+            raise SystemExit(f"augtune: error: --baseline {name!r} is not a config of this sweep "
+                             f"({', '.join(names)}).")
+        return name
+    marked = [c.stem for c in configs if _header(c, "baseline") is not None]
+    if marked:
+        return marked[0]
+    plain = [r["config"] for r in rows if r.get("status") == "ok" and not r.get("ratio")
+             and not r.get("neftune")]
+    return plain[0] if plain else None
+
+
+def _items(run_dir: Path) -> dict[str, dict] | None:
+    path = run_dir / "robustness.json"
+    if not path.exists():
+        return None
+    from augment.robustness import item_table
+    return {d["id"]: d for d in item_table(json.loads(path.read_text()))}
+
+
+def summarize(rows: list[dict], out_root: Path, baseline: str | None, n_boot: int) -> list[dict]:
+    """One `seed=mean` row per setting: mean and sd over seeds of every figure, and for the
+    robustness figures the paired bootstrap interval of the difference from the baseline."""
+    sys.path.insert(0, str(ROOT))
+    from augment.robustness import figure_statistic, figures_from_items, paired_bootstrap, per_item_array
+    ok = [r for r in rows if r.get("status") == "ok"]
+    by_cfg: dict[str, list[dict]] = {}
+    for r in ok:
+        by_cfg.setdefault(r["config"], []).append(r)
+    # per setting, per item: each figure averaged over the setting's seeds
+    items: dict[str, dict[str, dict]] = {}
+    for cfg, runs in by_cfg.items():
+        tables = [t for r in runs if (t := _items(out_root / cfg / f"seed{r['seed']}")) is not None]
+        if tables and len(tables) == len(runs):
+            ids = [i for i in tables[0] if all(i in t for t in tables)]
+            items[cfg] = {i: {k: sum(t[i][k] for t in tables) / len(tables) for k in ("original", "avgp", "worst", "spread", "consistency")}
+                          for i in ids}
+    out = []
+    for cfg, runs in by_cfg.items():
+        row = {k: runs[0].get(k) for k in ("mode", "ratio", "methods", "qc", "neftune", "metric")}
+        row.update(config=cfg, seed="mean", status=f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+                   + (" (baseline)" if cfg == baseline else ""))
+        for k in ("eval_loss", "eval_paraphrase_loss", "gap", "steps", "tokens", "wall_s", *ROBUST,
+                  "robust_items", "robust_paraphrases", "robust_gen_s"):
+            vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+            if vals:
+                m, sd = _mean_sd(vals)
+                row[k] = round(m, 5)
+                if k in ROBUST:
+                    row[f"{k}_sd"] = round(sd, 5)
+        if cfg != baseline and baseline in items and cfg in items:
+            ids = [i for i in items[baseline] if i in items[cfg]]
+            for k in ROBUST:
+                a = per_item_array([items[baseline][i] for i in ids], k)
+                b = per_item_array([items[cfg][i] for i in ids], k)
+                ci = paired_bootstrap(a, b, figure_statistic(k), n_resamples=n_boot, seed=0)
+                if all(math.isfinite(ci[x]) for x in ("diff", "lo", "hi")):  # PDR needs original > 0
+                    row.update({f"{k}_diff": round(ci["diff"], 5), f"{k}_lo": round(ci["lo"], 5),
+                                f"{k}_hi": round(ci["hi"], 5)})
+        if cfg in items:  # the figures of the seed-averaged items (pdr is a ratio of these means)
+            row["robust_items"] = len(items[cfg])
+            if row.get("pdr") is None:
+                row["pdr"] = figures_from_items([dict(d, all_agree=0) for d in items[cfg].values()])["pdr"]
+        out.append(row)
+    return out
+
+
+def _pct(v) -> str:
+    return "" if v is None or v == "" else f"{100 * v:.1f}"
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """Figures in percent (mean ± sd over seeds) and, against the baseline, the difference in
+    points with its 95% paired bootstrap interval; `*` when the interval excludes 0."""
+    names = {"original": "original prompts", "avgp": "AvgP (paraphrases)", "worst": "worst case",
+             "spread": "spread", "pdr": "PDR", "consistency": "consistency"}
+    head = "| setting | seeds | " + " | ".join(names[k] for k in ROBUST) + " |"
+    lines = [head, "|" + "---|" * (2 + len(ROBUST))]
+    for r in summary:
+        if r.get("avgp") is None:
+            continue
+        cells = []
+        for k in ROBUST:
+            v = r.get(k)
+            many = not str(r["status"]).startswith("1 seed")
+            txt = "n/a" if v is None else _pct(v) + (f" ± {_pct(r.get(f'{k}_sd') or 0)}" if many else "")
+            if r.get(f"{k}_diff") is not None:
+                lo, hi = r[f"{k}_lo"], r[f"{k}_hi"]
+                star = "*" if lo > 0 or hi < 0 else ""
+                txt += f"<br>Δ {100 * r[f'{k}_diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{star}"
+            cells.append(txt)
+        lines.append(f"| {r['config']} | {r['status']} | " + " | ".join(cells) + " |")
+    metric = next((r.get("metric") for r in summary if r.get("metric")), "")
+    lines.append(f"\nMetric: {metric}, in percent; mean ± sd over seeds. Δ: difference from the "
+                 "baseline in points, 95% paired bootstrap interval over eval items (per item, "
+                 "mean over seeds); * = the interval excludes 0. Lower is better for spread and "
+                 "PDR, higher for the rest.\n")
+    return "\n".join(lines)
 
 
 def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
@@ -118,6 +266,18 @@ def describe(cfg: Path) -> dict:
 
 
 def read_metrics(run_dir: Path) -> dict:
+    out = _read_losses(run_dir)
+    rob = run_dir / "robustness.json"
+    if rob.exists():
+        rep = json.loads(rob.read_text())
+        out["metric"] = rep["metric"]
+        out.update({k: (None if rep["figures"][k] is None else round(rep["figures"][k], 5)) for k in ROBUST})
+        out.update(robust_items=rep["counts"]["items"], robust_paraphrases=rep["counts"]["paraphrases"],
+                   robust_gen_s=rep["generation"]["seconds"])
+    return out
+
+
+def _read_losses(run_dir: Path) -> dict:
     state = json.loads((run_dir / "trainer_state.json").read_text())
     hist = state["log_history"]
     ev = [h for h in hist if "eval_loss" in h]
@@ -151,7 +311,7 @@ def plot_sweep(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.get("status") == "ok" and "eval_loss" in r]
-    written = []
+    written: list[Path] = []
     if ok:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
         ratios = sorted({r["ratio"] for r in ok})
@@ -196,6 +356,51 @@ def plot_sweep(rows: list[dict], out: Path) -> list[Path]:
             os.replace(tmp[0], target)
             written.append(target)
     return written
+
+
+def plot_robustness(rows: list[dict], summary: list[dict], out: Path) -> Path:
+    """Top: each figure per setting (mean ± sd over seeds, seeds as dots). Bottom: difference
+    from the baseline with its 95% paired bootstrap interval as the error bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ("original", "avgp", "worst", "pdr")
+    titles = {"original": "original prompts", "avgp": "AvgP (held-out paraphrases)",
+              "worst": "worst case over wordings", "pdr": "PDR (1 - AvgP / original)"}
+    summ = [r for r in summary if r.get("avgp") is not None]
+    names = [r["config"] for r in summ]
+    fig, axes = plt.subplots(2, len(shown), figsize=(4.2 * len(shown), 7.5))
+    for j, k in enumerate(shown):
+        ax = axes[0, j]
+        for i, r in enumerate(summ):
+            vals = [100 * x[k] for x in rows if x.get("config") == r["config"] and x.get("status") == "ok"
+                    and x.get(k) is not None]
+            ax.scatter([i] * len(vals), vals, color="grey", s=12, alpha=0.6, zorder=2)
+            if r.get(k) is not None:
+                ax.errorbar([i], [100 * r[k]], yerr=[100 * (r.get(f"{k}_sd") or 0)], marker="o",
+                            capsize=4, lw=2, color="C0", zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+        ax.set(title=titles[k], ylabel="percent" if k != "pdr" else "percent drop")
+        ax.grid(alpha=0.3)
+        ax = axes[1, j]
+        xs = [i for i, r in enumerate(summ) if r.get(f"{k}_diff") is not None]
+        if xs:
+            d = [100 * summ[i][f"{k}_diff"] for i in xs]
+            lo = [100 * (summ[i][f"{k}_diff"] - summ[i][f"{k}_lo"]) for i in xs]
+            hi = [100 * (summ[i][f"{k}_hi"] - summ[i][f"{k}_diff"]) for i in xs]
+            ax.errorbar(xs, d, yerr=[lo, hi], fmt="o", capsize=5, lw=2, color="C1")
+        ax.axhline(0, color="black", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+        ax.set(title=f"Δ {k} vs baseline, 95% paired bootstrap", ylabel="points")
+        ax.grid(alpha=0.3)
+    metric = next((r.get("metric") for r in summ if r.get("metric")), "")
+    fig.suptitle(f"Robustness: {out.name} ({metric}; mean ± sd over seeds, grey dots = seeds)")
+    fig.tight_layout()
+    p = out / "robustness_vs_setting.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ def main(argv):
     trainer = AugmentedSFTTrainer(model=model, args=sft_cfg, processing_class=tokenizer,
                                   train_dataset=data, peft_config=get_peft_config(model_cfg))
 
+    if data_cfg.robustness_every_eval and split.eval and split.eval_paraphrases:
+        from augment.robustness import make_callback
+        trainer.add_callback(make_callback(tokenizer, split.eval, split.eval_paraphrases,
+                                           **robustness_kwargs(data_cfg)))
+
     resume = sft_cfg.resume_from_checkpoint
     if resume in ("true", "True", "last"):
         from transformers.trainer_utils import get_last_checkpoint
@@ -123,8 +128,10 @@ def main(argv):
     trainer.write_param_fingerprint()
     evaluated = any("eval_loss" in h and h.get("step") == trainer.state.global_step
                     for h in trainer.state.log_history)
-    if split.eval and not evaluated:  # every run ends with eval_loss and eval_paraphrase_loss
+    if split.eval and not evaluated and data_cfg.loss_eval_at_end:  # eval_loss, eval_paraphrase_loss
         trainer.evaluate()
+    if data_cfg.robustness_eval and split.eval and split.eval_paraphrases:
+        run_robustness(trainer, tokenizer, split, data_cfg, state, Path(sft_cfg.output_dir))
     trainer.save_model(sft_cfg.output_dir)
     trainer.save_state()
 
@@ -135,6 +142,28 @@ def main(argv):
         from train.plots import plot_training
         pngs = plot_training(trainer.state.log_history, out)
         print_outro(out, trainer, summary, pngs, time.time() - t0)
+
+
+def robustness_kwargs(data_cfg) -> dict:
+    return {"metric": data_cfg.robustness_metric, "labels": data_cfg.robustness_labels,
+            "max_new_tokens": data_cfg.robustness_max_new_tokens,
+            "batch_size": data_cfg.robustness_batch_size,
+            "paraphrases_file": data_cfg.eval_paraphrases_file}
+
+
+def run_robustness(trainer, tokenizer, split, data_cfg, state, out: Path) -> None:
+    """`robustness.json`: greedy answers to the eval prompts and their held-out paraphrases,
+    scored (augment/robustness.py). Generated on the main process only (a sharded FSDP model
+    would need every rank); the figures go through `Trainer.log`, so every integration sees them."""
+    if state.is_main_process:
+        from augment.robustness import evaluate_robustness, log_figures, summary_line, write_report
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        report = evaluate_robustness(model, tokenizer, split.eval, split.eval_paraphrases,
+                                     **robustness_kwargs(data_cfg))
+        write_report(report, out / "robustness.json")
+        trainer.log(log_figures(report))
+        print(f"augtune: {summary_line(report)}; per item in {out / 'robustness.json'}", flush=True)
+    state.wait_for_everyone()
 
 
 def write_resolved_config(out: Path, *cfgs) -> None:
