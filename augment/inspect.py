@@ -79,8 +79,8 @@ def main(argv=None) -> None:
     if args.examples < 0:
         raise ConfigError("--examples must be >= 0.")
     if (args.qc_model or args.config) and not args.rescore:
-        raise ConfigError("--qc_model and --config only apply with --rescore; add --rescore or "
-                          "drop them.")
+        raise ConfigError("--qc_model and --config: each only applies with --rescore; add "
+                          "--rescore or drop them.")
     if args.rescore:
         from .build import make_checker
         run_cfg = _run_config(args)

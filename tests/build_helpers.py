@@ -76,7 +76,7 @@ class LengthChecker:
     def fingerprint(self):
         return "length-checker-v1"
 
-    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None, other_originals=None):
         return [{"semantic_similarity": 0.5 + (len(a) % 40) / 100, "is_valid": len(a) % 2 == 1,
                  "length_ratio": len(a) / max(len(o), 1), "unique_words": 2,
                  "reasons": [] if len(a) % 2 == 1 else ["even length"]}

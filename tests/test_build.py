@@ -197,7 +197,7 @@ class EvenChecker(LengthChecker):
     def fingerprint(self):
         return "length-checker-v2"
 
-    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None, other_originals=None):
         out = super().score_pairs(originals, augmenteds, method, group_ids)
         return [{**s, "is_valid": not s["is_valid"], "reasons": [] if not s["is_valid"] else ["odd length"]}
                 for s in out]

@@ -172,7 +172,7 @@ class _SeedChecker:
     def fingerprint(self):
         return "seed-checker-v1"
 
-    def score_pairs(self, originals, augmenteds, method=None, group_ids=None):
+    def score_pairs(self, originals, augmenteds, method=None, group_ids=None, other_originals=None):
         return [{"is_valid": a != "Q0c", "reasons": [] if a != "Q0c" else ["sim"]}
                 for a in augmenteds]
 
