@@ -114,10 +114,6 @@ def main(argv=None) -> None:
               "length_ratio.png)")
 
 
-if __name__ == "__main__":
-    from .cli import run_cli
-    run_cli(main)
-
 
 def _run_config(args):
     """The AugmentConfig whose QC settings a rescore uses: the run's YAML (`--config`), or the
@@ -136,3 +132,8 @@ def _run_config(args):
         cfg = AugmentConfig()
     cfg = replace(cfg, augment_cache=args.cache)
     return replace(cfg, qc_model=args.qc_model) if args.qc_model else cfg
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+    run_cli(main)
