@@ -99,6 +99,14 @@ class AugmentedSFTTrainer(SFTTrainer):
             f.write(h.hexdigest())
 
     # ----------------------------------------------------------------- sampling
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`resume_from_checkpoint=True` (or "last") resumes from the newest COMPLETE checkpoint:
+        a run killed while saving leaves a checkpoint folder whose trainer_state.json is missing
+        or cut off, and transformers would pick it and fail on its JSON."""
+        if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True", "last"):
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _get_train_sampler(self, train_dataset=None):
         return self.ratio_sampler if self.ratio_sampler is not None else super()._get_train_sampler(train_dataset)
 
@@ -266,3 +274,21 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
         kwargs["eval_dataset"] = data.eval_dataset()
     return kwargs, {"ratio_sampler": data.sampler,
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset()}
+
+
+def last_complete_checkpoint(output_dir) -> str | None:
+    """The newest `checkpoint-N` under `output_dir` whose trainer_state.json (written last by
+    the Trainer) loads; None when there is none. Skipped ones are named on stderr."""
+    import re
+    import sys
+    from pathlib import Path
+    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            print(f"augtune: skipping {path}: incomplete (the run was killed while saving it)",
+                  file=sys.stderr)
+    return None

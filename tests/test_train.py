@@ -222,3 +222,20 @@ def test_chat_conversations_train_with_augmented_user_turns(tiny_model_dir, tmp_
         assert len(changed) == 1 and item["messages"][changed[0]]["role"] == "user"
         turns_changed.add("last" if changed[0] == len(orig) - 2 else "earlier")
     assert turns_changed == {"last", "earlier"}
+
+
+def test_resume_skips_a_checkpoint_cut_off_by_a_kill(tmp_path, capsys):
+    """A run killed while saving leaves checkpoint-N with a missing or cut-off trainer_state.json
+    (seen in CI: transformers then failed on its JSON); resuming from "last" takes the newest
+    complete one and says which it skipped."""
+    from augment.trainer import last_complete_checkpoint
+    for step, text in ((3, '{"global_step": 3}'), (6, '{"global_st'), (9, None), (12, None)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if text is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
+    (tmp_path / "checkpoint-12").rmdir()
+    (tmp_path / "checkpoint-12").write_text("not a folder")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    err = capsys.readouterr().err
+    assert "checkpoint-9: incomplete" in err and "checkpoint-6: incomplete" in err
+    assert last_complete_checkpoint(tmp_path / "nothing-here") is None

@@ -119,10 +119,7 @@ def main(argv):
         trainer.add_callback(make_callback(tokenizer, split.eval, split.eval_paraphrases,
                                            **robustness_kwargs(data_cfg)))
 
-    resume = sft_cfg.resume_from_checkpoint
-    if resume in ("true", "True", "last"):
-        from transformers.trainer_utils import get_last_checkpoint
-        resume = get_last_checkpoint(sft_cfg.output_dir)
+    resume = sft_cfg.resume_from_checkpoint  # "last"/true: the newest complete checkpoint
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
     trainer.write_param_fingerprint()
