@@ -117,12 +117,31 @@ def machine(quick: bool) -> dict:
             "quick": quick, "loadavg_start": loadavg()}
 
 
-def tiny_model_dir(hidden=256, layers=4) -> str:
+def tiny_model_dir(hidden=256, layers=4, *, vocab: int | None = None,
+                   intermediate: int | None = None, max_pos: int = 512,
+                   name: str | None = None) -> str:
     """A Llama with SmolLM2's tokenizer (as tests/conftest.py), big enough that a step is real
-    compute: hidden 256, 4 layers, vocab 49152 (~16M params). Cached under bench/.cache/."""
-    out = CACHE_DIR / f"tiny-llama-h{hidden}-l{layers}"
+    compute: hidden 256, 4 layers, vocab 49152 (~16M params) by default. `vocab` above the
+    tokenizer's size only widens the LM head (its ids are all below 49,152). Random weights,
+    seeded; cached under bench/.cache/<name>."""
+    out = CACHE_DIR / (name or f"tiny-llama-h{hidden}-l{layers}")
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return str(out)
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = smollm2_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab or len(tok), hidden_size=hidden,
+                      intermediate_size=intermediate or hidden * 8 // 3,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_pos, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    tmp = out.with_name(out.name + ".tmp")
+    LlamaForCausalLM(cfg).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out) if not out.exists() else None
+    return str(out)
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     tok = smollm2_tokenizer()

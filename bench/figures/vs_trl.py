@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import CACHE_DIR, ROOT, child_env, demo_rows, entry, loadavg, rnd, smollm2_tokenizer
+from bench.harness import ROOT, child_env, demo_rows, entry, loadavg, rnd, tiny_model_dir
 
 VOCAB = 128256
 
@@ -37,23 +37,8 @@ VOCAB = 128256
 def big_vocab_model_dir(vocab: int, hidden: int, layers: int, max_pos: int) -> str:
     """Random-weight Llama with `vocab` entries around SmolLM2's tokenizer (its ids are all below
     49,152: the rest of the vocabulary only widens the LM head, which is the point)."""
-    out = CACHE_DIR / f"llama-v{vocab}-h{hidden}-l{layers}"
-    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
-        return str(out)
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = smollm2_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=max_pos, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    tmp = out.with_name(out.name + ".tmp")
-    LlamaForCausalLM(cfg).save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out) if not out.exists() else None
-    return str(out)
+    return tiny_model_dir(hidden, layers, vocab=vocab, intermediate=hidden * 2, max_pos=max_pos,
+                          name=f"llama-v{vocab}-h{hidden}-l{layers}")
 
 
 def long_examples(n: int, min_words: int) -> list[dict]:
