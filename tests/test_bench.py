@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, run_env
 
 KEYS = {"value", "unit", "baseline", "target", "meets_target", "details"}
@@ -51,6 +53,7 @@ def test_unknown_figure_is_refused():
     assert proc.returncode == 2 and "unknown figure" in proc.stderr
 
 
+@pytest.mark.slow  # ~1 min of training in child processes; `python bench/run.py` runs it for real
 def test_trl_comparison_and_padding_free_figures_at_smoke_sizes(tmp_path):
     """The figures against plain TRL and padded batches run their child processes and report
     per-side measurements (numbers at smoke sizes mean nothing; bench/results.json has real ones)."""

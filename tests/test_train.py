@@ -152,6 +152,7 @@ def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_d
     assert last_ckpt >= 3
 
 
+@pytest.mark.slow  # the Alpaca loader is covered in test_data; this is the same launch path again
 def test_alpaca_json_trains_with_no_other_change(tiny_model_dir, tmp_path):
     """A newcomer's Alpaca file (instruction/input/output, a JSON array) via --dataset_name."""
     rows = [{"instruction": f"Summarise note {i} for the team.", "input": f"Note {i}: the VPN moves to vpn{i}.example.com on Monday.",
