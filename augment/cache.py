@@ -601,7 +601,9 @@ def failure_kind(error: str) -> str:
     quoted snippets '...', so "has 43 <= 50 words" and "has 48 <= 50 words" (or two replies
     quoted back) count as one reason."""
     import re
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", str(error))
+    # Quoted snippets are Python reprs: escape-aware, so an apostrophe inside a double-quoted
+    # snippet ("I'm locked out") does not split one reason into two groups.
+    text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'...'", str(error))
     return re.sub(r"\d+(?:\.\d+)?", "N", text)
 
 

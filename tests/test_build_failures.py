@@ -203,3 +203,17 @@ def test_unreachable_openai_compatible_and_translation_servers_stop_the_build(tm
     methods = {"backtranslate": Backtranslate(cfg, DeepTranslator("libre", cfg, base_delay=0.5))}
     with pytest.raises(FatalBackendError, match="cannot connect to " + url):
         build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
+
+
+def test_failure_reasons_group_even_when_a_quoted_reply_holds_an_apostrophe():
+    """Two unusable replies quoted back in their reasons are one kind of failure, also when one
+    snippet holds an apostrophe (escaped or double-quoted in its repr): CI once printed them as
+    two groups, because the snippet of "I'm locked out" broke the quote matching."""
+    from augment.cache import failure_kind
+    from augment.methods.jsonlist import snippet
+    plain, apostrophe = '["How do I reset my password', '["I' + chr(39) + 'm locked out of it'
+    a = "CandidateError: no JSON array in reply: " + repr(snippet(plain))
+    b = "CandidateError: no JSON array in reply: " + repr(snippet(apostrophe))
+    assert "\\'" in b                              # the apostrophe is escaped inside the repr
+    assert failure_kind(a) == failure_kind(b) == "CandidateError: no JSON array in reply: '...'"
+    assert failure_kind("brief has 43 <= 50 words") == failure_kind("brief has 48 <= 50 words")
