@@ -142,20 +142,6 @@ def tiny_model_dir(hidden=256, layers=4, *, vocab: int | None = None,
     tok.save_pretrained(tmp)
     os.replace(tmp, out) if not out.exists() else None
     return str(out)
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = smollm2_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 8 // 3,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    tmp = out.with_name(out.name + ".tmp")
-    LlamaForCausalLM(cfg).save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out) if not out.exists() else None
-    return str(out)
 
 
 def child_env() -> dict:
