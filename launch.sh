@@ -33,7 +33,7 @@ setup_venv() {
             "$PY" -m pip install -q "${AUGTUNE_TORCH_SPEC:-torch}"
         else
             # CPU-only machine: pin the CPU build in the same command, or pip picks a CUDA build
-            # of several GB (../shared/STACK.md).
+            # of several GB.
             "$PY" -m pip install -q "${AUGTUNE_TORCH_SPEC:-torch==2.13.0}"
         fi
     fi
@@ -82,7 +82,7 @@ if [[ " ${ACC_ARGS[*]-} " != *" --config_file "* ]]; then
     [[ " ${ACC_ARGS[*]-} " == *" --num_machines "* ]] || LAUNCH+=(--num_machines 1)
     if ! has_gpu; then
         # `--cpu --num_processes N` silently starts ONE process; --multi_gpu with use_cpu starts
-        # N processes synced over gloo (../shared/STACK.md).
+        # N processes synced over gloo.
         export ACCELERATE_USE_CPU=1
         [[ " ${ACC_ARGS[*]-} " == *" --mixed_precision "* ]] || LAUNCH+=(--mixed_precision no)
         [[ "$NPROC" -gt 1 ]] && LAUNCH+=(--multi_gpu)
