@@ -45,6 +45,10 @@ Batch tags, which the trainer must pop before the forward pass:
                    "source" key is an original (plain eval data).
   `aug_similarity` FloatTensor: QC similarity (1.0 originals, NaN refusals).
   `aug_truncated`  LongTensor: see above.
+  `aug_pair`       LongTensor: for a consistency pair, the batch position of its partner; -1
+                   otherwise. A pair is two examples at positions (2k, 2k+1): an original and
+                   an instruction-side variant of the same row (`row_id`), which is how the
+                   sampler places them when `consistency_pairs` is on (augment/sampler.py).
 
 Tokenisation is cached per text (an LRU per process, so per DataLoader worker) and misses are
 tokenised batch-wise with the fast tokenizer: originals recur every epoch and share prompts with
@@ -80,7 +84,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .errors import AugtuneError
-from .types import METHOD_NAMES
+from .types import INSTRUCTION_METHODS, METHOD_NAMES
 
 _SOURCE_CODE = {"original": -1, **{m: i for i, m in enumerate(METHOD_NAMES)}}
 _P, _C = "AUGTUNEPROMPTSENTINEL", "AUGTUNECOMPLETIONSENTINEL"
@@ -355,4 +359,17 @@ class AugmentingCollator:
         batch["aug_similarity"] = torch.tensor(
             [float(ex.get("similarity", 1.0)) for ex in examples], dtype=torch.float32)
         batch["aug_truncated"] = torch.tensor(flags, dtype=torch.long)
+        batch["aug_pair"] = torch.tensor(pair_partners(examples), dtype=torch.long)
         return batch
+
+
+def pair_partners(examples: list[dict]) -> list[int]:
+    """Per example, the position of its consistency partner in the batch, or -1: positions
+    (2k, 2k+1) holding an original and an instruction-side variant of the same row."""
+    out = [-1] * len(examples)
+    for k in range(0, len(examples) - 1, 2):
+        a, b = examples[k], examples[k + 1]
+        if (a.get("source", "original") == "original" and b.get("source") in INSTRUCTION_METHODS
+                and a.get("row_id") is not None and a.get("row_id") == b.get("row_id")):
+            out[k], out[k + 1] = k + 1, k
+    return out

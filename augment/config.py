@@ -7,12 +7,13 @@ Field names follow TRL where TRL has one (`dataset_name`, `seed`, `max_length`, 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .qc.settings import RUN_FIELDS, QualityConfig, run_field
-from .types import METHOD_NAMES
+from .types import INSTRUCTION_METHODS, METHOD_NAMES
 
 LLM_BACKENDS = ("anthropic", "openai_compatible", "local")
 TRANSLATE_BACKENDS = ("offline", "llm", "google", "deepl", "microsoft", "libre", "mymemory")
@@ -21,6 +22,7 @@ OUTPUT_VARIANTS = ("brief", "bullets")
 QC_MODES = ("project", "seed", "none")
 QC_JUDGES = ("none", "head", "llm")
 AUGMENT_MODES = ("expand", "replace")
+CONSISTENCY_DIVERGENCES = ("js", "sym_kl")
 
 # Where each API backend reads its key from. Keys live in the environment only.
 API_KEY_ENV = {
@@ -272,6 +274,19 @@ class AugmentConfig:
         default=0.0, metadata={"help": "Share of each epoch given to refusal examples."})
     augment_seed: int | None = field(
         default=None, metadata={"help": "Seed for augmentation choices; defaults to `seed`."})
+    # --- consistency training (augment/consistency.py) ------------------------------------
+    consistency_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the paraphrase-consistency term; 0 = off. Above 0 the "
+                  "sampler puts each scheduled row's original next to one of its instruction-side "
+                  "variants (paraphrase, backtranslate, templates) in the same micro-batch, and "
+                  "the loss adds weight x the mean divergence between the two next-token "
+                  "distributions over the answer tokens they share."})
+    consistency_divergence: str = field(
+        default="js",
+        metadata={"help": "`js` (Jensen-Shannon: symmetric, bounded by ln 2, finite even where one "
+                  "distribution puts no mass) or `sym_kl` (KL(p||q) + KL(q||p): unbounded, "
+                  "sharper on confident disagreements)."})
 
     def __post_init__(self):
         unknown = [m for m in self.augment_methods if m not in METHOD_NAMES]
@@ -325,7 +340,24 @@ class AugmentConfig:
                 raise ConfigError(f"translate_backend=offline has only the pivot 'pt', not {bad}; "
                                   "use translate_backend=google/deepl/llm for other pivots.")
         self.weights  # validates method_weights
+        self._check_consistency()
         self._check_qc()
+
+    def _check_consistency(self) -> None:
+        _choice("consistency_divergence", self.consistency_divergence, CONSISTENCY_DIVERGENCES)
+        w = self.consistency_weight
+        if not (w >= 0 and math.isfinite(w)):
+            raise ConfigError(f"consistency_weight={w} must be a number >= 0 (0 = off).")
+        if w == 0:
+            return
+        if self.augmented_per_original <= 0:
+            raise ConfigError(f"consistency_weight={w} pairs originals with their variants, but "
+                              "augmented_per_original is 0: set it above 0 (1.0 pairs every "
+                              "scheduled original in replace mode).")
+        if not set(self.augment_methods) & set(INSTRUCTION_METHODS):
+            raise ConfigError(f"consistency_weight={w} needs an instruction-side method in "
+                              f"augment_methods, one of {INSTRUCTION_METHODS} (outputs and "
+                              "refusals change the answer, so they cannot form a pair).")
 
     def _check_qc(self) -> None:
         """The QC settings are validated where they are defined (QualityConfig); errors name the

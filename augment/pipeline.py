@@ -89,7 +89,9 @@ class AugmentedData:
             fill = (-total) % global_batch if world > 1 and not args.dataloader_drop_last else 0
             epochs.append({"epoch": e, "original": c["original"], "augmented": c["augmented"],
                            "by_method": c["by_method"], "refusals": c.get("refusals", 0),
-                           "even_batches_fill": fill})
+                           "even_batches_fill": fill,
+                           **({"consistency_pairs": c["consistency_pairs"]}
+                              if "consistency_pairs" in c else {})})
         summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report()}
         out.mkdir(parents=True, exist_ok=True)
         (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))

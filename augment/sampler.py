@@ -47,6 +47,18 @@ permutation positions [k*F, (k+1)*F) mod R.
 In replace mode the O originals are a seeded choice among rows that got no augmented slot this
 epoch (so as many rows as possible appear once), topped up from augmented rows when needed.
 
+Consistency pairs (`consistency_pairs=True`, set when `consistency_weight > 0`): the epoch's
+multiset of indices is exactly the one above (same counts, same variants); only the order
+changes. Each original whose row has an instruction-side variant (paraphrase, backtranslate,
+templates; never `outputs`, whose answer differs, nor a refusal) scheduled this epoch is put
+immediately before one of them, at an even position of the plan: entries (2k, 2k+1). The other
+entries fill the remaining slots two by two, and the units are shuffled. With an even
+per-device batch size every micro-batch, and so every rank's share of a global batch, starts at
+an even position, so a pair never straddles two micro-batches or two ranks (the trainer
+refuses an odd batch size). In replace mode the originals are then drawn first from rows with
+such a variant this epoch (instead of from rows without an augmented slot), so at 1:1 every
+original has its pair.
+
 Everything comes from (seed, epoch): the plan is identical on every rank and in a fresh process.
 The sampler does not shard by rank (accelerate shards the batches of one global index stream);
 with `even_batches=True` accelerate repeats a few indices to fill the last global batch, so the
@@ -70,8 +82,8 @@ import numpy as np
 import torch.utils.data
 
 from .errors import AugtuneError, ConfigError
-from .types import METHOD_NAMES
-from .variants import RefusalTable, VariantTable
+from .types import INSTRUCTION_METHODS, METHOD_NAMES
+from .variants import FIELD_CODES, RefusalTable, VariantTable
 
 # Tags mixed into every seed so the streams of different purposes never coincide.
 _ROW_ORDER, _VARIANT_ORDER, _REFUSAL_ORDER, _EPOCH = 101, 102, 103, 104
@@ -89,7 +101,8 @@ class RatioSampler(torch.utils.data.Sampler[int]):
                  refusals: RefusalTable | int | None = None, *,
                  augmented_per_original: float = 2.0, max_augmented_fraction: float = 0.7,
                  augment_mode: str = "expand", method_weights: dict[str, float] | None = None,
-                 refusal_fraction: float = 0.0, seed: int = 0, shuffle: bool = True):
+                 refusal_fraction: float = 0.0, seed: int = 0, shuffle: bool = True,
+                 consistency_pairs: bool = False):
         n = int(n_rows)
         if n <= 0:
             raise AugtuneError(f"RatioSampler: n_rows={n_rows}; there are no training rows to "
@@ -128,6 +141,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         self.n_rows, self.n_variants, self.n_refusals = n, int(variants.method.shape[0]), n_ref
         self.mode, self.seed, self.shuffle, self.epoch = augment_mode, int(seed), shuffle, 0
         self.augmented_per_original, self.refusal_fraction = r, f
+        self.consistency_pairs = bool(consistency_pairs)
         self.method_weights = {m: float(weights.get(m, 1.0)) for m in METHOD_NAMES}
 
         if augment_mode == "expand":
@@ -181,6 +195,9 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         self._with = np.flatnonzero(m > 0).astype(np.int64)  # rows that have variants
         self._start_w, self._m_w = self._start[self._with], m[self._with]
         self._method = variants.method
+        self._row_of = row_of
+        instruction = np.isin(variants.method, [METHOD_NAMES.index(m) for m in INSTRUCTION_METHODS])
+        self._pairable = instruction & (np.asarray(variants.field) == FIELD_CODES["prompt"])
         self.n_excluded_by_weight = int(len(w) - len(keep))
         n_with = len(self._with)
         if self.n_augmented > 0 and n_with == 0:
@@ -244,28 +261,78 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         at = (epoch * self.n_refusal_slots + np.arange(self.n_refusal_slots, dtype=np.int64))
         return self._refusal_perm[at % self.n_refusals]
 
-    def _originals(self, rng: np.random.Generator, quota) -> np.ndarray:
+    def _originals(self, rng: np.random.Generator, quota, aug: np.ndarray) -> np.ndarray:
         if self.mode == "expand":
             return np.arange(self.n_rows, dtype=np.int64)
-        # replace: prefer rows that got no augmented slot this epoch, then the others.
+        # replace: prefer rows that got no augmented slot this epoch, then the others; with
+        # consistency pairs, rows that can pair (an instruction-side variant scheduled) first.
         augmented = np.zeros(self.n_rows, bool)
         if self.n_augmented:
             augmented[self._with[quota[1] > 0]] = True
-        free, busy = np.flatnonzero(~augmented), np.flatnonzero(augmented)
-        if len(free) >= self.n_originals:
-            out = rng.choice(free, self.n_originals, replace=False, shuffle=False)
-        else:
-            out = np.concatenate([free, rng.choice(busy, self.n_originals - len(free),
-                                                   replace=False, shuffle=False)])
-        return out.astype(np.int64, copy=False) if self.shuffle else np.sort(out)
+        tiers = [np.flatnonzero(~augmented), np.flatnonzero(augmented)]
+        if self.consistency_pairs:
+            can = np.zeros(self.n_rows, bool)
+            can[self._row_of[aug[self._pairable[aug]]]] = True
+            tiers = [np.flatnonzero(can), np.flatnonzero(~augmented),
+                     np.flatnonzero(augmented & ~can)]
+        picked, need = [], self.n_originals
+        for tier in tiers:  # whole tiers while they fit, then a seeded choice in the next one
+            if len(tier) >= need:
+                picked.append(rng.choice(tier, need, replace=False, shuffle=False))
+                break
+            picked.append(tier)
+            need -= len(tier)
+        out = np.concatenate(picked).astype(np.int64, copy=False)
+        return out if self.shuffle else np.sort(out)
+
+    def _pair_up(self, rng: np.random.Generator, orig: np.ndarray, aug: np.ndarray,
+                 ref: np.ndarray) -> np.ndarray:
+        """The epoch's entries ordered in units of two: (original, its instruction-side
+        variant) pairs, then the other entries two by two, units shuffled; an odd entry out
+        goes last. Plan indices, like `plan`."""
+        n, m = self.n_rows, self.n_variants
+        cand = np.flatnonzero(self._pairable[aug])             # positions in `aug`
+        if self.shuffle:
+            cand = rng.permutation(cand)                       # which variant of a row pairs
+        rows, first = np.unique(self._row_of[aug[cand]], return_index=True)
+        at = np.full(n, -1, np.int64)
+        at[rows] = cand[first]
+        mate = at[orig]                                        # originals are distinct rows
+        paired = mate >= 0
+        used = np.zeros(len(aug), bool)
+        used[mate[paired]] = True
+        pairs = np.stack([orig[paired], n + aug[mate[paired]]], axis=1)
+        singles = np.concatenate([orig[~paired], n + aug[~used], n + m + ref])
+        if self.shuffle:
+            rng.shuffle(singles)
+        odd = singles[len(singles) - len(singles) % 2:]
+        units = np.concatenate([pairs, singles[:len(singles) - len(odd)].reshape(-1, 2)])
+        if self.shuffle:
+            units = units[rng.permutation(len(units))]
+        return np.concatenate([units.reshape(-1), odd])
+
+    def count_pairs(self, plan: np.ndarray) -> int:
+        """Consistency pairs in a plan: entries (2k, 2k+1) that are an original and an
+        instruction-side variant of the same row (what the collator tags)."""
+        n = self.n_rows
+        a, b = plan[0:len(plan) - 1:2], plan[1::2]
+        if self.n_variants == 0 or len(a) == 0:
+            return 0
+        j = b - n
+        ok = (a < n) & (j >= 0) & (j < self.n_variants)
+        jj = np.where(ok, j, 0)
+        return int((ok & self._pairable[jj] & (self._row_of[jj] == a)).sum())
 
     def plan(self, epoch: int) -> np.ndarray:
         """The epoch's dataset indices (int64, length `len(self)`), from (seed, epoch) alone.
         Unshuffled order is originals (ascending), then variants, then refusals."""
         rng = np.random.default_rng([self.seed, _EPOCH, int(epoch)])
         quota = self._quota(epoch) if self.n_augmented else None
-        out = np.concatenate([self._originals(rng, quota),
-                              self.n_rows + self._augmented(epoch, quota),
+        aug = self._augmented(epoch, quota)
+        orig = self._originals(rng, quota, aug)
+        if self.consistency_pairs:
+            return self._pair_up(rng, orig, aug, self._refusals(epoch))
+        out = np.concatenate([orig, self.n_rows + aug,
                               self.n_rows + self.n_variants + self._refusals(epoch)])
         if self.shuffle:
             rng.shuffle(out)
@@ -282,9 +349,12 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         present = set(np.unique(self._method[self._order]).tolist()) if len(self._order) else set()
         by_method = {m: int(per[i]) for i, m in enumerate(METHOD_NAMES)
                      if i in present or per[i]}
-        return {"epoch": int(epoch), "original": int(self.n_originals),
-                "augmented": int(len(aug)), "by_method": by_method,
-                "refusals": int(self.n_refusal_slots)}
+        out = {"epoch": int(epoch), "original": int(self.n_originals),
+               "augmented": int(len(aug)), "by_method": by_method,
+               "refusals": int(self.n_refusal_slots)}
+        if self.consistency_pairs:
+            out["consistency_pairs"] = self.count_pairs(self.plan(epoch))
+        return out
 
     def report(self, epoch: int | None = None) -> dict:
         """Coverage shortfall for an epoch (default: the current one): rows with no usable
@@ -309,6 +379,8 @@ class RatioSampler(torch.utils.data.Sampler[int]):
             "rows_reusing_within_epoch": reuse_rows,
             "slots_reusing_within_epoch": reuse_slots,
             "augmented_fraction": self.n_augmented / len(self),
+            **({"consistency_pairs": self.count_pairs(self.plan(epoch))}
+               if self.consistency_pairs else {}),
         }
 
     @classmethod
@@ -321,4 +393,4 @@ class RatioSampler(torch.utils.data.Sampler[int]):
                    augment_mode=cfg.augment_mode, method_weights=cfg.weights,
                    refusal_fraction=cfg.refusal_fraction,
                    seed=cfg.augment_seed if cfg.augment_seed is not None else seed,
-                   shuffle=shuffle)
+                   shuffle=shuffle, consistency_pairs=cfg.consistency_weight > 0)

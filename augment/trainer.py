@@ -9,6 +9,11 @@ a forward hook on the model, held only during the call, keeps the fused output (
 `label_mask`) that TRL computes anyway; no second pass, no logits, no restated loss formula
 beyond DFT's one-line token weight.
 
+Consistency training (`consistency_weight > 0`, augment/consistency.py) adds one term to TRL's
+loss, computed from the hidden states of that same forward pass (a hook on the backbone) and the
+LM head in chunks: the sampler has put each original and one of its instruction-side variants
+side by side in the micro-batch.
+
 Why a subclass and not callbacks: the per-source losses must come from that forward pass, and
 they must be logged through `Trainer.log` so TensorBoard / W&B see them (a callback writing into
 `logs` in `on_log` only reaches `log_history`).
@@ -37,7 +42,10 @@ class AugmentedSFTTrainer(SFTTrainer):
     - `aug_fraction`: augmented examples / all examples trained on in the window
     - `aug_similarity_mean`: mean QC similarity of the augmented examples in the window
 
-    plus TRL's own `mean_token_accuracy`, `entropy` and `num_tokens`. Every evaluation reports
+    plus TRL's own `mean_token_accuracy`, `entropy` and `num_tokens`. With
+    `consistency_weight > 0` also `loss_consistency` (the divergence per shared answer token,
+    token-weighted over ranks) and `consistency_pairs` (pairs trained on in the window, all
+    ranks); `loss` is then TRL's loss plus the weighted term. Every evaluation reports
     `eval_loss` (original eval prompts) and, when held-out paraphrases are given,
     `eval_paraphrase_loss` and `eval_paraphrase_gap` (= paraphrase - original); TRL's eval
     metrics carry the evaluation's prefix (`eval_entropy`, `eval_paraphrase_entropy`).
@@ -47,16 +55,26 @@ class AugmentedSFTTrainer(SFTTrainer):
     with it, and restored afterwards.
     """
 
-    def __init__(self, *args, ratio_sampler=None, paraphrase_eval_dataset=None, **kwargs):
+    def __init__(self, *args, ratio_sampler=None, paraphrase_eval_dataset=None,
+                 consistency_weight: float | None = None, consistency_divergence: str | None = None,
+                 **kwargs):
         from .pipeline import AugmentedData
         if isinstance(kwargs.get("train_dataset"), AugmentedData):
             kwargs, extra = _wire(kwargs)
             ratio_sampler = ratio_sampler or extra["ratio_sampler"]
             paraphrase_eval_dataset = paraphrase_eval_dataset or extra["paraphrase_eval_dataset"]
+            if consistency_weight is None:
+                consistency_weight = extra["consistency_weight"]
+            consistency_divergence = consistency_divergence or extra["consistency_divergence"]
         elif any(isinstance(a, AugmentedData) for a in args):
             raise TypeError("pass augment.prepare(...)'s result by keyword: train_dataset=data.")
         sft_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         padding_free = bool(getattr(sft_args, "padding_free", False))
+        self.consistency_weight = float(consistency_weight or 0.0)
+        self.consistency_divergence = consistency_divergence or "js"
+        if self.consistency_weight:
+            _check_consistency(self.consistency_weight, self.consistency_divergence, sft_args,
+                               ratio_sampler)
         if padding_free:
             # TRL refuses padding_free with a custom collator (and insists on packing to enforce
             # max_length); ours flattens the batch itself and truncates, so TRL must not see it.
@@ -75,6 +93,8 @@ class AugmentedSFTTrainer(SFTTrainer):
         self.paraphrase_eval_dataset = paraphrase_eval_dataset
         # [loss_sum, tokens, examples, similarity_sum, similarity_count] per source slot, on the model's device.
         self._aug_acc = torch.zeros(N_SOURCES, 5, dtype=torch.float64, device=self.args.device)
+        # [divergence_sum, shared_tokens, pairs] of the consistency term, same window.
+        self._cons_acc = torch.zeros(3, dtype=torch.float64, device=self.args.device)
         # Diagnostics for distributed/resume checks: AUGTUNE_TRACE_DIR=dir makes every rank append
         # the plan indices of each training batch to dir/rank<k>.jsonl.
         trace_dir = os.environ.get("AUGTUNE_TRACE_DIR")
@@ -115,29 +135,70 @@ class AugmentedSFTTrainer(SFTTrainer):
         # Tags the collator carries in the batch (aug_source, aug_similarity, aug_truncated,
         # aug_index): never model inputs.
         tags = {k: inputs.pop(k) for k in [k for k in inputs if k.startswith("aug_")]}
-        source, index = tags.get("aug_source"), tags.get("aug_index")
+        source, index, pair = tags.get("aug_source"), tags.get("aug_index"), tags.get("aug_pair")
         if self._trace is not None and model.training and index is not None:
             self._trace.write(json.dumps({"step": self.state.global_step,
                                          "index": index.tolist()}) + "\n")
             self._trace.flush()
         if not (model.training and source is not None):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        fused = []
+        fused, hidden = [], []
 
         def keep_fused_output(module, args, kwargs, output):
             if kwargs.get("fused_lm_head"):
                 fused.append(output)
 
+        def keep_hidden(module, args, output):
+            h = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            if h.requires_grad or not hidden:  # TRL's loss pass, not a no-grad metrics pass
+                hidden[:] = [h]
+
         # Positions/rows as the collator made them, before TRL adds its own keys to `inputs`.
         example_of_token = _example_of_token(inputs, len(source))
-        hook = model.register_forward_hook(keep_fused_output, with_kwargs=True)
+        consistency = self.consistency_weight > 0 and pair is not None and bool((pair >= 0).any())
+        batch = {k: inputs.get(k) for k in ("input_ids", "labels", "attention_mask")}
+        hooks = [model.register_forward_hook(keep_fused_output, with_kwargs=True)]
+        if consistency:
+            hooks.append(self._causal_lm(model).base_model.register_forward_hook(keep_hidden))
         try:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
-            hook.remove()
+            for h in hooks:
+                h.remove()
         if fused:
             self._accumulate_sources(fused[-1], example_of_token, source, tags.get("aug_similarity"))
+        if consistency and hidden:
+            term = self._consistency_term(model, hidden[0], batch, pair, num_items_in_batch)
+            result = (result[0] + term, *result[1:]) if return_outputs else result + term
         return result
+
+    @staticmethod
+    def _causal_lm(model):
+        """The causal LM under DDP/accelerate and PEFT wrappers (its `base_model` is the
+        backbone TRL's fused head runs, its output embeddings the LM head)."""
+        while hasattr(model, "module"):
+            model = model.module
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _consistency_term(self, model, hidden, batch, pair, num_items_in_batch):
+        """consistency_weight x mean divergence over this micro-batch's shared answer tokens,
+        scaled like TRL scales the MoE aux loss under gradient accumulation."""
+        from .consistency import divergence_sum, head_transform, shared_answer_positions
+        ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+        hidden = hidden[:, -ids.size(1):]  # prompt-learning PEFT prepends virtual tokens
+        lengths = mask.sum(dim=1) if mask is not None else torch.full((ids.size(0),), ids.size(1))
+        pos = shared_answer_positions(ids, labels, pair, lengths)
+        lm = self._causal_lm(model)
+        softcap, scale = head_transform(lm)
+        total, n = divergence_sum(hidden, pos, lm.get_output_embeddings(),
+                                  kind=self.consistency_divergence, softcap=softcap, scale=scale)
+        pairs = int((pair > torch.arange(len(pair), device=pair.device)).sum())
+        self._cons_acc += torch.tensor([float(total.detach()), n, pairs], dtype=torch.float64,
+                                       device=self._cons_acc.device)
+        if n == 0:
+            return total  # a differentiable zero
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        return self.consistency_weight * (total / n) / steps
 
     @torch.no_grad()
     def _accumulate_sources(self, out, example_of_token, source, similarity) -> None:
@@ -177,12 +238,19 @@ class AugmentedSFTTrainer(SFTTrainer):
     def _aug_metrics(self) -> dict:
         """Reduce the window's accumulators over ranks (a collective: every rank calls log for
         training logs at the same step) and turn them into metrics."""
-        acc = self._aug_acc.clone()  # clone: on CPU, .cpu() would alias the buffer zeroed below
+        # one collective for both buffers (a copy: on CPU, .cpu() would alias the buffers zeroed below)
+        acc = torch.cat([self._aug_acc.flatten(), self._cons_acc])
         if self.accelerator.num_processes > 1:
             acc = self.accelerator.reduce(acc, reduction="sum")
         acc = acc.cpu()
+        cons, acc = acc[-3:], acc[:-3].view(N_SOURCES, 5)
         self._aug_acc.zero_()
+        self._cons_acc.zero_()
         out = {}
+        if self.consistency_weight:
+            out["consistency_pairs"] = cons[2].item()
+            if cons[1] > 0:
+                out["loss_consistency"] = cons[0].item() / cons[1].item()
         examples = acc[:, 2].sum().item()
         if examples == 0:
             return out
@@ -273,7 +341,34 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
     if kwargs.get("eval_dataset") is None:
         kwargs["eval_dataset"] = data.eval_dataset()
     return kwargs, {"ratio_sampler": data.sampler,
-                    "paraphrase_eval_dataset": data.paraphrase_eval_dataset()}
+                    "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
+                    "consistency_weight": data.aug_cfg.consistency_weight,
+                    "consistency_divergence": data.aug_cfg.consistency_divergence}
+
+
+def _check_consistency(weight, divergence, args, sampler) -> None:
+    """Refuse, with one line each, the settings under which pairs cannot be formed or compared."""
+    from .config import CONSISTENCY_DIVERGENCES
+    from .errors import ConfigError
+    if divergence not in CONSISTENCY_DIVERGENCES:
+        raise ConfigError(f"consistency_divergence={divergence!r} is not one of "
+                          f"{CONSISTENCY_DIVERGENCES}.")
+    bs = getattr(args, "per_device_train_batch_size", 0)
+    if bs < 2 or bs % 2:
+        raise ConfigError(f"consistency_weight={weight} puts an original and its variant at "
+                          "positions (2k, 2k+1) of each micro-batch: per_device_train_batch_size "
+                          f"must be even, got {bs}.")
+    if getattr(args, "padding_free", False):
+        raise ConfigError(f"consistency_weight={weight} compares the two examples of a pair "
+                          "token by token in a padded batch; set padding_free: false.")
+    if getattr(args, "completion_only_loss", None) is False:
+        raise ConfigError(f"consistency_weight={weight} compares the answers given two prompts; "
+                          "with completion_only_loss: false the prompt tokens (which differ) are "
+                          "labelled too. Remove completion_only_loss: false.")
+    if sampler is None or not getattr(sampler, "consistency_pairs", False):
+        raise ConfigError(f"consistency_weight={weight} needs the pairs a RatioSampler makes with "
+                          "consistency_pairs=True (augment.prepare builds it that way when "
+                          "AugmentConfig.consistency_weight > 0).")
 
 
 def last_complete_checkpoint(output_dir) -> str | None:

@@ -22,6 +22,10 @@ METHOD_FIELDS = {
     "refusals": "refusal",
 }
 
+# Methods that reword the instruction and keep the answer: the only ones a consistency pair may
+# use (the answer must be the same for both prompts; `outputs` changes it, refusals replace it).
+INSTRUCTION_METHODS = tuple(m for m, f in METHOD_FIELDS.items() if f == "prompt")
+
 
 @dataclass(frozen=True)
 class Row:
