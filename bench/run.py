@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import ROOT, Sizes, loadavg, machine, perf, print_table, rnd  # noqa: E402
-from bench.figures import build, cache, collator, padding_free, qc, sampler, training, vs_trl  # noqa: E402
+from bench.figures import (build, cache, collator, consistency, padding_free, qc, sampler,  # noqa: E402
+                           training, vs_trl)
 
 FIGURES = {
     "collator_overhead": collator.fig_collator_overhead,
@@ -41,6 +42,7 @@ FIGURES = {
     "peak_memory_vs_trl": vs_trl.fig_peak_memory_vs_trl,
     "step_time_vs_trl": vs_trl.fig_step_time_vs_trl,
     "padding_free_tokens_per_s": padding_free.fig_padding_free_tokens_per_s,
+    "consistency_peak_memory_ratio": consistency.fig_consistency_peak_memory_ratio,
 }
 
 

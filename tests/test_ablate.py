@@ -109,3 +109,11 @@ def test_summary_gives_seed_means_and_paired_intervals_against_the_baseline(tmp_
     md = (runs / "rob" / "results.md").read_text()
     assert "| augment | 2 seeds |" in md and "Δ +" in md and "*" in md
     assert (runs / "rob" / "robustness_vs_setting.png").stat().st_size > 10_000
+    # a second point of comparison (--compare, or header `ablate: reference`): differences from augment
+    assert ablate.main([str(sweep), "--seeds", "2", "--runs_dir", str(runs), "--bootstrap", "2000",
+                        "--report_only", "--compare", "augment"]) == 0
+    vs = (runs / "rob" / "results_vs_augment.md").read_text()
+    assert vs.index("| augment | 2 seeds (baseline) |") < vs.index("| originals | 2 seeds |")
+    assert f"Δ {-100 * sum(diffs) / 4:+.1f}" in vs and "difference from augment" in vs
+    with pytest.raises(SystemExit, match="not a config"):
+        ablate.main([str(sweep), "--runs_dir", str(runs), "--report_only", "--compare", "nope"])

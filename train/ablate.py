@@ -13,7 +13,9 @@ checks that it is and records it as `rejected`.
 A config whose header says `ablate: seeds=1` runs with one seed whatever --seeds says (for
 a deterministic arm, such as the untrained base model: `learning_rate: 0`). The baseline
 setting is the config whose header says `ablate: baseline`, else --baseline, else the first
-config without augmentation and without NEFTune.
+config without augmentation and without NEFTune. A config whose header says `ablate: reference`
+(or one named by --compare) is a second point of comparison: every setting's robustness
+differences from it, with their intervals, go to `results_vs_<name>.md`.
 
 Writes `<runs_dir>/<sweep>/results.csv` (one row per run, then one `seed=mean` row per setting)
 and plots: eval losses against the ratio (mean and spread over seeds) and, for one run, the
@@ -58,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="", help="config the others are compared with "
                     "(default: header `ablate: baseline`, else the first without augmentation "
                     "and NEFTune)")
+    ap.add_argument("--compare", default="", help="comma-separated configs to compare every setting "
+                    "with too (besides the baseline; also header `ablate: reference`): "
+                    "results_vs_<name>.md")
     ap.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples per interval")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="--key value overrides passed to every run (put last)")
@@ -100,6 +105,17 @@ def main(argv=None) -> int:
         (out_root / "results.md").write_text(markdown_table(summary))
         pngs.append(plot_robustness(rows, summary, out_root))
         print(markdown_table(summary))
+        refs = [c.stem for c in configs if _header(c, "reference") is not None]
+        refs += [n for n in args.compare.split(",") if n and n not in refs]
+        for ref in refs:
+            if ref not in {r["config"] for r in rows}:
+                raise SystemExit(f"augtune: error: --compare {ref!r} is not a config of this sweep "
+                                 f"({', '.join(c.stem for c in configs)}).")
+            other = summarize(rows, out_root, ref, args.bootstrap)
+            other.sort(key=lambda r: (r["config"] != ref, *rank.get(r["config"], (True, True, 0))))
+            path = out_root / f"results_vs_{ref}.md"
+            path.write_text(markdown_table(other, ref))
+            print(f"augtune: differences from {ref}: {path}")
     print(f"augtune: wrote {out_root / 'results.csv'} and {', '.join(str(p) for p in pngs)}")
     return 0
 
@@ -189,7 +205,7 @@ def _pct(v) -> str:
     return "" if v is None or v == "" else f"{100 * v:.1f}"
 
 
-def markdown_table(summary: list[dict]) -> str:
+def markdown_table(summary: list[dict], reference: str = "the baseline") -> str:
     """Figures in percent (mean ± sd over seeds) and, against the baseline, the difference in
     points with its 95% paired bootstrap interval; `*` when the interval excludes 0."""
     names = {"original": "original prompts", "avgp": "AvgP (paraphrases)", "worst": "worst case",
@@ -211,8 +227,8 @@ def markdown_table(summary: list[dict]) -> str:
             cells.append(txt)
         lines.append(f"| {r['config']} | {r['status']} | " + " | ".join(cells) + " |")
     metric = next((r.get("metric") for r in summary if r.get("metric")), "")
-    lines.append(f"\nMetric: {metric}, in percent; mean ± sd over seeds. Δ: difference from the "
-                 "baseline in points, 95% paired bootstrap interval over eval items (per item, "
+    lines.append(f"\nMetric: {metric}, in percent; mean ± sd over seeds. Δ: difference from "
+                 f"{reference} in points, 95% paired bootstrap interval over eval items (per item, "
                  "mean over seeds); * = the interval excludes 0. Lower is better for spread and "
                  "PDR, higher for the rest.\n")
     return "\n".join(lines)

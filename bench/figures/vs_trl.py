@@ -64,7 +64,8 @@ def _vm(field: str) -> int:
 
 def side(spec_json: str) -> None:
     """One side of a comparison, in its own process. spec: kind (trl | augtune), model, steps,
-    warm, batch, max_length, padding_free, n_examples, min_words, out, barrier."""
+    warm, batch, max_length, padding_free, n_examples, min_words (or examples), out, barrier,
+    consistency_weight (augtune: the examples are consistency pairs, kept in order)."""
     spec = json.loads(spec_json)
     import torch
     torch.set_num_threads(1)
@@ -92,9 +93,13 @@ def side(spec_json: str) -> None:
         args = SFTConfig(**common, dataset_kwargs={"skip_prepare_dataset": True},
                          remove_unused_columns=False, padding_free=spec.get("padding_free", False))
         collator = AugmentingCollator(tok, spec["max_length"], padding_free=args.padding_free)
-        data = Dataset.from_list([{**e, "source": "original", "similarity": 1.0} for e in exs])
+        data = Dataset.from_list([{"source": "original", "similarity": 1.0, **e} for e in exs])
+        extra = {}
+        if spec.get("consistency_weight") is not None:
+            from bench.figures.consistency import InOrder
+            extra = dict(ratio_sampler=InOrder(data), consistency_weight=spec["consistency_weight"])
         trainer = AugmentedSFTTrainer(model=model, args=args, processing_class=tok,
-                                      data_collator=collator, train_dataset=data)
+                                      data_collator=collator, train_dataset=data, **extra)
     rec = {"end": [], "tokens": [], "rss_before": 0, "hwm": 0, "hwm_reset": False}
 
     class Clock(TrainerCallback):
