@@ -24,10 +24,13 @@ after the reworded one; the turns before it see identical contexts, so they woul
 zeros. Hidden state t-1 predicts label t, as in TRL's fused head.
 
 Memory. The divergence needs the full distributions, which TRL's fused head never builds. Here
-they are built for `chunk` tokens at a time (chunk x vocabulary <= 2**22 floats, 16 MiB in
-fp32: 32 tokens at Llama 3's 128,256 entries), each chunk under activation checkpointing, so
+they are built for `chunk` tokens at a time, each chunk under activation checkpointing, so
 backward recomputes it instead of keeping it: the extra peak is a few chunk-sized tensors,
-never tokens x vocabulary for the batch (`bench/figures/consistency.py` measures it). No second
+never tokens x vocabulary for the batch (`bench/figures/consistency.py` measures it). A chunk's
+fp32 distribution is made just larger than 32 MiB (66 tokens at Llama 3's 128,256 entries):
+that is glibc's largest mmap threshold, so on CPU every chunk's memory goes back to the system
+when freed. Smaller chunks land in the heap and stay resident: 16 MiB chunks (32 tokens) left
+3.4 GB resident for 1,920 shared tokens, where 66-token chunks peaked at 0.57 GB. No second
 forward pass: the hidden states are the ones TRL's own forward made (a hook on the backbone).
 
 >>> import torch
@@ -49,7 +52,7 @@ import math
 
 import torch
 
-CHUNK_ELEMENTS = 2 ** 22  # chunk tokens x vocabulary, per distribution
+CHUNK_BYTES = 32 * 2 ** 20 + 1  # one chunk's fp32 distribution: just over glibc's mmap threshold
 
 
 def shared_answer_positions(input_ids: torch.Tensor, labels: torch.Tensor,
@@ -86,7 +89,9 @@ def shared_answer_positions(input_ids: torch.Tensor, labels: torch.Tensor,
 
 def _token_divergence(ha, hb, head, softcap, scale, kind):
     """Divergence of each token's two next-token distributions, summed (fp32)."""
-    za, zb = head(ha).float() * scale, head(hb).float() * scale
+    za, zb = head(ha).float(), head(hb).float()
+    if scale != 1.0:
+        za, zb = za * scale, zb * scale
     if softcap:
         za, zb = softcap * torch.tanh(za / softcap), softcap * torch.tanh(zb / softcap)
     la, lb = torch.log_softmax(za, -1), torch.log_softmax(zb, -1)
@@ -112,7 +117,7 @@ def divergence_sum(hidden: torch.Tensor, positions, head, *, kind: str = "js",
         return hidden.sum() * 0.0, 0  # connected to the graph, contributes nothing
     ha, hb = hidden[rows_a, pos_a], hidden[rows_b, pos_b]
     vocab = head.out_features if hasattr(head, "out_features") else head.weight.shape[0]
-    step = chunk or max(1, CHUNK_ELEMENTS // vocab)
+    step = chunk or -(-CHUNK_BYTES // (4 * vocab))
     grad = torch.is_grad_enabled() and (ha.requires_grad or hb.requires_grad)
     total = None
     for s in range(0, n, step):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch.utils.data
 
-from bench.figures.vs_trl import VOCAB, big_vocab_model_dir, long_examples, run_sides
+from bench.figures.vs_trl import VOCAB, big_vocab_model_dir, long_examples, run_sides, step_times
 from bench.harness import entry, loadavg, rnd
 
 
@@ -64,6 +64,8 @@ def fig_consistency_peak_memory_ratio(S) -> dict:
                  shared_tokens_full_fp32_distributions_mib=rnd(
                      2 * (batch // 2) * (length - 32) * vocab * 4 / mib),
                  hwm_reset=recs["on"]["hwm_reset"] and recs["off"]["hwm_reset"],
+                 step_s_on=[rnd(x) for x in step_times(recs["on"], 0)],
+                 step_s_off=[rnd(x) for x in step_times(recs["off"], 0)],
                  setup=f"Llama vocab {vocab}, hidden {hidden}, 2 layers (random weights, SmolLM2 "
                        f"tokenizer), full fine-tune, batch {batch} x {length} tokens = "
                        f"{batch // 2} pairs (original, template rewording, same long answer), "
