@@ -273,3 +273,41 @@ def test_two_processes_keep_every_pair_inside_one_micro_batch(tiny_model_dir, tm
     assert sum(h["consistency_pairs"] for h in logged) == expected
     summary = json.loads((out / "augmentation_summary.json").read_text())
     assert summary["epochs"][0]["consistency_pairs"] > 0
+
+
+def test_in_a_chat_the_shared_tokens_are_the_assistant_turns_after_the_reworded_one(tiny_model_dir):
+    """A conversation whose FIRST user turn is reworded (augment_turns: all, loss_turns: all):
+    the pair shares every assistant token after that turn (both answers), none before it."""
+    from transformers import AutoTokenizer
+
+    from augment.collator import AugmentingCollator
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conv = [{"role": "system", "content": "You are Nimbus support."},
+            {"role": "user", "content": "How do I reset my password?"},
+            {"role": "assistant", "content": "Open Settings, then Security."},
+            {"role": "user", "content": "And if I lost my phone?"},
+            {"role": "assistant", "content": "Use a backup code."}]
+    variant = [dict(m) for m in conv]
+    variant[1]["content"] = "What are the steps to change my password?"
+    ex = [{"messages": conv, "prompt": conv[3]["content"], "completion": conv[4]["content"],
+           "source": "original", "row_id": "c1", "similarity": 1.0},
+          {"messages": variant, "prompt": conv[3]["content"], "completion": conv[4]["content"],
+           "source": "paraphrase", "row_id": "c1", "similarity": 0.9}]
+    batch = AugmentingCollator(tok, max_length=256)(ex)
+    assert batch["aug_pair"].tolist() == [1, 0]
+    ids, labels = batch["input_ids"], batch["labels"]
+    lengths = batch["attention_mask"].sum(1)
+    ra, pa, rb, pb = shared_answer_positions(ids, labels, batch["aug_pair"], lengths)
+    answers = tok.decode(ids[0, pa + 1])
+    assert "Open Settings, then Security." in answers and "Use a backup code." in answers
+    assert (labels[0, pa + 1] == labels[1, pb + 1]).all()
+    n_labelled = int((labels[0] != -100).sum())
+    assert len(pa) == n_labelled  # every answer token of the original comes after the change
+    # the LAST user turn reworded: the first answer precedes the change and is left out
+    last = [dict(m) for m in conv]
+    last[3]["content"] = "What if my phone is gone?"
+    batch = AugmentingCollator(tok, max_length=256)([ex[0], {**ex[1], "messages": last}])
+    ra, pa, rb, pb = shared_answer_positions(batch["input_ids"], batch["labels"], batch["aug_pair"],
+                                             batch["attention_mask"].sum(1))
+    answers = tok.decode(batch["input_ids"][0, pa + 1])
+    assert "Use a backup code." in answers and "Open Settings" not in answers
