@@ -282,6 +282,11 @@ class AugmentConfig:
                   "variants (paraphrase, backtranslate, templates) in the same micro-batch, and "
                   "the loss adds weight x the mean divergence between the two next-token "
                   "distributions over the answer tokens they share."})
+    consistency_pairing: bool = field(
+        default=False,
+        metadata={"help": "Order each epoch in consistency pairs even with consistency_weight 0: "
+                  "a control arm that has the pairs' batches (two examples of one row) without "
+                  "the term. consistency_weight > 0 pairs anyway."})
     consistency_divergence: str = field(
         default="js",
         metadata={"help": "`js` (Jensen-Shannon: symmetric, bounded by ln 2, finite even where one "
@@ -348,14 +353,15 @@ class AugmentConfig:
         w = self.consistency_weight
         if not (w >= 0 and math.isfinite(w)):
             raise ConfigError(f"consistency_weight={w} must be a number >= 0 (0 = off).")
-        if w == 0:
+        if w == 0 and not self.consistency_pairing:
             return
+        what = f"consistency_weight={w}" if w else "consistency_pairing: true"
         if self.augmented_per_original <= 0:
-            raise ConfigError(f"consistency_weight={w} pairs originals with their variants, but "
+            raise ConfigError(f"{what} pairs originals with their variants, but "
                               "augmented_per_original is 0: set it above 0 (1.0 pairs every "
                               "scheduled original in replace mode).")
         if not set(self.augment_methods) & set(INSTRUCTION_METHODS):
-            raise ConfigError(f"consistency_weight={w} needs an instruction-side method in "
+            raise ConfigError(f"{what} needs an instruction-side method in "
                               f"augment_methods, one of {INSTRUCTION_METHODS} (outputs and "
                               "refusals change the answer, so they cannot form a pair).")
 

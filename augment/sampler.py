@@ -393,4 +393,5 @@ class RatioSampler(torch.utils.data.Sampler[int]):
                    augment_mode=cfg.augment_mode, method_weights=cfg.weights,
                    refusal_fraction=cfg.refusal_fraction,
                    seed=cfg.augment_seed if cfg.augment_seed is not None else seed,
-                   shuffle=shuffle, consistency_pairs=cfg.consistency_weight > 0)
+                   shuffle=shuffle,
+                   consistency_pairs=cfg.consistency_weight > 0 or cfg.consistency_pairing)

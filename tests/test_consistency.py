@@ -311,3 +311,15 @@ def test_in_a_chat_the_shared_tokens_are_the_assistant_turns_after_the_reworded_
                                              batch["attention_mask"].sum(1))
     answers = tok.decode(batch["input_ids"][0, pa + 1])
     assert "Use a backup code." in answers and "Open Settings" not in answers
+
+
+def test_pairing_without_the_term_is_a_control_arm():
+    """consistency_pairing: true orders the epoch in pairs at weight 0 (the control that has
+    the pairs' batches without the term); it needs variants like the term does."""
+    from augment.config import AugmentConfig
+    cfg = AugmentConfig(consistency_pairing=True, augment_methods=["templates"], augment_mode="replace")
+    s = RatioSampler.from_config(cfg, 40, _table(40), None, seed=0)
+    assert s.consistency_pairs and s.count_pairs(s.plan(0)) > 0
+    assert not RatioSampler.from_config(AugmentConfig(), 40, _table(40), None, seed=0).consistency_pairs
+    with pytest.raises(ConfigError, match="consistency_pairing: true pairs"):
+        AugmentConfig(consistency_pairing=True, augmented_per_original=0.0)
