@@ -411,7 +411,7 @@ def plot_robustness(rows: list[dict], summary: list[dict], out: Path) -> Path:
         ax.set(title=f"Δ {k} vs baseline, 95% paired bootstrap", ylabel="points")
         ax.grid(alpha=0.3)
     metric = next((r.get("metric") for r in summ if r.get("metric")), "")
-    fig.suptitle(f"Robustness: {out.name} ({metric}; mean ± sd over seeds, grey dots = seeds)")
+    fig.suptitle(f"Sweep {out.name}: robustness on held-out rewordings ({metric}; mean ± sd over seeds, grey dots = seeds)")
     fig.tight_layout()
     p = out / "robustness_vs_setting.png"
     fig.savefig(p, dpi=110)
