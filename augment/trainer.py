@@ -88,6 +88,12 @@ class AugmentedSFTTrainer(SFTTrainer):
         finally:
             if padding_free:
                 sft_args.padding_free = True  # what the saved config and the logs say
+        if self.consistency_weight and (self.is_fsdp_enabled or _zero3(self)):
+            from .errors import ConfigError
+            raise ConfigError(f"consistency_weight={self.consistency_weight} calls the LM head "
+                              "outside the model's forward, which FSDP and DeepSpeed ZeRO-3 shard; "
+                              "it is not supported there yet. Use DDP (the default of "
+                              "accelerate launch), ZeRO-1/2, or consistency_weight: 0.")
         self._eval_prefix = "eval"
         self.ratio_sampler = ratio_sampler
         self.paraphrase_eval_dataset = paraphrase_eval_dataset
@@ -344,6 +350,11 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
                     "consistency_weight": data.aug_cfg.consistency_weight,
                     "consistency_divergence": data.aug_cfg.consistency_divergence}
+
+
+def _zero3(trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and getattr(plugin, "zero_stage", 0) == 3
 
 
 def _check_consistency(weight, divergence, args, sampler) -> None:
