@@ -247,7 +247,8 @@ def test_two_processes_keep_every_pair_inside_one_micro_batch(tiny_model_dir, tm
     cmd = [str(ROOT / "launch.sh"), str(ROOT / "configs/tiny.yaml"), "--num_processes", "2",
            "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
            "--augment_cache", str(tmp_path / "cache.sqlite"), "--max_steps", str(steps),
-           "--logging_steps", "1", "--consistency_weight", "0.5"]
+           "--logging_steps", "1", "--consistency_weight", "0.5",
+           "--loss_eval_at_end", "false", "--robustness_eval", "false"]
     proc = subprocess.run(cmd, cwd=ROOT, env=run_env(AUGTUNE_TRACE_DIR=trace), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,6 +23,11 @@ def sft_cmd(model, out, *extra):
             "--augment_cache", str(Path(out).parent / "cache.sqlite"), "--use_cpu", "true", *extra]
 
 
+# For runs whose test reads no eval figure: the end-of-run loss evals and the robustness
+# generation cost ~12 s per run here (test_single_process_trains_and_writes_outputs covers them).
+NO_EVAL = ("--loss_eval_at_end", "false", "--robustness_eval", "false")
+
+
 def read_trace(d: Path, rank: int) -> list[dict]:
     return [json.loads(x) for x in (d / f"rank{rank}.jsonl").read_text().splitlines()]
 
@@ -59,7 +64,7 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
 
 def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_path):
     out = tmp_path / "pf"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--padding_free", "true", "--loss_type", "dft"),
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--padding_free", "true", "--loss_type", "dft", *NO_EVAL),
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,7 +80,7 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
     out, trace = tmp_path / "out2", tmp_path / "trace"
     cmd = [str(ROOT / "launch.sh"), str(ROOT / "configs/tiny.yaml"), "--num_processes", "2",
            "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
-           "--augment_cache", str(tmp_path / "cache.sqlite"), "--max_steps", "4"]
+           "--augment_cache", str(tmp_path / "cache.sqlite"), "--max_steps", "4", *NO_EVAL]
     proc = subprocess.run(cmd, cwd=ROOT, env=run_env(AUGTUNE_TRACE_DIR=trace), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,7 +106,7 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
     # The same global batches on ONE process (batch 8) log the same metrics: losses and the
     # per-source split are token-weighted and summed over ranks before dividing.
     one = tmp_path / "out1"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, one, "--max_steps", "4", "--per_device_train_batch_size", "8"),
+    proc = subprocess.run(sft_cmd(tiny_model_dir, one, "--max_steps", "4", "--per_device_train_batch_size", "8", *NO_EVAL),
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     h1 = [h for h in json.loads((one / "trainer_state.json").read_text())["log_history"] if "loss" in h]
@@ -114,7 +119,8 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
 
 @pytest.mark.reliability
 def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_dir, tmp_path):
-    steps = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "3", "--logging_steps", "1"]
+    steps = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "3", "--logging_steps", "1",
+             *NO_EVAL]
     ref_out, ref_trace = tmp_path / "ref", tmp_path / "ref-trace"
     proc = subprocess.run(sft_cmd(tiny_model_dir, ref_out, *steps), cwd=ROOT,
                           env=run_env(ACCELERATE_USE_CPU=1, AUGTUNE_TRACE_DIR=ref_trace),
@@ -168,7 +174,7 @@ def test_alpaca_json_trains_with_no_other_change(tiny_model_dir, tmp_path):
 
 def test_templates_on_the_fly_train_without_a_cache_build(tiny_model_dir, tmp_path):
     out = tmp_path / "otf"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--templates_on_the_fly", "true", "--max_steps", "2"),
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--templates_on_the_fly", "true", "--max_steps", "2", *NO_EVAL),
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "augtune build" not in proc.stderr            # nothing was generated or cached
@@ -186,7 +192,7 @@ def test_chat_conversations_train_with_augmented_user_turns(tiny_model_dir, tmp_
     cmd = [str(ROOT / "launch.sh"), str(ROOT / "configs/chat.yaml"),
            "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
            "--augment_cache", str(tmp_path / "chat.sqlite"), "--augment_methods", "templates",
-           "--max_steps", "3", "--max_length", "256", "--logging_steps", "1"]
+           "--max_steps", "3", "--max_length", "256", "--logging_steps", "1", *NO_EVAL]
     proc = subprocess.run(cmd, cwd=ROOT, env=run_env(AUGTUNE_TRACE_DIR=trace), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
