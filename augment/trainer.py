@@ -164,8 +164,9 @@ class AugmentedSFTTrainer(SFTTrainer):
         consistency = self.consistency_weight > 0 and pair is not None and bool((pair >= 0).any())
         batch = {k: inputs.get(k) for k in ("input_ids", "labels", "attention_mask")}
         hooks = [model.register_forward_hook(keep_fused_output, with_kwargs=True)]
+        lm = self._causal_lm(model) if consistency else None
         if consistency:
-            hooks.append(self._causal_lm(model).base_model.register_forward_hook(keep_hidden))
+            hooks.append(lm.base_model.register_forward_hook(keep_hidden))
         try:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
@@ -174,19 +175,17 @@ class AugmentedSFTTrainer(SFTTrainer):
         if fused:
             self._accumulate_sources(fused[-1], example_of_token, source, tags.get("aug_similarity"))
         if consistency and hidden:
-            term = self._consistency_term(model, hidden[0], batch, pair, num_items_in_batch)
+            term = self._consistency_term(lm, hidden[0], batch, pair, num_items_in_batch)
             result = (result[0] + term, *result[1:]) if return_outputs else result + term
         return result
 
-    @staticmethod
-    def _causal_lm(model):
-        """The causal LM under DDP/accelerate and PEFT wrappers (its `base_model` is the
-        backbone TRL's fused head runs, its output embeddings the LM head)."""
-        while hasattr(model, "module"):
-            model = model.module
+    def _causal_lm(self, model):
+        """The causal LM under accelerate's (DDP) and PEFT wrappers: its `base_model` is the
+        backbone TRL's fused head runs, its output embeddings the LM head."""
+        model = self.accelerator.unwrap_model(model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def _consistency_term(self, model, hidden, batch, pair, num_items_in_batch):
+    def _consistency_term(self, lm, hidden, batch, pair, num_items_in_batch):
         """consistency_weight x mean divergence over this micro-batch's shared answer tokens,
         scaled like TRL scales the MoE aux loss under gradient accumulation."""
         from .consistency import divergence_sum, head_transform, shared_answer_positions
@@ -194,7 +193,6 @@ class AugmentedSFTTrainer(SFTTrainer):
         hidden = hidden[:, -ids.size(1):]  # prompt-learning PEFT prepends virtual tokens
         lengths = mask.sum(dim=1) if mask is not None else torch.full((ids.size(0),), ids.size(1))
         pos = shared_answer_positions(ids, labels, pair, lengths)
-        lm = self._causal_lm(model)
         softcap, scale = head_transform(lm)
         total, n = divergence_sum(hidden, pos, lm.get_output_embeddings(),
                                   kind=self.consistency_divergence, softcap=softcap, scale=scale)
