@@ -129,8 +129,20 @@ def divergence_sum(hidden: torch.Tensor, positions, head, *, kind: str = "js",
 
 
 def head_transform(model) -> tuple[float | None, float]:
-    """(final_logit_softcapping, logit scale) of a causal LM's config, the two logit transforms
-    that change the distribution (Gemma 2 caps, Cohere scales); others count as 1."""
+    """(final_logit_softcapping, logit scale) of a causal LM's config: the logit transforms TRL's
+    fused head and distillation loss apply (trl/trainer/utils.py `add_fused_lm_head`), looked up
+    in the same order, so the term compares the distributions the model really has. Cohere's
+    `logit_scale`, `output_multiplier`, Falcon-H1's `lm_head_multiplier`, then `logits_scaling`
+    (Granite and MiniCPM3 divide by it, HyperCLOVA X multiplies); Gemma 2 caps.
+
+    >>> from types import SimpleNamespace
+    >>> head_transform(SimpleNamespace(config=SimpleNamespace(model_type="granite", logits_scaling=4.0)))
+    (None, 0.25)
+    """
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     scale = getattr(cfg, "logit_scale", None)
+    for name in ("output_multiplier", "lm_head_multiplier"):
+        scale = getattr(cfg, name, None) if scale is None else scale
+    if scale is None and getattr(cfg, "logits_scaling", None) is not None:
+        scale = cfg.logits_scaling if cfg.model_type == "hyperclovax" else 1 / cfg.logits_scaling
     return getattr(cfg, "final_logit_softcapping", None), 1.0 if scale is None else float(scale)

@@ -324,3 +324,13 @@ def test_pairing_without_the_term_is_a_control_arm():
     assert not RatioSampler.from_config(AugmentConfig(), 40, _table(40), None, seed=0).consistency_pairs
     with pytest.raises(ConfigError, match="consistency_pairing: true pairs"):
         AugmentConfig(consistency_pairing=True, augmented_per_original=0.0)
+
+
+def test_module_examples_hold():
+    """augment/consistency.py's doctests: positions of an identical pair, a zero divergence, and
+    the logit transforms read from a config in TRL's order (Granite divides by logits_scaling)."""
+    import doctest
+
+    import augment.consistency
+    res = doctest.testmod(augment.consistency)
+    assert res.attempted >= 6 and res.failed == 0
