@@ -73,8 +73,13 @@ class AugmentedSFTTrainer(SFTTrainer):
         self.consistency_weight = float(consistency_weight or 0.0)
         self.consistency_divergence = consistency_divergence or "js"
         if self.consistency_weight:
-            _check_consistency(self.consistency_weight, self.consistency_divergence, sft_args,
-                               ratio_sampler)
+            check_consistency_args(self.consistency_weight, self.consistency_divergence, sft_args)
+            if ratio_sampler is None or not getattr(ratio_sampler, "consistency_pairs", False):
+                from .errors import ConfigError
+                raise ConfigError(
+                    f"consistency_weight={self.consistency_weight} needs the pairs a RatioSampler "
+                    "makes with consistency_pairs=True (augment.prepare builds it that way when "
+                    "AugmentConfig.consistency_weight > 0).")
         if padding_free:
             # TRL refuses padding_free with a custom collator (and insists on packing to enforce
             # max_length); ours flattens the batch itself and truncates, so TRL must not see it.
@@ -355,8 +360,9 @@ def _zero3(trainer) -> bool:
     return plugin is not None and getattr(plugin, "zero_stage", 0) == 3
 
 
-def _check_consistency(weight, divergence, args, sampler) -> None:
-    """Refuse, with one line each, the settings under which pairs cannot be formed or compared."""
+def check_consistency_args(weight, divergence, args) -> None:
+    """Refuse, with one line each, the SFTConfig settings under which pairs cannot be formed or
+    compared (train/sft.py calls this in its preflight, before any build or model load)."""
     from .config import CONSISTENCY_DIVERGENCES
     from .errors import ConfigError
     if divergence not in CONSISTENCY_DIVERGENCES:
@@ -374,10 +380,6 @@ def _check_consistency(weight, divergence, args, sampler) -> None:
         raise ConfigError(f"consistency_weight={weight} compares the answers given two prompts; "
                           "with completion_only_loss: false the prompt tokens (which differ) are "
                           "labelled too. Remove completion_only_loss: false.")
-    if sampler is None or not getattr(sampler, "consistency_pairs", False):
-        raise ConfigError(f"consistency_weight={weight} needs the pairs a RatioSampler makes with "
-                          "consistency_pairs=True (augment.prepare builds it that way when "
-                          "AugmentConfig.consistency_weight > 0).")
 
 
 def last_complete_checkpoint(output_dir) -> str | None:

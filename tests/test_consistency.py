@@ -334,3 +334,18 @@ def test_module_examples_hold():
     import augment.consistency
     res = doctest.testmod(augment.consistency)
     assert res.attempted >= 6 and res.failed == 0
+
+
+def test_odd_batch_is_refused_in_the_preflight_before_any_build(tmp_path):
+    """The entry point refuses an odd batch size with consistency on in its preflight (one line,
+    exit 2), before a cache is built or a model loaded."""
+    cache = tmp_path / "cache.sqlite"
+    proc = subprocess.run([str(ROOT / "launch.sh"), str(ROOT / "configs/tiny.yaml"),
+                           "--consistency_weight", "1", "--per_device_train_batch_size", "3",
+                           "--output_dir", str(tmp_path / "out"), "--augment_cache", str(cache)],
+                          cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "augtune: error: consistency_weight=1.0 puts an original and its variant at positions "
+        "(2k, 2k+1) of each micro-batch: per_device_train_batch_size must be even, got 3.")
+    assert "Traceback" not in proc.stderr and not cache.exists()

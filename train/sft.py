@@ -40,6 +40,9 @@ def parse(argv):
     # dataset (TRL 1.16 needs both settings); our collator truncates to max_length.
     from augment.trl_options import check_sft_config
     check_sft_config(sft_cfg)
+    if aug_cfg.consistency_weight:  # batch parity, padding_free: refused before anything runs
+        from augment.trainer import check_consistency_args
+        check_consistency_args(aug_cfg.consistency_weight, aug_cfg.consistency_divergence, sft_cfg)
     sft_cfg.dataset_kwargs = {**(sft_cfg.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sft_cfg.remove_unused_columns = False
     if aug_cfg.augment_seed is None:
