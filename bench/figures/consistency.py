@@ -10,7 +10,7 @@ the RatioSampler places them); only `consistency_weight` differs. Each side runs
 process (`vs_trl.side`), both started together with one torch thread each, and reports VmHWM -
 VmRSS before step 1 after resetting the high-water mark (see bench/figures/vs_trl.py for why
 that is the honest measure for torch CPU tensors). For scale: the term's full distributions for
-those ~1,900 shared tokens would be 2 x 1,900 x 128,256 x 4 B = 1.9 GB; it builds 32 tokens'
+those ~1,900 shared tokens would be 2 x 1,900 x 128,256 x 4 B = 1.9 GB; it builds 66 tokens'
 worth at a time (augment/consistency.py).
 """
 
