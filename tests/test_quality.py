@@ -177,6 +177,49 @@ def test_number_forms_normalised(checker):
     assert r["is_valid"], r["reasons"]
 
 
+@pytest.fixture(scope="module")
+def rules(checker):
+    return QualityChecker(RULES, model=checker.model)
+
+
+@pytest.mark.parametrize("orig,cand", [
+    # a time span in other units
+    ("Book a meeting room for an hour tomorrow.", "Reserve a meeting room for 60 minutes tomorrow."),
+    ("Plan a 2-week itinerary for Portugal.", "Plan a fourteen-day itinerary for Portugal."),
+    # fiscal quarters, multiplicative verbs
+    ("Chart our Q2 revenue by region.", "Make a chart of our second-quarter revenue by region."),
+    ("Why has my data usage doubled this month?", "Why am I using twice as much data this month?"),
+    # a given name dropped while the surname stays
+    ("Summarize the main ideas of Charles Darwin's theory of evolution.",
+     "Sum up the key ideas of Darwin's theory of evolution."),
+    # a privative word traded for a negator
+    ("Why does my dog hate baths?", "Why can't my dog stand baths?"),
+    ("I forgot my PIN. How do I reset it?", "I can't remember my PIN. How do I reset it?"),
+    # request verbs of one task
+    ("Critique my business plan for the bakery.", "Assess my business plan for the bakery."),
+])
+def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
+    r = rules.measure(orig, cand)
+    assert r["is_valid"], r["reasons"]
+
+
+@pytest.mark.parametrize("orig,cand,reason", [
+    ("Book a meeting room for an hour tomorrow.", "Book a meeting room for 30 minutes tomorrow.",
+     "number 30 added"),
+    ("Chart our Q2 revenue by region.", "Chart our third-quarter revenue by region.", "Q2 missing"),
+    ("Write a short biography of Ada Lovelace.", "Write a short biography of Ada.",
+     "entity lovelace missing"),
+    # the privative must stand for the other text's negator, not be dropped with it
+    ("How do I switch carriers without losing my number?", "How do I switch carriers?",
+     "negation"),
+    ("Summarize the attached report for the board.", "Critique the attached report for the board.",
+     "small edit"),
+])
+def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
+    r = rules.measure(orig, cand)
+    assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
+
+
 def test_placeholder_dropped_rejected(checker):
     checker = QualityChecker(RULES, model=checker.model)  # the placeholder rule alone
     o = "Write a polite reply to {customer_name} explaining that their refund of $49.99 was processed today."

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from .words import (
-    _ABBREVIATIONS, _ANTONYM_PAIRS, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC, _EMAIL, _INJECTION,
-    _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION, _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS,
-    _ORDINALS, _PLACEHOLDER, _PREFIX_NEGATION, _REQUEST_START, _SCALES, _SENT_SPLIT, _STOPWORDS,
-    _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL, _WANTS, _WORD)
+    _ABBREVIATIONS, _ANTONYM_PAIRS, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC, _DURATION, _EMAIL,
+    _ASK, _ALTER_WORDS, _INJECTION, _KEEP_WORDS, _LEADING_CLAUSE, _OUTPUT_FORMS, _LIST_OR_CODE, _NEGATION, _NEITHER_NOR, _NOT_NEGATION,
+    _ORDINAL_DIGITS, _ORDINALS, _PLACEHOLDER, _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS,
+    _REQUEST_START, _SCALES, _SENT_SPLIT, _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN,
+    _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL, _WANTS, _WORD)
 
 def _forms(spec: str) -> frozenset[str]:
     """Regular English inflections of each base word in ``spec`` (``a|b|c``)."""
@@ -29,6 +30,16 @@ def _forms(spec: str) -> frozenset[str]:
 
 
 _ANTONYMS = [(_forms(a), _forms(b), a.split("|")[0], b.split("|")[0]) for a, b in _ANTONYM_PAIRS]
+#: inflected form -> base word, for `_PRIVATIVE` and `_TASK_VERBS`
+_PRIVATIVE_BASE = {f: spec.split("|")[0] for spec in _PRIVATIVE for f in _forms(spec)}
+_KEEP = {f: spec.split("|")[0] for spec in _KEEP_WORDS for f in _forms(spec)}
+_ALTER = {f: spec.split("|")[0] for spec in _ALTER_WORDS for f in _forms(spec)}
+_FORM_GROUP = {w: g.split("|")[0] for g in _OUTPUT_FORMS for w in g.split("|")}
+_TASK_GROUPS: dict[str, set[int]] = {}
+for _g, _spec in enumerate(_TASK_VERBS):
+    for _f in _forms(_spec):
+        _TASK_GROUPS.setdefault(_f, set()).add(_g)
+_NAME_PARTICLES = frozenset("van von der den de da del della di du la le bin ibn al st".split())
 
 
 @dataclass
@@ -54,6 +65,19 @@ class _Features:
     has_list_or_code: bool
     bullets: int
     injection: bool
+    #: canonical durations ("1800 s", "6 mo") the text states, with or without a digit
+    durations: frozenset[str] = frozenset()
+    #: number -> the durations it is part of ("30" -> {"1800 s"} in "30 minutes")
+    duration_of: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: runs of consecutive name words ("vincent", "van", "gogh"), lowercased
+    name_runs: tuple[tuple[str, ...], ...] = ()
+    #: base forms of `_PRIVATIVE` words in the text
+    privatives: frozenset[str] = frozenset()
+    #: base forms of `_KEEP_WORDS` and `_ALTER_WORDS` in the text
+    keeps: frozenset[str] = frozenset()
+    alters: frozenset[str] = frozenset()
+    #: output forms asked for (`_OUTPUT_FORMS` groups, by their first word)
+    forms: frozenset[str] = frozenset()
 
 
 def _full_stem(w: str) -> str:
@@ -80,23 +104,67 @@ def _fmt_number(v: float) -> str:
     return f"{v:.6g}" if v != int(v) else str(int(v))
 
 
-def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str]]:
-    """Normalised numeric values, currency codes and counted units in a token list.
+def _duration(value: float, unit: str) -> str | None:
+    """Canonical duration of ``value`` time ``unit``s ("30", "minute" -> "1800 s")."""
+    base = unit.lower().rstrip("s") if unit.lower() != "s" else unit
+    if base not in _DURATION:
+        return None
+    factor, dim = _DURATION[base]
+    return f"{_fmt_number(value * factor)} {dim}"
+
+
+def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str], dict[str, set[str]]]:
+    """Normalised numeric values, currency codes, counted units and durations in a token list.
 
     ``1,000`` and ``1000`` and ``one thousand`` all become ``1000``;
     ``$12 million`` becomes ``12000000`` (+ currency ``USD``); ``10 years``
-    records the unit ``time:year`` so that ``10 months`` does not pass.
+    records the unit ``time:year`` so that ``10 months`` does not pass. A number followed by a
+    time unit also records its duration ("30 minutes", "half an hour" -> ``1800 s``), and so does
+    an article before one ("a week-long trip" -> ``604800 s``): the rules excuse a number whose
+    duration the other text states in other words. ``Q3`` and "third quarter" are ``Q3``.
+    Returns (values, currencies, units, durations, number -> its durations).
     """
     values: list[float | str] = []
     currencies: set[str] = set()
     units: set[str] = set()
+    durations: set[str] = set()
+    duration_of: dict[str, set[str]] = {}
     i, n = 0, len(tokens)
+
+    def after(j: int, skip: tuple[str, ...]) -> int:
+        return j + 1 if j < n and tokens[j].lower() in skip else j
+
     while i < n:
         tok = tokens[i]
         low = tok.lower()
         if low in _CURRENCY_WORDS:
             currencies.add(_CURRENCY_WORDS[low])
+        # fiscal quarters: "Q3", "third quarter", "third-quarter"
+        if low == "q" and i + 1 < n and tokens[i + 1] in ("1", "2", "3", "4"):
+            values.append(f"Q{tokens[i + 1]}")
+            i += 2
+            continue
+        k = after(i + 1, ("-",))
+        if low in _QUARTER_ORDINALS and k < n and tokens[k].lower() in ("quarter", "quarters"):
+            values.append(f"Q{_QUARTER_ORDINALS[low]}")
+            i = k + 1
+            continue
+        # "a week", "an hour", "one day": a duration without a digit
+        prev = tokens[i - 1].lower() if i else ""
+        if (low in ("a", "an", "one") and k < n and tokens[k] in _UNIT_WORDS
+                and prev not in _UNITS and not prev[:1].isdigit()):  # not "half an hour"
+            d = _duration(1, tokens[k])
+            if d:
+                durations.add(d)
         val: float | None = None
+        if tok[0].isdigit() and i + 1 < n and tokens[i + 1].lower() in ("st", "nd", "rd", "th"):
+            values.append(f"{int(float(tok))}th" if tok.isdigit() else tok)  # "7th" -> 7, th
+            i += 2
+            continue
+        if low == "quarter" and not (prev in ("a", "one", "three") or prev[:1].isdigit()
+                                     or (i + 1 < n and tokens[i + 1].lower() == "of")):
+            i += 1  # "this quarter", "per quarter": a period, not 0.25
+            continue
         if tok[0].isdigit():
             raw = tok.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", tok) else tok
             try:
@@ -119,15 +187,20 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str]]:
                 val *= _SCALES[tokens[j].lower()]
                 j += 1
             values.append(val)
-            k = j + 1 if j < n and tokens[j] == "-" else j
+            k = after(after(j, ("-",)), ("a", "an"))  # "7-day", "half an hour"
             if k < n and tokens[k] in _UNIT_WORDS:
                 units.add(_UNIT_WORDS[tokens[k]])
+                d = _duration(val, tokens[k])
+                if d:
+                    durations.add(d)
+                    duration_of.setdefault(_fmt_number(val), set()).add(d)
             i = j
             continue
         if low in ("hundreds", "thousands", "millions", "billions"):
             values.append(low)
         i += 1
-    return {v if isinstance(v, str) else _fmt_number(v) for v in values}, currencies, units
+    return ({v if isinstance(v, str) else _fmt_number(v) for v in values}, currencies, units,
+            durations, duration_of)
 
 
 def _sentence_starts(tokens: list[str]) -> set[int]:
@@ -148,32 +221,67 @@ def _bare_name(token: str) -> str:
     return re.sub(r"['’]s$", "", token).replace(".", "").replace("'", "").replace("’", "")
 
 
-def _entities(tokens: list[str]) -> set[str]:
-    """Capitalised non-initial tokens, acronyms and camel-case names, lowercased."""
+def _entities(tokens: list[str]) -> tuple[set[str], tuple[tuple[str, ...], ...]]:
+    """Capitalised non-initial tokens, acronyms and camel-case names, lowercased; and the runs
+    of consecutive name words ("Vincent van Gogh" -> ("vincent", "van", "gogh"))."""
     starts = _sentence_starts(tokens)
     out = set()
+    runs: list[list[str]] = []
+    run: list[str] = []
     for i, t in enumerate(tokens):
-        if not t[0].isalpha() or t in ("I", "I'm", "I'd", "I've", "I'll", "OK"):
-            continue
-        core = _bare_name(t)
-        if len(core) < 2 or core.lower() in _TITLES:
-            continue
-        acronym = len(core) >= 2 and core.isupper()
-        camel = not core[0].isupper() and any(c.isupper() for c in core[1:])  # iPhone, eBay
-        cap = core[0].isupper() and i not in starts
-        if acronym or camel or cap:
-            out.add(core.lower())
-    return out
+        name = None
+        if t[0].isalpha() and t not in ("I", "I'm", "I'd", "I've", "I'll", "OK", "AM", "PM"):
+            core = _bare_name(t)
+            if len(core) >= 2 and core.lower() not in _TITLES:
+                acronym = len(core) >= 2 and core.isupper()
+                camel = not core[0].isupper() and any(c.isupper() for c in core[1:])  # iPhone, eBay
+                cap = core[0].isupper() and (i not in starts or (
+                    i + 1 < len(tokens) and tokens[i + 1][:1].isupper()))
+                if acronym or camel or cap:
+                    name = core.lower()
+                    if acronym or camel or i not in starts:
+                        out.add(name)
+        if name is not None or (run and t.lower() in _NAME_PARTICLES):
+            run.append(name or t.lower())
+        else:
+            if len(run) >= 2:
+                runs.append(run)
+            run = []
+    if len(run) >= 2:
+        runs.append(run)
+    return out, tuple(tuple(r) for r in runs)
 
 
 def _is_request(text: str, lower_words: list[str]) -> bool:
-    """Does the text ask for something (question, imperative, first-person need)?"""
-    if "?" in text or "please" in lower_words or "kindly" in lower_words or _DEONTIC.search(text):
+    """Does the text ask for something (question, imperative, first-person need)? Any sentence
+    may carry the ask: "Here is my draft: '...'. Tighten it to 100 words." is a request."""
+    if ("?" in text or "please" in lower_words or "kindly" in lower_words
+            or _DEONTIC.search(text) or _ASK.search(text)):
         return True
-    body = _LEADING_CLAUSE.sub("", text.strip(), count=1)
-    m = _WORD.search(body)
-    return bool(_WANTS.match(body)) or (
-        bool(m) and m.group(0).lower().replace("’", "'") in _REQUEST_START)
+    for sentence in re.split(r"(?<=[.!:;])\s+|\n+", text.strip()):
+        body = _LEADING_CLAUSE.sub("", sentence, count=1)
+        m = _WORD.search(body)
+        if _WANTS.match(body) or (m and m.start() < 3
+                                  and m.group(0).lower().replace("’", "'") in _REQUEST_START):
+            return True
+    return False
+
+
+_VERB_SLOT = frozenset("please you to and then i we".split())
+
+
+def _output_forms(lower: list[str]) -> frozenset[str]:
+    """`_OUTPUT_FORMS` groups the text asks for. "List the steps", "can you outline it": a form
+    word in a verb's slot (first word, after "please", "you", "to", ...) is the task, not the
+    form."""
+    out = set()
+    for i, w in enumerate(lower):
+        two = f"{w} {lower[i + 1]}" if i + 1 < len(lower) else ""
+        if two in _FORM_GROUP:
+            out.add(_FORM_GROUP[two])
+        elif w in _FORM_GROUP and i > 0 and lower[i - 1] not in _VERB_SLOT:
+            out.add(_FORM_GROUP[w])
+    return frozenset(out)
 
 
 def _features(text: str) -> _Features:
@@ -186,7 +294,8 @@ def _features(text: str) -> _Features:
         masked = rx.sub(" ", masked)
     exact["time"] = frozenset(t.lstrip("0") for t in exact["time"])
     tokens = _TOKEN.findall(masked)
-    numbers, currencies, units = _numbers(tokens)
+    numbers, currencies, units, durations, duration_of = _numbers(tokens)
+    entities, name_runs = _entities(tokens)
     words = _WORD.findall(text)
     lower = [w.lower().replace("’", "'") for w in words]
     stems = frozenset(_stem(w) for w in lower)
@@ -198,12 +307,22 @@ def _features(text: str) -> _Features:
         full_stems=frozenset(_full_stem(w) for w in lower),
         content_stems=content, numbers=frozenset(numbers), currencies=frozenset(currencies),
         units=frozenset(units),
-        exact=exact, entities=frozenset(_entities(tokens)), negations=neg,
+        exact=exact, entities=frozenset(entities), negations=neg,
         entity_words=frozenset(_bare_name(t).lower() for t in tokens if t[0].isalpha()),
         is_request=_is_request(text, lower),
         sentences=len([s for s in _SENT_SPLIT.split(text.strip()) if _WORD.search(s)]),
         has_list_or_code=bool(_LIST_OR_CODE.search(text)), bullets=len(_BULLET.findall(text)),
         injection=bool(_INJECTION.search(text)),
+        durations=frozenset(durations),
+        duration_of={k: frozenset(v) for k, v in duration_of.items()},
+        name_runs=name_runs,
+        # "failed to" is a negator, not also a privative
+        privatives=frozenset(_PRIVATIVE_BASE[w] for w, nxt in zip(lower, lower[1:] + [""])
+                             if w in _PRIVATIVE_BASE and not (_PRIVATIVE_BASE[w] == "fail"
+                                                              and nxt == "to")),
+        keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),
+        alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
+        forms=_output_forms(lower),
     )
 
 
@@ -228,3 +347,11 @@ def _prefix_flips(a: _Features, b: _Features) -> int:
 
 
 # --------------------------------------------------------------------------
+
+
+def _same_task(a: list[str], b: list[str]) -> bool:
+    """Are the content words of two edited spans one request verb each, of one `_TASK_VERBS`
+    group ("explain" -> "present", "sum up" -> "summarise")?"""
+    ca = " ".join(w for w in a if w not in _STOPWORDS or w in ("up", "through"))
+    cb = " ".join(w for w in b if w not in _STOPWORDS or w in ("up", "through"))
+    return bool(_TASK_GROUPS.get(ca, set()) & _TASK_GROUPS.get(cb, set()))

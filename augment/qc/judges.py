@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .features import _Features, _stem
-from .words import _FIRST_PERSON, _STOPWORDS
+from .features import _TASK_GROUPS, _Features, _stem
+from .words import _COORDINATORS, _FIRST_PERSON, _FORMAT_WORDS, _LIMIT_WORDS, _STOPWORDS
 
 HEAD_PATH = Path(__file__).resolve().parent / "judge_head.npz"
 _SECOND = frozenset({"you", "your", "yours", "yourself"})
@@ -35,7 +35,27 @@ FEATURE_NAMES = (
     "cand_cover_mean", "cand_share_below_0.5", "cand_n_below_0.6", "cand_n_below_0.4",
     "log_length_ratio", "cand_is_request", "orig_question", "cand_question",
     "content_dropped", "content_added", "first_person_lost", "second_person_gained",
-    "sentences_lost")
+    "sentences_lost", "format_lost", "format_added", "task_lost", "task_added", "limit_lost",
+    "limit_added", "coordinators_lost")
+
+
+def _stems_in(f: _Features, vocab: frozenset[str]) -> set[str]:
+    return {_stem(w) for w in f.lower_words if w in vocab or w.rstrip("s") in vocab}
+
+
+def _task_groups(f: _Features) -> set[int]:
+    return {g for w in f.lower_words for g in _TASK_GROUPS.get(w, ())}
+
+
+def lexical_features(fo: _Features, fc: _Features) -> list[float]:
+    """Output forms, request verbs and limiting words one text has and the other lacks, and
+    lost coordinators (a multi-part request cut to one part)."""
+    fmt_o, fmt_c = _stems_in(fo, _FORMAT_WORDS), _stems_in(fc, _FORMAT_WORDS)
+    task_o, task_c = _task_groups(fo), _task_groups(fc)
+    lim_o, lim_c = fo.word_set & _LIMIT_WORDS, fc.word_set & _LIMIT_WORDS
+    return [len(fmt_o - fmt_c), len(fmt_c - fmt_o), len(task_o - task_c), len(task_c - task_o),
+            len(lim_o - lim_c), len(lim_c - lim_o),
+            len(_COORDINATORS.findall(fo.text)) - len(_COORDINATORS.findall(fc.text))]
 
 
 def _coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,7 +82,7 @@ def pair_features(so: np.ndarray, sc: np.ndarray, to: np.ndarray, tc: np.ndarray
         len(c_content - fo.stems) / max(len(c_content), 1),
         bool(fo.word_set & _FIRST_PERSON) - bool(fc.word_set & _FIRST_PERSON),
         bool(fc.word_set & _SECOND) - bool(fo.word_set & _SECOND),
-        fo.sentences - fc.sentences,
+        fo.sentences - fc.sentences, *lexical_features(fo, fc),
     ], dtype=np.float64)
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import difflib
 import re
 
-from .features import _ANTONYMS, _Features, _full_stem, _has_phrase, _prefix_flips, _bare_name  # noqa: F401
+from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
+                       _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
-    _ANSWER_OPENER, _APOLOGY, _FIRST_PERSON, _INJECTION_VERB, _NEGATION, _REFUSAL_ALTERNATIVE,
+    _ANSWER_OPENER, _APOLOGY, _ASK, _HERE_OPENER, _FIRST_PERSON, _INJECTION_VERB, _NEGATION, _REFUSAL_ALTERNATIVE,
     _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE,
-    _TOKEN, _WORD)
+    _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
 ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
@@ -44,12 +45,19 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
                 reasons.append(f"{name} {v} missing")
         for v in sorted(c.exact[name] - vals):
             reasons.append(f"{name} {v} added (not in original)")
+    # a number that is part of a duration the other text states in other words is not lost:
+    # "30 minutes" -> "half an hour", "a week-long trip" -> "a seven-day trip"
     if not source_only:
         for v in sorted(o.numbers - c.numbers, key=str):
-            reasons.append(f"number {v} missing")
+            if not o.duration_of.get(v, frozenset()) & c.durations:
+                reasons.append(f"number {v} missing")
     for v in sorted(c.numbers - o.numbers, key=str):
-        reasons.append(f"number {v} added (not in original)")
+        if not c.duration_of.get(v, frozenset()) & o.durations:
+            reasons.append(f"number {v} added (not in original)")
     lost, new = o.units - c.units, c.units - o.units
+    if o.durations == c.durations:  # the same time span in other units
+        lost = {u for u in lost if not u.startswith("time:")}
+        new = {u for u in new if not u.startswith("time:")}
     if lost and new and not source_only:
         reasons.append(f"unit changed {'/'.join(sorted(lost))} -> {'/'.join(sorted(new))}")
     if o.currencies and c.currencies and not (o.currencies & c.currencies):
@@ -62,7 +70,16 @@ def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     reasons = []
     po = o.negations + _prefix_flips(c, o)
     pc = c.negations + _prefix_flips(o, c)
-    if po % 2 != pc % 2:
+    # A privative word ("lost", "hates", "private") in the text with fewer negators, absent
+    # from the other, may stand for the other's negator: "without power" == "lost power",
+    # "hates" == "can't stand", "don't share it" == "keep it private". It only excuses a flip,
+    # never makes one (a privative reworded by an unlisted synonym, "losing" -> "behind", must
+    # not read as a negation).
+    # "without losing X" == "don't change X" == "keeping X": the text with fewer negators
+    # keeps what the other forbids to lose or change.
+    fewer, other = (o, c) if po < pc else (c, o)
+    kept = fewer.keeps - other.keeps and other.alters - fewer.alters
+    if po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept:
         reasons.append(f"negation flipped ({po} vs {pc} negators)")
     for fa, fb, a, b in _ANTONYMS:
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
@@ -90,10 +107,34 @@ def _same_root(a: str, b: str) -> bool:
     return n >= 6 and a[: n - 1] == b[: n - 1]
 
 
+def _initials(o: _Features, acronym: str) -> set[str]:
+    """Words of ``o`` that ``acronym`` abbreviates: "us" -> {"united", "states"} when "United
+    States" is a name run of ``o``; "js" -> {"javascript"} (camel-case humps); "fdr" ->
+    {"franklin", "d", "roosevelt"}."""
+    out: set[str] = set()
+    for run in o.name_runs:
+        words = [w for w in run if w not in ("of", "the", "and", "van", "von", "de", "la")]
+        if len(words) >= 2 and "".join(w[0] for w in words) == acronym:
+            out.update(run)
+    for w in o.words:
+        humps = "".join(ch for i, ch in enumerate(w) if i == 0 or ch.isupper()).lower()
+        if len(humps) >= 2 and humps == acronym:
+            out.add(w.lower())
+    return out
+
+
 def _entity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
     """(hard, soft): a name replaced by another is hard; a name merely dropped is soft."""
-    missing = sorted(e for e in o.entities if not _mentions(c, e))
-    added = sorted(e for e in c.entities if not _mentions(o, e))
+    # a given name dropped from a full name whose surname stays ("Vincent van Gogh" -> "Van
+    # Gogh") names the same person
+    kept = {w for run in o.name_runs if _mentions(c, run[-1]) for w in run[:-1]}
+    # an acronym of a name the other text spells out ("United States" -> "US") is that name
+    for x, y in ((o, c), (c, o)):
+        for e in y.entities:
+            if 2 <= len(e) <= 5 and not _mentions(x, e):
+                kept |= _initials(x, e)
+    missing = sorted(e for e in o.entities if not _mentions(c, e) and e not in kept)
+    added = sorted(e for e in c.entities if not _mentions(o, e) and not _initials(o, e))
     if missing and added:
         return [f"entity changed: {', '.join(missing)} -> {', '.join(added)}"], []
     soft = [f"entity {e} missing" for e in missing] + [f"entity {e} added" for e in added]
@@ -151,15 +192,49 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
     # An edit of function words only ("answered" -> "have answered", "this is" -> "but it
     # is") carries no content; negators are judged by the polarity check, not here.
     ops = [op for op in ops if not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])]
-    if not ops or len(ops) > 2:
+    # Edits that other checks already judged count as changed slots for the similarity floor
+    # of the rest, but never reject alone: a request verb swapped for one of its own group
+    # ("explain" -> "present"), a number or time span written another way ("2-week" ->
+    # "fourteen-day": the invariant check compares the values), a privative word traded for a
+    # negator ("hate" -> "can't stand": the polarity check decides).
+    trade = _privative_trade([w for op in ops for w in a[op[1]:op[2]]],
+                             [w for op in ops for w in b[op[3]:op[4]]])
+    synonyms = [op for op in ops if _same_task(a[op[1]:op[2]], b[op[3]:op[4]])
+                or _quantity_only(a[op[1]:op[2]] + b[op[3]:op[4]])
+                or (trade and any(_privative(w) or _negator(w)
+                                  for w in a[op[1]:op[2]] + b[op[3]:op[4]]))]
+    if len(synonyms) == len(ops) or len(ops) > 2:
         return None
     same = sum(i2 - i1 for tag, i1, i2, _, _ in sm.get_opcodes() if tag == "equal")
     changed_a = sum(i2 - i1 for _, i1, i2, _, _ in ops)
     changed_b = sum(j2 - j1 for _, _, _, j1, j2 in ops)
     if changed_a > 3 or changed_b > 3 or same < 0.6 * max(len(a), len(b)):
         return None
-    return "; ".join(f"{' '.join(a[i1:i2]) or '∅'} -> {' '.join(b[j1:j2]) or '∅'}"
-                     for _, i1, i2, j1, j2 in ops)
+    return "; ".join(f"{' '.join(a[i1:i2]) or '∅'} {'~' if op in synonyms else '->'} "
+                     f"{' '.join(b[j1:j2]) or '∅'}" for op in ops for _, i1, i2, j1, j2 in [op])
+
+
+def _quantity_only(words: list[str]) -> bool:
+    """Only number words, time units and articles ("an hour" -> "minutes" once digits, which
+    are not words, are gone; "fourteenday" is "fourteen-day" unhyphenated)?"""
+    def part(w: str) -> bool:
+        return w in _UNITS or w in _UNIT_WORDS or w in ("a", "an", "long", "half")
+    return bool(words) and all(
+        part(w) or any(part(w[:k]) and part(w[k:]) for k in range(2, len(w) - 1)) for w in words)
+
+
+def _privative(w: str) -> bool:
+    return w in _PRIVATIVE_BASE
+
+
+def _negator(w: str) -> bool:
+    return bool(_NEGATION.fullmatch(w)) or w.endswith("n't")
+
+
+def _privative_trade(a: list[str], b: list[str]) -> bool:
+    """One side has a privative word ("hate") and the other a negator ("can't"), or back."""
+    return ((any(map(_privative, a)) and any(map(_negator, b)))
+            or (any(map(_privative, b)) and any(map(_negator, a))))
 
 
 def _unhyphenated_words(text: str) -> list[str]:
@@ -168,6 +243,14 @@ def _unhyphenated_words(text: str) -> list[str]:
 
 def _function_words_only(words: list[str]) -> bool:
     return all(w in _STOPWORDS and not _NEGATION.fullmatch(w) for w in words)
+
+
+# The original itself asks to edit a text it quotes, attaches or points at: a variant may then
+# say "rewrite" or "this message" without the paraphrase prompt having leaked into it.
+_EDITS_INPUT = re.compile(
+    r"\b(?:rewrite|rephrase|reword|edit|revise|polish|improve|proofread|shorten|simplify|"
+    r"optimi[sz]e|fix|correct|rework|tighten|condense|turn|convert)\b|[:\"“]|(?:^|\s)['‘]|"
+    r"\b(?:attached|following|below|above)\b", re.I)
 
 
 def _answer_reasons(o: _Features, c: _Features) -> list[str]:
@@ -179,7 +262,8 @@ def _answer_reasons(o: _Features, c: _Features) -> list[str]:
     the error" (the request became a reply), "Rewrite the message using: ..." (the prompt leaked).
     """
     out = []
-    if _REWRITE_TALK.search(c.text) and not _REWRITE_TALK.search(o.text):
+    if (_REWRITE_TALK.search(c.text) and not _REWRITE_TALK.search(o.text)
+            and not _EDITS_INPUT.search(o.text)):
         out.append("talks about the rewrite itself (the prompt leaked into the variant)")
     if _APOLOGY.search(c.text) and not _APOLOGY.search(o.text):
         out.append("speaks as the assistant (apologises instead of restating)")
@@ -188,7 +272,8 @@ def _answer_reasons(o: _Features, c: _Features) -> list[str]:
         out.append("perspective changed ('your' where the original speaks in the first person)")
     elif o.word_set & _FIRST_PERSON and not c.word_set & _FIRST_PERSON and "you" in c.word_set:
         out.append("perspective changed (the first person became 'you')")
-    if _ANSWER_OPENER.match(c.text) and not _ANSWER_OPENER.match(o.text):
+    if (_ANSWER_OPENER.match(c.text) and not _ANSWER_OPENER.match(o.text)
+            and not (_HERE_OPENER.match(c.text) and _ASK.search(c.text))):
         out.append("answers the instruction (answer-style opener)")
     elif _TO_CLAUSE.match(c.text) and not _TO_CLAUSE.match(o.text) and not c.is_request:
         out.append("answers the instruction ('To do X, ...' explanation)")
@@ -227,6 +312,10 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
         reasons += _invariant_reasons(o, c, source_only=False)
     if en and cfg.check_polarity:
         reasons += _polarity_reasons(o, c)
+    if en and cfg.check_content and o.is_request:
+        lost, new = o.forms - c.forms, c.forms - o.forms
+        if lost and new:
+            reasons.append(f"output form changed: {'/'.join(sorted(lost))} -> {'/'.join(sorted(new))}")
     soft = []
     if cfg.check_entities or cfg.check_invariants:
         swap = _swapped_words(o, c)

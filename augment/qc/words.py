@@ -36,6 +36,7 @@ _UNITS = {
     "seventy": 70, "eighty": 80, "ninety": 90,
     # multiplicative words that state a count
     "twice": 2, "thrice": 3, "pair": 2, "dozen": 12, "half": 0.5, "quarter": 0.25,
+    "doubled": 2, "tripled": 3, "quadrupled": 4, "halved": 0.5,
 }
 # "one" is usually a pronoun or the article's twin ("buying one", "one account"):
 # comparing it would punish harmless rewrites, and a real 1 -> 2 swap is still
@@ -46,10 +47,17 @@ _SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1
 _ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
              "ninth": 9, "tenth": 10}
 _ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
+# Time units in seconds, so that "30 minutes" == "half an hour" and "a week-long trip" ==
+# "a seven-day trip". Calendar units only convert among themselves (a month is not 30 days).
+_DURATION = {"second": (1, "s"), "minute": (60, "s"), "hour": (3600, "s"), "day": (86400, "s"),
+             "week": (604800, "s"), "fortnight": (1209600, "s"),
+             "month": (1, "mo"), "year": (12, "mo"), "decade": (120, "mo")}
+# Fiscal quarters: "Q3" == "third quarter" == "third-quarter".
+_QUARTER_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4}
 _UNIT_WORDS = {
     **{u: "time:" + u.rstrip("s") for u in (
         "second seconds minute minutes hour hours day days week weeks month months year years "
-        "decade decades").split()},
+        "decade decades fortnight fortnights").split()},
     **{u: "dist:" + c for c, us in {"km": "km kilometer kilometers kilometre kilometres",
                                     "mi": "mile miles", "m": "meter meters metre metres"}.items()
        for u in us.split()},
@@ -63,14 +71,15 @@ _CURRENCY_WORDS = {
 
 _NEGATION = re.compile(
     r"\b(?:not|no|never|none|nobody|nothing|nowhere|neither|without|cannot|"
-    r"fail|fails|failed|failing|unsuccessful|unsuccessfully|unable|refuse|refuses|refused|"
+    r"(?:fail|fails|failed|failing)\s+to|unsuccessful|unsuccessfully|unable|refuse|refuses|refused|"
     r"(?:decline|declines|declined)\s+to\s+(?!a\b|an\b|the\b|\d)|"
     r"(?:has|have|had|is|are|was|were)\s+yet\s+to|"
     r"avoid|avoids|avoided|avoiding)\b|n['’]t\b|\bnor\b",
     re.I)
 # Idioms that contain a negator but do not negate ("nothing but" = only).
 _NOT_NEGATION = re.compile(
-    r"\b(?:nothing but|no (?:more|less|fewer|later|earlier|sooner) than|none other than|"
+    r"\b(?:nothing but|no (?:more|less|fewer|later|earlier|sooner|longer|shorter|bigger|larger|"
+    r"higher|greater|older|wider) than|none other than|"
     r"not only|no doubt|no matter)\b", re.I)
 _NEITHER_NOR = re.compile(r"\bneither\b.*\bnor\b", re.I | re.S)
 
@@ -112,6 +121,38 @@ _ANTONYM_PAIRS = [
     ("strengthen", "weaken"), ("inbound", "outbound"), ("cancel", "confirm"), ("pause", "resume"),
     ("hire", "fire"), ("join", "leave"), ("on time", "late"),
 ]
+# Words that carry a negation in their meaning: "lost power" == "without power", "hates" ==
+# "can't stand", "forgot" == "can't remember", "keep it private" == "don't share it". In the
+# polarity check each counts as a negator only when the other text lacks it, so a rewrite may
+# trade one for an explicit negator ("without losing service" -> "keeping service") while
+# "forgot" -> "remembered" still flips. Base forms; regular inflections are generated,
+# irregular ones follow "|".
+_PRIVATIVE = ("lose|lost", "lack", "miss", "forget|forgot|forgotten", "hate", "dislike",
+              "absent", "deny|denied", "prevent", "private", "stop", "quit", "cease", "omit",
+              "skip", "exclude", "ignore", "free", "fail")
+# "without losing X" == "don't change X" == "while keeping X": the polarity check excuses a flip
+# when the text with fewer negators has one of these and the other does not, so "without losing
+# X" dropped still flips.
+_KEEP_WORDS = ("keep|kept", "retain", "preserve", "maintain", "intact", "leave|left", "unchanged",
+               "untouched", "hold|held", "stay|stayed")
+# ... and the other text must forbid one of these ("without changing", "don't lose"), so "keeps
+# crashing" -> "doesn't crash" still flips.
+_ALTER_WORDS = ("change", "alter", "modify", "touch", "lose|lost", "remove", "delete", "drop",
+                "edit", "rewrite|rewrote|rewritten", "break|broke|broken")
+# Request verbs that name the same task: "explain the rules as a table" == "present the rules
+# as a table". A small edit that only swaps one of these for another of its group is a
+# rewording, not a new operation (summarise -> critique stays a change: other groups).
+_TASK_VERBS = ("write|wrote|written|compose|draft|pen|craft|prepare|produce|create",
+               "explain|describe|present|clarify|walk through",
+               "rewrite|rewrote|rewritten|convert|rephrase|reword|transform|recast",
+               "critique|evaluate|assess|appraise|analyze|analyse|examine|review",
+               "summarize|summarise|sum up|recap|condense",
+               "list|name|give|gave|given|provide|enumerate|share|offer|tell|told",
+               "suggest|recommend|propose",
+               "fix|correct|repair",
+               "find|found|locate|look up|identify",
+               "check|verify|confirm",
+               "help|assist", "book|reserve")
 _PREFIX_NEGATION = ("un", "dis", "in", "im", "non")
 
 _STOPWORDS = frozenset("""
@@ -143,6 +184,10 @@ cannot won't pls
 assemble brainstorm break come compile compute condense craft critique debug devise draw
 elaborate enumerate illustrate imagine jot lay map name outline pick polish port present
 proofread pull render research scale shorten sketch spell tally weigh
+reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe subscribe waive
+dispute block unblock activate deactivate reactivate renew extend track pay
+rework plot chart graph tabulate work figure boil narrow match merge split group filter count
+compute steer draw
 """.split())
 _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
                     r"i ask that|help me|let me know)\b", re.I)
@@ -161,7 +206,12 @@ _REWRITE_TALK = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reword\w*)\b
                            r"\b(?:this|the) (?:message|text|original)\b", re.I)
 _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
-    r"as|at|from|under|over|based on|given)\b[^,?]{0,80},\s*", re.I)
+    r"as|at|from|under|over|based on|given|\w+ing)\b[^,?]{0,80},\s*", re.I)
+# An ask anywhere in the text ("Here is my draft. Could you tighten it", "... and tell me why").
+_ASK = re.compile(r"\b(?:can|could|would|will) you\b|\b(?:tell|give|show|walk|help|send|let) me\b|"
+                  r"\bi(?:['’]d| would) (?:like|love|appreciate)\b|\bi (?:need|want)\b", re.I)
+# Present the user's input, then ask: "Here's my draft: ... Can you tighten it?" is a request.
+_HERE_OPENER = re.compile(r"^\W*here(?:['’]s| is| are)\b", re.I)
 _ANSWER_OPENER = re.compile(
     r"^\W*(?:sure|certainly|of course|absolutely|here(?:'s| is| are)|yes|no[,.!]|great question|"
     r"hi|hello|dear|thanks|thank you|okay|ok[,.!]|as an ai)\b", re.I)
@@ -191,3 +241,31 @@ _REFUSAL_ALTERNATIVE = re.compile(
     r"consider|talk|speak|call|look)|consider|recommend|suggest|alternatively|"
     r"what i can do|if you(?:'re| are) (?:interested|looking)|reach out|contact)\b", re.I)
 
+# For the judge head (`judges.pair_features`): words that name an output form, and words that
+# bound or qualify a request. A rewrite that loses or gains one often asks for something else
+# ("as a table" -> "as a list", "only the first 3" -> "the first 3"); the head weighs them with
+# everything else, no rule rejects on them alone.
+_FORMAT_WORDS = frozenset("""
+table list bullet bulleted json csv yaml xml markdown html paragraph essay email letter memo tweet
+post thread code script function class query sql chart graph diagram outline summary report slide
+haiku poem limerick sonnet story spreadsheet array numbered step checklist timeline flashcard quiz
+headline title caption sentence word page minute
+""".split())
+_LIMIT_WORDS = frozenset("""
+only each every all exactly least most under within without per maximum minimum max min first
+last next top both either also just specific specifically particular including include excluding
+""".split())
+_COORDINATORS = re.compile(r"\b(?:and|then|also|plus|as well as)\b|;", re.I)
+# Output forms a request can ask for, grouped by what counts as the same form. A variant that
+# asks for a form of another group AND drops the original's ("as a table" -> "as a bulleted
+# list", "an email" -> "a call script") changed the deliverable. Length units (words,
+# sentences, minutes) are not forms: numbers and the judge cover them.
+_OUTPUT_FORMS = ("list|lists|bullet|bullets|bulleted|checklist|checklists",
+                 "table|tables|grid|matrix", "json", "csv", "yaml", "xml", "markdown", "html",
+                 "paragraph|paragraphs|prose", "essay|essays", "email|emails|e-mail",
+                 "letter|letters", "memo|memos", "tweet|tweets", "script|scripts",
+                 "chart|charts|graph|graphs|plot|plots", "diagram|diagrams|flowchart",
+                 "outline|outlines", "slide|slides|deck", "haiku|haikus",
+                 "poem|poems|verse", "limerick|limericks", "sonnet|sonnets",
+                 "flashcard|flashcards", "quiz|quizzes", "timeline|timelines",
+                 "flyer|flyers|poster", "text message|sms")
