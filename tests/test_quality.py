@@ -197,8 +197,16 @@ def rules(checker):
     ("I forgot my PIN. How do I reset it?", "I can't remember my PIN. How do I reset it?"),
     # request verbs of one task
     ("Critique my business plan for the bakery.", "Assess my business plan for the bakery."),
+    # "without changing X" == "keeping X"; ordinals in digits and words; an acronym of a name
+    ("Translate the message into Spanish without changing the product names.",
+     "Render the message in Spanish, keeping the product names as they are."),
+    ("Write a one-page study guide on photosynthesis for 7th graders.",
+     "For seventh graders, create a single-page study guide about photosynthesis."),
+    ("Explain how a bill becomes a law in the United States.",
+     "Walk me through how a bill becomes law in the US."),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
+    """Each exemption below was a false reject on written faithful rewrites."""
     r = rules.measure(orig, cand)
     assert r["is_valid"], r["reasons"]
 
@@ -214,6 +222,17 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "negation"),
     ("Summarize the attached report for the board.", "Critique the attached report for the board.",
      "small edit"),
+    # the keep-word excuse needs the other text to forbid a change: "keeps" is not "keeping"
+    ("The app keeps saying my password is wrong, but it works fine on the website.",
+     "The app can keep working on the website, but the app is not supposed to work on it.",
+     "negation"),
+    # another output form
+    ("Give me the steps to set up autopay for my water bill as a short bulleted list.",
+     "In a short paragraph, tell me how to set up automatic payments for my water bill.",
+     "output form changed: list -> paragraph"),
+    # a name dropped from a first-person message is a changed situation, as in a request
+    ("The tax on my bill looks wrong. I moved from Texas to Oregon last month.",
+     "The tax on my bill looks wrong. I moved to Oregon last month.", "entity texas missing"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

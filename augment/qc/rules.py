@@ -324,7 +324,7 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
     if en and cfg.check_entities:
         hard, soft = _entity_reasons(o, c)
         reasons += hard
-        if o.is_request and not templates:
+        if (o.is_request or o.word_set & _FIRST_PERSON) and not templates:
             # In a request every name is a parameter of the task ("moved from Texas to
             # Oregon"): dropping one asks something else. Declarative text (news) often
             # drops a name harmlessly, so there it stays soft evidence.

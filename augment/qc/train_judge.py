@@ -14,7 +14,8 @@ Two sources, both the project's own:
 - **Written** (`data/qc/judge_pairs.jsonl`, 598 pairs): 299 requests in eight domains, each with
   one faithful rewrite and one realistic paraphraser failure (a dropped or added constraint, a
   vaguer task, a cut part, another format, operation, value, scope or perspective), written for
-  the project by people who had not seen the checker. They carry what the generator cannot:
+  the project by separate writers (AI helpers given only the label definitions) who had not
+  seen the checker. They carry what the generator cannot:
   free rewording, context sentences, quoted inputs. Weighted `WRITTEN_WEIGHT` times a generated
   pair; only the pairs the rules accept reach the judge, so only those train it.
 
