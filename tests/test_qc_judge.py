@@ -173,6 +173,42 @@ def test_llm_judge_through_openai_compatible_with_faults(monkeypatch, model):
         assert [x["is_valid"] for x in res2] == [True, False]
 
 
+class _StubHead:
+    """A head with fixed probabilities (threshold 0.5), so the band's edges can be pinned."""
+    threshold = 0.5
+
+    def __init__(self, ps):
+        self.ps = ps
+
+    def fingerprint(self):
+        return "stub"
+
+    def judge(self, pairs, emb, feats, tokens):
+        return [{"p_changed": p, "reason": "judge: head" if p >= self.threshold else None}
+                for p in self.ps]
+
+
+def test_llm_judge_band_replaces_the_head_threshold(monkeypatch):
+    """Outside the band the head decides against the band's edges (not its own threshold);
+    inside it only the LLM does, and only there are requests sent."""
+    from augment.backends import make_llm
+    from augment.qc.llm_judge import LLMJudge
+    with FakeAnthropicServer(reply=verdict_reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-CANARY")
+        cfg = llm_cfg("anthropic")
+        pairs = [(ORIG, CHANGED), (ORIG, SAME), (ORIG, CHANGED), (ORIG, SAME)]
+        # p: above the band; in it (head would reject); in it (head would accept); below it
+        judge = LLMJudge(_StubHead([0.9, 0.6, 0.4, 0.1]), [0.3, 0.8], lambda: make_llm(cfg),
+                         backend_name="anthropic", model="claude-haiku-4-5")
+        out = judge.judge(pairs, {}, {}, {})
+        assert srv.count("messages") == 2 and judge.requests == 2
+        assert out[0]["reason"].startswith("judge:") and "llm" not in out[0]
+        assert out[1]["reason"] is None and out[1]["llm"]["same"] is True   # LLM overrides head
+        assert out[2]["reason"].startswith("llm judge:")                    # LLM overrides head
+        assert out[3]["reason"] is None and "llm" not in out[3]
+
+
 def test_llm_judge_errors_are_one_line():
     with pytest.raises(ConfigError, match="make_checker"):
         QualityChecker(QualityConfig(judge="llm")).judge

@@ -258,11 +258,14 @@ def _is_request(text: str, lower_words: list[str]) -> bool:
     if ("?" in text or "please" in lower_words or "kindly" in lower_words
             or _DEONTIC.search(text) or _ASK.search(text)):
         return True
-    for sentence in re.split(r"(?<=[.!:;])\s+|\n+", text.strip()):
+    for n, sentence in enumerate(re.split(r"(?<=[.!:;])\s+|\n+", text.strip())):
         body = _LEADING_CLAUSE.sub("", sentence, count=1)
         m = _WORD.search(body)
-        if _WANTS.match(body) or (m and m.start() < 3
-                                  and m.group(0).lower().replace("’", "'") in _REQUEST_START):
+        first = m.group(0).lower().replace("’", "'") if m and m.start() < 3 else ""
+        if n == 0 and _WANTS.match(body):
+            return True
+        # later sentences: an imperative, but not an answer's closing "Let me know if ..."
+        if first in _REQUEST_START and (n == 0 or first != "let"):
             return True
     return False
 

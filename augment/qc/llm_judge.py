@@ -2,8 +2,9 @@
 
 Why: the head judge is cheap but small; the candidates it is unsure about (head probability in
 `qc_judge_band`) go to a real model with a versioned prompt asking whether the candidate asks
-for exactly the same thing. Everything above the band is already rejected by the head, and
-everything below it accepted, so only the band costs requests.
+for exactly the same thing. Everything at or above the band is rejected on the head's word,
+everything below it accepted, so only the band costs requests. The band replaces the head's own
+threshold: it should straddle it (the default does).
 
 Verdicts are kept in a `store` (anything with `get(key) -> dict | None` and `put(key, dict)`),
 keyed by `verdict_key(prompt version, backend, model, original, candidate)`: a rerun with the
@@ -92,6 +93,13 @@ class LLMJudge:
     def judge(self, pairs: Sequence[tuple[str, str]], emb: dict, feats: dict,
               tokens: dict) -> list[dict]:
         out = self.head.judge(pairs, emb, feats, tokens)
+        lo, hi = self.band
+        for v in out:  # outside the band the head decides, against the band's edges
+            p = v["p_changed"]
+            if p >= hi:
+                v["reason"] = f"judge: the request likely changed (p={p:.2f} >= {hi:.2f})"
+            elif p < lo:
+                v["reason"] = None
         ask = [i for i, v in enumerate(out) if self.in_band(v["p_changed"])]
         todo = []
         for i in ask:

@@ -208,7 +208,8 @@ _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
     r"as|at|from|under|over|based on|given|\w+ing)\b[^,?]{0,80},\s*", re.I)
 # An ask anywhere in the text ("Here is my draft. Could you tighten it", "... and tell me why").
-_ASK = re.compile(r"\b(?:can|could|would|will) you\b|\b(?:tell|give|show|walk|help|send|let) me\b|"
+# Not "let me": "Let me know if you need anything else" closes an assistant's answer.
+_ASK = re.compile(r"\b(?:can|could|would|will) you\b|\b(?:tell|give|show|walk|help|send) me\b|"
                   r"\bi(?:['’]d| would) (?:like|love|appreciate)\b|\bi (?:need|want)\b", re.I)
 # Present the user's input, then ask: "Here's my draft: ... Can you tighten it?" is a request.
 _HERE_OPENER = re.compile(r"^\W*here(?:['’]s| is| are)\b", re.I)
