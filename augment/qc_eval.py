@@ -29,7 +29,6 @@ import numpy as np
 from augment.quality import QualityChecker, QualityConfig
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-DEFAULT_PATH = DATA / "qc_pairs.jsonl"
 DEFAULT_PATHS = (DATA / "qc_pairs.jsonl", DATA / "instruction_pairs.jsonl",
                  DATA / "instruction_pairs_fresh.jsonl")
 LABELS = ("paraphrase", "meaning_change", "unrelated")
@@ -211,7 +210,7 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
             if r["label"] != "paraphrase" and x["is_valid"]:
                 print(f"  [{x['semantic_similarity']:.2f}] ({r.get('kind')}) {r['original']!r} -> {r['candidate']!r}")
     print()
-    return {"project": metrics(rows, [x["is_valid"] for x in project]),
+    return {"project": mp,
             "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
             "model": model}
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .words import (
-    _ABBREVIATIONS, _ANTONYM_PAIRS, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC, _DURATION, _EMAIL,
-    _ASK, _ALTER_WORDS, _INJECTION, _KEEP_WORDS, _LEADING_CLAUSE, _OUTPUT_FORMS, _LIST_OR_CODE, _NEGATION, _NEITHER_NOR, _NOT_NEGATION,
-    _ORDINAL_DIGITS, _ORDINALS, _PLACEHOLDER, _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS,
-    _REQUEST_START, _SCALES, _SENT_SPLIT, _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN,
-    _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL, _WANTS, _WORD)
+    _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
+    _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
+    _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
+    _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
+    _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL,
+    _WANTS, _WORD)
 
 def _forms(spec: str) -> frozenset[str]:
     """Regular English inflections of each base word in ``spec`` (``a|b|c``)."""
@@ -30,10 +31,17 @@ def _forms(spec: str) -> frozenset[str]:
 
 
 _ANTONYMS = [(_forms(a), _forms(b), a.split("|")[0], b.split("|")[0]) for a, b in _ANTONYM_PAIRS]
-#: inflected form -> base word, for `_PRIVATIVE` and `_TASK_VERBS`
-_PRIVATIVE_BASE = {f: spec.split("|")[0] for spec in _PRIVATIVE for f in _forms(spec)}
-_KEEP = {f: spec.split("|")[0] for spec in _KEEP_WORDS for f in _forms(spec)}
-_ALTER = {f: spec.split("|")[0] for spec in _ALTER_WORDS for f in _forms(spec)}
+
+
+def _base_of(specs) -> dict[str, str]:
+    """Inflected form -> base word for word specs (``base|irregular|...``)."""
+    return {f: spec.split("|")[0] for spec in specs for f in _forms(spec)}
+
+
+_PRIVATIVE_BASE = _base_of(_PRIVATIVE)
+_KEEP = _base_of(_KEEP_WORDS)
+_ALTER = _base_of(_ALTER_WORDS)
+#: output-form word -> its group's first word; request verb form -> its `_TASK_VERBS` groups
 _FORM_GROUP = {w: g.split("|")[0] for g in _OUTPUT_FORMS for w in g.split("|")}
 _TASK_GROUPS: dict[str, set[int]] = {}
 for _g, _spec in enumerate(_TASK_VERBS):

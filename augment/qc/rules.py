@@ -16,9 +16,9 @@ import re
 from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
-    _ANSWER_OPENER, _APOLOGY, _ASK, _HERE_OPENER, _FIRST_PERSON, _INJECTION_VERB, _NEGATION, _REFUSAL_ALTERNATIVE,
-    _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE,
-    _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
+    _ANSWER_OPENER, _APOLOGY, _ASK, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB, _NEGATION,
+    _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK, _SECOND_POSSESSIVE,
+    _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
 ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
@@ -70,13 +70,11 @@ def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     reasons = []
     po = o.negations + _prefix_flips(c, o)
     pc = c.negations + _prefix_flips(o, c)
-    # A privative word ("lost", "hates", "private") in the text with fewer negators, absent
-    # from the other, may stand for the other's negator: "without power" == "lost power",
-    # "hates" == "can't stand", "don't share it" == "keep it private". It only excuses a flip,
-    # never makes one (a privative reworded by an unlisted synonym, "losing" -> "behind", must
-    # not read as a negation).
-    # "without losing X" == "don't change X" == "keeping X": the text with fewer negators
-    # keeps what the other forbids to lose or change.
+    # A flip is excused (never made) when the text with fewer negators has, and the other
+    # lacks, a privative word standing for the missing negator ("without power" == "lost
+    # power", "hates" == "can't stand"), or a keep-word for what the other forbids to change
+    # or lose ("without losing X" == "keeping X"). A privative never counts as a negator by
+    # itself: one reworded by an unlisted synonym ("losing" -> "behind") must not flip.
     fewer, other = (o, c) if po < pc else (c, o)
     kept = fewer.keeps - other.keeps and other.alters - fewer.alters
     if po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept:
@@ -210,8 +208,12 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
     changed_b = sum(j2 - j1 for _, _, _, j1, j2 in ops)
     if changed_a > 3 or changed_b > 3 or same < 0.6 * max(len(a), len(b)):
         return None
-    return "; ".join(f"{' '.join(a[i1:i2]) or '∅'} {'~' if op in synonyms else '->'} "
-                     f"{' '.join(b[j1:j2]) or '∅'}" for op in ops for _, i1, i2, j1, j2 in [op])
+    parts = []
+    for op in ops:  # "~": an edit another check already judged
+        _, i1, i2, j1, j2 = op
+        parts.append(f"{' '.join(a[i1:i2]) or '∅'} {'~' if op in synonyms else '->'} "
+                     f"{' '.join(b[j1:j2]) or '∅'}")
+    return "; ".join(parts)
 
 
 def _quantity_only(words: list[str]) -> bool:

@@ -122,10 +122,10 @@ _ANTONYM_PAIRS = [
     ("hire", "fire"), ("join", "leave"), ("on time", "late"),
 ]
 # Words that carry a negation in their meaning: "lost power" == "without power", "hates" ==
-# "can't stand", "forgot" == "can't remember", "keep it private" == "don't share it". In the
-# polarity check each counts as a negator only when the other text lacks it, so a rewrite may
-# trade one for an explicit negator ("without losing service" -> "keeping service") while
-# "forgot" -> "remembered" still flips. Base forms; regular inflections are generated,
+# "can't stand", "forgot" == "can't remember", "keep it private" == "don't share it". The
+# polarity check lets a rewrite trade one for an explicit negator (the text with fewer negators
+# has it, the other lacks it); they never count as negators by themselves, so "forgot" ->
+# "remembered" is left to the other checks. Base forms; regular inflections are generated,
 # irregular ones follow "|".
 _PRIVATIVE = ("lose|lost", "lack", "miss", "forget|forgot|forgotten", "hate", "dislike",
               "absent", "deny|denied", "prevent", "private", "stop", "quit", "cease", "omit",
@@ -187,7 +187,7 @@ proofread pull render research scale shorten sketch spell tally weigh
 reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe subscribe waive
 dispute block unblock activate deactivate reactivate renew extend track pay
 rework plot chart graph tabulate work figure boil narrow match merge split group filter count
-compute steer draw
+steer
 """.split())
 _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
                     r"i ask that|help me|let me know)\b", re.I)
