@@ -353,7 +353,7 @@ class AugmentConfig:
         w = self.consistency_weight
         if not (w >= 0 and math.isfinite(w)):
             raise ConfigError(f"consistency_weight={w} must be a number >= 0 (0 = off).")
-        if w == 0 and not self.consistency_pairing:
+        if not self.consistency_pairs:
             return
         what = f"consistency_weight={w}" if w else "consistency_pairing: true"
         if self.augmented_per_original <= 0:
@@ -383,6 +383,12 @@ class AugmentConfig:
                 f"language={self.language!r}: the instruction templates are English only; "
                 "remove 'templates' from augment_methods (the QC switches its English-only "
                 "checks off by itself and says so in each verdict).")
+
+    @property
+    def consistency_pairs(self) -> bool:
+        """Does each epoch come in (original, instruction variant) pairs? With the term on, or
+        as its control (`consistency_pairing`)."""
+        return self.consistency_weight > 0 or self.consistency_pairing
 
     @property
     def augmented_fraction(self) -> float:

@@ -47,17 +47,17 @@ permutation positions [k*F, (k+1)*F) mod R.
 In replace mode the O originals are a seeded choice among rows that got no augmented slot this
 epoch (so as many rows as possible appear once), topped up from augmented rows when needed.
 
-Consistency pairs (`consistency_pairs=True`, set when `consistency_weight > 0`): the epoch's
-multiset of indices is exactly the one above (same counts, same variants); only the order
-changes. Each original whose row has an instruction-side variant (paraphrase, backtranslate,
-templates; never `outputs`, whose answer differs, nor a refusal) scheduled this epoch is put
-immediately before one of them, at an even position of the plan: entries (2k, 2k+1). The other
-entries fill the remaining slots two by two, and the units are shuffled. With an even
-per-device batch size every micro-batch, and so every rank's share of a global batch, starts at
-an even position, so a pair never straddles two micro-batches or two ranks (the trainer
-refuses an odd batch size). In replace mode the originals are then drawn first from rows with
-such a variant this epoch (instead of from rows without an augmented slot), so at 1:1 every
-original has its pair.
+Consistency pairs (`consistency_pairs=True`, set from `AugmentConfig.consistency_pairs`: a
+weight > 0 or `consistency_pairing`): the epoch's multiset of indices is exactly the one above
+(same counts, same variants); only the order changes. Each original whose row has an
+instruction-side variant (paraphrase, backtranslate, templates; never `outputs`, whose answer
+differs, nor a refusal) scheduled this epoch is put immediately before one of them, at an even
+position of the plan: entries (2k, 2k+1). The other entries fill the remaining slots two by two,
+and the units are shuffled. With an even per-device batch size every micro-batch, and so every
+rank's share of a global batch, starts at an even position, so a pair never straddles two
+micro-batches or two ranks (the trainer refuses an odd batch size). In replace mode the
+originals are then drawn first from rows with such a variant this epoch (instead of from rows
+without an augmented slot), so at 1:1 every original has its pair.
 
 Everything comes from (seed, epoch): the plan is identical on every rank and in a fresh process.
 The sampler does not shard by rank (accelerate shards the batches of one global index stream);
@@ -394,4 +394,4 @@ class RatioSampler(torch.utils.data.Sampler[int]):
                    refusal_fraction=cfg.refusal_fraction,
                    seed=cfg.augment_seed if cfg.augment_seed is not None else seed,
                    shuffle=shuffle,
-                   consistency_pairs=cfg.consistency_weight > 0 or cfg.consistency_pairing)
+                   consistency_pairs=cfg.consistency_pairs)
