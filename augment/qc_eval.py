@@ -43,6 +43,11 @@ TARGET_POINT = (0.85, 0.15)
 
 
 def load_pairs(path: str | Path) -> list[dict]:
+    """The labelled pairs of a JSONL file; a bad file or line is an `InputError` naming it."""
+    from augment.errors import InputError
+    if not Path(path).is_file():
+        raise InputError("no such file", file=str(path),
+                         fix="Pass a JSONL file of original/candidate/label pairs")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -51,10 +56,12 @@ def load_pairs(path: str | Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc.msg}); fix the line.")
-            missing = {"original", "candidate", "label"} - row.keys()
-            if missing or row["label"] not in LABELS:
-                raise ValueError(f"{path}:{n}: need original/candidate/label in {LABELS}; got {row}")
+                raise InputError(f"not JSON ({exc.msg})", file=str(path), line=n,
+                                 fix="Fix the line")
+            if (not isinstance(row, dict) or {"original", "candidate", "label"} - row.keys()
+                    or row["label"] not in LABELS):
+                raise InputError(f"need original/candidate/label in {LABELS}; got {row}",
+                                 file=str(path), line=n)
             rows.append(row)
     return rows
 
@@ -231,4 +238,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from augment.cli import run_cli
+    run_cli(main)

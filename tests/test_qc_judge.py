@@ -65,6 +65,18 @@ def test_instruction_sets_are_apart_from_the_judge_data(name):
     assert not ({r["original"] for r in written} | {r["candidate"] for r in written}) & held_out
 
 
+@pytest.mark.parametrize("text,where", [("", ": no such file"), ('{"original": "a"}\n', ":1: need"),
+                                        ('\n[1, 2]\n', ":2: need"), ("{oops\n", ":1: not JSON")])
+def test_labelled_pair_files_fail_with_one_line_naming_file_and_line(tmp_path, text, where):
+    from augment.errors import InputError
+    from augment.qc_eval import main
+    path = tmp_path / "pairs.jsonl"
+    if text:
+        path.write_text(text)
+    with pytest.raises(InputError, match=f"pairs.jsonl{where}"):
+        main([str(path)])
+
+
 def test_written_judge_pairs_are_balanced_and_labelled():
     from augment.qc.train_judge import WRITTEN_PATH
     rows = load_pairs(WRITTEN_PATH)

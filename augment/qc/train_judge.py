@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import random
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -463,4 +462,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from augment.cli import run_cli
+    run_cli(main)
