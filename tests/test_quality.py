@@ -204,6 +204,28 @@ def rules(checker):
      "For seventh graders, create a single-page study guide about photosynthesis."),
     ("Explain how a bill becomes a law in the United States.",
      "Walk me through how a bill becomes law in the US."),
+    # a negation folded into "non-", "rather than", "nothing else"
+    ("Write a Dockerfile that runs the app as a non-root user.",
+     "Write a Dockerfile in which the app doesn't run as root."),
+    ("I got the wrong size. Ask the store for an exchange, not a refund.",
+     "Please request an exchange rather than a refund from the store: the size was wrong."),
+    ("Write a regex that matches ISO dates and nothing else.",
+     "I need a regular expression that accepts only dates in ISO format."),
+    # a count of the original's list items; ordinals spelled out; "M" and "m"
+    ("Compare Rust, Go and Zig for writing a CLI tool.",
+     "For writing a CLI tool, compare these three languages: Rust, Go and Zig."),
+    ("Give me a quiz for my 2nd-period biology class.",
+     "Write a quiz for my second-period biology class."),
+    ("Write a toast for my grandfather's 90th birthday.",
+     "Write a toast for my grandfather's ninetieth birthday."),
+    ("Why is my query slow on a table with 50M rows?",
+     "Why is my query slow on a table of 50 million rows?"),
+    ("Calculate the period of a 1.2 m pendulum on Mars.",
+     "On Mars, what is the period of a pendulum 1.2 metres long?"),
+    # a demonym for its country; a term spelled out in lower case
+    ("Does a US tourist need a visa for Brazil?",
+     "Does an American tourist need a visa to visit Brazil?"),
+    ("How many PTO days do new hires get?", "How many days of paid time off do new hires get?"),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     """Each exemption below was a false reject on written faithful rewrites."""
@@ -233,6 +255,14 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     # a name dropped from a first-person message is a changed situation, as in a request
     ("The tax on my bill looks wrong. I moved from Texas to Oregon last month.",
      "The tax on my bill looks wrong. I moved to Oregon last month.", "entity texas missing"),
+    # "non-" is a negator; a list's size excuses a count the candidate adds, never one it drops
+    ("Write a Dockerfile that runs the app as a non-root user.",
+     "Write a Dockerfile that runs the app as root.", "negation"),
+    ("Give me tips on sleep and diet.", "Give me 5 tips on sleep and diet.", "number 5 added"),
+    ("Summarize my last three phone bills and flag any spikes.",
+     "Summarize my phone bills from this year and flag any spikes.", "number 3 missing"),
+    ("Does a US tourist need a visa for Brazil?", "Does a Canadian tourist need a visa for Brazil?",
+     "entity changed"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

@@ -86,6 +86,15 @@ class _Features:
     alters: frozenset[str] = frozenset()
     #: output forms asked for (`_OUTPUT_FORMS` groups, by their first word)
     forms: frozenset[str] = frozenset()
+    #: stem of the first content word after each negator ("no children" -> "children"); "" for
+    #: a negator with none within four words
+    negated: tuple[str, ...] = ()
+    #: how many items the text's lists can have ("A, B and C" -> 2, 3, 4 with or without an
+    #: Oxford comma; any "and"/"then" -> 2): a rewrite may count them ("three things: ...")
+    list_sizes: frozenset[str] = frozenset()
+    #: "first"/"second" as words ("1st" and "2nd" are ordinals in `numbers`, these are not,
+    #: since "a second" is a time unit and "first" an adverb)
+    ordinal_words: frozenset[str] = frozenset()
 
 
 def _full_stem(w: str) -> str:
@@ -169,10 +178,14 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
             values.append(f"{int(float(tok))}th" if tok.isdigit() else tok)  # "7th" -> 7, th
             i += 2
             continue
-        if low == "quarter" and not (prev in ("a", "one", "three") or prev[:1].isdigit()
-                                     or (i + 1 < n and tokens[i + 1].lower() == "of")):
-            i += 1  # "this quarter", "per quarter": a period, not 0.25
+        if low == "quarter" and (tok == "Quarter" and i > 0 or not (
+                prev in ("a", "one", "three") or prev[:1].isdigit()
+                or (i + 1 < n and tokens[i + 1].lower() == "of"))):
+            i += 1  # "this quarter", "per quarter": a period, "the Gothic Quarter": a name
             continue
+        if low == "a" and i + 1 < n and tokens[i + 1].lower() in ("hundred", "thousand",
+                                                                  "million", "billion"):
+            tok = low = "1"  # "a million" == "1 million"
         if tok[0].isdigit():
             raw = tok.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", tok) else tok
             try:
@@ -191,7 +204,9 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
             if val >= 20 and val % 10 == 0 and j + 1 < n and tokens[j] == "-" and tokens[j + 1].lower() in _UNITS:
                 val += _UNITS[tokens[j + 1].lower()]
                 j += 2
-            if j < n and tokens[j].lower() in _SCALES:
+            # "M" is a million, "m" only after a currency ("$1.2m"); "a 1.2 m pendulum" is metres
+            if j < n and tokens[j].lower() in _SCALES and (
+                    tokens[j] != "m" or prev in _CURRENCY_WORDS):
                 val *= _SCALES[tokens[j].lower()]
                 j += 1
             values.append(val)
@@ -313,6 +328,7 @@ def _features(text: str) -> _Features:
     content = frozenset(_stem(w) for w in lower if w not in _STOPWORDS and len(w) > 2)
     neg_text = _NOT_NEGATION.sub(" ", text)
     neg = len(_NEGATION.findall(neg_text)) - (1 if _NEITHER_NOR.search(neg_text) else 0)
+    negated = tuple(_negated_word(neg_text[m.end():]) for m in _NEGATION.finditer(neg_text))
     return _Features(
         text=text, words=words, lower_words=lower, word_set=frozenset(lower), stems=stems,
         full_stems=frozenset(_full_stem(w) for w in lower),
@@ -334,7 +350,34 @@ def _features(text: str) -> _Features:
         keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),
         alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
         forms=_output_forms(lower),
+        negated=negated,
+        list_sizes=_list_sizes(masked),
+        ordinal_words=frozenset({"1th": "first", "2th": "second"}[k] for k in ("1th", "2th")
+                                if {"1th": "first", "2th": "second"}[k] in lower),
     )
+
+
+_CLAUSE = re.compile(r"[.;:?!()]\s|[;:?!()]|\n")
+_AND_OR = re.compile(r"\b(?:and|or|then)\b", re.I)
+
+
+def _list_sizes(text: str) -> frozenset[str]:
+    """Item counts a rewrite could state for the text's coordinated lists (see `_Features`)."""
+    out: set[int] = set()
+    for clause in _CLAUSE.split(text):
+        for m in _AND_OR.finditer(clause):
+            commas = clause[:m.start()].count(", ")
+            out.update({2} if not commas else {commas + 1, commas + 2})
+    return frozenset(_fmt_number(float(k)) for k in out if k <= 10)
+
+
+def _negated_word(rest: str) -> str:
+    """Stem of the first content word of the four after a negator, or ""."""
+    for w in _WORD.findall(rest)[:4]:
+        w = w.lower().replace("’", "'")
+        if w not in _STOPWORDS and len(w) > 2 and not w.endswith("n't"):
+            return _stem(w)
+    return ""
 
 
 def _has_phrase(f: _Features, forms: Iterable[str]) -> str | None:

@@ -16,9 +16,9 @@ import re
 from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
-    _ANSWER_OPENER, _APOLOGY, _ASK, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB, _NEGATION,
-    _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK, _SECOND_POSSESSIVE,
-    _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
+    _ANSWER_OPENER, _APOLOGY, _ASK, _COUNTRY_OF, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
+    _NEGATION, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK,
+    _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
 ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
@@ -47,12 +47,15 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
             reasons.append(f"{name} {v} added (not in original)")
     # a number that is part of a duration the other text states in other words is not lost:
     # "30 minutes" -> "half an hour", "a week-long trip" -> "a seven-day trip"
+    # "Compare A, B and C" -> "Compare these three": a count of the original's list items is not
+    # a new number (a number the candidate lost still is); "2nd period" -> "second period".
     if not source_only:
         for v in sorted(o.numbers - c.numbers, key=str):
-            if not o.duration_of.get(v, frozenset()) & c.durations:
+            if not (o.duration_of.get(v, frozenset()) & c.durations or _ordinal_word(v, c)):
                 reasons.append(f"number {v} missing")
     for v in sorted(c.numbers - o.numbers, key=str):
-        if not c.duration_of.get(v, frozenset()) & o.durations:
+        if not (c.duration_of.get(v, frozenset()) & o.durations or _ordinal_word(v, o)
+                or v in o.list_sizes and v not in c.duration_of):
             reasons.append(f"number {v} added (not in original)")
     lost, new = o.units - c.units, c.units - o.units
     if o.durations == c.durations:  # the same time span in other units
@@ -66,6 +69,12 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
     return reasons
 
 
+def _ordinal_word(v: str, other: _Features) -> bool:
+    """Does the other text spell ordinal ``v`` ("1th", "2th") as "first" / "second" (words
+    `_numbers` leaves alone: "a second" is a time unit, "first" an adverb)?"""
+    return {"1th": "first", "2th": "second"}.get(v, "") in other.ordinal_words
+
+
 def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     reasons = []
     po = o.negations + _prefix_flips(c, o)
@@ -77,7 +86,8 @@ def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     # itself: one reworded by an unlisted synonym ("losing" -> "behind") must not flip.
     fewer, other = (o, c) if po < pc else (c, o)
     kept = fewer.keeps - other.keeps and other.alters - fewer.alters
-    if po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept:
+    if (po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept
+            and not _negation_absorbed(fewer, other, po + pc - o.negations - c.negations)):
         reasons.append(f"negation flipped ({po} vs {pc} negators)")
     for fa, fb, a, b in _ANTONYMS:
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
@@ -87,11 +97,26 @@ def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
+def _negation_absorbed(fewer: _Features, more: _Features, prefix_flips: int) -> bool:
+    """Did a rewrite fold the extra negation into one word? Every word the extra negators negate
+    survives in the other text only inside a longer word ("no children" -> "childless", "without
+    stopping" -> "nonstop"). A real flip keeps the word itself ("include tests" -> "don't include
+    tests"), and a dropped negated constraint ("without using the word 'sale'") loses it. Prefix
+    flips ("unlocked") and a negator with no content word after it are never excused."""
+    extra = [w for w in more.negated if w not in fewer.negated]
+    return (prefix_flips == 0 and bool(extra)
+            and all(len(w) >= 4 and w not in fewer.stems
+                    and any(w in x and x != w for x in fewer.lower_words) for w in extra))
+
+
 def _mentions(f: _Features, entity: str) -> bool:
     """Is ``entity`` mentioned in ``f``, in any case, possibly abbreviated
     ("Mass" ~ "Massachusetts", "Fed" ~ "Federal")?"""
     if entity in f.word_set or entity in f.entity_words:
         return True
+    if _COUNTRY_OF.get(entity, set()) & f.word_set or any(
+            entity in _COUNTRY_OF.get(w, ()) for w in f.word_set):
+        return True  # "US" == "American", "Ireland" == "Irish"
     return len(entity) >= 3 and any(
         len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))
         for w in f.entity_words)
@@ -118,6 +143,14 @@ def _initials(o: _Features, acronym: str) -> set[str]:
         humps = "".join(ch for i, ch in enumerate(w) if i == 0 or ch.isupper()).lower()
         if len(humps) >= 2 and humps == acronym:
             out.add(w.lower())
+    # a term spelled out in lower case: "PTO" = "paid time off", "EV" = "electric vehicle" (two
+    # letters only from two content words, or "US" would match "use something")
+    low, k = o.lower_words, len(acronym)
+    for i in range(len(low) - k + 1):
+        run = low[i:i + k]
+        if "".join(w[0] for w in run) == acronym and (
+                k >= 3 or all(w not in _STOPWORDS and len(w) >= 4 for w in run)):
+            out.update(run)
     return out
 
 
@@ -131,7 +164,8 @@ def _entity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
         for e in y.entities:
             if 2 <= len(e) <= 5 and not _mentions(x, e):
                 kept |= _initials(x, e)
-    missing = sorted(e for e in o.entities if not _mentions(c, e) and e not in kept)
+    missing = sorted(e for e in o.entities
+                     if not _mentions(c, e) and e not in kept and not _initials(c, e))
     added = sorted(e for e in c.entities if not _mentions(o, e) and not _initials(o, e))
     if missing and added:
         return [f"entity changed: {', '.join(missing)} -> {', '.join(added)}"], []

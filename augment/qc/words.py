@@ -45,7 +45,9 @@ _UNITS_IGNORED = {"one"}
 _SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000,
            "trillion": 1_000_000_000_000, "k": 1_000, "m": 1_000_000, "bn": 1_000_000_000}
 _ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-             "ninth": 9, "tenth": 10}
+             "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20,
+             "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "sixtieth": 60, "seventieth": 70,
+             "eightieth": 80, "ninetieth": 90, "hundredth": 100}
 _ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
 # Time units in seconds, so that "30 minutes" == "half an hour" and "a week-long trip" ==
 # "a seven-day trip". Calendar units only convert among themselves (a month is not 30 days).
@@ -69,8 +71,25 @@ _CURRENCY_WORDS = {
     "¥": "JPY", "yen": "JPY", "jpy": "JPY",
 }
 
+# Demonyms and their countries: "a US tourist" == "an American tourist".
+_DEMONYMS = {
+    "american": ("us", "usa", "america"), "british": ("uk", "britain"), "english": ("england",),
+    "scottish": ("scotland",), "welsh": ("wales",), "irish": ("ireland",),
+    "dutch": ("netherlands", "holland"), "french": ("france",), "german": ("germany",),
+    "spanish": ("spain",), "portuguese": ("portugal",), "swiss": ("switzerland",),
+    "swedish": ("sweden",), "danish": ("denmark",), "norwegian": ("norway",),
+    "finnish": ("finland",), "polish": ("poland",), "greek": ("greece",), "turkish": ("turkey",),
+    "chinese": ("china",), "japanese": ("japan",), "thai": ("thailand",),
+    "vietnamese": ("vietnam",), "filipino": ("philippines",), "israeli": ("israel",),
+    "belgian": ("belgium",), "austrian": ("austria",), "czech": ("czechia",),
+    "hungarian": ("hungary",), "icelandic": ("iceland",), "kiwi": ("new", "zealand"),
+}
+_COUNTRY_OF = {d: set(c) for d, c in _DEMONYMS.items()}
+
 _NEGATION = re.compile(
-    r"\b(?:not|no|never|none|nobody|nothing|nowhere|neither|without|cannot|"
+    r"\b(?:not|no|never|none|nobody|nothing|nowhere|neither|without|cannot|nonstop|"
+    r"non(?=-\w)(?!-profit|-fiction|-stick)|rather\s+than|instead\s+of|"
+    r"(?:steer|steers|steered|steering)\s+clear\s+of|"
     r"(?:fail|fails|failed|failing)\s+to|unsuccessful|unsuccessfully|unable|refuse|refuses|refused|"
     r"(?:decline|declines|declined)\s+to\s+(?!a\b|an\b|the\b|\d)|"
     r"(?:has|have|had|is|are|was|were)\s+yet\s+to|"
@@ -78,7 +97,8 @@ _NEGATION = re.compile(
     re.I)
 # Idioms that contain a negator but do not negate ("nothing but" = only).
 _NOT_NEGATION = re.compile(
-    r"\b(?:nothing but|no (?:more|less|fewer|later|earlier|sooner|longer|shorter|bigger|larger|"
+    r"\b(?:nothing (?:but|else|beyond|other than|more than)|"
+    r"no (?:more|less|fewer|later|earlier|sooner|longer|shorter|bigger|larger|"
     r"higher|greater|older|wider) than|none other than|"
     r"not only|no doubt|no matter)\b", re.I)
 _NEITHER_NOR = re.compile(r"\bneither\b.*\bnor\b", re.I | re.S)
@@ -129,7 +149,7 @@ _ANTONYM_PAIRS = [
 # irregular ones follow "|".
 _PRIVATIVE = ("lose|lost", "lack", "miss", "forget|forgot|forgotten", "hate", "dislike",
               "absent", "deny|denied", "prevent", "private", "stop", "quit", "cease", "omit",
-              "skip", "exclude", "ignore", "free", "fail")
+              "skip", "exclude", "ignore", "free", "fail", "await", "pending")
 # "without losing X" == "don't change X" == "while keeping X": the polarity check excuses a flip
 # when the text with fewer negators has one of these and the other does not, so "without losing
 # X" dropped still flips.
