@@ -222,6 +222,10 @@ def rules(checker):
      "Why is my query slow on a table of 50 million rows?"),
     ("Calculate the period of a 1.2 m pendulum on Mars.",
      "On Mars, what is the period of a pendulum 1.2 metres long?"),
+    # a negated detail reworded without a negator (a flip is hard only when the negated word
+    # stays or is dropped with nothing in its place)
+    ("Write a product description for our kettle that doesn't mention the price.",
+     "Please draft a description of our kettle for the product page, leaving the price out."),
     # a demonym for its country; a term spelled out in lower case
     ("Does a US tourist need a visa for Brazil?",
      "Does an American tourist need a visa to visit Brazil?"),

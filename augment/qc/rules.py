@@ -75,8 +75,14 @@ def _ordinal_word(v: str, other: _Features) -> bool:
     return {"1th": "first", "2th": "second"}.get(v, "") in other.ordinal_words
 
 
-def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
-    reasons = []
+def _polarity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
+    """(hard, soft). A flip is hard evidence when a word the extra negators negate also stands
+    in the other text ("include tests" -> "don't include tests") or the negated part was dropped
+    with nothing in its place ("... without losing my number?" -> "...?"); otherwise the rewrite
+    reworded the negated part too ("can't start before January" -> "January is the earliest I
+    could start"), and on written request rewrites such count mismatches were as often
+    faithful as not (32 faithful, 38 changed), so in a request it is only soft evidence."""
+    reasons, soft = [], []
     po = o.negations + _prefix_flips(c, o)
     pc = c.negations + _prefix_flips(o, c)
     # A flip is excused (never made) when the text with fewer negators has, and the other
@@ -86,15 +92,19 @@ def _polarity_reasons(o: _Features, c: _Features) -> list[str]:
     # itself: one reworded by an unlisted synonym ("losing" -> "behind") must not flip.
     fewer, other = (o, c) if po < pc else (c, o)
     kept = fewer.keeps - other.keeps and other.alters - fewer.alters
+    prefix_flips = po + pc - o.negations - c.negations
     if (po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept
-            and not _negation_absorbed(fewer, other, po + pc - o.negations - c.negations)):
-        reasons.append(f"negation flipped ({po} vs {pc} negators)")
+            and not _negation_absorbed(fewer, other, prefix_flips)):
+        extra = [w for w in other.negated if w not in fewer.negated]
+        anchored = (prefix_flips or not all(extra) or any(w in fewer.stems for w in extra)
+                    or not fewer.content_stems - other.content_stems)  # dropped, not reworded
+        (reasons if anchored or not o.is_request else soft).append(f"negation flipped ({po} vs {pc} negators)")
     for fa, fb, a, b in _ANTONYMS:
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
             wo, wc = _has_phrase(o, x), _has_phrase(c, y)
             if wo and wc and not _has_phrase(o, y) and not _has_phrase(c, x):
                 reasons.append(f"antonym swap: {wo} -> {wc}")
-    return list(dict.fromkeys(reasons))
+    return list(dict.fromkeys(reasons)), soft
 
 
 def _negation_absorbed(fewer: _Features, more: _Features, prefix_flips: int) -> bool:
@@ -346,20 +356,22 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
         reasons += _answer_reasons(o, c)
     if cfg.check_invariants:
         reasons += _invariant_reasons(o, c, source_only=False)
+    soft = []
     if en and cfg.check_polarity:
-        reasons += _polarity_reasons(o, c)
+        hard, soft = _polarity_reasons(o, c)
+        reasons += hard
     if en and cfg.check_content and o.is_request:
         lost, new = o.forms - c.forms, c.forms - o.forms
         if lost and new:
             reasons.append(f"output form changed: {'/'.join(sorted(lost))} -> {'/'.join(sorted(new))}")
-    soft = []
     if cfg.check_entities or cfg.check_invariants:
         swap = _swapped_words(o, c)
         if swap:
             reasons.append(f"words swapped ({swap}): roles or values changed")
     if en and cfg.check_entities:
-        hard, soft = _entity_reasons(o, c)
+        hard, soft_names = _entity_reasons(o, c)
         reasons += hard
+        soft += soft_names
         if (o.is_request or o.word_set & _FIRST_PERSON) and not templates:
             # In a request every name is a parameter of the task ("moved from Texas to
             # Oregon"): dropping one asks something else. Declarative text (news) often

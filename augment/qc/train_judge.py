@@ -11,11 +11,12 @@ Two sources, both the project's own:
   another output format) and what does not (reworded verbs and constraints, reordered clauses,
   instruction templates). Every negative is a perturbation applied ON TOP of a faithful rewrite,
   so both classes carry the same rewording noise and only the perturbation tells them apart.
-- **Written** (`data/qc/judge_pairs.jsonl`, 598 pairs): 299 requests in eight domains, each with
-  one faithful rewrite and one realistic paraphraser failure (a dropped or added constraint, a
-  vaguer task, a cut part, another format, operation, value, scope or perspective), written for
-  the project by separate writers (AI helpers given only the label definitions) who had not
-  seen the checker. They carry what the generator cannot:
+- **Written** (`data/qc/judge_pairs.jsonl`, 2,038 pairs): 1,019 requests in 24 domains, each
+  with one faithful rewrite and one realistic paraphraser failure (a dropped or added
+  constraint, a vaguer task, a cut part, another format, operation, value, scope or
+  perspective), written for the project in two rounds (598, then 1,440) by separate writers (AI
+  helpers given only the label definitions and a brief on realistic requests) who had not seen
+  the checker. They carry what the generator cannot:
   free rewording, context sentences, quoted inputs. Weighted `WRITTEN_WEIGHT` times a generated
   pair; only the pairs the rules accept reach the judge, so only those train it.
 
