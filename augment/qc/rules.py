@@ -75,13 +75,16 @@ def _ordinal_word(v: str, other: _Features) -> bool:
     return {"1th": "first", "2th": "second"}.get(v, "") in other.ordinal_words
 
 
-def _polarity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
+def _polarity_reasons(o: _Features, c: _Features,
+                      reworded: bool = True) -> tuple[list[str], list[str]]:
     """(hard, soft). A flip is hard evidence when a word the extra negators negate also stands
     in the other text ("include tests" -> "don't include tests") or the negated part was dropped
     with nothing in its place ("... without losing my number?" -> "...?"); otherwise the rewrite
-    reworded the negated part too ("can't start before January" -> "January is the earliest I
-    could start"), and on written request rewrites such count mismatches were as often
-    faithful as not (32 faithful, 38 changed), so in a request it is only soft evidence."""
+    reworded the negated part too ("that doesn't mention the price" -> "leaving the price out"),
+    and on written request rewrites such count mismatches were as often
+    faithful as not (32 faithful, 38 changed), so in a request it is only soft evidence.
+    ``reworded=False`` (back-translation) keeps every flip hard: a machine translation's stray
+    "not" ("in my vault" -> "not my safe") is a garbled text, not a rewording."""
     reasons, soft = [], []
     po = o.negations + _prefix_flips(c, o)
     pc = c.negations + _prefix_flips(o, c)
@@ -98,7 +101,8 @@ def _polarity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]
         extra = [w for w in other.negated if w not in fewer.negated]
         anchored = (prefix_flips or not all(extra) or any(w in fewer.stems for w in extra)
                     or not fewer.content_stems - other.content_stems)  # dropped, not reworded
-        (reasons if anchored or not o.is_request else soft).append(f"negation flipped ({po} vs {pc} negators)")
+        flip = f"negation flipped ({po} vs {pc} negators)"
+        (reasons if anchored or not o.is_request or not reworded else soft).append(flip)
     for fa, fb, a, b in _ANTONYMS:
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
             wo, wc = _has_phrase(o, x), _has_phrase(c, y)
@@ -109,14 +113,16 @@ def _polarity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]
 
 def _negation_absorbed(fewer: _Features, more: _Features, prefix_flips: int) -> bool:
     """Did a rewrite fold the extra negation into one word? Every word the extra negators negate
-    survives in the other text only inside a longer word ("no children" -> "childless", "without
-    stopping" -> "nonstop"). A real flip keeps the word itself ("include tests" -> "don't include
+    survives in the other text only inside a longer negative word ("no children" -> "childless",
+    "without stopping" -> "nonstop"; "not site" -> "website" is no such word). A real flip keeps the word itself ("include tests" -> "don't include
     tests"), and a dropped negated constraint ("without using the word 'sale'") loses it. Prefix
     flips ("unlocked") and a negator with no content word after it are never excused."""
     extra = [w for w in more.negated if w not in fewer.negated]
     return (prefix_flips == 0 and bool(extra)
             and all(len(w) >= 4 and w not in fewer.stems
-                    and any(w in x and x != w for x in fewer.lower_words) for w in extra))
+                    and any(w in x and x != w and (x.startswith(("non", "un", "dis"))
+                                                   or x.endswith(("less", "free")))
+                            for x in fewer.lower_words) for w in extra))
 
 
 def _mentions(f: _Features, entity: str) -> bool:
@@ -358,7 +364,7 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
         reasons += _invariant_reasons(o, c, source_only=False)
     soft = []
     if en and cfg.check_polarity:
-        hard, soft = _polarity_reasons(o, c)
+        hard, soft = _polarity_reasons(o, c, reworded=method == "paraphrase")
         reasons += hard
     if en and cfg.check_content and o.is_request:
         lost, new = o.forms - c.forms, c.forms - o.forms

@@ -265,11 +265,12 @@ _REFUSAL_ALTERNATIVE = re.compile(
 # For the judge head (`judges.pair_features`): words that name an output form, and words that
 # bound or qualify a request. A rewrite that loses or gains one often asks for something else
 # ("as a table" -> "as a list", "only the first 3" -> "the first 3"); the head weighs them with
-# everything else, no rule rejects on them alone.
+# everything else, no rule rejects on them alone. Not "step": "How do I ...?" -> "What are the
+# steps to ...?" asks the same.
 _FORMAT_WORDS = frozenset("""
 table list bullet bulleted json csv yaml xml markdown html paragraph essay email letter memo tweet
 post thread code script function class query sql chart graph diagram outline summary report slide
-haiku poem limerick sonnet story spreadsheet array numbered step checklist timeline flashcard quiz
+haiku poem limerick sonnet story spreadsheet array numbered checklist timeline flashcard quiz
 headline title caption sentence word page minute
 """.split())
 _LIMIT_WORDS = frozenset("""
