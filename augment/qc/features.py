@@ -92,9 +92,6 @@ class _Features:
     #: how many items the text's lists can have ("A, B and C" -> 2, 3, 4 with or without an
     #: Oxford comma; any "and"/"then" -> 2): a rewrite may count them ("three things: ...")
     list_sizes: frozenset[str] = frozenset()
-    #: "first"/"second" as words ("1st" and "2nd" are ordinals in `numbers`, these are not,
-    #: since "a second" is a time unit and "first" an adverb)
-    ordinal_words: frozenset[str] = frozenset()
 
 
 def _full_stem(w: str) -> str:
@@ -327,8 +324,8 @@ def _features(text: str) -> _Features:
     stems = frozenset(_stem(w) for w in lower)
     content = frozenset(_stem(w) for w in lower if w not in _STOPWORDS and len(w) > 2)
     neg_text = _NOT_NEGATION.sub(" ", text)
-    neg = len(_NEGATION.findall(neg_text)) - (1 if _NEITHER_NOR.search(neg_text) else 0)
-    negated = tuple(_negated_word(neg_text[m.end():]) for m in _NEGATION.finditer(neg_text))
+    negators = list(_NEGATION.finditer(neg_text))
+    neg = len(negators) - (1 if _NEITHER_NOR.search(neg_text) else 0)
     return _Features(
         text=text, words=words, lower_words=lower, word_set=frozenset(lower), stems=stems,
         full_stems=frozenset(_full_stem(w) for w in lower),
@@ -350,10 +347,8 @@ def _features(text: str) -> _Features:
         keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),
         alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
         forms=_output_forms(lower),
-        negated=negated,
+        negated=tuple(_negated_word(neg_text[m.end():]) for m in negators),
         list_sizes=_list_sizes(masked),
-        ordinal_words=frozenset({"1th": "first", "2th": "second"}[k] for k in ("1th", "2th")
-                                if {"1th": "first", "2th": "second"}[k] in lower),
     )
 
 

@@ -16,8 +16,8 @@ import re
 from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
-    _ANSWER_OPENER, _APOLOGY, _ASK, _COUNTRY_OF, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
-    _NEGATION, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK,
+    _ANSWER_OPENER, _APOLOGY, _ASK, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
+    _NEGATION, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK,
     _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
@@ -70,9 +70,8 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
 
 
 def _ordinal_word(v: str, other: _Features) -> bool:
-    """Does the other text spell ordinal ``v`` ("1th", "2th") as "first" / "second" (words
-    `_numbers` leaves alone: "a second" is a time unit, "first" an adverb)?"""
-    return {"1th": "first", "2th": "second"}.get(v, "") in other.ordinal_words
+    """Does the other text spell ordinal ``v`` ("1th", "2th") as a word (`_ORDINAL_WORDS`)?"""
+    return v in _ORDINAL_WORDS and _ORDINAL_WORDS[v] in other.word_set
 
 
 def _polarity_reasons(o: _Features, c: _Features,
@@ -86,8 +85,8 @@ def _polarity_reasons(o: _Features, c: _Features,
     ``reworded=False`` (back-translation) keeps every flip hard: a machine translation's stray
     "not" ("in my vault" -> "not my safe") is a garbled text, not a rewording."""
     reasons, soft = [], []
-    po = o.negations + _prefix_flips(c, o)
-    pc = c.negations + _prefix_flips(o, c)
+    flips_o, flips_c = _prefix_flips(c, o), _prefix_flips(o, c)
+    po, pc = o.negations + flips_o, c.negations + flips_c
     # A flip is excused (never made) when the text with fewer negators has, and the other
     # lacks, a privative word standing for the missing negator ("without power" == "lost
     # power", "hates" == "can't stand"), or a keep-word for what the other forbids to change
@@ -95,10 +94,11 @@ def _polarity_reasons(o: _Features, c: _Features,
     # itself: one reworded by an unlisted synonym ("losing" -> "behind") must not flip.
     fewer, other = (o, c) if po < pc else (c, o)
     kept = fewer.keeps - other.keeps and other.alters - fewer.alters
-    prefix_flips = po + pc - o.negations - c.negations
+    # the words the extra negators negate
+    extra = [w for w in other.negated if w not in fewer.negated]
+    prefix_flips = flips_o + flips_c
     if (po % 2 != pc % 2 and not fewer.privatives - other.privatives and not kept
-            and not _negation_absorbed(fewer, other, prefix_flips)):
-        extra = [w for w in other.negated if w not in fewer.negated]
+            and not (prefix_flips == 0 and _negation_absorbed(fewer, extra))):
         anchored = (prefix_flips or not all(extra) or any(w in fewer.stems for w in extra)
                     or not fewer.content_stems - other.content_stems)  # dropped, not reworded
         flip = f"negation flipped ({po} vs {pc} negators)"
@@ -111,18 +111,20 @@ def _polarity_reasons(o: _Features, c: _Features,
     return list(dict.fromkeys(reasons)), soft
 
 
-def _negation_absorbed(fewer: _Features, more: _Features, prefix_flips: int) -> bool:
+def _negation_absorbed(fewer: _Features, extra: list[str]) -> bool:
     """Did a rewrite fold the extra negation into one word? Every word the extra negators negate
-    survives in the other text only inside a longer negative word ("no children" -> "childless",
-    "without stopping" -> "nonstop"; "not site" -> "website" is no such word). A real flip keeps the word itself ("include tests" -> "don't include
-    tests"), and a dropped negated constraint ("without using the word 'sale'") loses it. Prefix
-    flips ("unlocked") and a negator with no content word after it are never excused."""
-    extra = [w for w in more.negated if w not in fewer.negated]
-    return (prefix_flips == 0 and bool(extra)
-            and all(len(w) >= 4 and w not in fewer.stems
-                    and any(w in x and x != w and (x.startswith(("non", "un", "dis"))
-                                                   or x.endswith(("less", "free")))
-                            for x in fewer.lower_words) for w in extra))
+    (`extra`) survives in the text without them, ``fewer``, only inside a longer negative word
+    ("no children" -> "childless", "without stopping" -> "nonstop"; "not site" -> "website" is
+    no such word). A real flip keeps the word itself ("include tests" -> "don't include
+    tests"), and a dropped negated constraint ("without using the word 'sale'") loses it. A
+    negator with no content word after it is never excused (nor, by the caller, prefix flips
+    such as "unlocked")."""
+    return bool(extra) and all(
+        len(w) >= 4 and w not in fewer.stems
+        and any(w in x and x != w and (x.startswith(("non", "un", "dis"))
+                                       or x.endswith(("less", "free")))
+                for x in fewer.lower_words)
+        for w in extra)
 
 
 def _mentions(f: _Features, entity: str) -> bool:
@@ -130,8 +132,8 @@ def _mentions(f: _Features, entity: str) -> bool:
     ("Mass" ~ "Massachusetts", "Fed" ~ "Federal")?"""
     if entity in f.word_set or entity in f.entity_words:
         return True
-    if _COUNTRY_OF.get(entity, set()) & f.word_set or any(
-            entity in _COUNTRY_OF.get(w, ()) for w in f.word_set):
+    if not f.word_set.isdisjoint(_DEMONYMS.get(entity, ())) or any(
+            entity in _DEMONYMS.get(w, ()) for w in f.word_set):
         return True  # "US" == "American", "Ireland" == "Irish"
     return len(entity) >= 3 and any(
         len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))

@@ -48,6 +48,9 @@ _ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eig
              "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20,
              "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "sixtieth": 60, "seventieth": 70,
              "eightieth": 80, "ninetieth": 90, "hundredth": 100}
+# "1st"/"2nd" spelled as words. `_numbers` leaves "first" and "second" alone ("a second" is a
+# time unit, "first" an adverb); the rules accept them only as a restated ordinal.
+_ORDINAL_WORDS = {"1th": "first", "2th": "second"}
 _ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
 # Time units in seconds, so that "30 minutes" == "half an hour" and "a week-long trip" ==
 # "a seven-day trip". Calendar units only convert among themselves (a month is not 30 days).
@@ -84,7 +87,6 @@ _DEMONYMS = {
     "belgian": ("belgium",), "austrian": ("austria",), "czech": ("czechia",),
     "hungarian": ("hungary",), "icelandic": ("iceland",), "kiwi": ("new", "zealand"),
 }
-_COUNTRY_OF = {d: set(c) for d, c in _DEMONYMS.items()}
 
 _NEGATION = re.compile(
     r"\b(?:not|no|never|none|nobody|nothing|nowhere|neither|without|cannot|nonstop|"
