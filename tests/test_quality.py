@@ -267,6 +267,9 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "Summarize my phone bills from this year and flag any spikes.", "number 3 missing"),
     ("Does a US tourist need a visa for Brazil?", "Does a Canadian tourist need a visa for Brazil?",
      "entity changed"),
+    # a demonym matches only its country's own words, never a common one ("new")
+    ("What do Kiwi travellers need for a visa to Japan?",
+     "What does a new traveller need for a visa to Japan?", "entity kiwi missing"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

@@ -85,7 +85,7 @@ _DEMONYMS = {
     "chinese": ("china",), "japanese": ("japan",), "thai": ("thailand",),
     "vietnamese": ("vietnam",), "filipino": ("philippines",), "israeli": ("israel",),
     "belgian": ("belgium",), "austrian": ("austria",), "czech": ("czechia",),
-    "hungarian": ("hungary",), "icelandic": ("iceland",), "kiwi": ("new", "zealand"),
+    "hungarian": ("hungary",), "icelandic": ("iceland",),
 }
 
 _NEGATION = re.compile(
