@@ -48,3 +48,54 @@ def run_env(**extra) -> dict:
                PYTHONPATH=str(ROOT))
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+class SftEntry:
+    """Client of `tests/sft_entry.py`: train/sft.py's entry point for many bad-input cases in one
+    process (imports paid once). `run(argv)` returns a `subprocess.CompletedProcess`, so a test
+    reads it as it would read a real run of `python train/sft.py ...`."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import tempfile
+        self.log = tempfile.TemporaryFile("w+")  # the process's own stderr (a file: never blocks)
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests/sft_entry.py")], cwd=ROOT,
+                                     env=run_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+
+    def run(self, argv, set_env=None, unset=(), timeout=180):
+        import json
+        import subprocess
+        import threading
+        from tests.sft_entry import MARK
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "set": set_env or {},
+                                          "unset": list(unset)}) + "\n")
+        self.proc.stdin.flush()
+        watchdog = threading.Timer(timeout, self.proc.kill)  # a hung case fails, never hangs
+        watchdog.start()
+        try:
+            for line in self.proc.stdout:
+                if line.startswith(MARK):
+                    r = json.loads(line[len(MARK):])
+                    return subprocess.CompletedProcess(argv, r["returncode"], r["stdout"],
+                                                       r["stderr"])
+        finally:
+            watchdog.cancel()
+        self.log.seek(0)
+        raise AssertionError(f"tests/sft_entry.py ended (rc={self.proc.wait()}): "
+                             f"{self.log.read()[-3000:]}")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def sft_entry():
+    entry = SftEntry()
+    yield entry
+    entry.close()

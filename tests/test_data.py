@@ -206,12 +206,16 @@ def run_sft(*args, timeout=120):
     (["--output_dir", "/proc/augtune-cannot-write"], r"output_dir '/proc/augtune-cannot-write' is not writable"),
     (["--learning_rat", "0.1"], r"unknown option '--learning_rat'\. Did you mean 'learning_rate'\?"),
 ])
-def test_entry_point_fails_fast_with_one_line(tmp_path, args, pattern):
+def test_entry_point_fails_fast_with_one_line(tmp_path, sft_entry, args, pattern):
+    """The first case runs as a real process; the rest share one (`tests/sft_entry.py`)."""
     bad = jsonl(tmp_path / "bad.jsonl", [GOOD[0], {"prompt": "no completion here"}])
     args = [a.replace("{bad}", bad) for a in args]
     if "--output_dir" not in args:
         args += ["--output_dir", str(tmp_path / "out")]
-    proc = run_sft(*args)
+    if args[0] == "--dataset_name":
+        proc = run_sft(*args)
+    else:
+        proc = sft_entry.run(["--config", str(ROOT / "configs/tiny.yaml"), *args])
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("augtune: error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -368,12 +368,16 @@ def test_hanging_server_is_bounded_by_request_timeout(tmp_path, monkeypatch, min
 # 4. Bad input through the entry point (the rest is in test_data.py)
 # =============================================================================
 
+def sft_args(tmp_path, *args, config=None):
+    return ["--config", str(config or ROOT / "configs/tiny.yaml"), "--output_dir",
+            str(tmp_path / "out"), *args]
+
+
 def run_sft(tmp_path, *args, env=None, config=None, timeout=180):
-    cmd = [sys.executable, str(ROOT / "train/sft.py"), "--config",
-           str(config or ROOT / "configs/tiny.yaml"), "--output_dir", str(tmp_path / "out"),
-           *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env or run_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    """A real `python train/sft.py` process (the process-level contract: exit 2, one line)."""
+    return subprocess.run([sys.executable, str(ROOT / "train/sft.py"),
+                           *sft_args(tmp_path, *args, config=config)], cwd=ROOT,
+                          env=env or run_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def one_error_line(proc) -> str:
@@ -405,10 +409,10 @@ def _junk(path):
     (_corrupt, r"is not an augtune cache \(.*\): delete it or point augment_cache elsewhere"),
     (_junk, r"is not an augtune cache \(file is not a database\)"),
 ], ids=["other_schema_version", "corrupt_sqlite", "not_sqlite"])
-def test_entry_point_bad_cache_file(tmp_path, make, pattern):
+def test_entry_point_bad_cache_file(tmp_path, sft_entry, make, pattern):
     cache = tmp_path / "bad.sqlite"
     make(cache)
-    line = one_error_line(run_sft(tmp_path, "--augment_cache", str(cache)))
+    line = one_error_line(sft_entry.run(sft_args(tmp_path, "--augment_cache", str(cache))))
     assert re.search(pattern, line), line
     assert str(cache) in line
 
@@ -429,15 +433,15 @@ def test_entry_point_missing_api_key_for_selected_backend(tmp_path):
     (["--eval_fraction", "-0.1"], r"eval_fraction=-0\.1 must be in \[0, 1\)"),
     (["--refusal_fraction", "-0.2"], r"refusal_fraction=-0\.2 must be in \[0, 0\.5\)"),
 ], ids=["negative_ratio", "negative_eval_fraction", "negative_refusal_fraction"])
-def test_entry_point_negative_numbers(tmp_path, args, pattern):
-    line = one_error_line(run_sft(tmp_path, *args))
+def test_entry_point_negative_numbers(tmp_path, sft_entry, args, pattern):
+    line = one_error_line(sft_entry.run(sft_args(tmp_path, *args)))
     assert re.search(pattern, line), line
 
 
-def test_entry_point_unknown_yaml_key(tmp_path):
+def test_entry_point_unknown_yaml_key(tmp_path, sft_entry):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"base: {ROOT / 'configs/tiny.yaml'}\nparaphrase_nn: 4\n")
-    line = one_error_line(run_sft(tmp_path, config=cfg))
+    line = one_error_line(sft_entry.run(sft_args(tmp_path, config=cfg)))
     assert re.search(r"c\.yaml:2: unknown config key 'paraphrase_nn'\. Did you mean "
                      r"'paraphrase_n'\?", line), line
 
@@ -760,16 +764,19 @@ class SnapshotReads:
 
 def reader_main(path: str, out: str, ready: str, n_rows: int) -> None:
     """Run in a separate process: a DataLoader with 4 workers over SnapshotReads, until a
-    snapshot shows the whole build (or 4000 snapshots, or the DataLoader's timeout)."""
+    snapshot shows the whole build (or 180 s, or the DataLoader's timeout).
+
+    Paced by the build, not by a snapshot count: a fixed count ran out before a slow build on
+    a loaded 2-core machine had finished (or even started), and the overlap went unobserved."""
     import torch.utils.data
-    ds = SnapshotReads(path, 4000, per_request=2)
+    ds = SnapshotReads(path, 10**7, per_request=2)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4, timeout=60)
-    seen = []
+    seen, deadline = [], time.monotonic() + 180
     for x in dl:
         seen.append(dict(x))
         if len(seen) == 8:
             Path(ready).write_text("reading")
-        if x["done"] >= n_rows and len(seen) > 8:
+        if (x["done"] >= n_rows and len(seen) > 8) or time.monotonic() > deadline:
             break
     Path(out).write_text(json.dumps(seen))
 
@@ -795,7 +802,7 @@ def test_two_reader_processes_with_workers_while_a_build_appends(tmp_path):
                                   str(cache), str(tmp_path / "log"), str(n_rows)], cwd=ROOT,
                                  env=env)
         assert build.wait(timeout=120) == 0
-        results = [r.communicate(timeout=120) for r in readers]
+        results = [r.communicate(timeout=240) for r in readers]
     finally:
         for p in [build, *readers]:
             if p is not None and p.poll() is None:
