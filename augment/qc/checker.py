@@ -23,7 +23,7 @@ from .features import _Features, _features
 from .rules import (ENGLISH_ONLY, english_checks_on, norm, outputs_reasons, paraphrase_reasons,
                     refusal_reasons, sim_reason)
 from .settings import METHODS, PARAPHRASE_LIKE, SEED_SIM_MAX, SEED_SIM_MIN, QualityConfig
-from .words import _STOPWORDS, _WORD
+from .words import _WORD
 
 _HERE = Path(__file__).resolve().parent
 #: Modules whose code decides a verdict. Their tokens (comments and blank lines dropped, so a
@@ -150,7 +150,7 @@ class QualityChecker:
         results = [self._score_one(o, a, m, emb, feats, long_texts)
                    for o, a in zip(originals, augmenteds)]
         if self.config.mode == "project" and self.judge_active and m in ("paraphrase", "backtranslate"):
-            self._ask_judge(originals, augmenteds, results, emb, feats)
+            self._ask_judge(originals, augmenteds, results, feats)
         seen_by_group: dict[Any, list[int]] = {}
         for i, (o, a) in enumerate(zip(originals, augmenteds)):
             res = results[i]
@@ -168,7 +168,7 @@ class QualityChecker:
             res["is_valid"] = not res["reasons"]
         return results
 
-    def _ask_judge(self, originals, augmenteds, results, emb, feats) -> None:
+    def _ask_judge(self, originals, augmenteds, results, feats) -> None:
         """The judge sees only requests the rules accepted: it exists for the instruction-level
         changes the rules cannot see (a dropped constraint, a changed operation, ...)."""
         idx = [i for i, (o, a) in enumerate(zip(originals, augmenteds))
@@ -177,9 +177,7 @@ class QualityChecker:
         if not idx:
             return
         pairs = [(originals[i], augmenteds[i]) for i in idx]
-        tokens = _embed.token_vectors(self.model, [t for p in pairs for t in p],
-                                      self.config.batch_size, skip=_STOPWORDS)
-        verdicts = self.judge.judge(pairs, emb, feats, tokens)
+        verdicts = self.judge.judge(pairs, feats)
         for i, v in zip(idx, verdicts):
             results[i]["judge_p_changed"] = v["p_changed"]
             if v.get("reason"):

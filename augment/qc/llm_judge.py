@@ -90,9 +90,8 @@ class LLMJudge:
     def in_band(self, p: float) -> bool:
         return self.band[0] <= p < self.band[1]
 
-    def judge(self, pairs: Sequence[tuple[str, str]], emb: dict, feats: dict,
-              tokens: dict) -> list[dict]:
-        out = self.head.judge(pairs, emb, feats, tokens)
+    def judge(self, pairs: Sequence[tuple[str, str]], feats: dict) -> list[dict]:
+        out = self.head.judge(pairs, feats)
         lo, hi = self.band
         for v in out:  # outside the band the head decides, against the band's edges
             p = v["p_changed"]

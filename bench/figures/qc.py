@@ -1,5 +1,6 @@
-"""`qc_speedup_vs_seed` (baseline: the seed's per-pair function, bench/seed_qc.py) and
-`qc_overhead_vs_encode` (baseline: one bare model.encode of the same texts)."""
+"""`qc_speedup_vs_seed` (baseline: the seed's per-pair function, bench/seed_qc.py),
+`qc_overhead_vs_encode` (the rules; baseline: one bare model.encode of the same texts) and
+`qc_judge_cost` (the judge head's encoder pass; baseline: the same scoring with the judge off)."""
 
 from __future__ import annotations
 
@@ -68,10 +69,12 @@ def fig_qc_speedup_vs_seed(S) -> dict:
 
 
 def fig_qc_overhead_vs_encode(S) -> dict:
+    """The rules' own cost over the MiniLM pass they need; the judge (a second encoder) is
+    `qc_judge_cost`."""
     from augment.quality import QualityChecker, QualityConfig
     n = S.pick(384, 768, 16)
     o, a = qc_pairs(n)
-    checker = QualityChecker(QualityConfig(mode="project"))
+    checker = QualityChecker(QualityConfig(mode="project", judge="none"))
     model = checker.model
     distinct = list(dict.fromkeys(o + a))
     bs = checker.config.batch_size
@@ -88,4 +91,28 @@ def fig_qc_overhead_vs_encode(S) -> dict:
                  "<= 1.15", value <= 1.15,
                  pairs=n, distinct_texts=len(distinct), batch_size=bs,
                  score_pairs_s=rnd(med(t["score"])), encode_s=rnd(med(t["encode"])),
-                 timing=f"median of {len(t['score'])}, 1 warm-up, interleaved; project mode")
+                 timing=f"median of {len(t['score'])}, 1 warm-up, interleaved; project mode, "
+                        "judge off (see qc_judge_cost)")
+
+
+def fig_qc_judge_cost(S) -> dict:
+    """What the default judge (trees over all-mpnet-base-v2 vectors, run on the requests the
+    rules accept) adds to scoring: time with it / time without it, same pairs, same process."""
+    from augment.quality import QualityChecker, QualityConfig
+    n = S.pick(192, 384, 8)
+    o, a = qc_pairs(n)
+    rules = QualityChecker(QualityConfig(mode="project", judge="none"))
+    judged = QualityChecker(QualityConfig(mode="project"), model=rules.model)
+    res = judged.score_pairs(o[:4], a[:4], "paraphrase")  # warm-up: loads both encoders
+    res = judged.score_pairs(o, a, "paraphrase")
+    asked = sum("judge_p_changed" in r for r in res)
+    t = interleaved({"judge": lambda: judged.score_pairs(o, a, "paraphrase"),
+                     "rules": lambda: rules.score_pairs(o, a, "paraphrase")},
+                    repeat=S.pick(3, 5, 1), warmup=0)
+    value = med(t["judge"]) / med(t["rules"])
+    return entry(value, "x (time, judge on / judge off)",
+                 "the same score_pairs with qc_judge: none (MiniLM + rules only)", "report", True,
+                 pairs=n, judged_pairs=asked, judge_on_s=rnd(med(t["judge"])),
+                 judge_off_s=rnd(med(t["rules"])),
+                 ms_per_judged_pair=rnd(1000 * (med(t["judge"]) - med(t["rules"])) / max(asked, 1)),
+                 timing=f"median of {len(t['judge'])}, after a warm-up call, interleaved")
