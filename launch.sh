@@ -5,7 +5,7 @@
 #   ./launch.sh CONFIG [--key value ...]         # any config; --key value overrides the YAML
 #   ./launch.sh CONFIG --num_processes 2         # 2 synced processes (GPUs, or CPU processes)
 #   ./launch.sh CONFIG --config_file fsdp.yaml   # an accelerate config (FSDP, DeepSpeed, nodes)
-#   ./launch.sh --tests [pytest args]            # the test suite (what .ci/run calls)
+#   ./launch.sh --tests [pytest args]            # the test suite (what .ci/run calls; 2 workers)
 #   ./launch.sh --setup                          # only create/refresh .venv
 set -euo pipefail
 
@@ -53,7 +53,7 @@ export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 case "${1:-}" in
     -h|--help) usage; exit 0 ;;
     --setup) setup_venv; exit 0 ;;
-    --tests) shift; setup_venv; exec "$PY" -m pytest "$@" ;;
+    --tests) shift; setup_venv; exec "$PY" -m pytest -n "${AUGTUNE_TEST_WORKERS:-2}" "$@" ;;
 esac
 
 CONFIG="configs/demo.yaml"
