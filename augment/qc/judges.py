@@ -119,6 +119,8 @@ class HeadJudge:
         self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
         self.threshold = float(d["threshold"]) if threshold is None else float(threshold)
         self.encoder = str(d["encoder"])
+        from .embed import require_encoder
+        require_encoder(self.encoder)  # a missing encoder stops a build before its first request
         self.device, self.batch_size = device, batch_size
         self._digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
