@@ -80,7 +80,8 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
     assert QualityChecker(QualityConfig(judge="none")).fingerprint()  # judge off: not needed
 
 
-HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl")
+HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl",
+            "instruction_pairs_fresh2.jsonl")
 
 
 @pytest.fixture(scope="module", params=HELD_OUT)
@@ -138,9 +139,10 @@ def test_judge_lowers_false_accepts_on_held_out_instructions(instruction_scores)
     print(f"\nrules: recall {mr['recall']:.3f} FAR {mr['far']:.3f}; "
           f"rules + judge: recall {mj['recall']:.3f} FAR {mj['far']:.3f}")
     assert mj["far"] <= mr["far"] - 0.05
-    # the judge's threshold keeps 95% of the faithful rewrites the rules accept (out of fold on
-    # the written pairs); on sets it never saw it must not cost much more
-    assert mj["recall"] >= 0.93 * mr["recall"]
+    # the judge's threshold keeps `keep` of the faithful rewrites the rules accept (out of fold
+    # on the written pairs, ~0.935); on sets it never saw it must not cost much more
+    keep = float(np.load(HEAD_PATH)["keep"])
+    assert mj["recall"] >= (keep - 0.03) * mr["recall"]
     assert any("judge:" in r for x in judged for r in x["reasons"])
     # no worse than the cosine threshold raised to the same recall
     sims = np.array([x["semantic_similarity"] for x in judged])

@@ -230,6 +230,45 @@ def rules(checker):
     ("Does a US tourist need a visa for Brazil?",
      "Does an American tourist need a visa to visit Brazil?"),
     ("How many PTO days do new hires get?", "How many days of paid time off do new hires get?"),
+    # spans and numbers in other words: ordinal = cardinal, "one million", "a couple of",
+    # "an hour and a half", "the past fortnight", milliseconds, cents, "noon"
+    ("Draft an email to all staff saying the office closes at 3 pm on December 24.",
+     "Write a company-wide email letting everyone know the office closes at 3 p.m. on December 24th."),
+    ("Write a gift note for my aunt's 70th birthday.", "My aunt turns 70. Write a gift note for her birthday."),
+    ("Draft a post celebrating our 1 million downloads.", "Draft a post celebrating one million downloads."),
+    ("Why is this query slow on a 40M-row table?", "Why is this query slow on a 40-million-row table?"),
+    ("What can I cook for dinner with rice, two eggs and frozen peas?",
+     "I have rice, a couple of eggs and some frozen peas. What could I make for dinner?"),
+    ("Plan a 90-minute review session for my chemistry class.",
+     "Plan a review session lasting an hour and a half for my chemistry class."),
+    ("Summarize the complaints in this spreadsheet from the last two weeks.",
+     "Give me an overview of the complaints logged in this spreadsheet over the past fortnight."),
+    ("Write a JavaScript debounce function with a 300 ms delay.",
+     "Write a JavaScript debounce function with a delay of 0.3 seconds."),
+    ("Write a word problem where a farmer sells 40 eggs at $0.25 each.",
+     "Make up a word problem where a farmer sells forty eggs at 25 cents each."),
+    ("Plan a 7-day course, 30 minutes a day, to learn the Greek alphabet.",
+     "Plan a one-week course to learn the Greek alphabet, at half an hour per day."),
+    ("Recommend a pair of running shoes under $120.", "Which running shoes under $120 would you recommend?"),
+    # "you" as the one asked: the roles are kept
+    ("Give me a simple recipe for pizza dough.", "Could you share an easy recipe for pizza dough?"),
+    ("Compare these two tents and tell me which one you'd pick.",
+     "How do these two tents compare? Which would you choose?"),
+    ("How do I reset my password?", "Can you tell me how to reset my password?"),
+    ("Explain why the sky is blue in plain English.", "Using everyday language, explain why the sky is blue."),
+    # an imperative after a fronted clause, or after "Here is ...:", still asks
+    ("Convert these users into JSON with the keys name, age and city: Ana, 34, Lima.",
+     "Using the keys name, age and city, turn these users into JSON: Ana, 34, Lima."),
+    ("Critique this argument and name the fallacy: 'All my friends like jazz, so everyone does.'",
+     "Here's an argument: 'All my friends like jazz, so everyone does.' Critique it and say "
+     "which fallacy it commits."),
+    ("First write a haiku about rain, then translate it into French.",
+     "First, compose a short haiku on the subject of rain; after that, put it into French."),
+    # an antonym about another word is a rewording in a request
+    ("Shorten this headline to under 60 characters and make it less formal.",
+     "Make this headline more casual and cut it down to fewer than 60 characters."),
+    ("Write a caption: sales rose 40% in Q2 then fell 10% in Q3.",
+     "Write a caption for sales climbing 40% in Q2 before dropping 10% in Q3."),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     """Each exemption below was a false reject on written faithful rewrites."""
@@ -270,6 +309,26 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     # a demonym matches only its country's own words, never a common one ("new")
     ("What do Kiwi travellers need for a visa to Japan?",
      "What does a new traveller need for a visa to Japan?", "entity kiwi missing"),
+    # the rewordings accepted above do not excuse a real change of the same kind
+    ("Make this email less formal.", "Make this email more formal.", "antonym swap"),
+    ("Increase the font size of the heading.", "Decrease the font size of the heading.",
+     "antonym swap"),
+    ("I'm sitting the MCAT in 12 weeks. Can you make me a weekly study plan?",
+     "Twelve weeks before your MCAT, how would you plan your own weekly studying?",
+     "perspective changed"),
+    ("Plan a 90-minute review session for my class.",
+     "Plan a review session lasting an hour for my class.", "number 90 missing"),
+    ("Give two examples of entropy increasing.", "Give examples of entropy increasing.",
+     "number 2 missing"),
+    ("Write a gift note for my aunt's 70th birthday.", "Write a gift note for my aunt's 60th birthday.",
+     "number 70th missing"),
+    # "you" in the original does not excuse "my account" -> "your account" (a real SmolLM2
+    # paraphrase in the demo cache), nor "how do I" -> "can you" (steps -> an action)
+    ("Please close my account for good and delete everything you have on me.",
+     "Your account will be closed, and all personal data will be deleted. Please close and "
+     "delete everything you have on me.", "perspective changed"),
+    ("How do I reset the admin password on my Nimbus Router X2?",
+     "Can you reset the admin password on the Nimbus Router X2?", "how to do it became a request"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)
@@ -453,7 +512,8 @@ def test_score_pairs_matches_single_and_embeds_each_text_once(checker, labelled)
     QualityChecker(RULES, model=counting).score_pairs(sub_o, sub_c)
     assert len(counting.calls) == 1 and sorted(counting.calls[0]) == sorted(set(sub_o) | set(sub_c))
     single = QualityChecker(checker.config, model=memo)
-    for o, c, b in zip(origs, cands, project):
+    # every third pair: each single call on a request runs the judge's encoder (mpnet) alone
+    for o, c, b in list(zip(origs, cands, project))[::3]:
         s = single.measure(o, c)
         assert s["is_valid"] == b["is_valid"] and s["reasons"] == b["reasons"]
         assert s["semantic_similarity"] == pytest.approx(b["semantic_similarity"], abs=1e-6)

@@ -8,11 +8,11 @@ from typing import Iterable
 
 from .words import (
     _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
-    _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
+    _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_ADVERB, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
     _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
     _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
     _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL,
-    _WANTS, _WORD)
+    _SPAN_AND_A_HALF, _SPAN_LAST, _SPAN_QUARTERS, _WANTS, _WORD)
 
 def _forms(spec: str) -> frozenset[str]:
     """Regular English inflections of each base word in ``spec`` (``a|b|c``)."""
@@ -120,7 +120,8 @@ def _fmt_number(v: float) -> str:
 
 def _duration(value: float, unit: str) -> str | None:
     """Canonical duration of ``value`` time ``unit``s ("30", "minute" -> "1800 s")."""
-    base = unit.lower().rstrip("s") if unit.lower() != "s" else unit
+    low = unit.lower()
+    base = {"ms": "millisecond", "centuries": "century", "s": "s"}.get(low, low.rstrip("s"))
     if base not in _DURATION:
         return None
     factor, dim = _DURATION[base]
@@ -180,9 +181,9 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
                 or (i + 1 < n and tokens[i + 1].lower() == "of"))):
             i += 1  # "this quarter", "per quarter": a period, "the Gothic Quarter": a name
             continue
-        if low == "a" and i + 1 < n and tokens[i + 1].lower() in ("hundred", "thousand",
-                                                                  "million", "billion"):
-            tok = low = "1"  # "a million" == "1 million"
+        if low in ("a", "one") and i + 1 < n and tokens[i + 1].lower() in (
+                "hundred", "thousand", "million", "billion"):
+            tok = low = "1"  # "a million" == "one million" == "1 million"
         if tok[0].isdigit():
             raw = tok.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", tok) else tok
             try:
@@ -202,10 +203,15 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
                 val += _UNITS[tokens[j + 1].lower()]
                 j += 2
             # "M" is a million, "m" only after a currency ("$1.2m"); "a 1.2 m pendulum" is metres
+            if (j + 1 < n and tokens[j] == "-" and tokens[j + 1].lower() in _SCALES
+                    and len(tokens[j + 1]) > 2):
+                j += 1  # "a 40-million-row table"
             if j < n and tokens[j].lower() in _SCALES and (
                     tokens[j] != "m" or prev in _CURRENCY_WORDS):
                 val *= _SCALES[tokens[j].lower()]
                 j += 1
+            if j < n and tokens[j].lower() in ("cent", "cents"):
+                val /= 100  # "ten cents" == "$0.10"
             values.append(val)
             k = after(after(j, ("-",)), ("a", "an"))  # "7-day", "half an hour"
             if k < n and tokens[k] in _UNIT_WORDS:
@@ -219,8 +225,32 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
         if low in ("hundreds", "thousands", "millions", "billions"):
             values.append(low)
         i += 1
+    _span_durations(" ".join(tokens).lower().replace(" - ", "-"), durations, duration_of)
     return ({v if isinstance(v, str) else _fmt_number(v) for v in values}, currencies, units,
             durations, duration_of)
+
+
+def _span_durations(low: str, durations: set[str], duration_of: dict[str, set[str]]) -> None:
+    """Spans said without a number of their own unit: "an hour and a half" (= "90 minutes";
+    its "half" is then part of a duration, not a new 0.5), "three quarters of an hour" (= "45
+    minutes"), "over the past fortnight" (= "the last two weeks")."""
+    for m in _SPAN_AND_A_HALF.finditer(low):
+        count = 1 if m.group(1) in ("a", "an", "one") else _UNITS.get(m.group(1)) or float(m.group(1))
+        d = _duration(count + 0.5, m.group(2))
+        if d:
+            durations.add(d)
+            for v in ("0.5", _fmt_number(count)):
+                duration_of.setdefault(v, set()).add(d)
+    for m in _SPAN_QUARTERS.finditer(low):
+        count = 3 if m.group(1) == "three" else 1
+        d = _duration(count * 0.25, "hour")
+        durations.add(d)
+        duration_of.setdefault(str(count), set()).add(d)
+        duration_of.setdefault("0.25", set()).add(d)
+    for m in _SPAN_LAST.finditer(low):
+        d = _duration(1, m.group(1))
+        if d:
+            durations.add(d)
 
 
 def _sentence_starts(tokens: list[str]) -> set[int]:
@@ -257,7 +287,10 @@ def _entities(tokens: list[str]) -> tuple[set[str], tuple[tuple[str, ...], ...]]
                 camel = not core[0].isupper() and any(c.isupper() for c in core[1:])  # iPhone, eBay
                 cap = core[0].isupper() and (i not in starts or (
                     i + 1 < len(tokens) and tokens[i + 1][:1].isupper()))
-                if acronym or camel or cap:
+                # "in plain English" is a register ("in plain language"), not a language to
+                # keep: on written rewrites it was reworded faithfully 8 times in 22 drops
+                idiom = core == "English" and i > 0 and tokens[i - 1].lower() == "plain"
+                if (acronym or camel or cap) and not idiom:
                     name = core.lower()
                     if acronym or camel or i not in starts:
                         out.add(name)
@@ -278,15 +311,22 @@ def _is_request(text: str, lower_words: list[str]) -> bool:
     if ("?" in text or "please" in lower_words or "kindly" in lower_words
             or _DEONTIC.search(text) or _ASK.search(text)):
         return True
-    for n, sentence in enumerate(re.split(r"(?<=[.!:;])\s+|\n+", text.strip())):
-        body = _LEADING_CLAUSE.sub("", sentence, count=1)
-        m = _WORD.search(body)
-        first = m.group(0).lower().replace("’", "'") if m and m.start() < 3 else ""
-        if n == 0 and _WANTS.match(body):
-            return True
-        # later sentences: an imperative, but not an answer's closing "Let me know if ..."
-        if first in _REQUEST_START and (n == 0 or first != "let"):
-            return True
+    for n, sentence in enumerate(re.split(r"(?<=[.!:;])\s+|(?<=[.!:;]['\"”’)])\s+|\n+",
+                                          text.strip())):
+        sentence = _LEADING_ADVERB.sub("", sentence, count=1)
+        # the imperative may follow a fronted clause that holds commas itself: "Using the keys
+        # name, age and city, turn these users into JSON"
+        bodies = [_LEADING_CLAUSE.sub("", sentence, count=1)]
+        if _LEADING_CLAUSE.match(sentence):
+            bodies += [sentence[m.end():] for m in re.finditer(r",\s*", sentence[:160])]
+        for body in bodies:
+            m = _WORD.search(body)
+            first = m.group(0).lower().replace("’", "'") if m and m.start() < 3 else ""
+            if n == 0 and _WANTS.match(body):
+                return True
+            # later sentences: an imperative, but not an answer's closing "Let me know if ..."
+            if first in _REQUEST_START and (n == 0 or first != "let"):
+                return True
     return False
 
 

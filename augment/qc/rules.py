@@ -17,8 +17,8 @@ from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noq
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
     _ANSWER_OPENER, _APOLOGY, _ASK, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
-    _NEGATION, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REWRITE_TALK,
-    _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
+    _NEGATION, _NUMBER_SAID, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REQUEST_VERBS,
+    _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
 ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
@@ -51,14 +51,20 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
     # a new number (a number the candidate lost still is); "2nd period" -> "second period".
     if not source_only:
         for v in sorted(o.numbers - c.numbers, key=str):
-            if not (o.duration_of.get(v, frozenset()) & c.durations or _ordinal_word(v, c)):
+            if not (o.duration_of.get(v, frozenset()) & c.durations or _ordinal_word(v, c)
+                    or _number_said(v, c)):
                 reasons.append(f"number {v} missing")
     for v in sorted(c.numbers - o.numbers, key=str):
         if not (c.duration_of.get(v, frozenset()) & o.durations or _ordinal_word(v, o)
-                or v in o.list_sizes and v not in c.duration_of):
+                or v in o.list_sizes and v not in c.duration_of or _number_said(v, o)):
             reasons.append(f"number {v} added (not in original)")
     lost, new = o.units - c.units, c.units - o.units
-    if o.durations == c.durations:  # the same time span in other units
+    stated_o = set().union(*o.duration_of.values()) if o.duration_of else set()
+    stated_c = set().union(*c.duration_of.values()) if c.duration_of else set()
+    # the same time spans in other units ("7-day plan, 30 minutes a day" -> "one-week plan,
+    # half an hour per day"): every span one text states with a number the other states too
+    if o.durations == c.durations or (stated_o <= c.durations and stated_c <= o.durations
+                                      and (stated_o or stated_c)):
         lost = {u for u in lost if not u.startswith("time:")}
         new = {u for u in new if not u.startswith("time:")}
     if lost and new and not source_only:
@@ -67,6 +73,17 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
         reasons.append(f"currency changed {'/'.join(sorted(o.currencies))} -> "
                        f"{'/'.join(sorted(c.currencies))}")
     return reasons
+
+
+def _number_said(v: str, other: _Features) -> bool:
+    """Does the other text state ``v`` another way: as an ordinal or cardinal of the same
+    number ("December 24" -> "December 24th", "his 90th birthday" -> "turning 90"), or in words
+    `_NUMBER_SAID` lists ("two eggs" -> "a couple of eggs", "a 1-hour lunch" -> "an hour",
+    "zero downtime" -> "without downtime", "at noon" -> "at 12")?"""
+    card = v[:-2] if v.endswith("th") and v[:-2].isdigit() else v
+    if _NUMBER_SAID.get(card, frozenset()) & other.word_set:
+        return True
+    return card != v and card in other.numbers or card == v and f"{v}th" in other.numbers
 
 
 def _ordinal_word(v: str, other: _Features) -> bool:
@@ -107,8 +124,34 @@ def _polarity_reasons(o: _Features, c: _Features,
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
             wo, wc = _has_phrase(o, x), _has_phrase(c, y)
             if wo and wc and not _has_phrase(o, y) and not _has_phrase(c, x):
-                reasons.append(f"antonym swap: {wo} -> {wc}")
-    return list(dict.fromkeys(reasons)), soft
+                swap = f"antonym swap: {wo} -> {wc}"
+                # In a reworded request an antonym about ANOTHER word is a rewording ("under
+                # 100 words" -> "stays below 120 characters"... "less formal" -> "more
+                # casual", "spun up" -> "locking down"): on 3,800 written request rewrites
+                # such swaps were faithful twice as often as not (20 vs 10). Hard when the
+                # swapped word keeps its neighbour ("less formal" -> "more formal").
+                hard = not (o.is_request and reworded) or _antonym_anchored(o, c, wo, wc)
+                (reasons if hard else soft).append(swap)
+    return list(dict.fromkeys(reasons)), list(dict.fromkeys(soft))
+
+
+def _neighbours(f: _Features, phrase: str) -> set[str]:
+    """Stems of the nearest content word (3+ letters) before and after each use of ``phrase``."""
+    words, parts = f.lower_words, phrase.split()
+    out = set()
+    for i in range(len(words) - len(parts) + 1):
+        if words[i:i + len(parts)] != parts:
+            continue
+        for seq in (words[i + len(parts):], reversed(words[:i])):
+            for w in seq:
+                if len(w) >= 3 and w not in _STOPWORDS:
+                    out.add(_full_stem(w))
+                    break
+    return out
+
+
+def _antonym_anchored(o: _Features, c: _Features, wo: str, wc: str) -> bool:
+    return bool(_neighbours(o, wo) & _neighbours(c, wc))
 
 
 def _negation_absorbed(fewer: _Features, extra: list[str]) -> bool:
@@ -307,6 +350,47 @@ _EDITS_INPUT = re.compile(
     r"\b(?:attached|following|below|above)\b", re.I)
 
 
+# "you" addressed as the assistant: a request's "can/could/would/will you" opening a clause, or
+# "you" asked for a preference ("which would you choose", "the one you think").
+_ADDRESSING = re.compile(
+    r"(?:^|(?<=[.?!;:,(])|\bplease\b|\bso\b)\s*(?:can|could|would|will)\s+you\b|"
+    r"\b(?:would|do|did)\s+you\s+(?:recommend|suggest|choose|pick|go|prefer|think|expect)\b|"
+    r"\byou(?:['’]d|\s+would)\s+(?:recommend|suggest|choose|pick|go|prefer)\b|"
+    r"\byou\s+(?:think|expect|recommend|suggest)\b", re.I)
+
+
+# "How do I reset the password?" asks for steps; "Can you reset the password?" asks the
+# assistant to act: another request, unless the candidate still asks how ("Can you tell me how
+# to reset it?", "walk me through ...").
+_HOW_I = re.compile(r"\bhow (?:do|can|could|should|would|might|shall) (?:i|we)\b", re.I)
+_ASKS_TO_DO = re.compile(r"\b(?:can|could|would|will) you\b", re.I)
+_HOW_WORDS = re.compile(r"\bhow\b|\bsteps?\b|\bway to\b|\bprocess\b|\bprocedure\b|"
+                        r"\binstructions?\b|\bwalk (?:me|us)\b|\bexplain\b|\bguide\b|"
+                        r"\bshow (?:me|us)\b|\bteach\b", re.I)
+
+
+def _possessed(f: _Features, owners: tuple[str, ...]) -> set[str]:
+    """The content words right after a possessive ("my account" -> {"account"})."""
+    w = f.lower_words
+    return {w[i + 1] for i in range(len(w) - 1) if w[i] in owners and w[i + 1] not in _STOPWORDS}
+
+
+def _asks_later(text: str) -> bool:
+    """After "Here is my draft: ...", does a later sentence ask ("Please tighten it.",
+    "Critique it and ...")? An answer's "Please let me know if ..." is no ask."""
+    for sentence in re.split(r"(?<=[.!?:;])\s+|(?<=[.!?:;]['\"”’)])\s+", text.strip())[1:]:
+        m = _WORD.search(sentence)
+        if not m or m.start() > 2:
+            continue
+        first = m.group(0).lower()
+        rest = sentence[m.end():].lstrip().lower()
+        if first == "please" and not rest.startswith("let "):
+            return True
+        if first in _REQUEST_VERBS:
+            return True
+    return False
+
+
 def _answer_reasons(o: _Features, c: _Features) -> list[str]:
     """A variant that answers/executes the instruction rather than restating it, or that
     otherwise speaks as the model instead of as the user.
@@ -321,13 +405,23 @@ def _answer_reasons(o: _Features, c: _Features) -> list[str]:
         out.append("talks about the rewrite itself (the prompt leaked into the variant)")
     if _APOLOGY.search(c.text) and not _APOLOGY.search(o.text):
         out.append("speaks as the assistant (apologises instead of restating)")
+    # "you" as the one asked ("Could you ...", "which would you choose") is the assistant in
+    # both texts: "Give me a recipe" -> "Could you share a recipe?" keeps the roles.
+    o_you, c_you = ({w.lower() for w in _WORD.findall(_ADDRESSING.sub(" ", f.text))} & {"you"}
+                    for f in (o, c))
+    # "my account" -> "your account": the user's thing became the assistant's (or the
+    # assistant now speaks), even where the original also says "you"
+    mine = _possessed(o, ("my", "our")) & _possessed(c, ("your",))
     if (o.word_set & _FIRST_PERSON and c.word_set & _SECOND_POSSESSIVE
-            and not o.word_set & _SECOND_POSSESSIVE):
+            and not o.word_set & _SECOND_POSSESSIVE and (not o_you or mine)):
         out.append("perspective changed ('your' where the original speaks in the first person)")
-    elif o.word_set & _FIRST_PERSON and not c.word_set & _FIRST_PERSON and "you" in c.word_set:
+    elif o.word_set & _FIRST_PERSON and not c.word_set & _FIRST_PERSON and c_you and not o_you:
         out.append("perspective changed (the first person became 'you')")
+    if (_HOW_I.search(o.text) and not _HOW_I.search(c.text) and _ASKS_TO_DO.search(c.text)
+            and not _HOW_WORDS.search(c.text)):
+        out.append("perspective changed (how to do it became a request to do it)")
     if (_ANSWER_OPENER.match(c.text) and not _ANSWER_OPENER.match(o.text)
-            and not (_HERE_OPENER.match(c.text) and _ASK.search(c.text))):
+            and not (_HERE_OPENER.match(c.text) and (_ASK.search(c.text) or _asks_later(c.text)))):
         out.append("answers the instruction (answer-style opener)")
     elif _TO_CLAUSE.match(c.text) and not _TO_CLAUSE.match(o.text) and not c.is_request:
         out.append("answers the instruction ('To do X, ...' explanation)")

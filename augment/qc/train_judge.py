@@ -11,22 +11,22 @@ Two sources, both the project's own:
   another output format) and what does not (reworded verbs and constraints, reordered clauses,
   instruction templates). Every negative is a perturbation applied ON TOP of a faithful rewrite,
   so both classes carry the same rewording noise and only the perturbation tells them apart.
-- **Written** (`data/qc/judge_pairs.jsonl`, 2,038 pairs): 1,019 requests in 24 domains, each
+- **Written** (`data/qc/judge_pairs.jsonl`, 3,838 pairs): 1,918 distinct requests in 45 domains, each
   with one faithful rewrite and one realistic paraphraser failure (a dropped or added
   constraint, a vaguer task, a cut part, another format, operation, value, scope or
-  perspective), written for the project in two rounds (598, then 1,440) by separate writers (AI
-  helpers given only the label definitions and a brief on realistic requests) who had not seen
-  the checker. They carry what the generator cannot:
+  perspective), written for the project in three rounds (598, 1,440, then 1,800) by separate
+  writers (AI helpers given only the label definitions and a brief on realistic requests) who
+  had not seen the checker. They carry what the generator cannot:
   free rewording, context sentences, quoted inputs. Weighted `WRITTEN_WEIGHT` times a generated
   pair; only the pairs the rules accept reach the judge, so only those train it.
 
-The threshold keeps `KEEP_FAITHFUL` of the written faithful rewrites the rules accept, judged
-out of fold (five folds by original: each pair is scored by trees that never saw its request).
-Neither held-out instruction set (`tests/data/instruction_pairs.jsonl`,
-`tests/data/instruction_pairs_fresh.jsonl`) is used by either step.
+The threshold is set so that rules and judge together keep `TARGET_RECALL` of the written
+faithful rewrites, the judge's part scored out of fold (five folds by original: each pair is
+scored by trees that never saw its request). None of the held-out instruction sets
+(`tests/data/instruction_pairs*.jsonl`) is used by either step.
 
 Deterministic for a seed (Python's `random.Random(seed)`, sklearn's gradient boosting with a
-fixed `random_state`). About 7-8 minutes on 2 CPU cores, mostly mpnet encoding. The written pairs
+fixed `random_state`). About 14 minutes on 2 CPU cores, mostly mpnet encoding. The written pairs
 that reach the judge depend on the rules: after a rule change, train again.
 """
 
@@ -367,12 +367,14 @@ def _export(gb) -> dict:
             "init": np.float64(np.log(prior / (1 - prior))), "rate": np.float64(gb.learning_rate)}
 
 
-#: The stated target the threshold is chosen for: keep this share of the faithful rewrites that
-#: the rules accept, out of fold, in the written pairs. Why 0.95: the maintainers' target is recall
-#: >= 0.85 at <= 0.15 false accepts; the rules keep about 0.87-0.95 of faithful rewrites, so the
-#: judge may cost at most ~5% of what they keep (at 0.90 it cost 10% on the first held-out
-#: instruction set: 0.946 -> 0.851).
-KEEP_FAITHFUL = 0.95
+#: The stated target the threshold is chosen for: rules and judge together keep this share of
+#: the written faithful rewrites (out of fold). Why 0.87: the maintainers' target is recall >=
+#: 0.85 at <= 0.15 false accepts on instruction variants, and 0.02 is the margin for data the
+#: judge has not seen (on the held-out instruction sets recall fell 0.01-0.02 below the written
+#: pairs'). The judge keeps TARGET_RECALL / (the rules' recall on the written pairs) of what the
+#: rules accept, at most KEEP_MAX: with the rules at 0.930 that is 93.5%.
+TARGET_RECALL = 0.87
+KEEP_MAX = 0.98
 #: A written pair counts as this many generated ones: 1,281 written pairs reach the judge against
 #: 6,000 generated, and they are the realistic ones. With `_fold`'s folds (2026-12-02), weights
 #: 3, 10 and 30 gave out-of-fold AUC 0.763-0.768 and caught 36-37% of the written meaning changes
@@ -381,16 +383,23 @@ KEEP_FAITHFUL = 0.95
 WRITTEN_WEIGHT = 10
 WRITTEN_PATH = Path(__file__).resolve().parents[2] / "data" / "qc" / "judge_pairs.jsonl"
 FOLDS = 5
+#: Shares of written faithful rewrites kept at which the CLI prints the out-of-fold trade-off.
+CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
 
 
-def written_pairs(checker) -> list[dict]:
-    """The written pairs that reach the judge in a build: requests the rules accept."""
-    from ..qc_eval import load_pairs
+def written_pairs(checker) -> tuple[list[dict], float]:
+    """The written pairs that reach the judge in a build (requests the rules accept), and the
+    share of the written faithful rewrites the rules accept (near-duplicates, cosine >= 0.98,
+    left out as in `augment.qc_eval`)."""
+    from ..qc_eval import NEAR_DUPLICATE, load_pairs
     from .features import _features
     rows = load_pairs(WRITTEN_PATH)
     res = checker.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows])
-    return [dict(r, label=int(r["label"] != "paraphrase")) for r, x in zip(rows, res)
-            if x["is_valid"] and not x["long_text"] and _features(r["original"]).is_request]
+    faithful = [x["is_valid"] for r, x in zip(rows, res)
+                if r["label"] == "paraphrase" and x["semantic_similarity"] < NEAR_DUPLICATE]
+    return ([dict(r, label=int(r["label"] != "paraphrase")) for r, x in zip(rows, res)
+             if x["is_valid"] and not x["long_text"] and _features(r["original"]).is_request],
+            sum(faithful) / max(len(faithful), 1))
 
 
 def _fold(text: str) -> int:
@@ -408,7 +417,8 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
     checker = QualityChecker(QualityConfig(judge="none"))
     gen = generate(n_pairs, seed)
     Xg, yg = featurize(gen, encoder), np.array([r["label"] for r in gen])
-    written = written_pairs(checker)
+    written, rules_recall = written_pairs(checker)
+    keep = min(KEEP_MAX, TARGET_RECALL / rules_recall)
     Xw, yw = featurize(written, encoder), np.array([r["label"] for r in written])
     folds = np.array([_fold(r["original"]) for r in written])
 
@@ -424,19 +434,24 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
     for k in range(FOLDS):
         p[folds == k] = fit(folds != k).predict_proba(Xw[folds == k])[:, 1]
     faithful = np.sort(p[yw == 0])
-    threshold = float(faithful[min(int(np.ceil(KEEP_FAITHFUL * len(faithful))), len(faithful) - 1)])
+    threshold = float(faithful[min(int(np.ceil(keep * len(faithful))), len(faithful) - 1)])
     gb = fit(np.ones(len(yw), dtype=bool))
-    np.savez_compressed(out, **_export(gb), threshold=np.float64(threshold), seed=np.int64(seed),
+    np.savez_compressed(out, **_export(gb), threshold=np.float64(threshold), keep=np.float64(keep),
+                        seed=np.int64(seed),
                         n_pairs=np.int64(n_pairs), written=np.int64(len(written)),
                         encoder=np.str_(encoder))
     probe = np.vstack([Xg[:32], Xw[:32]])
     assert np.allclose(HeadJudge(path=out).p_changed(probe), gb.predict_proba(probe)[:, 1],
                        atol=1e-6), "exported trees disagree"
     changed = p[yw == 1]
+    curve = [(keep, float((changed >= faithful[min(int(np.ceil(keep * len(faithful))),
+                                                   len(faithful) - 1)]).mean()))
+             for keep in CURVE_KEEPS] if len(changed) else []
     return {"pairs": len(gen), "written": len(written), "threshold": threshold,
+            "rules_recall": rules_recall, "keep": keep,
             "tune_faithful": len(faithful), "tune_changed": len(changed),
             "tune_changed_caught": float((changed >= threshold).mean()) if len(changed) else 0.0,
-            "seconds": time.time() - t0}
+            "curve": curve, "seconds": time.time() - t0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,10 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     info = train(args.pairs, args.seed, args.out, args.trees, args.encoder)
     print(f"wrote {args.out}: trees fit on {info['pairs']} generated and {info['written']} "
-          f"written pairs in {info['seconds']:.0f}s; threshold {info['threshold']:.3f} keeps "
-          f"{KEEP_FAITHFUL:.0%} of the {info['tune_faithful']} written faithful rewrites the rules "
-          f"accept (out of fold) and catches {info['tune_changed_caught']:.0%} of the "
+          f"written pairs in {info['seconds']:.0f}s; the rules keep {info['rules_recall']:.3f} of "
+          f"the written faithful rewrites; threshold {info['threshold']:.3f} keeps "
+          f"{info['keep']:.1%} of the {info['tune_faithful']} they accept (out of fold; "
+          f"{TARGET_RECALL:.0%} in all) and catches {info['tune_changed_caught']:.0%} of the "
           f"{info['tune_changed']} meaning changes they let through")
+    print("out of fold, faithful kept -> meaning changes caught: " + ", ".join(
+        f"{keep:.0%} -> {caught:.0%}" for keep, caught in info["curve"]))
     return 0
 
 

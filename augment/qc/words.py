@@ -35,7 +35,8 @@ _UNITS = {
     "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
     "seventy": 70, "eighty": 80, "ninety": 90,
     # multiplicative words that state a count
-    "twice": 2, "thrice": 3, "pair": 2, "dozen": 12, "half": 0.5, "quarter": 0.25,
+    # not "pair": "a pair of running shoes" is one item, "pair the speaker" a verb
+    "twice": 2, "thrice": 3, "dozen": 12, "half": 0.5, "quarter": 0.25,
     "doubled": 2, "tripled": 3, "quadrupled": 4, "halved": 0.5,
 }
 # "one" is usually a pronoun or the article's twin ("buying one", "one account"):
@@ -55,14 +56,31 @@ _ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
 # Time units in seconds, so that "30 minutes" == "half an hour" and "a week-long trip" ==
 # "a seven-day trip". Calendar units only convert among themselves (a month is not 30 days).
 _DURATION = {"second": (1, "s"), "minute": (60, "s"), "hour": (3600, "s"), "day": (86400, "s"),
-             "week": (604800, "s"), "fortnight": (1209600, "s"),
-             "month": (1, "mo"), "year": (12, "mo"), "decade": (120, "mo")}
+             "week": (604800, "s"), "fortnight": (1209600, "s"), "millisecond": (0.001, "s"),
+             "month": (1, "mo"), "year": (12, "mo"), "decade": (120, "mo"),
+             "century": (1200, "mo")}
+# Spans stated without a digit: "an hour and a half" (5400 s), "three quarters of an hour",
+# "over the past fortnight" (one unit). Group 1: the count ("a"/"an"/"one" = 1, "two", ...),
+# group 2: the unit; `_span_durations` reads them.
+_SPAN_AND_A_HALF = re.compile(r"\b(a|an|one|two|three|four|five|six|\d+)[ -](hour|day|week|month|year)s?"
+                              r" and a half\b")
+_SPAN_QUARTERS = re.compile(r"\b(a|one|three) quarters? of an hour\b")
+_SPAN_LAST = re.compile(r"\b(?:past|last|next|coming|previous|following) "
+                        r"(second|minute|hour|day|week|fortnight|month|year|decade|century)\b")
+# Words that state a small number without its digit ("a couple of", "both", "noon"): a
+# number missing on one side is not lost when the other says it this way.
+_NUMBER_SAID = {"1": frozenset("one a an single once first solo sole".split()),
+                "2": frozenset("couple pair pairs both twice double dual second either".split()),
+                "0": frozenset("no without none zero nothing never negative free".split()),
+                "12": frozenset("noon midday midnight dozen".split())}
 # Fiscal quarters: "Q3" == "third quarter" == "third-quarter".
 _QUARTER_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4}
 _UNIT_WORDS = {
     **{u: "time:" + u.rstrip("s") for u in (
         "second seconds minute minutes hour hours day days week weeks month months year years "
-        "decade decades fortnight fortnights").split()},
+        "decade decades fortnight fortnights millisecond milliseconds").split()},
+    **{u: "time:century" for u in ("century", "centuries")},
+    "ms": "time:millisecond",
     **{u: "dist:" + c for c, us in {"km": "km kilometer kilometers kilometre kilometres",
                                     "mi": "mile miles", "m": "meter meters metre metres"}.items()
        for u in us.split()},
@@ -210,8 +228,18 @@ reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe s
 dispute block unblock activate deactivate reactivate renew extend track pay
 rework plot chart graph tabulate work figure boil narrow match merge split group filter count
 steer
+judge swap script announce differentiate integrate solve prove derive factor expand contrast
+discuss interpret justify predict reword reformat restructure trim tighten lengthen caption
+annotate grade score proof refactor optimize optimise configure install migrate automate invite
+notify thank congratulate decline recap rate compare reply draw sketch locate come identify
+""".split())
+#: The imperative verbs of `_REQUEST_START` (not its auxiliaries, question words or "let").
+_REQUEST_VERBS = _REQUEST_START - frozenset("""
+let please kindly could can would will may might should shall do does did is are was were am
+how what why when where which who whom whose isn't aren't doesn't don't can't cannot won't
 """.split())
 _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|i want|i need|i wish|"
+                    r"i['’]?m looking for|i am looking for|"
                     r"i ask that|help me|let me know)\b", re.I)
 # A statement that still prescribes ("All admin accounts should have 2FA") is an instruction.
 _DEONTIC = re.compile(
@@ -229,6 +257,9 @@ _REWRITE_TALK = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reword\w*)\b
 _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
     r"as|at|from|under|over|based on|given|\w+ing)\b[^,?]{0,80},\s*", re.I)
+# A fronted adverb before an imperative: "First, compose ...", "Then, list ...".
+_LEADING_ADVERB = re.compile(r"^(?:first|then|next|finally|also|now|afterwards?|lastly|"
+                             r"briefly|quickly|again|together)\b,?\s*", re.I)
 # An ask anywhere in the text ("Here is my draft. Could you tighten it", "... and tell me why").
 # Not "let me": "Let me know if you need anything else" closes an assistant's answer.
 _ASK = re.compile(r"\b(?:can|could|would|will) you\b|\b(?:tell|give|show|walk|help|send) me\b|"
