@@ -320,6 +320,9 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "Plan a review session lasting an hour for my class.", "number 90 missing"),
     ("Give two examples of entropy increasing.", "Give examples of entropy increasing.",
      "number 2 missing"),
+    # "a" says 1 only where no time unit follows: "1 day" -> "a week" is another span
+    ("Let the dough rest for 1 day before baking.", "Let the dough rest for a week before baking.",
+     "number 1 missing"),
     ("Write a gift note for my aunt's 70th birthday.", "Write a gift note for my aunt's 60th birthday.",
      "number 70th missing"),
     # "you" in the original does not excuse "my account" -> "your account" (a real SmolLM2

@@ -52,11 +52,12 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
     if not source_only:
         for v in sorted(o.numbers - c.numbers, key=str):
             if not (o.duration_of.get(v, frozenset()) & c.durations or _ordinal_word(v, c)
-                    or _number_said(v, c)):
+                    or _number_said(v, c) and v not in o.duration_of):
                 reasons.append(f"number {v} missing")
     for v in sorted(c.numbers - o.numbers, key=str):
         if not (c.duration_of.get(v, frozenset()) & o.durations or _ordinal_word(v, o)
-                or v in o.list_sizes and v not in c.duration_of or _number_said(v, o)):
+                or v in o.list_sizes and v not in c.duration_of
+                or _number_said(v, o) and v not in c.duration_of):
             reasons.append(f"number {v} added (not in original)")
     lost, new = o.units - c.units, c.units - o.units
     stated_o = set().union(*o.duration_of.values()) if o.duration_of else set()
