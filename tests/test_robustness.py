@@ -1,11 +1,11 @@
 """Robustness figures against hand-computed examples, the bootstrap against known cases, the
-metrics, and generation on a real (tiny) model through the training entry point."""
+metrics, and generation on a real (tiny) model. The training entry point's robustness report
+and logging are checked by tests/test_train.py::test_single_process_trains_and_writes_outputs
+(one training run serves both)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +13,6 @@ from augment import robustness as rb
 from augment.config import DataConfig
 from augment.errors import ConfigError
 from augment.types import Row
-from tests.conftest import ROOT, run_env
 
 
 def half_credit(prediction: str, reference: str) -> float:
@@ -191,25 +190,3 @@ def test_evaluate_robustness_scores_every_answer_it_generated(tiny):
     # rescoring from the stored answers reproduces the report; another metric changes only scores
     assert rb.rescore(rep) == rep
     assert rb.rescore(rep, "exact_match")["metric"] == "exact_match"
-
-
-def test_training_run_writes_robustness_json_and_logs_the_figures(tiny_model_dir, tmp_path):
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "train/sft.py"), "--config", str(ROOT / "configs/tiny.yaml"),
-           "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
-           "--augment_cache", str(tmp_path / "cache.sqlite"), "--use_cpu", "true",
-           "--max_steps", "2", "--max_rows", "8", "--robustness_max_new_tokens", "3",
-           "--eval_strategy", "steps", "--eval_steps", "1", "--robustness_every_eval", "true"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rep = json.loads((out / "robustness.json").read_text())
-    assert set(rep["figures"]) == set(rb.FIGURES)
-    assert rep["counts"]["items"] == 48 and rep["counts"]["paraphrases"] == 96  # the demo's files
-    assert rep["metric"] == "token_f1"  # demo answers are free text
-    hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    logged = [h for h in hist if "robustness_avgp" in h]
-    # at each evaluation (steps 1 and 2, by the callback), then after training (through Trainer.log)
-    assert [h["step"] for h in logged] == [1, 2, 2]
-    assert logged[-1]["robustness_avgp"] == pytest.approx(rep["figures"]["avgp"], abs=1e-6)
-    assert logged[-1]["robustness_items"] == 48 and "robustness_seconds" in logged[-1]
-    assert "robustness (token_f1, 48 items x 96 held-out paraphrases)" in proc.stdout

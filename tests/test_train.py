@@ -33,8 +33,14 @@ def read_trace(d: Path, rank: int) -> list[dict]:
 
 
 def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
+    """One run checks the outputs, the metrics and the robustness report (evaluated at step 3,
+    step 6 and after training, as `robustness_every_eval` asks)."""
+    from augment import robustness as rb
     out = tmp_path / "out"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, out), cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1),
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--eval_strategy", "steps", "--eval_steps", "3",
+                                  "--robustness_every_eval", "true",
+                                  "--robustness_max_new_tokens", "3"),
+                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for f in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json",
@@ -60,6 +66,17 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     fr = [h["aug_fraction"] for h in hist if "aug_fraction" in h]
     assert all(0 < f < 1 for f in fr)
     assert "augtune: done" in proc.stdout and "eval_paraphrase_loss" in proc.stdout
+    # robustness.json, and its figures in the log at each evaluation (by the callback), then
+    # after training (through Trainer.log)
+    rep = json.loads((out / "robustness.json").read_text())
+    assert set(rep["figures"]) == set(rb.FIGURES)
+    assert rep["counts"]["items"] == 48 and rep["counts"]["paraphrases"] == 96  # the demo's files
+    assert rep["metric"] == "token_f1"  # demo answers are free text
+    logged = [h for h in hist if "robustness_avgp" in h]
+    assert [h["step"] for h in logged] == [3, 6, 6]
+    assert logged[-1]["robustness_avgp"] == pytest.approx(rep["figures"]["avgp"], abs=1e-6)
+    assert logged[-1]["robustness_items"] == 48 and "robustness_seconds" in logged[-1]
+    assert "robustness (token_f1, 48 items x 96 held-out paraphrases)" in proc.stdout
 
 
 def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_path):
