@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .words import (
-    _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
+    _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _ASK_SPLIT, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
     _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_ADVERB, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
     _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
     _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
@@ -311,8 +311,7 @@ def _is_request(text: str, lower_words: list[str]) -> bool:
     if ("?" in text or "please" in lower_words or "kindly" in lower_words
             or _DEONTIC.search(text) or _ASK.search(text)):
         return True
-    for n, sentence in enumerate(re.split(r"(?<=[.!:;])\s+|(?<=[.!:;]['\"”’)])\s+|\n+",
-                                          text.strip())):
+    for n, sentence in enumerate(_ASK_SPLIT.split(text.strip())):
         sentence = _LEADING_ADVERB.sub("", sentence, count=1)
         # the imperative may follow a fronted clause that holds commas itself: "Using the keys
         # name, age and city, turn these users into JSON"

@@ -16,7 +16,7 @@ import re
 from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
 from .words import (
-    _ANSWER_OPENER, _APOLOGY, _ASK, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
+    _ANSWER_OPENER, _APOLOGY, _ASK, _ASK_SPLIT, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
     _NEGATION, _NUMBER_SAID, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REQUEST_VERBS,
     _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
@@ -379,7 +379,7 @@ def _possessed(f: _Features, owners: tuple[str, ...]) -> set[str]:
 def _asks_later(text: str) -> bool:
     """After "Here is my draft: ...", does a later sentence ask ("Please tighten it.",
     "Critique it and ...")? An answer's "Please let me know if ..." is no ask."""
-    for sentence in re.split(r"(?<=[.!?:;])\s+|(?<=[.!?:;]['\"”’)])\s+", text.strip())[1:]:
+    for sentence in _ASK_SPLIT.split(text.strip())[1:]:
         m = _WORD.search(sentence)
         if not m or m.start() > 2:
             continue

@@ -257,6 +257,9 @@ _REWRITE_TALK = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reword\w*)\b
 _LEADING_CLAUSE = re.compile(
     r"^(?:in|within|on|for|with|without|after|before|when|whenever|if|using|by|until|once|"
     r"as|at|from|under|over|based on|given|\w+ing)\b[^,?]{0,80},\s*", re.I)
+# Where a later sentence may start its ask: after . ! ? : ; (a closing quote or bracket may
+# follow: "Here's an argument: '... does.' Critique it.") and at line breaks.
+_ASK_SPLIT = re.compile(r"(?<=[.!?:;])\s+|(?<=[.!?:;]['\"”’)])\s+|\n+")
 # A fronted adverb before an imperative: "First, compose ...", "Then, list ...".
 _LEADING_ADVERB = re.compile(r"^(?:first|then|next|finally|also|now|afterwards?|lastly|"
                              r"briefly|quickly|again|together)\b,?\s*", re.I)
