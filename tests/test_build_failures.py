@@ -72,6 +72,7 @@ def _faulty(prompts):
         body["messages"][-1]["content"] if body.get("messages") else ""))
 
 
+@pytest.mark.heavy
 def test_failures_are_grouped_with_counts_and_the_build_exits_3(tmp_path):
     prompts = api_prompts(20)
     cfg = _config(tmp_path, progress_seconds=0.2)

@@ -77,6 +77,7 @@ def _final(cache, n_rows, env, *extra):
     return res
 
 
+@pytest.mark.heavy
 def test_sigkills_of_a_real_build_pay_at_most_the_requests_in_flight(tmp_path):
     n_rows = 40
     cache = tmp_path / "c.sqlite"
@@ -126,6 +127,7 @@ def test_sigkills_of_a_real_build_pay_at_most_the_requests_in_flight(tmp_path):
         "SELECT count(*) FROM variants WHERE accepted_project = 1").fetchone()[0]) > 0
 
 
+@pytest.mark.heavy
 def test_sigkill_between_batch_end_and_result_storage_pays_nothing_twice(tmp_path):
     n_rows = 24
     cache = tmp_path / "c.sqlite"

@@ -238,6 +238,7 @@ def test_config_refuses_consistency_without_instruction_variants():
         AugmentConfig(consistency_weight=-1.0)
 
 
+@pytest.mark.heavy
 def test_two_processes_keep_every_pair_inside_one_micro_batch(tiny_model_dir, tmp_path):
     """2 CPU processes, batch 4 per rank: every pair the plan scheduled is trained as a pair
     (the logged pair count, summed over ranks, equals the plan's), each rank's batch is a

@@ -135,6 +135,7 @@ def test_written_judge_pairs_are_balanced_and_labelled():
     assert len({r["kind"] for r in rows if r["label"] != "paraphrase"}) >= 8
 
 
+@pytest.mark.heavy
 def test_judge_lowers_false_accepts_on_held_out_instructions(instruction_scores):
     rows, rules, judged = instruction_scores
     mr = metrics(rows, [x["is_valid"] for x in rules])

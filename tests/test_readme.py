@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -72,6 +74,7 @@ def test_demo_command_on_bad_rows_fails_fast_with_one_line(tmp_path):
                          "(or use --skip_bad_rows true to skip such rows)"], lines
 
 
+@pytest.mark.heavy
 def test_own_script_example_runs_as_written(tmp_path):
     """The README's "Use it in your own TRL script" block, run exactly as written (from a folder
     that sees the repo's data/, so its outputs stay out of the repo): it builds variants, trains

@@ -164,6 +164,7 @@ class FaultPlan:
         return out
 
 
+@pytest.mark.heavy
 def test_acceptance_200_requests_with_20pct_faults_then_rebuild_redoes_only_failed(
         tmp_path, monkeypatch, minilm):
     prompts = make_prompts(200)
@@ -547,6 +548,7 @@ def test_canary_key_never_written_printed_or_logged_by_a_build(tmp_path, monkeyp
         assert CANARY.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.heavy
 def test_canary_key_absent_from_training_outputs(tmp_path, tiny_model_dir):
     """A real training run whose build calls the (fake) Anthropic API with the canary key."""
     out, cache = tmp_path / "out", tmp_path / "cache" / "c.sqlite"

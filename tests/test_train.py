@@ -32,6 +32,7 @@ def read_trace(d: Path, rank: int) -> list[dict]:
     return [json.loads(x) for x in (d / f"rank{rank}.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.heavy
 def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     """One run checks the outputs, the metrics and the robustness report (evaluated at step 3,
     step 6 and after training, as `robustness_every_eval` asks)."""
@@ -93,6 +94,7 @@ def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_
     assert "padding_free: true" in cfg and "loss_type: dft" in cfg
 
 
+@pytest.mark.heavy
 def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, tmp_path):
     out, trace = tmp_path / "out2", tmp_path / "trace"
     cmd = [str(ROOT / "launch.sh"), str(ROOT / "configs/tiny.yaml"), "--num_processes", "2",
@@ -135,6 +137,7 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
 
 
 @pytest.mark.reliability
+@pytest.mark.heavy
 def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_dir, tmp_path):
     steps = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "3", "--logging_steps", "1",
              *NO_EVAL]
@@ -202,6 +205,7 @@ def test_templates_on_the_fly_train_without_a_cache_build(tiny_model_dir, tmp_pa
     assert any("loss_templates" in h for h in hist)
 
 
+@pytest.mark.heavy
 def test_chat_conversations_train_with_augmented_user_turns(tiny_model_dir, tmp_path):
     """configs/chat.yaml through launch.sh: multi-turn rows with system prompts, every user turn
     augmented; the epoch plan holds variants of earlier AND last turns; loss_<method> logged."""
