@@ -14,12 +14,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One share of the cores per pytest-xdist worker, for torch in this process and in every process a
-# test starts (run_env copies os.environ). Left at its default, each of 2 workers runs torch on
-# all (2) cores: OpenMP threads spin against each other, and two concurrent runs of the README's
-# own-script example took 57 s instead of 29 s. An OMP_NUM_THREADS set by the caller wins.
+# The processes a test starts (training runs, builds) get one share of the cores per pytest-xdist
+# worker (OMP_NUM_THREADS in `run_env`, unless the caller set it). Left at torch's default, each
+# child of 2 workers runs on all (2) cores and the OpenMP threads spin against each other: two
+# concurrent runs of the README's own-script example took 57 s, against 29 s with one thread each.
+# The workers themselves keep torch's default: their own encoding (QC fixtures) would otherwise
+# run on one core while the other worker waits on a child's imports.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+_CHILD_THREADS = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
 def smollm2_gguf() -> tuple[str, str]:
@@ -52,6 +54,7 @@ def run_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(ROOT))
+    env.setdefault("OMP_NUM_THREADS", _CHILD_THREADS)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -109,5 +112,5 @@ def sft_entry():
 def pytest_collection_modifyitems(config, items):
     """Tests marked `heavy` run first (the order is otherwise kept): pytest-xdist hands tests out in
     collection order, and a heavy test left for the end runs alone on one worker while the other
-    sits idle (with one thread each, see OMP_NUM_THREADS above, half the machine waits)."""
+    sits idle (its child has one share of the cores, see `_CHILD_THREADS`)."""
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
