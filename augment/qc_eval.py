@@ -5,7 +5,7 @@ Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--ta
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
-labelled sets ``tests/data/qc_pairs.jsonl`` and the three held-out instruction sets
+labelled sets ``tests/data/qc_pairs.jsonl`` and the four held-out instruction sets
 ``tests/data/instruction_pairs*.jsonl``; pairs whose cosine is >= 0.98 are dropped as
 near-duplicates). Why a separate CLI: the figures
 justify the defaults in ``QualityConfig``; anyone changing a threshold reruns this.
@@ -30,7 +30,8 @@ from augment.quality import QualityChecker, QualityConfig
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_PATHS = (DATA / "qc_pairs.jsonl", DATA / "instruction_pairs.jsonl",
-                 DATA / "instruction_pairs_fresh.jsonl", DATA / "instruction_pairs_fresh2.jsonl")
+                 DATA / "instruction_pairs_fresh.jsonl", DATA / "instruction_pairs_fresh2.jsonl",
+                 DATA / "instruction_pairs_fresh3.jsonl")
 LABELS = ("paraphrase", "meaning_change", "unrelated")
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
@@ -223,7 +224,7 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", default=[str(p) for p in DEFAULT_PATHS])
     ap.add_argument("--method", default=None, help="augmentation method (default: paraphrase rules)")
     ap.add_argument("--target-far", type=float, default=TARGET_FAR,

@@ -430,7 +430,7 @@ def main(argv=None) -> int:
     """`python -m augment.robustness RUN/robustness.json [--metric M] [--write]`: print the
     figures, optionally rescored from the stored answers with another metric."""
     import argparse
-    ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
     ap.add_argument("report")
     ap.add_argument("--metric", default=None, help="rescore with this metric (default: the report's)")
     ap.add_argument("--labels", nargs="*", default=[], help="label set for label_match")

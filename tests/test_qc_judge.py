@@ -4,6 +4,7 @@ fake Anthropic and OpenAI-compatible servers, faults included."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,10 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
 
 
 HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl",
-            "instruction_pairs_fresh2.jsonl")
+            "instruction_pairs_fresh2.jsonl", "instruction_pairs_fresh3.jsonl")
 
 
-# the two sets whose errors were never read (the first is a development set now; `python -m
+# the sets whose errors were never read (the first is a development set now; `python -m
 # augment.qc_eval` still reports it)
 @pytest.fixture(scope="module", params=HELD_OUT[1:])
 def instruction_scores(model, request):
@@ -103,32 +104,43 @@ def instruction_scores(model, request):
 
 @pytest.mark.parametrize("name", HELD_OUT)
 def test_instruction_sets_are_apart_from_the_judge_data(name):
-    from augment.qc.train_judge import WRITTEN_PATH, generate
+    from augment.qc.train_judge import ROUND4_PATH, WRITTEN_PATH, generate
     rows = load_pairs(DATA / name)
     assert len(rows) >= 150
     assert abs(sum(r["label"] == "paraphrase" for r in rows) - len(rows) / 2) <= 5
     held_out = {r["original"] for r in rows} | {r["candidate"] for r in rows}
     generated = {r["original"] for r in generate(600, 0)} | {r["candidate"] for r in generate(600, 0)}
-    written = load_pairs(WRITTEN_PATH)
+    written = load_pairs(WRITTEN_PATH) + load_pairs(ROUND4_PATH)
     assert not generated & held_out
     assert not ({r["original"] for r in written} | {r["candidate"] for r in written}) & held_out
 
 
 @pytest.mark.parametrize("text,where", [("", ": no such file"), ('{"original": "a"}\n', ":1: need"),
                                         ('\n[1, 2]\n', ":2: need"), ("{oops\n", ":1: not JSON")])
-def test_labelled_pair_files_fail_with_one_line_naming_file_and_line(tmp_path, text, where):
+@pytest.mark.parametrize("entry", ["augment.qc_eval", "augment.qc.train_judge"])
+def test_labelled_pair_files_fail_with_one_line_naming_file_and_line(tmp_path, text, where, entry):
+    """qc_eval's sets and train_judge's --written files; train_judge reads them before its
+    ten minutes of generating and encoding."""
+    import importlib
+
     from augment.errors import InputError
-    from augment.qc_eval import main
+    main = importlib.import_module(entry).main
     path = tmp_path / "pairs.jsonl"
     if text:
         path.write_text(text)
+    args = [str(path)] if entry == "augment.qc_eval" else ["--written", str(path), "--out",
+                                                           str(tmp_path / "head.npz")]
     with pytest.raises(InputError, match=f"pairs.jsonl{where}"):
-        main([str(path)])
+        main(args)
+    assert not (tmp_path / "head.npz").exists()
 
 
-def test_written_judge_pairs_are_balanced_and_labelled():
-    from augment.qc.train_judge import WRITTEN_PATH
-    rows = load_pairs(WRITTEN_PATH)
+@pytest.mark.parametrize("which", ["WRITTEN_PATH", "ROUND4_PATH"])
+def test_written_judge_pairs_are_balanced_and_labelled(which):
+    from augment.qc import train_judge
+    rows = load_pairs(getattr(train_judge, which))
+    per = Counter((r["original"], r["label"] == "paraphrase") for r in rows)
+    assert all(per[o, True] == per[o, False] for o, _ in per)  # a faithful rewrite per failure
     assert len(rows) >= 500
     assert sum(r["label"] == "paraphrase" for r in rows) == len(rows) // 2
     assert {r["kind"] for r in rows if r["label"] == "paraphrase"} == {"faithful"}
