@@ -338,6 +338,35 @@ def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
 
 
+@pytest.mark.parametrize("orig,cand,reason", [
+    ("Our API allows 100 requests per minute per key. Write the message for a 429 response.",
+     "Write the message for a 429 response: each key may send 100 requests per hour.",
+     "period changed minute -> hour"),
+    ("Calculate the interest on $5,000 at 4% compounded monthly over 3 years.",
+     "Over 3 years, what interest does $5,000 earn at 4% if it is compounded every quarter?",
+     "period changed month -> quarter"),
+    ("Write a flyer for our chess club, which meets on Wednesdays at 7pm.",
+     "Draft a flyer for our chess club: we meet Fridays at 7pm.", "weekday changed"),
+    ("At what temperature does water boil at 2,000 meters?",
+     "What is the boiling point of water at 2,000 feet?", "unit of measure changed meter -> foot"),
+])
+def test_a_swapped_period_weekday_or_unit_is_caught(rules, orig, cand, reason):
+    r = rules.measure(orig, cand)
+    assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
+
+
+@pytest.mark.parametrize("orig,cand", [
+    ("Water the plants daily and feed them monthly.",
+     "Give the plants water every day and fertiliser once a month."),
+    ("How long do I roast a 2 kg chicken?", "How long should a 2-kilogram chicken roast?"),
+    ("Rest for 30 seconds between sets.", "Rest for half a minute between sets."),  # converted
+    ("Plan a 5-mile run for me.", "Plan an 8 km run for me."),  # numbers changed: not this rule
+])
+def test_the_same_period_or_a_conversion_is_not_a_swap(rules, orig, cand):
+    r = rules.measure(orig, cand)
+    assert not [m for m in r["reasons"] if m.startswith(("period", "weekday", "unit of measure"))]
+
+
 def test_placeholder_dropped_rejected(checker):
     checker = QualityChecker(RULES, model=checker.model)  # the placeholder rule alone
     o = "Write a polite reply to {customer_name} explaining that their refund of $49.99 was processed today."

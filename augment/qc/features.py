@@ -8,7 +8,7 @@ from typing import Iterable
 
 from .words import (
     _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _ASK_SPLIT, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
-    _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_ADVERB, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
+    _DURATION, _EMAIL, _INJECTION, _MEASURE, _MEASURE_OF, _PERIOD, _PERIOD_OF, _WEEKDAY, _KEEP_WORDS, _LEADING_ADVERB, _LEADING_CLAUSE, _LIST_OR_CODE, _NEGATION,
     _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
     _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
     _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL,
@@ -92,6 +92,11 @@ class _Features:
     #: how many items the text's lists can have ("A, B and C" -> 2, 3, 4 with or without an
     #: Oxford comma; any "and"/"then" -> 2): a rewrite may count them ("three things: ...")
     list_sizes: frozenset[str] = frozenset()
+    #: periods ("per minute", "monthly" -> "minute", "month"), weekdays and units of measure
+    #: ("3,000 feet" -> "foot") the text names (`words._PERIOD`, `_WEEKDAY`, `_MEASURE`)
+    periods: frozenset[str] = frozenset()
+    weekdays: frozenset[str] = frozenset()
+    measures: frozenset[str] = frozenset()
 
 
 def _full_stem(w: str) -> str:
@@ -388,6 +393,10 @@ def _features(text: str) -> _Features:
         forms=_output_forms(lower),
         negated=tuple(_negated_word(neg_text[m.end():]) for m in negators),
         list_sizes=_list_sizes(masked),
+        periods=frozenset(_PERIOD_OF[(m.group(1) or m.group(2)).lower()]
+                          for m in _PERIOD.finditer(text)),
+        weekdays=frozenset(m.group(1) for m in _WEEKDAY.finditer(text)),
+        measures=frozenset(_MEASURE_OF[m.group(1).lower()] for m in _MEASURE.finditer(text)),
     )
 
 

@@ -22,7 +22,7 @@ from .words import (
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
 ENGLISH_ONLY = ("polarity", "entities", "content", "answer", "injection", "number words",
-                "refusal wording", "judge")
+                "periods and measures", "refusal wording", "judge")
 
 
 def norm(t: str) -> str:
@@ -73,6 +73,21 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
     if o.currencies and c.currencies and not (o.currencies & c.currencies):
         reasons.append(f"currency changed {'/'.join(sorted(o.currencies))} -> "
                        f"{'/'.join(sorted(c.currencies))}")
+    return reasons
+
+
+def _period_reasons(o: _Features, c: _Features) -> list[str]:
+    """A period, weekday or unit of measure swapped for another of its kind while the numbers
+    stay ("100 requests per minute" -> "... per hour", "Tuesdays" -> "Thursdays", "3,000 meters"
+    -> "3,000 feet"); see `words._PERIOD`. A conversion changes a number and is not judged
+    here. Weekdays need no equal numbers: a day is not converted."""
+    reasons = []
+    for name, a, b, need_same_numbers in (("period", o.periods, c.periods, True),
+                                          ("weekday", o.weekdays, c.weekdays, False),
+                                          ("unit of measure", o.measures, c.measures, True)):
+        lost, new = a - b, b - a
+        if lost and new and (o.numbers == c.numbers or not need_same_numbers):
+            reasons.append(f"{name} changed {'/'.join(sorted(lost))} -> {'/'.join(sorted(new))}")
     return reasons
 
 
@@ -459,6 +474,8 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
         reasons += _answer_reasons(o, c)
     if cfg.check_invariants:
         reasons += _invariant_reasons(o, c, source_only=False)
+        if en:
+            reasons += _period_reasons(o, c)
     soft = []
     if en and cfg.check_polarity:
         hard, soft = _polarity_reasons(o, c, reworded=method == "paraphrase")

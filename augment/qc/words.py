@@ -327,3 +327,36 @@ _OUTPUT_FORMS = ("list|lists|bullet|bullets|bulleted|checklist|checklists",
                  "poem|poems|verse", "limerick|limericks", "sonnet|sonnets",
                  "flashcard|flashcards", "quiz|quizzes", "timeline|timelines",
                  "flyer|flyers|poster", "text message|sms")
+
+# Periods a request is measured or repeated over ("100 requests per minute", "compounded
+# monthly", "sales from last month") and units of measure. One swapped for another of its kind
+# while every number stays ("per minute" -> "per hour", "monthly" -> "every quarter", "3,000
+# meters" -> "3,000 feet", "grams" -> "milliliters") asks for another thing; a conversion changes
+# the number too ("30 seconds" -> "half a minute") and is left to the duration rules. On the
+# 6,832 written judge pairs, among those the other rules accepted, the period swap fired on 22
+# meaning changes and 1 faithful rewrite, the measure swap on 13 and 1.
+_PERIOD_OF = {"second": "second", "minute": "minute", "hour": "hour", "day": "day",
+              "night": "day", "week": "week", "weekend": "weekend", "fortnight": "fortnight",
+              "month": "month", "quarter": "quarter", "year": "year", "semester": "semester",
+              "decade": "decade", "hourly": "hour", "daily": "day", "nightly": "day",
+              "weekly": "week", "biweekly": "fortnight", "fortnightly": "fortnight",
+              "monthly": "month", "quarterly": "quarter", "yearly": "year", "annually": "year",
+              "annual": "year"}
+_PERIOD = re.compile(
+    r"\b(?:per|a|an|each|every|this|next|last|the|that|one|by)\s+(?:single\s+)?"
+    r"(second|minute|hour|day|night|week|weekend|fortnight|month|quarter|year|semester|decade)s?\b"
+    r"|\b(hourly|daily|nightly|weekly|biweekly|fortnightly|monthly|quarterly|yearly|annually"
+    r"|annual)\b", re.I)
+_WEEKDAY = re.compile(r"\b(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)s?\b")
+# not "pound" (also money) nor "m" (also million)
+_MEASURE_OF = {
+    "cm": "cm", "centimeter": "cm", "centimetre": "cm", "mm": "mm", "millimeter": "mm",
+    "millimetre": "mm", "inch": "inch", "foot": "foot", "feet": "foot",
+    "meter": "meter", "metre": "meter", "yard": "yard", "mile": "mile", "km": "km",
+    "kilometer": "km", "kilometre": "km", "gram": "gram", "kg": "kg", "kilogram": "kg",
+    "lb": "lb", "ounce": "oz", "oz": "oz", "liter": "liter", "litre": "liter",
+    "milliliter": "ml", "millilitre": "ml", "ml": "ml", "cup": "cup", "gallon": "gallon",
+    "quart": "quart", "pint": "pint", "tablespoon": "tablespoon", "tbsp": "tablespoon",
+    "teaspoon": "teaspoon", "tsp": "teaspoon", "celsius": "celsius", "fahrenheit": "fahrenheit"}
+_MEASURE = re.compile(r"\b(%s)(?:e?s)?\b" % "|".join(sorted(_MEASURE_OF, key=len, reverse=True)),
+                      re.I)
