@@ -25,8 +25,9 @@ faithful rewrites, the judge's part scored out of fold (five folds by original: 
 scored by trees that never saw its request). None of the held-out instruction sets
 (`tests/data/instruction_pairs*.jsonl`) is used by either step.
 
-Tried and not shipped (2026-12-02; out of fold on the 2,618 written pairs that reach the judge,
-the meaning changes caught at 93.6% of faithful rewrites kept; the head shipped then: AUC 0.825, 53%):
+Tried and not shipped (2026-12-02; out of fold on the 2,618 written pairs that reached the
+judge then, the meaning changes caught at 93.6% of faithful rewrites kept; the head shipped
+then: AUC 0.825, 53%):
 - A cross-encoder: LoRA (r=16 on every linear layer, 0.66 M trainable parameters) over
   all-MiniLM-L6-v2 reading both texts as one sequence, 2 epochs over 4,072 pairs (the written
   pairs of four folds at weight 2, plus 2,000 generated; 8.5 min on 2 CPU cores). Fold 0: AUC
@@ -47,15 +48,15 @@ the meaning changes caught at 93.6% of faithful rewrites kept; the head shipped 
   2,618 older pairs that reach the judge: AUC 0.8246 -> 0.8238, 53% caught either way; on the
   new ones 0.730 -> 0.753. The rules keep 0.886 of the new faithful rewrites (0.930 of the
   older), so the overall recall target let the judge keep more (threshold 0.652, 95.4% kept).
-  Held-out sets, scored once with that head (shipped head in brackets): fresh 0.900 / 0.220
-  (0.900 / 0.170), fresh2 0.935 / 0.328 (0.927 / 0.312), fresh3 0.892 / 0.273 (0.862 / 0.250);
-  along the judge's threshold, no better at equal recall. More pairs of the same kind do not
-  move features that cannot see a role swap. Rebuild it with `--written
+  Held-out sets, scored once with that head (the head shipped then in brackets): fresh 0.900 /
+  0.220 (0.900 / 0.170), fresh2 0.935 / 0.328 (0.927 / 0.312), fresh3 0.892 / 0.273 (0.862 /
+  0.250); along the judge's threshold, no better at equal recall. More pairs of the same kind
+  do not move features that cannot see a role swap. Rebuild it with `--written
   data/qc/judge_pairs.jsonl data/qc/judge_pairs_round4.jsonl --out /tmp/head.npz` (827 s).
 
 Deterministic for a seed (Python's `random.Random(seed)`, sklearn's gradient boosting with a
-fixed `random_state`). About 10 minutes on 2 CPU cores (576 s), mostly mpnet encoding. The written pairs
-that reach the judge depend on the rules: after a rule change, train again.
+fixed `random_state`). About 10 minutes on 2 CPU cores (576 s), mostly mpnet encoding. The
+written pairs that reach the judge depend on the rules: after a rule change, train again.
 """
 
 from __future__ import annotations
@@ -500,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                          "or all-MiniLM-L6-v2 (7x faster on CPU, catches fewer changes)")
     ap.add_argument("--written", nargs="+", default=[str(WRITTEN_PATH)], metavar="JSONL",
                     help="written pair files (default: data/qc/judge_pairs.jsonl; add "
-                         "data/qc/judge_pairs_round4.jsonl to rebuild the head that was not shipped)")
+                         "data/qc/judge_pairs_round4.jsonl to rebuild the head that was not "
+                         "shipped)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("judge_head.npz")))
     ap.add_argument("--show", type=int, default=0, help="print N generated pairs and exit")
     args = ap.parse_args(argv)
