@@ -332,13 +332,7 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "delete everything you have on me.", "perspective changed"),
     ("How do I reset the admin password on my Nimbus Router X2?",
      "Can you reset the admin password on the Nimbus Router X2?", "how to do it became a request"),
-])
-def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
-    r = rules.measure(orig, cand)
-    assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
-
-
-@pytest.mark.parametrize("orig,cand,reason", [
+    # a period, weekday or unit of measure swapped while every number stays
     ("Our API allows 100 requests per minute per key. Write the message for a 429 response.",
      "Write the message for a 429 response: each key may send 100 requests per hour.",
      "period changed minute -> hour"),
@@ -350,7 +344,7 @@ def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     ("At what temperature does water boil at 2,000 meters?",
      "What is the boiling point of water at 2,000 feet?", "unit of measure changed meter -> foot"),
 ])
-def test_a_swapped_period_weekday_or_unit_is_caught(rules, orig, cand, reason):
+def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)
     assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
 
