@@ -144,6 +144,17 @@ def tiny_model_dir(hidden=256, layers=4, *, vocab: int | None = None,
     return str(out)
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temp folder for one figure's runs, removed when the bench process exits (the figures
+    cache their results in memory, so nothing reads it afterwards)."""
+    import atexit
+    import shutil
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def child_env() -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}

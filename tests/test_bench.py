@@ -73,3 +73,14 @@ def test_trl_comparison_and_padding_free_figures_at_smoke_sizes(tmp_path):
     assert res["peak_memory_vs_trl"]["value"] == max(mem["ratios"])
     pf = res["padding_free_tokens_per_s"]["details"]
     assert 0 < pf["padded_batch_fill"][0] < 1  # demo lengths differ: padded batches carry padding
+
+
+def test_scratch_dirs_of_the_figures_are_removed_when_the_bench_exits(tmp_path):
+    code = ("from bench.harness import scratch_dir; p = scratch_dir('augtune-bench-t-'); "
+            "(p / 'run.log').write_text('x'); print(p)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          env={**run_env(), "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().startswith(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []

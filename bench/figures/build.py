@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import time
-from pathlib import Path
 
-from bench.harness import entry, perf, rnd
+from bench.harness import entry, perf, rnd, scratch_dir
 
 
 def fig_build_throughput_vs_limit(S) -> dict:
@@ -53,7 +51,7 @@ def fig_build_throughput_vs_limit(S) -> dict:
         return paraphrase_reply(system, user, body)
 
     saved = {k: os.environ.get(k) for k in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
-    work = Path(tempfile.mkdtemp(prefix="augtune-bench-build-"))
+    work = scratch_dir("augtune-bench-build-")
     res = {}
     try:
         with FakeAnthropicServer(reply=reply, latency=latency) as srv:

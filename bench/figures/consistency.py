@@ -16,13 +16,11 @@ worth at a time (augment/consistency.py).
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import torch.utils.data
 
 from bench.figures.vs_trl import VOCAB, big_vocab_model_dir, long_examples, run_sides, step_times
-from bench.harness import entry, loadavg, rnd
+from bench.harness import entry, loadavg, rnd, scratch_dir
 
 
 class InOrder(torch.utils.data.SequentialSampler):
@@ -49,7 +47,7 @@ def fig_consistency_peak_memory_ratio(S) -> dict:
     # at this size takes 1-4 minutes on one shared CPU thread.
     steps = S.pick(1, 2, 1)
     model = big_vocab_model_dir(vocab, hidden, 2, max(length, 512))
-    work = Path(tempfile.mkdtemp(prefix="augtune-bench-consistency-"))
+    work = scratch_dir("augtune-bench-consistency-")
     base = dict(model=model, kind="augtune", warm=0, steps=steps, batch=batch, max_length=length,
                 examples=paired_examples(batch * steps, int(length * 1.2)))
     recs = run_sides({"off": {**base, "consistency_weight": 0.0},

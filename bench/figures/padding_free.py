@@ -8,11 +8,10 @@ MLP, LM head and loss no longer compute; on a GPU with flash attention it is TRL
 from __future__ import annotations
 
 import statistics
-import tempfile
 from pathlib import Path
 
 from bench.figures.vs_trl import run_sides, step_times
-from bench.harness import demo_rows, entry, loadavg, rnd, tiny_model_dir
+from bench.harness import demo_rows, entry, loadavg, rnd, tiny_model_dir, scratch_dir
 
 
 def fig_padding_free_tokens_per_s(S) -> dict:
@@ -21,7 +20,7 @@ def fig_padding_free_tokens_per_s(S) -> dict:
     model = tiny_model_dir(*((64, 2) if S.smoke else (256, 4)))
     rows = demo_rows("train")
     exs = [{"prompt": r.prompt, "completion": r.completion} for r in rows][:batch * (warm + steps)]
-    work = Path(tempfile.mkdtemp(prefix="augtune-bench-pf-"))
+    work = scratch_dir("augtune-bench-pf-")
     base = dict(kind="augtune", model=model, warm=warm, steps=steps, batch=batch,
                 max_length=length, examples=exs)
     ratios, flat_tps, pad_tps, fill = [], [], [], []

@@ -8,11 +8,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import ROOT, child_env, entry, loadavg, perf, rnd, tiny_model_dir
+from bench.harness import (ROOT, child_env, entry, loadavg, perf, rnd, scratch_dir,
+                           tiny_model_dir)
 
 
 def sft_child(out_json: str, argv: list[str]) -> None:
@@ -146,7 +146,7 @@ def sft_runs(S) -> dict:
     warm, measured = S.pick(4, 5, 2), S.pick(20, 40, 3)
     pairs = S.pick(2, 3, 1)
     model = tiny_model_dir(*((64, 2) if S.smoke else (256, 4)))
-    work = Path(tempfile.mkdtemp(prefix="augtune-bench-sft-"))
+    work = scratch_dir("augtune-bench-sft-")
     cache = work / "templates.sqlite"
     # Build the templates variants first (not timed), so both runs of a pair start together.
     build = subprocess.run([sys.executable, "-m", "augment.build", "--config",

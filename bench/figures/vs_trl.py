@@ -25,11 +25,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import ROOT, child_env, demo_rows, entry, loadavg, rnd, tiny_model_dir
+from bench.harness import (ROOT, child_env, demo_rows, entry, loadavg, rnd, scratch_dir,
+                           tiny_model_dir)
 
 VOCAB = 128256
 
@@ -78,7 +78,7 @@ def side(spec_json: str) -> None:
     tok = AutoTokenizer.from_pretrained(spec["model"])
     model = LlamaForCausalLM.from_pretrained(spec["model"])
     exs = spec.get("examples") or long_examples(spec["n_examples"], spec["min_words"])
-    common = dict(output_dir=tempfile.mkdtemp(prefix="augtune-bench-trl-"), use_cpu=True, bf16=False,
+    common = dict(output_dir=str(scratch_dir("augtune-bench-trl-")), use_cpu=True, bf16=False,
                   report_to="none", save_strategy="no", logging_steps=10 ** 6,
                   max_steps=spec["warm"] + spec["steps"], per_device_train_batch_size=spec["batch"],
                   max_length=spec["max_length"], gradient_checkpointing=False,
@@ -177,7 +177,7 @@ def trl_runs(S) -> dict:
     # fused head's torch tiles on CPU): --quick times 2 steps after 1 warm-up, one pair.
     warm, steps, pairs = S.pick(1, 1, 1), S.pick(2, 4, 2), S.pick(1, 2, 1)
     model = big_vocab_model_dir(vocab, hidden, 2, max(length, 512))
-    work = Path(tempfile.mkdtemp(prefix="augtune-bench-vs-trl-"))
+    work = scratch_dir("augtune-bench-vs-trl-")
     base = dict(model=model, warm=warm, steps=steps, batch=batch, max_length=length,
                 n_examples=batch * (warm + steps), min_words=int(length * 1.2))
     out = []
