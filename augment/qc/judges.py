@@ -10,13 +10,14 @@ frozen encoder (all-mpnet-base-v2, `embed.JUDGE_ENCODER`; MiniLM features caught
 written meaning changes at 95% of faithful rewrites kept, mpnet's 47%): the pooled cosine, and
 how well each content word piece of one text is covered by the other's (contextual token
 vectors, max cosine): the least-covered pieces of the original show a dropped constraint or
-part, those of the candidate an added one. A few lexical counts
-(content words dropped / added, first- and second-person words, sentences) join them. It is
-trained offline by `python -m augment.qc.train_judge` ONLY on pairs that augtune generates by
-rules from request text written for it (faithful rewrites vs perturbations of the kinds
-above), and ships as `judge_head.npz` (tens of KB; plain arrays, read with numpy, and the name
-of the encoder its features come from). The LLM
-judge (`llm_judge.py`) asks a model about the borderline band.
+part, those of the candidate an added one. A few lexical counts (content words dropped /
+added, first- and second-person words, sentences) join them. A head trained with `train_judge
+--attention` also reads the P(changed) of a small attention model over the same word-piece
+vectors (`attention.py`; tried, not shipped). It is trained offline by `python -m
+augment.qc.train_judge` ONLY on pairs that augtune generates by rules from request text written
+for it (faithful rewrites vs perturbations of the kinds above), and ships as `judge_head.npz`
+(tens of KB; plain arrays, read with numpy, and the name of the encoder its features come
+from). The LLM judge (`llm_judge.py`) asks a model about the borderline band.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ FEATURE_NAMES = (
     "content_dropped", "content_added", "first_person_lost", "second_person_gained",
     "sentences_lost", "format_lost", "format_added", "task_lost", "task_added", "limit_lost",
     "limit_added", "coordinators_lost")
+#: The extra feature of a head trained with `train_judge --attention` (not the shipped one).
+ATTENTION_FEATURE = "attention"
 
 
 def _stems_in(f: _Features, vocab: frozenset[str]) -> set[str]:
@@ -89,15 +92,38 @@ def pair_features(so: np.ndarray, sc: np.ndarray, to: np.ndarray, tc: np.ndarray
     ], dtype=np.float64)
 
 
-def encoder_features(pairs: Sequence[tuple[str, str]], feats: dict, encoder: str,
-                     device: str = "cpu", batch_size: int = 32) -> np.ndarray:
-    """`pair_features` of each pair from `encoder` (one pass over the distinct texts): what a
-    build computes and what `train_judge` trains on. `feats`: text -> `features._features`."""
+def encode(texts: Sequence[str], encoder: str, device: str = "cpu",
+           batch_size: int = 32) -> tuple[dict, dict]:
+    """Unit sentence vectors and content-piece vectors of the distinct `texts` (one pass)."""
     from .embed import judge_vectors, load_model
-    model = load_model(encoder, device)
-    emb, tokens = judge_vectors(model, [t for p in pairs for t in p], batch_size, skip=_STOPWORDS)
-    return np.stack([pair_features(emb[o], emb[c], tokens[o], tokens[c], feats[o], feats[c])
-                     for o, c in pairs])
+    return judge_vectors(load_model(encoder, device), texts, batch_size, skip=_STOPWORDS)
+
+
+def feature_matrix(pairs: Sequence[tuple[str, str]], feats: dict, sent: dict, pieces: dict,
+                   attention_w: dict | str | None = None) -> np.ndarray:
+    """`pair_features` of each pair, and the attention model's P(changed) after them when the
+    head has one (`attention_w`, the arrays of `attention.load`; "pending": a column of 0.5 that
+    `train_judge` fills out of fold)."""
+    from .attention import p_changed
+    rows = []
+    for o, c in pairs:
+        x = pair_features(sent[o], sent[c], pieces[o], pieces[c], feats[o], feats[c])
+        if isinstance(attention_w, dict):
+            x = np.append(x, p_changed(attention_w, pieces[o], pieces[c],
+                                       float(sent[o] @ sent[c])))
+        elif attention_w == "pending":
+            x = np.append(x, 0.5)
+        rows.append(x)
+    return np.stack(rows)
+
+
+def encoder_features(pairs: Sequence[tuple[str, str]], feats: dict, encoder: str,
+                     attention_w: dict | None = None, device: str = "cpu",
+                     batch_size: int = 32) -> np.ndarray:
+    """`feature_matrix` of each pair from `encoder` (one pass over the distinct texts): what a
+    build computes. `feats`: text -> `features._features`."""
+    sent, pieces = encode([t for p in pairs for t in p], encoder, device, batch_size)
+    return feature_matrix(pairs, feats, sent, pieces, attention_w)
 
 
 class HeadJudge:
@@ -119,6 +145,8 @@ class HeadJudge:
         self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
         self.threshold = float(d["threshold"]) if threshold is None else float(threshold)
         self.encoder = str(d["encoder"])
+        from .attention import load
+        self.attention = load(d)  # None for the shipped head (see train_judge --attention)
         from .embed import require_encoder
         require_encoder(self.encoder)  # a missing encoder stops a build before its first request
         self.device, self.batch_size = device, batch_size
@@ -147,7 +175,8 @@ class HeadJudge:
         """`feats`: text -> `features._features` for every text of `pairs`."""
         if not pairs:
             return []
-        X = encoder_features(pairs, feats, self.encoder, self.device, self.batch_size)
+        X = encoder_features(pairs, feats, self.encoder, self.attention, self.device,
+                             self.batch_size)
         out = []
         for p in self.p_changed(X):
             p = float(p)
