@@ -1,5 +1,7 @@
-"""A small attention model over the judge encoder's frozen word-piece vectors: the judge head's
-30th feature.
+"""A small attention model over the judge encoder's frozen word-piece vectors: the 30th feature
+of a head trained with `python -m augment.qc.train_judge --attention`. Tried, not shipped: it
+helped out of fold on the training writers' pairs and not on the held-out sets (figures in
+`train_judge`'s docstring); the shipped head has 29 features and no such model.
 
 Why: the head's coverage features ask whether each word piece of one text has a counterpart in
 the other; they cannot see what the counterparts do ("refund Ana's order" vs "refund my order
@@ -10,9 +12,9 @@ Parikh et al. 2016, over a frozen encoder instead of word embeddings). Unlike th
 it can learn from every written pair, including those the rules reject, because its input is
 the pair itself, not the rules' view of it.
 
-Trained in `train_judge` with torch (a few minutes on CPU: 0.25 M parameters, the encoder stays
-frozen and its vectors are computed once); shipped as float16 arrays inside `judge_head.npz`
-(keys `att_*`) and run at judge time in numpy, one pair at a time.
+Trained in `train_judge` with torch (0.25 M parameters; the encoder stays frozen and its
+vectors are computed once; about 2 minutes a fit on 2 CPU cores, six fits); stored as float16
+arrays inside the head's npz (keys `att_*`) and run at judge time in numpy, one pair at a time.
 
     >>> import numpy as np
     >>> w = init_weights(dim=4, hidden=3, seed=0)
