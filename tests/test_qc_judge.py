@@ -96,7 +96,6 @@ def test_the_attention_feature_joins_the_head_only_when_the_head_has_the_model()
     np.testing.assert_array_equal(with_att[:, :-1], plain)
     assert with_att[0, -1] == attention.p_changed(w, pieces[texts[0]], pieces[texts[1]],
                                                   float(sent[texts[0]] @ sent[texts[1]]))
-    assert (feature_matrix(pairs, feats, sent, pieces, "pending")[:, -1] == 0.5).all()
 
 
 # -- the judge's encoder, unpacked from a zip split over packages ---------------------------

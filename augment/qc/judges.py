@@ -41,8 +41,6 @@ FEATURE_NAMES = (
     "content_dropped", "content_added", "first_person_lost", "second_person_gained",
     "sentences_lost", "format_lost", "format_added", "task_lost", "task_added", "limit_lost",
     "limit_added", "coordinators_lost")
-#: The extra feature of a head trained with `train_judge --attention` (not the shipped one).
-ATTENTION_FEATURE = "attention"
 
 
 def _stems_in(f: _Features, vocab: frozenset[str]) -> set[str]:
@@ -100,19 +98,16 @@ def encode(texts: Sequence[str], encoder: str, device: str = "cpu",
 
 
 def feature_matrix(pairs: Sequence[tuple[str, str]], feats: dict, sent: dict, pieces: dict,
-                   attention_w: dict | str | None = None) -> np.ndarray:
+                   attention_w: dict | None = None) -> np.ndarray:
     """`pair_features` of each pair, and the attention model's P(changed) after them when the
-    head has one (`attention_w`, the arrays of `attention.load`; "pending": a column of 0.5 that
-    `train_judge` fills out of fold)."""
+    head has one (`attention_w`, the arrays of `attention.load`)."""
     from .attention import p_changed
     rows = []
     for o, c in pairs:
         x = pair_features(sent[o], sent[c], pieces[o], pieces[c], feats[o], feats[c])
-        if isinstance(attention_w, dict):
+        if attention_w is not None:
             x = np.append(x, p_changed(attention_w, pieces[o], pieces[c],
                                        float(sent[o] @ sent[c])))
-        elif attention_w == "pending":
-            x = np.append(x, 0.5)
         rows.append(x)
     return np.stack(rows)
 

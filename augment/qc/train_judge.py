@@ -476,11 +476,12 @@ def _attention_column(gen, written, att_written, sent, pieces, seed, epochs, log
     rows = ([dict(r, weight=1.0) for r in gen]
             + [dict(r, weight=float(ATTENTION_WEIGHT)) for r in att_written])
     pg, pw = np.zeros(len(gen)), np.zeros(len(written))
-    fg = np.array([_fold(r["original"]) for r in gen])
-    fw = np.array([_fold(r["original"]) for r in written])
+    fold_of = {r["original"]: _fold(r["original"]) for r in rows + written}
+    fg = np.array([fold_of[r["original"]] for r in gen])
+    fw = np.array([fold_of[r["original"]] for r in written])
     for k in range(FOLDS):
         t0 = time.time()
-        net = attention.fit([r for r in rows if _fold(r["original"]) != k], sent, pieces,
+        net = attention.fit([r for r in rows if fold_of[r["original"]] != k], sent, pieces,
                             seed=seed, epochs=epochs)
         pg[fg == k] = attention.predict(net, [r for r, f in zip(gen, fg) if f == k], sent, pieces)
         pw[fw == k] = attention.predict(net, [r for r, f in zip(written, fw) if f == k], sent,
@@ -525,12 +526,13 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
 
     def matrix(rows):
         return feature_matrix([(r["original"], r["candidate"]) for r in rows], feats, sent,
-                              pieces, "pending" if with_attention else None)
+                              pieces)
     Xg, yg = matrix(gen), np.array([r["label"] for r in gen])
     Xw, yw = matrix(written), np.array([r["label"] for r in written])
-    if with_attention:
-        Xg[:, -1], Xw[:, -1], net = _attention_column(gen, written, att_written, sent, pieces,
-                                                      seed, epochs, log)
+    if with_attention:  # its out-of-fold P(changed) after the 29 features, as feature_matrix
+        att_g, att_w, net = _attention_column(gen, written, att_written, sent, pieces, seed,
+                                              epochs, log)
+        Xg, Xw = np.column_stack([Xg, att_g]), np.column_stack([Xw, att_w])
     keep = min(KEEP_MAX, TARGET_RECALL / rules_recall)
     folds = np.array([_fold(r["original"]) for r in written])
 

@@ -16,7 +16,6 @@ worth at a time (augment/consistency.py).
 
 from __future__ import annotations
 
-
 import torch.utils.data
 
 from bench.figures.vs_trl import VOCAB, big_vocab_model_dir, long_examples, run_sides, step_times

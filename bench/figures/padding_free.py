@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from bench.figures.vs_trl import run_sides, step_times
-from bench.harness import demo_rows, entry, loadavg, rnd, tiny_model_dir, scratch_dir
+from bench.harness import demo_rows, entry, loadavg, rnd, scratch_dir, tiny_model_dir
 
 
 def fig_padding_free_tokens_per_s(S) -> dict:
