@@ -13,13 +13,16 @@ justify the defaults in ``QualityConfig``; anyone changing a threshold reruns th
 How the curves are read: the QC's similarity floor (``qc_sim_min``) is swept; each floor gives
 one (recall, false accepts) point of the QC. The cosine threshold alone is then raised until it
 keeps the same recall, and its false accepts at that recall are printed beside: the QC must not
-be worse at any recall it offers (the last column says so).
+be worse at any recall it offers (the last column says so). Where the default QC misses the
+maintainers' target, a line says what the judge would have to do to meet it (`judge_needs`):
+keep so much of what the rules accept and catch so much of what they let through.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -135,6 +138,42 @@ def judge_curve(rows: list[dict], judged: list[dict], floor: float) -> list[dict
     return out
 
 
+def judge_needs(rows: list[dict], project: list[dict],
+                target: tuple[float, float] = TARGET_POINT) -> dict:
+    """What the judge must do on this set for the default QC to meet `target`, given the rules'
+    verdicts (the judge only ever rejects what the rules accept, so the rules fix the room it
+    has): the share of the faithful rewrites the rules accept that it must keep, and the share
+    of the meaning changes they accept that it must catch; beside what it keeps and catches now.
+    `need_keep` > 1: the rules alone reject too many faithful rewrites; `need_catch` <= 0: the
+    rules alone meet the false-accept target."""
+    want_recall, want_far = target
+    pos = [r["label"] == "paraphrase" for r in rows]
+    rules_ok = [not [m for m in x["reasons"] if not m.startswith("judge:")] for x in project]
+    ok_pos = sum(o for o, p in zip(rules_ok, pos) if p)
+    ok_neg = sum(o for o, p in zip(rules_ok, pos) if not p)
+    acc_pos = sum(x["is_valid"] for x, p in zip(project, pos) if p)
+    acc_neg = sum(x["is_valid"] for x, p in zip(project, pos) if not p)
+    n_pos, n_neg = sum(pos), len(pos) - sum(pos)
+    return {"rules_faithful": ok_pos, "rules_changes": ok_neg,
+            "need_keep": math.ceil(want_recall * n_pos - 1e-9) / ok_pos if ok_pos else math.inf,
+            "need_catch": ((ok_neg - math.floor(want_far * n_neg + 1e-9)) / ok_neg
+                           if ok_neg else 0.0),
+            "keeps": acc_pos / ok_pos if ok_pos else float("nan"),
+            "catches": 1 - acc_neg / ok_neg if ok_neg else float("nan")}
+
+
+def format_needs(n: dict) -> str:
+    if n["need_keep"] > 1:
+        return ("the rules alone reject too many faithful rewrites for the target: no judge "
+                "can meet it on this set")
+    if n["need_catch"] <= 0:
+        return "the rules alone meet the false-accept target on this set"
+    return (f"to meet it the judge must keep >= {n['need_keep']:.3f} of the "
+            f"{n['rules_faithful']} faithful rewrites the rules accept and catch >= "
+            f"{n['need_catch']:.3f} of the {n['rules_changes']} meaning changes they accept; "
+            f"it keeps {n['keeps']:.3f} and catches {n['catches']:.3f}")
+
+
 def format_curve(curve: list[dict]) -> str:
     lines = [f"{'rule':<12}{'floor':>6}{'recall':>8}{'FAR':>7}   cosine alone at that recall: "
              f"{'threshold':>9}{'FAR':>7}  QC <= cosine", "-" * 88]
@@ -208,6 +247,8 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
     met = mp["recall"] >= want_recall and mp["far"] <= want_far
     print(f"default QC: recall {mp['recall']:.3f}, false accepts {mp['far']:.3f}; the target "
           f"(recall >= {want_recall} at <= {want_far}) is {'met' if met else 'NOT met'}")
+    if not met:
+        print("  " + format_needs(judge_needs(rows, project)))
     if show_errors:
         print("\nrejected paraphrases:")
         for r, x in zip(rows, project):
@@ -218,7 +259,7 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
             if r["label"] != "paraphrase" and x["is_valid"]:
                 print(f"  [{x['semantic_similarity']:.2f}] ({r.get('kind')}) {r['original']!r} -> {r['candidate']!r}")
     print()
-    return {"project": mp,
+    return {"project": mp, "needs": judge_needs(rows, project),
             "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
             "model": model}
 

@@ -37,6 +37,57 @@ def test_head_is_small_and_well_formed():
     assert head.encoder == "all-mpnet-base-v2"
 
 
+def test_cross_encoder_ships_small_and_joins_only_the_shipped_head(tmp_path):
+    from augment.qc.cross import CROSS_PATH
+    assert CROSS_PATH.stat().st_size < 3_000_000
+    head = HeadJudge()
+    c = np.load(CROSS_PATH)
+    assert head.cross_arrays is not None and head.threshold == float(c["threshold"])
+    assert 0 < head.cross_weight < 1 and str(c["encoder"]) == "all-MiniLM-L6-v2"
+    trees_only = HeadJudge(cross_path=None)
+    assert trees_only.cross_arrays is None and trees_only.threshold == float(
+        np.load(HEAD_PATH)["threshold"])
+    assert trees_only.fingerprint() != head.fingerprint()  # the adapters are in the fingerprint
+    other = tmp_path / "head.npz"
+    other.write_bytes(HEAD_PATH.read_bytes())
+    assert HeadJudge(path=other).cross_arrays is None  # calibrated against the shipped trees only
+    with pytest.raises(FileNotFoundError, match="train_judge --cross"):
+        HeadJudge(cross_path=tmp_path / "missing.npz")
+
+
+def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
+    """One small fit (one step): the merged float16 adapters read pairs as the peft model that
+    learnt them did, and a second fit with the seed gives the same arrays."""
+    from augment.qc import cross
+    from augment.qc.train_judge import generate
+    rows = generate(24, 3)
+    fits = [cross.fit(rows, seed=5, epochs=1, log=lambda m: None) for _ in range(2)]
+    a, b = (cross.export(bert, head) for _, bert, head in fits)
+    assert a.keys() == b.keys() and len([k for k in a if k.startswith("lora:")]) == (6 * 6 + 1) * 2  # 6 a layer, pooler
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    tok, bert, head = fits[0]
+    trained = cross.predict(tok, bert, head, rows)
+    merged = cross.CrossEncoder(a).p_changed([(r["original"], r["candidate"]) for r in rows])
+    np.testing.assert_allclose(merged, trained, atol=2e-3)
+    assert not np.allclose(trained, trained[0])  # it reads the pairs, not a constant
+
+
+def test_judge_averages_trees_and_cross_encoder_in_logits(model):
+    from augment.qc.cross import CrossEncoder, combine
+    chk = QualityChecker(QualityConfig(), model=model)
+    o = "Write a short note to my manager asking for Friday off."
+    c = "Write a short note from my manager to me asking me to take Friday off."
+    got = chk.measure(o, c)["judge_p_changed"]
+    head = chk.judge
+    from augment.qc.features import _features
+    from augment.qc.judges import encoder_features
+    trees = head.p_changed(encoder_features([(o, c)], {o: _features(o), c: _features(c)},
+                                            head.encoder))
+    want = combine(trees, CrossEncoder(head.cross_arrays).p_changed([(o, c)]), head.cross_weight)
+    assert got == pytest.approx(float(want[0]), abs=1e-6)
+
+
 def _toy_pairs(n: int, dim: int = 32, seed: int = 0):
     """Pairs of unit piece vectors; a faithful candidate reorders and slightly perturbs the
     original's pieces, a changed one also swaps one of them for a new direction."""

@@ -609,3 +609,26 @@ def test_labelled_set_project_vs_seed(labelled):
     assert mp["recall"] >= 0.80
     assert mp["far"] <= ms["far"] / 4  # well below the seed rule
     assert mp["precision"] > ms["precision"]
+
+
+def test_judge_needs_says_what_the_judge_must_keep_and_catch():
+    """10 faithful, 10 changed; the rules accept 9 faithful and 6 changes, the judge then
+    rejects 1 faithful and 3 changes. Recall >= 0.85 needs 9 of the 9 kept; <= 0.15 false
+    accepts allows 1 of the 6 through, so 5 of 6 caught."""
+    from augment.qc_eval import format_needs, judge_needs
+    rows = [{"label": "paraphrase"}] * 10 + [{"label": "meaning_change"}] * 10
+    rule_no = {"is_valid": False, "reasons": ["numbers differ"]}
+    judge_no = {"is_valid": False, "reasons": ["judge: the request likely changed"]}
+    yes = {"is_valid": True, "reasons": []}
+    project = [rule_no] + [judge_no] + [yes] * 8 + [rule_no] * 4 + [judge_no] * 3 + [yes] * 3
+    n = judge_needs(rows, project)
+    assert (n["rules_faithful"], n["rules_changes"]) == (9, 6)
+    assert n["need_keep"] == pytest.approx(1.0) and n["need_catch"] == pytest.approx(5 / 6)
+    assert n["keeps"] == pytest.approx(8 / 9) and n["catches"] == pytest.approx(0.5)
+    assert "keep >= 1.000 of the 9" in format_needs(n) and "catches 0.500" in format_needs(n)
+    # the rules alone reject 2 of 10 faithful: recall 0.85 is out of any judge's reach
+    assert judge_needs(rows, [rule_no] * 2 + project[2:])["need_keep"] > 1
+    assert "no judge" in format_needs(judge_needs(rows, [rule_no] * 2 + project[2:]))
+    # the rules let only 1 change through: they meet the false-accept target alone
+    few = project[:10] + [rule_no] * 9 + [yes]
+    assert judge_needs(rows, few)["need_catch"] <= 0

@@ -30,7 +30,7 @@ _HERE = Path(__file__).resolve().parent
 #: reworded comment does not invalidate every cache) go into the fingerprint: a changed rule, word
 #: list or threshold default changes it, with no version number to remember to bump.
 RULE_MODULES = ("words.py", "features.py", "rules.py", "embed.py", "checker.py", "judges.py",
-                "attention.py")
+                "attention.py", "cross.py")
 
 
 def normalise_method(method: str | None) -> str:

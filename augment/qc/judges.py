@@ -17,7 +17,10 @@ vectors (`attention.py`; tried, not shipped). It is trained offline by `python -
 augment.qc.train_judge` ONLY on pairs that augtune generates by rules from request text written
 for it (faithful rewrites vs perturbations of the kinds above), and ships as `judge_head.npz`
 (tens of KB; plain arrays, read with numpy, and the name of the encoder its features come
-from). The LLM judge (`llm_judge.py`) asks a model about the borderline band.
+from). Beside the trees, a cross-encoder (`cross.py`: MiniLM reading both texts at once, LoRA
+adapters shipped in `judge_cross.npz`) gives its own P(changed); the judge averages the two in
+logits: it sees who does what to whom, which features of two separately encoded texts cannot.
+The LLM judge (`llm_judge.py`) asks a model about the borderline band.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ class HeadJudge:
     features it was trained on; that encoder is loaded on the first `judge` call."""
 
     def __init__(self, threshold: float | None = None, path: Path | str = HEAD_PATH,
-                 device: str = "cpu", batch_size: int = 32) -> None:
+                 device: str = "cpu", batch_size: int = 32,
+                 cross_path: Path | str | None = "auto") -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -138,19 +142,37 @@ class HeadJudge:
         self.feature, self.thresh = d["feature"], d["thresh"]
         self.left, self.right, self.value = d["left"], d["right"], d["value"]
         self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
-        self.threshold = float(d["threshold"]) if threshold is None else float(threshold)
+        # The cross-encoder (cross.py) was calibrated against the shipped trees: it joins them
+        # by default only; "auto" = the shipped one with the shipped head, none with another.
+        if cross_path == "auto":
+            from .cross import CROSS_PATH
+            cross_path = CROSS_PATH if path.resolve() == HEAD_PATH else None
+        self.cross_arrays, self._cross, own = None, None, float(d["threshold"])
+        digest = hashlib.sha256(path.read_bytes())
+        if cross_path is not None:
+            cross_path = Path(cross_path)
+            if not cross_path.is_file():
+                raise FileNotFoundError(
+                    f"{cross_path}: the QC judge's cross-encoder is missing; rebuild it with "
+                    "`python -m augment.qc.train_judge --cross`, or set qc_judge: none.")
+            c = np.load(cross_path)
+            self.cross_arrays = {k: c[k] for k in c.files}
+            self.cross_weight, own = float(c["weight"]), float(c["threshold"])
+            digest.update(cross_path.read_bytes())
+        self.threshold = own if threshold is None else float(threshold)
         self.encoder = str(d["encoder"])
         from .attention import load
         self.attention = load(d)  # None for the shipped head (see train_judge --attention)
         from .embed import require_encoder
         require_encoder(self.encoder)  # a missing encoder stops a build before its first request
         self.device, self.batch_size = device, batch_size
-        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        self._digest = digest.hexdigest()
 
     def fingerprint(self) -> str:
         return f"head:{self._digest}:{self.threshold}"
 
     def p_changed(self, X: np.ndarray) -> np.ndarray:
+        """The trees' P(changed) for rows of `feature_matrix` (without the cross-encoder)."""
         X = np.atleast_2d(X)
         raw = np.full(len(X), self.init)
         rows = np.arange(len(X))
@@ -172,8 +194,14 @@ class HeadJudge:
             return []
         X = encoder_features(pairs, feats, self.encoder, self.attention, self.device,
                              self.batch_size)
+        p_all = self.p_changed(X)
+        if self.cross_arrays is not None:
+            from .cross import CrossEncoder, combine
+            if self._cross is None:
+                self._cross = CrossEncoder(self.cross_arrays, self.device)
+            p_all = combine(p_all, self._cross.p_changed(pairs), self.cross_weight)
         out = []
-        for p in self.p_changed(X):
+        for p in p_all:
             p = float(p)
             reason = (f"judge: the request likely changed (p={p:.2f} >= {self.threshold:.2f})"
                       if p >= self.threshold else None)

@@ -446,6 +446,13 @@ ATTENTION_PATHS = (WRITTEN_PATH, ROUND4_PATH)
 #: A written pair counts as this many generated ones in the attention model's loss.
 ATTENTION_WEIGHT = 2
 ATTENTION_EPOCHS = 12
+#: With --cross: the cross-encoder (`cross.py`) learns from the written pairs of both files
+#: (the rules' rejects included) in every fold but `CROSS_FOLD`, plus this many generated pairs;
+#: `CROSS_FOLD`'s written pairs that reach the judge choose the averaging weight (one of
+#: `CROSS_WEIGHTS`, by AUC) and the threshold, against the trees' out-of-fold probabilities.
+CROSS_GENERATED = 3000
+CROSS_FOLD = 0
+CROSS_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Shares of written faithful rewrites kept at which the CLI prints the out-of-fold trade-off.
 CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
 
@@ -504,10 +511,51 @@ def _attention_column(gen, written, att_written, sent, pieces, seed, epochs, log
     return pg, pw, net
 
 
+def cross_path_default() -> Path:
+    from .cross import CROSS_PATH
+    return CROSS_PATH
+
+
+def _train_cross(written, folds, p_trees, keep, paths, seed, out, log) -> dict:
+    """Train the cross-encoder on every fold but `CROSS_FOLD` (written pairs of `paths` and
+    generated ones), then choose on `CROSS_FOLD`'s written pairs that reach the judge the
+    weight of its logit against the trees' out-of-fold one, and the threshold that keeps
+    `keep` of their faithful rewrites. Saves `out`; returns the figures."""
+    from sklearn.metrics import roc_auc_score
+
+    from . import cross
+    t0 = time.time()
+    rows = ([r for r in _labelled(paths) if _fold(r["original"]) != CROSS_FOLD]
+            + generate(CROSS_GENERATED, seed + 1))
+    log(f"cross-encoder: training on {len(rows)} pairs ({cross.EPOCHS} epochs)")
+    tok, bert, head = cross.fit(rows, seed=seed, log=log)
+    test = [r for r, f in zip(written, folds) if f == CROSS_FOLD]
+    y = np.array([r["label"] for r in test])
+    pc, pt = cross.predict(tok, bert, head, test), p_trees[folds == CROSS_FOLD]
+    aucs = {w: roc_auc_score(y, cross.combine(pt, pc, w)) for w in CROSS_WEIGHTS}
+    weight = max(CROSS_WEIGHTS, key=lambda w: (aucs[w], -w))
+    comb = cross.combine(pt, pc, weight)
+    threshold = _threshold_at(np.sort(comb[y == 0]), keep)
+    trees_threshold = _threshold_at(np.sort(pt[y == 0]), keep)
+    np.savez_compressed(out, **cross.export(bert, head), weight=np.float64(weight),
+                        threshold=np.float64(threshold), keep=np.float64(keep),
+                        seed=np.int64(seed), encoder=np.str_(cross.ENCODER))
+    merged = cross.CrossEncoder(np.load(out))
+    probe = test[:32]
+    assert np.allclose(merged.p_changed([(r["original"], r["candidate"]) for r in probe]),
+                       pc[:32], atol=0.02), "the exported cross-encoder disagrees"
+    return {"pairs": len(rows), "fold_pairs": len(test), "weight": weight,
+            "threshold": threshold, "auc_trees": float(roc_auc_score(y, pt)),
+            "auc_cross": float(roc_auc_score(y, pc)), "auc": float(aucs[weight]),
+            "caught_trees": float((pt[y == 1] >= trees_threshold).mean()),
+            "caught": float((comb[y == 1] >= threshold).mean()), "seconds": time.time() - t0}
+
+
 def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
           encoder: str = "all-mpnet-base-v2", written_paths=(WRITTEN_PATH,),
           attention_paths=ATTENTION_PATHS, epochs: int = ATTENTION_EPOCHS,
-          with_attention: bool = False,
+          with_attention: bool = False, with_cross: bool = False,
+          cross_out: str | None = None,
           log=lambda msg: print(msg, flush=True)) -> dict:
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -585,7 +633,10 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
     curve = [(k, float((changed >= _threshold_at(faithful, k)).mean())) for k in CURVE_KEEPS
              ] if len(changed) else []
     from sklearn.metrics import roc_auc_score
-    return {"pairs": len(gen), "written": len(written), "threshold": threshold,
+    cross_report = (_train_cross(written, folds, p, keep, attention_paths, seed,
+                                 cross_out or str(cross_path_default()), log)
+                    if with_cross else None)
+    return {"pairs": len(gen), "written": len(written), "threshold": threshold, "cross": cross_report,
             "rules_recall": rules_recall, "keep": keep, "attention_pairs": len(att_written),
             "tune_faithful": len(faithful), "tune_changed": len(changed),
             "tune_changed_caught": float((changed >= threshold).mean()) if len(changed) else 0.0,
@@ -615,6 +666,11 @@ def main(argv: list[str] | None = None) -> int:
                     "model learns from (every pair, rejected by the rules or not)")
     ap.add_argument("--epochs", type=int, default=ATTENTION_EPOCHS,
                     help="with --attention: epochs of the attention model")
+    ap.add_argument("--cross", action="store_true",
+                    help="also train the cross-encoder (cross.py; shipped) into --cross-out: "
+                         "about 45 minutes more on 2 CPU cores")
+    ap.add_argument("--cross-out", default=None,
+                    help="with --cross: where it goes (default: augment/qc/judge_cross.npz)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("judge_head.npz")))
     ap.add_argument("--show", type=int, default=0, help="print N generated pairs and exit")
     args = ap.parse_args(argv)
@@ -623,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['label']} {r['kind']:<17} {r['original']!r} -> {r['candidate']!r}")
         return 0
     info = train(args.pairs, args.seed, args.out, args.trees, args.encoder, args.written,
-                 args.attention_written, args.epochs, args.attention)
+                 args.attention_written, args.epochs, args.attention, args.cross,
+                 args.cross_out)
     print(f"wrote {args.out}: trees fit on {info['pairs']} generated and {info['written']} "
           f"written pairs in {info['seconds']:.0f}s; the rules keep {info['rules_recall']:.3f} of "
           f"the written faithful rewrites; threshold {info['threshold']:.3f} keeps "
@@ -635,6 +692,13 @@ def main(argv: list[str] | None = None) -> int:
                                   if info["attention_auc"] is not None else ""))
     print("out of fold, faithful kept -> meaning changes caught: " + ", ".join(
         f"{keep:.0%} -> {caught:.0%}" for keep, caught in info["curve"]))
+    if info["cross"]:
+        c = info["cross"]
+        print(f"cross-encoder: trained on {c['pairs']} pairs in {c['seconds']:.0f}s; on the "
+              f"{c['fold_pairs']} written pairs of fold {CROSS_FOLD}: AUC trees "
+              f"{c['auc_trees']:.3f}, cross-encoder {c['auc_cross']:.3f}, averaged (weight "
+              f"{c['weight']}) {c['auc']:.3f}; threshold {c['threshold']:.3f} catches "
+              f"{c['caught']:.0%} of the meaning changes (trees alone {c['caught_trees']:.0%})")
     return 0
 
 

@@ -1,0 +1,175 @@
+"""A cross-encoder for the judge: all-MiniLM-L6-v2 reads the original and the candidate as ONE
+sequence, with LoRA adapters and a logistic output learnt from the project's own written and
+generated pairs. Its P(changed) is averaged (in logits) with the head's trees.
+
+Why: the head's features compare the two texts piece by piece from vectors computed apart; a
+role swap ("a note to my manager" -> "a note from my manager to me") keeps every piece. Reading
+both texts at once, every layer attends across them and can see who does what to whom. The
+trees stay: out of fold the two disagree where each is weak, and their average ranks better
+than either (figures in `train_judge`'s docstring).
+
+Why MiniLM and not mpnet: the QC already loads it, it is five times cheaper to run, and the
+training must fit a CPU (about 40 minutes on 2 cores). Only the adapters and the output ship
+(`judge_cross.npz`, float16, about 1.4 MB); at load they are merged into a private copy of the
+packaged encoder's weights, so judging needs no peft and costs one encoder pass per pair.
+
+Trained by `python -m augment.qc.train_judge --cross` on the written pairs of four of the five
+folds (by original) and 3,000 generated pairs; the fifth fold chooses the averaging weight and
+the threshold, as data the adapters never saw.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ENCODER = "all-MiniLM-L6-v2"
+CROSS_PATH = Path(__file__).resolve().parent / "judge_cross.npz"
+MAX_LENGTH = 160
+RANK = 16
+LR = 5e-4
+EPOCHS = 4
+BATCH = 32
+
+
+def _batches(rows: Sequence[dict], size: int, rng: random.Random | None) -> list[list[int]]:
+    """Indices in batches of similar length (less padding), batch order shuffled by `rng`."""
+    idx = sorted(range(len(rows)), key=lambda i: len(rows[i]["original"]) + len(rows[i]["candidate"]))
+    out = [idx[i:i + size] for i in range(0, len(idx), size)]
+    if rng is not None:
+        rng.shuffle(out)
+    return out
+
+
+def _logits(tok, bert, head, rows):
+    enc = tok([r["original"] for r in rows], [r["candidate"] for r in rows], padding=True,
+              truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    h = bert(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+    return head((h * m).sum(1) / m.sum(1)).squeeze(-1)
+
+
+def fit(rows: Sequence[dict], seed: int = 0, epochs: int | None = None, log=print):
+    """LoRA adapters (rank `RANK` on every linear layer) and a logistic output over the mean of
+    MiniLM's last hidden states, trained on `rows` (original, candidate, label 0/1) with AdamW
+    and a one-cycle schedule. Returns (tokenizer, peft model, output layer).
+
+    Deterministic for a seed at a given torch thread count. In the first epoch only the
+    adapters' dropout is on, from the second the encoder's own too: the encoder comes out of
+    `load_model` in eval mode (the new adapter layers start in training mode) and is switched
+    to training mode after the first epoch. That is how the run that set the shipped figures
+    went; the order is kept so that the documented command rebuilds the same file."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from .embed import load_model
+    epochs = EPOCHS if epochs is None else epochs
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    st = load_model(ENCODER)
+    tok, bert = st.tokenizer, copy.deepcopy(st[0].auto_model)  # never the QC's own copy
+    bert.eval()
+    names = sorted({n.split(".")[-1] for n, m in bert.named_modules()
+                    if isinstance(m, torch.nn.Linear)})
+    bert = get_peft_model(bert, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.05,
+                                           target_modules=names))
+    head = torch.nn.Linear(bert.config.hidden_size, 1)
+    params = [p for p in bert.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
+    steps = epochs * len(_batches(rows, BATCH, None))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps, pct_start=0.1)
+    t0, step = time.time(), 0
+    for epoch in range(epochs):
+        for b in _batches(rows, BATCH, rng):
+            batch = [rows[i] for i in b]
+            y = torch.tensor([float(r["label"]) for r in batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                _logits(tok, bert, head, batch), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 100 == 0:
+                log(f"cross-encoder: step {step}/{steps}, loss {float(loss):.3f}, "
+                    f"{time.time() - t0:.0f}s")
+        bert.train()
+    bert.eval()
+    return tok, bert, head
+
+
+def predict(tok, bert, head, rows: Sequence[dict], batch_size: int = 64) -> np.ndarray:
+    """P(changed) of each (original, candidate) row."""
+    import torch
+    out = np.zeros(len(rows))
+    was = bert.training
+    bert.eval()
+    with torch.no_grad():
+        for b in _batches(rows, batch_size, None):
+            out[b] = torch.sigmoid(_logits(tok, bert, head, [rows[i] for i in b])).numpy()
+    bert.train(was)
+    return out
+
+
+def export(bert, head) -> dict:
+    """The adapters and the output layer as float16 arrays: `lora` keys are the adapted
+    module's path inside the encoder, then `.A` / `.B`."""
+    out = {}
+    for name, module in bert.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            path = name.split("base_model.model.", 1)[-1]
+            out[f"lora:{path}.A"] = module.lora_A["default"].weight.detach().numpy()
+            out[f"lora:{path}.B"] = module.lora_B["default"].weight.detach().numpy()
+    out = {k: v.astype(np.float16) for k, v in out.items()}
+    out["out_w"] = head.weight.detach().numpy().astype(np.float16)[0]
+    out["out_b"] = np.float32(head.bias.detach().numpy()[0])
+    out["scaling"] = np.float32(2.0)  # lora_alpha / r
+    return out
+
+
+class CrossEncoder:
+    """The exported adapters merged into a private copy of the packaged MiniLM; `p_changed`
+    reads pairs. Loading costs a copy of MiniLM's weights (90 MB) once per process."""
+
+    def __init__(self, arrays, device: str = "cpu", batch_size: int = 64) -> None:
+        import torch
+
+        from .embed import load_model
+        st = load_model(ENCODER, device)
+        self.tok = st.tokenizer
+        self.bert = copy.deepcopy(st[0].auto_model).eval()
+        scaling = float(arrays["scaling"])
+        modules = dict(self.bert.named_modules())
+        with torch.no_grad():
+            for key in arrays:
+                if key.startswith("lora:") and key.endswith(".A"):
+                    path = key[len("lora:"):-2]
+                    a = torch.from_numpy(arrays[key].astype(np.float32))
+                    b = torch.from_numpy(arrays[f"lora:{path}.B"].astype(np.float32))
+                    w = modules[path].weight
+                    w += (scaling * b @ a).to(w.dtype).to(w.device)
+        self.head = torch.nn.Linear(self.bert.config.hidden_size, 1).to(device)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.from_numpy(arrays["out_w"].astype(np.float32))[None])
+            self.head.bias.fill_(float(arrays["out_b"]))
+        self.batch_size = batch_size
+
+    def p_changed(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        rows = [{"original": o, "candidate": c} for o, c in pairs]
+        return predict(self.tok, self.bert, self.head, rows, self.batch_size)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def combine(p_head: np.ndarray, p_cross: np.ndarray, weight: float) -> np.ndarray:
+    """The judge's P(changed): the two models' logits averaged, `weight` on the cross-encoder."""
+    z = weight * logit(p_cross) + (1 - weight) * logit(p_head)
+    return 1.0 / (1.0 + np.exp(-z))
