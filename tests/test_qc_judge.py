@@ -73,6 +73,27 @@ def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
     assert not np.allclose(trained, trained[0])  # it reads the pairs, not a constant
 
 
+def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model):
+    """`train_judge --cross`'s step on a small written file (one epoch, 40 generated pairs):
+    the weight and threshold are chosen on the held fold, and HeadJudge loads the result."""
+    from augment.qc import cross, train_judge
+    monkeypatch.setattr(cross, "EPOCHS", 1)
+    monkeypatch.setattr(train_judge, "CROSS_GENERATED", 40)
+    small = tmp_path / "pairs.jsonl"
+    small.write_text("".join(train_judge.WRITTEN_PATH.read_text().splitlines(True)[:120]))
+    written, _ = train_judge.written_pairs(QualityChecker(QualityConfig(judge="none"),
+                                                          model=model), (small,))
+    folds = np.array([train_judge._fold(r["original"]) for r in written])
+    assert (folds == train_judge.CROSS_FOLD).sum() >= 4
+    out = tmp_path / "cross.npz"
+    rep = train_judge._train_cross(written, folds, np.linspace(0.1, 0.9, len(written)), 0.9,
+                                   (small,), 0, str(out), lambda m: None)
+    assert rep["weight"] in train_judge.CROSS_WEIGHTS and 0 < rep["threshold"] < 1
+    assert rep["fold_pairs"] == (folds == train_judge.CROSS_FOLD).sum()
+    head = HeadJudge(cross_path=out)
+    assert head.threshold == pytest.approx(rep["threshold"]) and head.cross_weight == rep["weight"]
+
+
 def test_judge_averages_trees_and_cross_encoder_in_logits(model):
     from augment.qc.cross import CrossEncoder, combine
     chk = QualityChecker(QualityConfig(), model=model)

@@ -97,21 +97,23 @@ class QualityConfig:
     # the judge of instruction-level changes (augment/qc/judges.py)
     judge: str = field(default="head", metadata={
         "help": f"second opinion on requests that pass the rules, one of {JUDGES}: 'head' = the "
-                "offline classifier shipped in augment/qc/judge_head.npz (all-mpnet-base-v2 "
-                "features of original and candidate, about 50 ms a text on a CPU core; trained "
-                "only on augtune's own generated and written pairs); 'llm' = the head decides "
+                "offline judge shipped in augment/qc/judge_head.npz (trees over all-mpnet-base-v2 "
+                "features of original and candidate) and judge_cross.npz (a MiniLM cross-encoder "
+                "reading both at once), their logits averaged; about 60 ms a text on a CPU core; "
+                "trained only on augtune's own generated and written pairs; 'llm' = the head decides "
                 "outside the borderline band, the configured LLM backend inside it; 'none' = "
                 "rules only."})
     judge_threshold: float | None = field(default=None, metadata={
         "help": "reject a request's variant when the judge's probability that the request "
-                "changed is >= this. Unset: the head's own threshold, chosen when it was "
+                "changed is >= this. Unset: the judge's own threshold, chosen when it was "
                 "trained (rules and judge together keep 87% of the written faithful rewrites, "
-                "the judge's part scored out of fold). Not used with judge=llm: the band decides."})
+                "the judge's part scored on pairs it never saw). Not used with judge=llm: the "
+                "band decides."})
     judge_band: list[float] = field(default_factory=lambda: [0.3, 0.95], metadata={
         "help": "judge=llm: candidates whose head probability lies in [low, high) are sent to "
                 "the LLM judge; below low the head accepts, at or above high it rejects. The "
-                "default straddles the head's threshold (0.57): on the second held-out "
-                "instruction set the QC lets 0.07 of meaning changes through at 0.3 and keeps "
+                "default straddles the judge's threshold (0.52): on the second held-out "
+                "instruction set the QC lets 0.08 of meaning changes through at 0.3 and keeps "
                 "0.927 of faithful rewrites at 0.95, so the LLM decides the rest."})
 
     # outputs (brief / bulleted restructuring of a response)
