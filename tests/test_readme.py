@@ -125,3 +125,4 @@ def test_the_distribution_installs_the_library_and_no_train_module(tmp_path):
     assert "augment" in top and "train" not in top, sorted(top)
     assert {t for t in top if not t.endswith(".dist-info")} == {"augment"}
     assert "augment/qc/judge_head.npz" in names and "augment/trainer.py" in names
+    assert "augment/qc/judge_cross.npz" in names

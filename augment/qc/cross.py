@@ -10,7 +10,7 @@ than either (figures in `train_judge`'s docstring).
 
 Why MiniLM and not mpnet: the QC already loads it, it is five times cheaper to run, and the
 training must fit a CPU (about 40 minutes on 2 cores). Only the adapters and the output ship
-(`judge_cross.npz`, float16, about 1.4 MB); at load they are merged into a private copy of the
+(`judge_cross.npz`, float16, 1.25 MB); at load they are merged into a private copy of the
 packaged encoder's weights, so judging needs no peft and costs one encoder pass per pair.
 
 Trained by `python -m augment.qc.train_judge --cross` on the written pairs of four of the five
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -159,9 +160,41 @@ class CrossEncoder:
             self.head.bias.fill_(float(arrays["out_b"]))
         self.batch_size = batch_size
 
-    def p_changed(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        rows = [{"original": o, "candidate": c} for o, c in pairs]
+    def p_changed(self, pairs: Sequence[tuple[str, str]], canonical: bool = True) -> np.ndarray:
+        """P(changed) of each pair; `canonical`: numbers in one spelling first (see
+        `canonical_numbers`; off only to compare with the trained model on raw text)."""
+        fix = canonical_numbers if canonical else (lambda t: t)
+        rows = [{"original": fix(o), "candidate": fix(c)} for o, c in pairs]
         return predict(self.tok, self.bert, self.head, rows, self.batch_size)
+
+
+_CARDINALS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+              "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = {w: 10 * i for i, w in enumerate(
+    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
+_WORDS = {w: i for i, w in enumerate(_CARDINALS)} | _TENS
+_COMPOUND = re.compile(r"\b(" + "|".join(_TENS) + r")[- ](" + "|".join(_CARDINALS[1:10]) + r")\b",
+                       re.I)
+_WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.I)
+_GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
+
+
+def canonical_numbers(text: str) -> str:
+    """Numbers in one spelling: digit groups without separators, number words up to ninety-nine
+    as digits ("fifteen" -> "15", "twenty-five" -> "25", "$1,500" -> "$1500").
+
+    Why: the cross-encoder reads tokens, and learnt from its pairs that different digits mean a
+    changed value, so "under $1,500" -> "less than $1500" scored 0.998 (the rules, which compare
+    the numbers' values, accept it). Both texts are rewritten the same way before it reads them;
+    a changed value stays changed. Training and calibration read the raw texts.
+
+    >>> canonical_numbers("Fifteen licences, twenty-five seats, $1,500 and 12,000,000 rows")
+    '15 licences, 25 seats, $1500 and 12000000 rows'
+    """
+    text = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), text)
+    text = _COMPOUND.sub(lambda m: str(_WORDS[m.group(1).lower()] + _WORDS[m.group(2).lower()]),
+                         text)
+    return _WORD.sub(lambda m: str(_WORDS[m.group(1).lower()]), text)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
