@@ -138,6 +138,12 @@ def judge_curve(rows: list[dict], judged: list[dict], floor: float) -> list[dict
     return out
 
 
+def rules_ok(result: dict) -> bool:
+    """The rules' own verdict on a scored pair: accepted but for the judge's reason, if any
+    (the judge only adds a reason to what the rules accept)."""
+    return not [m for m in result["reasons"] if not m.startswith("judge:")]
+
+
 def judge_needs(rows: list[dict], project: list[dict],
                 target: tuple[float, float] = TARGET_POINT) -> dict:
     """What the judge must do on this set for the default QC to meet `target`, given the rules'
@@ -148,9 +154,9 @@ def judge_needs(rows: list[dict], project: list[dict],
     rules alone meet the false-accept target."""
     want_recall, want_far = target
     pos = [r["label"] == "paraphrase" for r in rows]
-    rules_ok = [not [m for m in x["reasons"] if not m.startswith("judge:")] for x in project]
-    ok_pos = sum(o for o, p in zip(rules_ok, pos) if p)
-    ok_neg = sum(o for o, p in zip(rules_ok, pos) if not p)
+    by_rules = [rules_ok(x) for x in project]
+    ok_pos = sum(o for o, p in zip(by_rules, pos) if p)
+    ok_neg = sum(o for o, p in zip(by_rules, pos) if not p)
     acc_pos = sum(x["is_valid"] for x, p in zip(project, pos) if p)
     acc_neg = sum(x["is_valid"] for x, p in zip(project, pos) if not p)
     n_pos, n_neg = sum(pos), len(pos) - sum(pos)

@@ -120,16 +120,17 @@ def predict(tok, bert, head, rows: Sequence[dict], batch_size: int = 64) -> np.n
 def export(bert, head) -> dict:
     """The adapters and the output layer as float16 arrays: `lora` keys are the adapted
     module's path inside the encoder, then `.A` / `.B`."""
-    out = {}
+    out, scaling = {}, set()
     for name, module in bert.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
             path = name.split("base_model.model.", 1)[-1]
             out[f"lora:{path}.A"] = module.lora_A["default"].weight.detach().numpy()
             out[f"lora:{path}.B"] = module.lora_B["default"].weight.detach().numpy()
+            scaling.add(module.scaling["default"])  # lora_alpha / r, one for all modules
     out = {k: v.astype(np.float16) for k, v in out.items()}
     out["out_w"] = head.weight.detach().numpy().astype(np.float16)[0]
     out["out_b"] = np.float32(head.bias.detach().numpy()[0])
-    out["scaling"] = np.float32(2.0)  # lora_alpha / r
+    (out["scaling"],) = (np.float32(x) for x in scaling)
     return out
 
 

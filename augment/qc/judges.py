@@ -26,6 +26,7 @@ The LLM judge (`llm_judge.py`) asks a model about the borderline band.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -124,6 +125,17 @@ def encoder_features(pairs: Sequence[tuple[str, str]], feats: dict, encoder: str
     return feature_matrix(pairs, feats, sent, pieces, attention_w)
 
 
+def _load_arrays(path: Path, what: str, how: str) -> tuple[dict, bytes]:
+    """The arrays of one of the judge's npz files and its bytes (for the fingerprint), read
+    once; a missing file says how to rebuild it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the QC {what} is missing; rebuild it with {how}, "
+                                "or set qc_judge: none.")
+    raw = path.read_bytes()
+    with np.load(io.BytesIO(raw)) as d:
+        return {k: d[k] for k in d.files}, raw
+
+
 class HeadJudge:
     """Gradient-boosted trees over `pair_features`, stored as flat arrays in `judge_head.npz`
     (sklearn's tree layout: feature, threshold, left, right, value per node; trees laid end to
@@ -134,11 +146,8 @@ class HeadJudge:
                  device: str = "cpu", batch_size: int = 32,
                  cross_path: Path | str | None = "auto") -> None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: the QC judge head is missing; rebuild it with `python -m "
-                "augment.qc.train_judge` (a few minutes on CPU), or set qc_judge: none.")
-        d = np.load(path)
+        d, raw = _load_arrays(path, "judge head",
+                              "`python -m augment.qc.train_judge` (a few minutes on CPU)")
         self.feature, self.thresh = d["feature"], d["thresh"]
         self.left, self.right, self.value = d["left"], d["right"], d["value"]
         self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
@@ -148,17 +157,13 @@ class HeadJudge:
             from .cross import CROSS_PATH
             cross_path = CROSS_PATH if path.resolve() == HEAD_PATH else None
         self.cross_arrays, self._cross, own = None, None, float(d["threshold"])
-        digest = hashlib.sha256(path.read_bytes())
+        digest = hashlib.sha256(raw)
         if cross_path is not None:
-            cross_path = Path(cross_path)
-            if not cross_path.is_file():
-                raise FileNotFoundError(
-                    f"{cross_path}: the QC judge's cross-encoder is missing; rebuild it with "
-                    "`python -m augment.qc.train_judge --cross`, or set qc_judge: none.")
-            c = np.load(cross_path)
-            self.cross_arrays = {k: c[k] for k in c.files}
+            self.cross_arrays, raw = _load_arrays(Path(cross_path), "judge's cross-encoder",
+                                                  "`python -m augment.qc.train_judge --cross`")
+            c = self.cross_arrays
             self.cross_weight, own = float(c["weight"]), float(c["threshold"])
-            digest.update(cross_path.read_bytes())
+            digest.update(raw)
         self.threshold = own if threshold is None else float(threshold)
         self.encoder = str(d["encoder"])
         from .attention import load

@@ -526,11 +526,6 @@ def _attention_column(gen, written, att_written, sent, pieces, seed, epochs, log
     return pg, pw, net
 
 
-def cross_path_default() -> Path:
-    from .cross import CROSS_PATH
-    return CROSS_PATH
-
-
 def _train_cross(written, folds, p_trees, keep, paths, seed, out, log) -> dict:
     """Train the cross-encoder on every fold but `CROSS_FOLD` (written pairs of `paths` and
     generated ones), then choose on `CROSS_FOLD`'s written pairs that reach the judge the
@@ -649,8 +644,9 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
     curve = [(k, float((changed >= _threshold_at(faithful, k)).mean())) for k in CURVE_KEEPS
              ] if len(changed) else []
     from sklearn.metrics import roc_auc_score
+    from .cross import CROSS_PATH
     cross_report = (_train_cross(written, folds, p, keep, attention_paths, seed,
-                                 cross_out or str(cross_path_default()), log)
+                                 cross_out or str(CROSS_PATH), log)
                     if with_cross else None)
     return {"pairs": len(gen), "written": len(written), "threshold": threshold, "cross": cross_report,
             "rules_recall": rules_recall, "keep": keep, "attention_pairs": len(att_written),
