@@ -175,6 +175,23 @@ def test_number_forms_normalised(checker):
     r = _m(checker, "Recommend a laptop for video editing under $1,500.",
            "Suggest a laptop suitable for video editing that costs less than $1500.")
     assert r["is_valid"], r["reasons"]
+    # MiniLM's tokenizer glues "€" to the digits; the judge read this as a changed value (0.985)
+    r = _m(checker, "Find flights to Rome under €300.",
+           "Look for flights to Rome that cost less than 300 euros.")
+    assert r["is_valid"], r["reasons"]
+    # ...while a changed currency is still caught
+    r = _m(checker, "Find flights to Rome under €300.",
+           "Look for flights to Rome that cost less than 300 dollars.")
+    assert not r["is_valid"], r["reasons"]
+
+
+def test_cross_encoder_reads_one_spelling_of_numbers_and_money():
+    from augment.qc.cross import canonical_numbers as c
+    assert c("$1,500") == c("1500 dollars") == c("USD 1500") == c("1,500 USD") == "1500 dollars"
+    assert c("under €300") == "under 300 euros" and c("£2.5m") == "2.5m pounds"
+    assert c("twenty-five seats, fifteen licences") == "25 seats, 15 licences"
+    assert c("€300") != c("$300") and c("$1500") != c("$1200")
+    assert c("word$5 and 1,5 and $abc") == "word$5 and 1,5 and $abc"  # not money, left alone
 
 
 @pytest.fixture(scope="module")

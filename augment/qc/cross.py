@@ -178,24 +178,44 @@ _COMPOUND = re.compile(r"\b(" + "|".join(_TENS) + r")[- ](" + "|".join(_CARDINAL
                        re.I)
 _WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.I)
 _GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
+_CURRENCY = {"$": "dollars", "us$": "dollars", "usd": "dollars", "€": "euros", "eur": "euros",
+             "£": "pounds", "gbp": "pounds", "¥": "yen", "jpy": "yen", "₹": "rupees",
+             "inr": "rupees"}
+_AMOUNT = r"(\d+(?:\.\d+)?(?:\s?(?:k|m|bn|thousand|million|billion)\b)?)"
+_SYMBOL_FIRST = re.compile(r"(?:\b(?:US\$|USD|EUR|GBP|JPY|INR)\s?|(?<![\w$])[$€£¥₹]\s?)" + _AMOUNT,
+                           re.I)
+_CODE_AFTER = re.compile(_AMOUNT + r"\s?(USD|EUR|GBP|JPY|INR)\b", re.I)
+
+
+def _currency_word(m: re.Match) -> str:
+    symbol = m.group(0)[:m.start(1) - m.start(0)].strip().lower()
+    return f"{m.group(1)} {_CURRENCY[symbol]}"
 
 
 def canonical_numbers(text: str) -> str:
     """Numbers in one spelling: digit groups without separators, number words up to ninety-nine
-    as digits ("fifteen" -> "15", "twenty-five" -> "25", "$1,500" -> "$1500").
+    as digits, amounts of money as "<amount> <currency word>" ("fifteen" -> "15",
+    "twenty-five" -> "25", "$1,500" -> "1500 dollars", "EUR 300" -> "300 euros").
 
     Why: the cross-encoder reads tokens, and learnt from its pairs that different digits mean a
     changed value, so "under $1,500" -> "less than $1500" scored 0.998 (the rules, which compare
-    the numbers' values, accept it). Both texts are rewritten the same way before it reads them;
-    a changed value stays changed. Training and calibration read the raw texts.
+    the numbers' values, accept it). Currency symbols matter too: MiniLM's tokenizer glues
+    "£" and "€" to the digits ("£2000" -> "£2", "##00", "##0"), so "under €300" -> "under 300
+    euros" scored 0.985 and "£2,000" -> "2000 pounds" 0.998. Both texts are rewritten the same
+    way before it reads them; a changed value or currency stays changed. Training and
+    calibration read the raw texts.
 
     >>> canonical_numbers("Fifteen licences, twenty-five seats, $1,500 and 12,000,000 rows")
-    '15 licences, 25 seats, $1500 and 12000000 rows'
+    '15 licences, 25 seats, 1500 dollars and 12000000 rows'
+    >>> canonical_numbers("under €300, £2.5m or 40 USD a month")
+    'under 300 euros, 2.5m pounds or 40 dollars a month'
     """
     text = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), text)
     text = _COMPOUND.sub(lambda m: str(_WORDS[m.group(1).lower()] + _WORDS[m.group(2).lower()]),
                          text)
-    return _WORD.sub(lambda m: str(_WORDS[m.group(1).lower()]), text)
+    text = _WORD.sub(lambda m: str(_WORDS[m.group(1).lower()]), text)
+    text = _SYMBOL_FIRST.sub(_currency_word, text)
+    return _CODE_AFTER.sub(lambda m: f"{m.group(1)} {_CURRENCY[m.group(2).lower()]}", text)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
