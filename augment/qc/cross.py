@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .words import _CARDINALS
+
 ENCODER = "all-MiniLM-L6-v2"
 CROSS_PATH = Path(__file__).resolve().parent / "judge_cross.npz"
 MAX_LENGTH = 160
@@ -169,27 +171,18 @@ class CrossEncoder:
         return predict(self.tok, self.bert, self.head, rows, self.batch_size)
 
 
-_CARDINALS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-              "fourteen fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = {w: 10 * i for i, w in enumerate(
-    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
-_WORDS = {w: i for i, w in enumerate(_CARDINALS)} | _TENS
-_COMPOUND = re.compile(r"\b(" + "|".join(_TENS) + r")[- ](" + "|".join(_CARDINALS[1:10]) + r")\b",
-                       re.I)
-_WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.I)
+_TENS = [w for w, v in _CARDINALS.items() if v >= 20]  # twenty ... ninety
+_COMPOUND = re.compile(r"\b(" + "|".join(_TENS) + r")[- ](" + "|".join(
+    w for w, v in _CARDINALS.items() if 1 <= v <= 9) + r")\b", re.I)
+_WORD = re.compile(r"\b(" + "|".join(_CARDINALS) + r")\b", re.I)
 _GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
 _CURRENCY = {"$": "dollars", "us$": "dollars", "usd": "dollars", "€": "euros", "eur": "euros",
              "£": "pounds", "gbp": "pounds", "¥": "yen", "jpy": "yen", "₹": "rupees",
              "inr": "rupees"}
 _AMOUNT = r"(\d+(?:\.\d+)?(?:\s?(?:k|m|bn|thousand|million|billion)\b)?)"
-_SYMBOL_FIRST = re.compile(r"(?:\b(?:US\$|USD|EUR|GBP|JPY|INR)\s?|(?<![\w$])[$€£¥₹]\s?)" + _AMOUNT,
+_SYMBOL_FIRST = re.compile(r"(\b(?:US\$|USD|EUR|GBP|JPY|INR)|(?<![\w$])[$€£¥₹])\s?" + _AMOUNT,
                            re.I)
 _CODE_AFTER = re.compile(_AMOUNT + r"\s?(USD|EUR|GBP|JPY|INR)\b", re.I)
-
-
-def _currency_word(m: re.Match) -> str:
-    symbol = m.group(0)[:m.start(1) - m.start(0)].strip().lower()
-    return f"{m.group(1)} {_CURRENCY[symbol]}"
 
 
 def canonical_numbers(text: str) -> str:
@@ -211,10 +204,10 @@ def canonical_numbers(text: str) -> str:
     'under 300 euros, 2.5m pounds or 40 dollars a month'
     """
     text = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), text)
-    text = _COMPOUND.sub(lambda m: str(_WORDS[m.group(1).lower()] + _WORDS[m.group(2).lower()]),
-                         text)
-    text = _WORD.sub(lambda m: str(_WORDS[m.group(1).lower()]), text)
-    text = _SYMBOL_FIRST.sub(_currency_word, text)
+    text = _COMPOUND.sub(lambda m: str(_CARDINALS[m.group(1).lower()] +
+                                       _CARDINALS[m.group(2).lower()]), text)
+    text = _WORD.sub(lambda m: str(_CARDINALS[m.group(1).lower()]), text)
+    text = _SYMBOL_FIRST.sub(lambda m: f"{m.group(2)} {_CURRENCY[m.group(1).lower()]}", text)
     return _CODE_AFTER.sub(lambda m: f"{m.group(1)} {_CURRENCY[m.group(2).lower()]}", text)
 
 

@@ -28,9 +28,10 @@ saw, choose the weight of its logit against the trees' (`CROSS_WEIGHTS`, by AUC)
 threshold of the average, at the same `keep`. Measured when it was first trained (2026-12-02,
 545 pairs in that fold): AUC trees 0.874, cross-encoder 0.895, averaged (weight 0.4) 0.933;
 meaning changes caught at 93.6% kept 59% -> 71%. The held-out instruction sets (scored with
-the trial's adapters and again through the shipped file, same figures) gained at equal recall too, unlike everything tried before it; the README has the
-figures. The shipped file came from that trial run, a script doing what `_train_cross` does;
-`python -m augment.qc.train_judge --cross --out /tmp/head.npz --cross-out /tmp/cross.npz` then
+the trial's adapters and again through the shipped file, same figures) gained at equal recall
+too, unlike everything tried before it; the README has the figures. The shipped file came from
+that trial run, a script doing what `_train_cross` does; then
+`python -m augment.qc.train_judge --cross --out /tmp/head.npz --cross-out /tmp/cross.npz`
 rebuilt both shipped files byte for byte (2026-12-02, 34 minutes on 2 cores, `cmp` equal).
 Reading each pair both ways round (original/candidate and candidate/original, logits averaged)
 was tried on that fold and not shipped: the reversed reading alone has AUC 0.844, the average

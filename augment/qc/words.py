@@ -28,12 +28,15 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _BULLET = re.compile(r"^\s*(?:[-*•‣▪–]|\d+[.)])\s+\S", re.M)
 _LIST_OR_CODE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S|```|^\s*(?:def|class|import|SELECT)\b", re.M | re.I)
 
-_UNITS = {
+_CARDINALS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
     "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
     "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
     "seventy": 70, "eighty": 80, "ninety": 90,
+}
+_UNITS = {
+    **_CARDINALS,
     # multiplicative words that state a count
     # not "pair": "a pair of running shoes" is one item, "pair the speaker" a verb
     "twice": 2, "thrice": 3, "dozen": 12, "half": 0.5, "quarter": 0.25,
