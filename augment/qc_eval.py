@@ -32,9 +32,9 @@ import numpy as np
 from augment.quality import QualityChecker, QualityConfig
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-DEFAULT_PATHS = (DATA / "qc_pairs.jsonl", DATA / "instruction_pairs.jsonl",
-                 DATA / "instruction_pairs_fresh.jsonl", DATA / "instruction_pairs_fresh2.jsonl",
-                 DATA / "instruction_pairs_fresh3.jsonl")
+DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
+    "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
+    "instruction_pairs_fresh3", "instruction_pairs_fresh4"))
 LABELS = ("paraphrase", "meaning_change", "unrelated")
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
