@@ -57,11 +57,23 @@ def test_cross_encoder_ships_small_and_joins_only_the_shipped_head(tmp_path):
 
 def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
     """One small fit (one step): the merged float16 adapters read pairs as the peft model that
-    learnt them did, and a second fit with the seed gives the same arrays."""
+    learnt them did, and a second fit with the seed gives the same arrays. The two fits are
+    called at different torch thread counts: training runs at `cross.THREADS` and gives the
+    caller's count back (a fit this small would match at either count anyway)."""
+    import torch
+
     from augment.qc import cross
     from augment.qc.train_judge import generate
     rows = generate(24, 3)
-    fits = [cross.fit(rows, seed=5, epochs=1, log=lambda m: None) for _ in range(2)]
+    before = torch.get_num_threads()
+    fits = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            fits.append(cross.fit(rows, seed=5, epochs=1, log=lambda m: None))
+            assert torch.get_num_threads() == threads  # the caller's count comes back
+        finally:
+            torch.set_num_threads(before)
     a, b = (cross.export(bert, head) for _, bert, head in fits)
     assert a.keys() == b.keys() and len([k for k in a if k.startswith("lora:")]) == (6 * 6 + 1) * 2  # 6 a layer, pooler
     for k in a:
@@ -93,6 +105,32 @@ def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model)
     assert rep["fold_pairs"] == (folds == train_judge.CROSS_FOLD).sum()
     head = HeadJudge(cross_path=out)
     assert head.threshold == pytest.approx(rep["threshold"]) and head.cross_weight == rep["weight"]
+    assert rep["pairs"] == 40 + sum(train_judge._fold(r["original"]) != train_judge.CROSS_FOLD
+                                    for r in load_pairs(small))
+
+
+def test_cross_encoder_reads_a_pair_both_ways_round():
+    """The shipped adapters learnt every pair in both orders and read it both ways, so which
+    text is the original does not matter; a file without the flag (trained one way round, as
+    before 2026-12-03) is read one way."""
+    from augment.qc import cross
+    arrays = dict(np.load(cross.CROSS_PATH))
+    assert bool(arrays["both_ways"])
+    ce = cross.CrossEncoder(arrays)
+    pairs = [("Write a thank-you note from our nonprofit to the volunteer who ran the food drive.",
+              "Draft a note from the volunteer who ran our food drive thanking our nonprofit."),
+             ("Summarize the report in three sentences.", "Give me a three-sentence summary of "
+              "the report.")]
+    np.testing.assert_allclose(ce.p_changed(pairs), ce.p_changed([(c, o) for o, c in pairs]),
+                               atol=1e-6)
+    del arrays["both_ways"]
+    one_way = cross.CrossEncoder(arrays)
+    forward = one_way.p_changed(pairs)
+    assert not np.allclose(forward, one_way.p_changed([(c, o) for o, c in pairs]), atol=1e-3)
+    fix = cross.canonical_numbers
+    rows = [{"original": fix(o), "candidate": fix(c)} for o, c in pairs]
+    np.testing.assert_allclose(forward, cross.predict(one_way.tok, one_way.bert, one_way.head,
+                                                      rows), atol=1e-6)
 
 
 def test_judge_averages_trees_and_cross_encoder_in_logits(model):
