@@ -46,7 +46,8 @@ LR = 5e-4
 EPOCHS = 2
 BATCH = 32
 #: Torch threads while training. The result depends on the thread count (a sum split over two
-#: threads rounds differently), so training always uses one: the same file on every machine.
+#: threads rounds differently), so training always uses one: the same file whatever the core
+#: count (another CPU kind or torch build may still round differently).
 THREADS = 1
 
 
