@@ -147,14 +147,10 @@ def reversed_rows(rows: Sequence[dict]) -> list[dict]:
     return [dict(r, original=r["candidate"], candidate=r["original"]) for r in rows]
 
 
-def both_ways(p_forward: np.ndarray, p_reversed: np.ndarray) -> np.ndarray:
-    """P(changed) from the two readings of a pair, their logits averaged."""
-    return 1.0 / (1.0 + np.exp(-(logit(p_forward) + logit(p_reversed)) / 2))
-
-
 def predict_both_ways(tok, bert, head, rows: Sequence[dict], batch_size: int = 64) -> np.ndarray:
-    return both_ways(predict(tok, bert, head, rows, batch_size),
-                     predict(tok, bert, head, reversed_rows(rows), batch_size))
+    """P(changed) from the two readings of each row, their logits averaged (`combine`)."""
+    return combine(predict(tok, bert, head, reversed_rows(rows), batch_size),
+                   predict(tok, bert, head, rows, batch_size), 0.5)
 
 
 def export(bert, head) -> dict:
@@ -201,7 +197,7 @@ class CrossEncoder:
             self.head.bias.fill_(float(arrays["out_b"]))
         self.batch_size = batch_size
         # files trained on both orders are read both ways (older ones: one way round)
-        self.both_ways = bool(arrays["both_ways"]) if "both_ways" in arrays else False
+        self.both_ways = bool(arrays.get("both_ways", False))
 
     def p_changed(self, pairs: Sequence[tuple[str, str]], canonical: bool = True) -> np.ndarray:
         """P(changed) of each pair; `canonical`: numbers in one spelling first (see
