@@ -100,13 +100,16 @@ def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model)
     assert (folds == train_judge.CROSS_FOLD).sum() >= 4
     out = tmp_path / "cross.npz"
     rep = train_judge._train_cross(written, folds, np.linspace(0.1, 0.9, len(written)), 0.9,
-                                   (small,), 0, str(out), lambda m: None)
+                                   (small,), 0, str(out), lambda m: None, ("roles",))
     assert rep["weight"] in train_judge.CROSS_WEIGHTS and 0 < rep["threshold"] < 1
     assert rep["fold_pairs"] == (folds == train_judge.CROSS_FOLD).sum()
     head = HeadJudge(cross_path=out)
     assert head.threshold == pytest.approx(rep["threshold"]) and head.cross_weight == rep["weight"]
-    assert rep["pairs"] == 40 + sum(train_judge._fold(r["original"]) != train_judge.CROSS_FOLD
-                                    for r in load_pairs(small))
+    training = [r for r in train_judge._labelled((small,))
+                if train_judge._fold(r["original"]) != train_judge.CROSS_FOLD]
+    from augment.qc import swaps
+    assert rep["made"] == len(swaps.rows(training, ("roles",), 2)) > 0
+    assert rep["pairs"] == 40 + len(training) + rep["made"]
 
 
 def test_cross_encoder_reads_a_pair_both_ways_round():

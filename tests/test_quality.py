@@ -183,6 +183,13 @@ def test_number_forms_normalised(checker):
     r = _m(checker, "Find flights to Rome under €300.",
            "Look for flights to Rome that cost less than 300 dollars.")
     assert not r["is_valid"], r["reasons"]
+    # the rupee is a currency as the others are: "₹5,000" == "5000 rupees" != "$5,000"
+    from augment.qc.features import _features
+    assert (_features("Plan a trip under ₹5,000.").currencies
+            == _features("Plan a trip under 5,000 rupees or INR 5000.").currencies == {"INR"})
+    r = _m(checker, "Plan a weekend in Goa for under ₹5,000.",
+           "Plan a weekend in Goa that costs less than $5,000.")
+    assert not r["is_valid"] and _has(r["reasons"], "currency changed"), r["reasons"]
 
 
 def test_cross_encoder_reads_one_spelling_of_numbers_and_money():

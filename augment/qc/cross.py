@@ -106,7 +106,10 @@ def _fit(rows, seed, epochs, log):
     params = [p for p in bert.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
     steps = epochs * len(_batches(rows, BATCH, None))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps, pct_start=0.1)
+    # a 10% warm-up; under 20 steps OneCycleLR's warm-up of 0.1 * steps - 1 steps can come
+    # out as zero (10 steps) and divide by it, so a short run gets half a step instead
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps,
+                                                pct_start=0.1 if steps >= 20 else 0.5 / steps)
     t0, step = time.time(), 0
     for epoch in range(epochs):
         for b in _batches(rows, BATCH, rng):

@@ -40,6 +40,16 @@ same rows in the same order, `cross.fit` at one thread, `_calibrate_cross` itsel
 `python -m augment.qc.train_judge --cross --out /tmp/head.npz --cross-out /tmp/cross.npz` then
 rebuilt both shipped files byte for byte (2026-12-03, 62 minutes with the CPU shared, `cmp` equal).
 
+`--cross-swaps roles [scope]` (tried 2026-12-03, not shipped) adds meaning changes made by rules
+on the written faithful rewrites of the training folds (`swaps.py`: two roles or names swapped,
+427 pairs; a narrowed request widened to "every ...", 315 more), aimed at the kinds that pass
+most on the held-out sets. Against a bar set beforehand (at equal recall, false accepts on the
+four held-out sets by other writers down >= 0.02 on average, none worse; fold-0 averaged AUC
+>= 0.930) both failed: fold 0 averaged AUC 0.920 (roles) and 0.921 (roles and scope); at equal
+recall fresh / fresh2 / fresh3 / fresh4 0.110 / 0.248 / 0.203 / 0.254 and 0.120 / 0.208 / 0.195
+/ 0.215 against the shipped 0.120 / 0.224 / 0.188 / 0.231 (46-50 minutes each at one thread,
+the two side by side, 5-9% more steps than the shipped recipe).
+
 With `--attention` (tried, not shipped; below) a small attention model (`attention.py`) first
 learns from the generated pairs and from EVERY written pair of both files (`ATTENTION_PATHS`,
 the rules' rejects included), five times out of fold and once on all; its out-of-fold
@@ -474,6 +484,10 @@ ATTENTION_EPOCHS = 12
 #: `CROSS_WEIGHTS`, by AUC) and the threshold, against the trees' out-of-fold probabilities.
 CROSS_GENERATED = 3000
 CROSS_FOLD = 0
+#: Meaning changes the cross-encoder also learns, made by rules (`swaps.KINDS`) on the written
+#: faithful rewrites of its training folds: none in the shipped file (`--cross-swaps`; tried
+#: 2026-12-03, figures in the docstring).
+CROSS_SWAPS: tuple[str, ...] = ()
 CROSS_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Shares of written faithful rewrites kept at which the CLI prints the out-of-fold trade-off.
 CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
@@ -533,20 +547,25 @@ def _attention_column(gen, written, att_written, sent, pieces, seed, epochs, log
     return pg, pw, net
 
 
-def _train_cross(written, folds, p_trees, keep, paths, seed, out, log) -> dict:
-    """Train the cross-encoder on every fold but `CROSS_FOLD` (written pairs of `paths` and
-    generated ones, each in both orders), then calibrate it (`_calibrate_cross`). Saves `out`;
-    returns the figures."""
-    from . import cross
+def _train_cross(written, folds, p_trees, keep, paths, seed, out, log,
+                 swap_kinds: tuple[str, ...] = CROSS_SWAPS) -> dict:
+    """Train the cross-encoder on every fold but `CROSS_FOLD` (written pairs of `paths`,
+    generated ones and any `swap_kinds` made on the written faithful rewrites, each in both
+    orders), then calibrate it (`_calibrate_cross`). Saves `out`; returns the figures."""
+    from . import cross, swaps
     t0 = time.time()
-    rows = ([r for r in _labelled(paths) if _fold(r["original"]) != CROSS_FOLD]
-            + generate(CROSS_GENERATED, seed + 1))
+    labelled = [r for r in _labelled(paths) if _fold(r["original"]) != CROSS_FOLD]
+    made = swaps.rows(labelled, swap_kinds, seed + 2)
+    if swap_kinds:
+        log(f"cross-encoder: {len(made)} meaning changes made by rules ({', '.join(swap_kinds)}) "
+            f"on the written faithful rewrites")
+    rows = labelled + generate(CROSS_GENERATED, seed + 1) + made
     rows += cross.reversed_rows(rows)
     log(f"cross-encoder: training on {len(rows)} rows (each pair both ways round; "
         f"{cross.EPOCHS} epochs at {cross.THREADS} thread)")
     tok, bert, head = cross.fit(rows, seed=seed, log=log)
     return dict(_calibrate_cross(tok, bert, head, written, folds, p_trees, keep, seed, out),
-                pairs=len(rows) // 2, seconds=time.time() - t0)
+                pairs=len(rows) // 2, made=len(made), seconds=time.time() - t0)
 
 
 def _calibrate_cross(tok, bert, head, written, folds, p_trees, keep, seed, out) -> dict:
@@ -585,7 +604,7 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
           encoder: str = "all-mpnet-base-v2", written_paths=(WRITTEN_PATH,),
           attention_paths=ATTENTION_PATHS, epochs: int = ATTENTION_EPOCHS,
           with_attention: bool = False, with_cross: bool = False,
-          cross_out: str | None = None,
+          cross_out: str | None = None, cross_swaps: tuple[str, ...] = CROSS_SWAPS,
           log=lambda msg: print(msg, flush=True)) -> dict:
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -665,7 +684,7 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
     from sklearn.metrics import roc_auc_score
     from .cross import CROSS_PATH
     cross_report = (_train_cross(written, folds, p, keep, attention_paths, seed,
-                                 cross_out or str(CROSS_PATH), log)
+                                 cross_out or str(CROSS_PATH), log, tuple(cross_swaps))
                     if with_cross else None)
     return {"pairs": len(gen), "written": len(written), "threshold": threshold, "cross": cross_report,
             "rules_recall": rules_recall, "keep": keep, "attention_pairs": len(att_written),
@@ -702,6 +721,11 @@ def main(argv: list[str] | None = None) -> int:
                          "about 45 minutes more on 2 CPU cores")
     ap.add_argument("--cross-out", default=None,
                     help="with --cross: where it goes (default: augment/qc/judge_cross.npz)")
+    ap.add_argument("--cross-swaps", nargs="+", default=list(CROSS_SWAPS), metavar="KIND",
+                    choices=["roles", "scope"],
+                    help="with --cross: also train on meaning changes made by rules on the "
+                         "written faithful rewrites (swaps.py: roles swapped, scope widened; "
+                         "tried, not shipped)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("judge_head.npz")))
     ap.add_argument("--show", type=int, default=0, help="print N generated pairs and exit")
     args = ap.parse_args(argv)
@@ -711,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     info = train(args.pairs, args.seed, args.out, args.trees, args.encoder, args.written,
                  args.attention_written, args.epochs, args.attention, args.cross,
-                 args.cross_out)
+                 args.cross_out, args.cross_swaps)
     print(f"wrote {args.out}: trees fit on {info['pairs']} generated and {info['written']} "
           f"written pairs in {info['seconds']:.0f}s; the rules keep {info['rules_recall']:.3f} of "
           f"the written faithful rewrites; threshold {info['threshold']:.3f} keeps "

@@ -92,7 +92,8 @@ _UNIT_WORDS = {
 _CURRENCY_WORDS = {
     "$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD", "€": "EUR", "eur": "EUR",
     "euro": "EUR", "euros": "EUR", "£": "GBP", "gbp": "GBP", "pound": "GBP", "pounds": "GBP",
-    "¥": "JPY", "yen": "JPY", "jpy": "JPY",
+    "¥": "JPY", "yen": "JPY", "jpy": "JPY", "₹": "INR", "inr": "INR", "rupee": "INR",
+    "rupees": "INR",
 }
 
 # Demonyms and their countries: "a US tourist" == "an American tourist".
