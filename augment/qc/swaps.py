@@ -34,8 +34,8 @@ boss team colleague coworker doctor patient advisor interviewer candidate applic
 borrower host guest coach player mentor mentee author reader sender recipient user admin
 developer designer driver passenger company neighbour neighbor friend brother sister sibling
 owner renter contractor homeowner volunteer donor nonprofit school university reviewer editor
-writer audience speaker listener seller investor founder board staff agent caller server
-frontend backend service app library student""".split()
+writer audience speaker listener investor founder board staff agent caller server
+frontend backend service app library""".split()
 _PLURAL = {"child": "children", "wife": "wives", "staff": "staff", "library": "libraries",
            "company": "companies", "agency": "agencies", "university": "universities",
            "audience": "audiences", "board": "boards"}
