@@ -49,7 +49,7 @@ _JOINED = re.compile(r"^[\s,&/]*(?:(?:and|or|vs\.?|versus|with|nor)\b[\s,&/]*)*$
 _NOT_NAMES = set("""I I'm I've I'd I'll Can Could Please What How Why When Where Which Who Would
 Should Is Are Do Does Give Write Make Help Tell Explain List The A An My Our This That These
 Those It If And But Or So For In On At To From With By Also Then Thanks Thank Hi Hello Dear
-Here There Also Just Only Now Next Each Every Any All Some Please Note Keep Use Don't""".split())
+Here There Just Only Now Next Each Every Any All Some Note Keep Use Don't""".split())
 #: Nouns a request can be narrowed to ("the opening paragraph", "this function").
 SCOPE_NOUNS = set("""function paragraph page section file chapter method class table slide
 email sentence line component route endpoint query column test office team room item question
@@ -103,8 +103,9 @@ def _form(word: str, like: str, lemma_of_like: str) -> str:
 def swap(original: str, candidate: str, rng: random.Random) -> str | None:
     """The candidate with two of its roles or names exchanged everywhere, or None."""
     options = []
-    for found, is_role in ((_roles(candidate), True), (_names(candidate), False)):
-        shared = [k for k in found if (_roles(original) if is_role else _names(original)).get(k)]
+    for find in (_roles, _names):
+        found, in_original, is_role = find(candidate), find(original), find is _roles
+        shared = [k for k in found if k in in_original]
         for i, a in enumerate(shared):
             for b in shared[i + 1:]:
                 options.append((a, b, found, is_role))
@@ -154,8 +155,8 @@ def rows(pairs: Sequence[dict], kinds: Sequence[str], seed: int) -> list[dict]:
             continue
         for k in kinds:
             label_kind, rule = KINDS[k]
-            cand = rule(r["original"], r["candidate"], rng)
-            if cand and cand != r["candidate"]:
+            cand = rule(r["original"], r["candidate"], rng)  # None, or a changed text
+            if cand:
                 out.append({"original": r["original"], "candidate": cand, "label": 1,
                             "kind": label_kind})
     return out
