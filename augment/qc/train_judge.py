@@ -51,6 +51,11 @@ recall fresh / fresh2 / fresh3 / fresh4 0.110 / 0.248 / 0.203 / 0.254 and 0.120 
 the two side by side, 5-9% more steps than the shipped recipe). The shipped recipe at seeds 1 and
 2, for scale: fold 0 averaged AUC 0.929 and 0.935; at equal recall the four sets' mean false
 accepts 0.005 lower and 0.004 higher than seed 0's (single sets up to 0.016 either way).
+The three seeds as an ensemble (tried 2026-12-03, not shipped: logits averaged, weight and
+threshold chosen on fold 0 as `_calibrate_cross` does; bar set beforehand: mean false accepts at
+equal recall down >= 0.015, none worse by > 0.005, since it triples the cross-encoder's cost):
+fold 0 averaged AUC 0.9365 (0.936 shipped), false accepts at equal recall 0.110 / 0.224 / 0.203 /
+0.223, mean 0.0005 lower, the third set 0.016 worse: failed.
 
 With `--attention` (tried, not shipped; below) a small attention model (`attention.py`) first
 learns from the generated pairs and from EVERY written pair of both files (`ATTENTION_PATHS`,

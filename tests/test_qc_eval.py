@@ -1,0 +1,84 @@
+"""qc_eval reads MRPC and STS-B in their published formats and runs issue #17's test on them
+(the QC at its own recall against the cosine threshold raised to that recall)."""
+
+import pytest
+
+from augment.errors import InputError
+from augment.qc_eval import against_cosine, load_pairs, read_pairs
+
+MRPC = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        "1\t702876\t702977\tAmrozi accused his brother.\tAmrozi accused his own brother.\n"
+        "0\t2108705\t2108831\tShares rose 5 percent.\tShares fell on Friday.\n")
+GLUE_STSB = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+             "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man dances.\tA man is dancing.\t5.000\n"
+             "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA cat sleeps.\tA dog sleeps.\t3.500\n"
+             "2\tmain-news\theadlines\t2013\t0004\tnone\tnone\tRain in Paris.\tSun in Rome.\t0.400\n")
+BENCH_STSB = ("main-captions\tMSRvid\t2012test\t0001\t4.000\tA boy sings.\tA boy is singing.\n"
+              "main-forum\tdeft\t2014\t0003\t3.000\tI agree.\tI do not agree.\tsource\textra\n")
+
+
+def test_mrpc_and_both_stsb_formats_read_as_labelled_pairs(tmp_path):
+    (tmp_path / "m.txt").write_text(MRPC, encoding="utf-8")
+    (tmp_path / "g.tsv").write_text(GLUE_STSB)
+    (tmp_path / "b.csv").write_text(BENCH_STSB)
+    rows, about = read_pairs(tmp_path / "m.txt")
+    assert about == {"format": "MRPC", "skipped": 0}
+    assert [(r["original"], r["label"]) for r in rows] == [
+        ("Amrozi accused his brother.", "paraphrase"), ("Shares rose 5 percent.", "meaning_change")]
+    rows, about = read_pairs(tmp_path / "g.tsv")
+    assert about == {"format": "STS-B", "skipped": 1}  # 3.5 is neither >= 4 nor <= 3
+    assert [(r["candidate"], r["label"], r["domain"]) for r in rows] == [
+        ("A man is dancing.", "paraphrase", "main-captions"),
+        ("Sun in Rome.", "meaning_change", "main-news")]
+    rows, about = read_pairs(tmp_path / "b.csv")
+    assert about == {"format": "STS-B", "skipped": 0}
+    assert [(r["original"], r["candidate"], r["label"]) for r in rows] == [
+        ("A boy sings.", "A boy is singing.", "paraphrase"),
+        ("I agree.", "I do not agree.", "meaning_change")]
+
+
+@pytest.mark.parametrize("text,where", [
+    (MRPC + "2\t1\t2\ta\tb\n", "m.txt:4: need 5 tab-separated fields with Quality 0 or 1"),
+    (MRPC + "1\t1\t2\tonly four\n", "m.txt:4: need 5"),
+    (GLUE_STSB.replace("0.400", "n/a"), "m.txt:4: need sentence 1, sentence 2 and a numeric score")])
+def test_a_bad_public_line_names_file_and_line(tmp_path, text, where):
+    (tmp_path / "m.txt").write_text(text)
+    with pytest.raises(InputError, match=where):
+        read_pairs(tmp_path / "m.txt")
+
+
+def test_training_refuses_a_public_set(tmp_path):
+    """load_pairs feeds train_judge: the public sets measure the judge and never train it."""
+    (tmp_path / "m.txt").write_text(MRPC)
+    with pytest.raises(InputError, match="m.txt: this is MRPC's file, a public set"):
+        load_pairs(tmp_path / "m.txt")
+    from augment.qc.train_judge import main
+    with pytest.raises(InputError, match="MRPC's file"):
+        main(["--written", str(tmp_path / "m.txt"), "--out", str(tmp_path / "head.npz")])
+    assert not (tmp_path / "head.npz").exists()
+
+
+def _scored(pairs):
+    rows = [{"label": "paraphrase" if pos else "meaning_change"} for pos, _, _ in pairs]
+    res = [{"semantic_similarity": sim, "is_valid": ok} for _, sim, ok in pairs]
+    return rows, res
+
+
+def test_against_cosine_compares_at_the_qcs_own_recall():
+    # (paraphrase?, cosine, QC accepts?): the QC keeps 2 of 4 paraphrases; the cosine keeps the
+    # same 2 at threshold 0.90, above which 1 of the 3 changes also lies.
+    base = [(True, 0.95, True), (True, 0.90, True), (True, 0.85, False), (True, 0.80, False),
+            (False, 0.92, False), (False, 0.70, False), (False, 0.60, False)]
+    rows, res = _scored(base)
+    vs = against_cosine(rows, res)
+    assert (vs["recall"], vs["far"], vs["cosine_threshold"]) == (0.5, 0.0, 0.90)
+    assert vs["cosine_far"] == pytest.approx(1 / 3) and vs["ok"]
+    # The QC lets the 0.70 change through: 1 of 3, as many as the cosine: a tie is no worse.
+    tie = base[:5] + [(False, 0.70, True), base[6]]
+    rows, res = _scored(tie)
+    vs = against_cosine(rows, res)
+    assert vs["far"] == pytest.approx(1 / 3) and vs["ok"]
+    # And the 0.60 one too: 2 of 3 against the cosine's 1 of 3.
+    rows, res = _scored(tie[:6] + [(False, 0.60, True)])
+    vs = against_cosine(rows, res)
+    assert vs["far"] == pytest.approx(2 / 3) and not vs["ok"]
