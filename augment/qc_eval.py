@@ -5,7 +5,7 @@ Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--ta
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
-labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl`` and the four held-out
+labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl`` and the five held-out
 instruction sets ``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
 as near-duplicates), or a public set in its own published format, scored whole: MRPC
 (``msr_paraphrase_test.txt``), STS-B (GLUE's ``STS-B/dev.tsv`` or the benchmark's
@@ -38,7 +38,7 @@ from augment.quality import QualityChecker, QualityConfig
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
-    "instruction_pairs_fresh3", "instruction_pairs_fresh4"))
+    "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5"))
 LABELS = ("paraphrase", "meaning_change", "unrelated")
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)

@@ -14,7 +14,7 @@ from augment.config import AugmentConfig
 from augment.errors import ConfigError
 from augment.qc.judges import FEATURE_NAMES, HEAD_PATH, HeadJudge
 from augment.qc.llm_judge import PROMPT_VERSION, parse_verdict
-from augment.qc_eval import load_pairs, metrics, rules_ok
+from augment.qc_eval import DEFAULT_PATHS, load_pairs, metrics, rules_ok
 from augment.quality import QualityChecker, QualityConfig, make_checker
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 
@@ -256,9 +256,7 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
     assert QualityChecker(QualityConfig(judge="none")).fingerprint()  # judge off: not needed
 
 
-HELD_OUT = ("instruction_pairs.jsonl", "instruction_pairs_fresh.jsonl",
-            "instruction_pairs_fresh2.jsonl", "instruction_pairs_fresh3.jsonl",
-            "instruction_pairs_fresh4.jsonl")
+HELD_OUT = tuple(p.name for p in DEFAULT_PATHS if p.name.startswith("instruction_pairs"))
 
 
 # the sets whose errors were never read (the first is a development set now; `python -m

@@ -55,7 +55,7 @@ The three seeds as an ensemble (tried 2026-12-03, not shipped: logits averaged, 
 threshold chosen on fold 0 as `_calibrate_cross` does; bar set beforehand: mean false accepts at
 equal recall down >= 0.015, none worse by > 0.005, since it triples the cross-encoder's cost):
 fold 0 averaged AUC 0.9365 (0.936 shipped), false accepts at equal recall 0.110 / 0.224 / 0.203 /
-0.223, mean 0.0005 lower, the third set 0.016 worse: failed.
+0.223 (fresh..fresh4), mean 0.0005 lower, fresh3 0.016 worse: failed.
 
 With `--attention` (tried, not shipped; below) a small attention model (`attention.py`) first
 learns from the generated pairs and from EVERY written pair of both files (`ATTENTION_PATHS`,
