@@ -19,7 +19,9 @@ one (recall, false accepts) point of the QC. The cosine threshold alone is then 
 keeps the same recall, and its false accepts at that recall are printed beside: the QC must not
 be worse at any recall it offers (the last column says so). Where the default QC misses the
 maintainers' target, a line says what the judge would have to do to meet it (`judge_needs`):
-keep so much of what the rules accept and catch so much of what they let through.
+keep so much of what the rules accept and catch so much of what they let through. Another gives
+the ceiling of ``qc_judge: llm``: recall and false accepts if a perfect LLM decided every pair in
+``qc_judge_band`` (`llm_ceiling`), and how many pairs it would be asked about.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -241,6 +244,28 @@ def against_cosine(rows: list[dict], results: list[dict]) -> dict:
             "ok": m["far"] <= far_t + 1e-9}
 
 
+def llm_ceiling(rows: list[dict], results: list[dict], band: Sequence[float]) -> dict:
+    """What `qc_judge: llm` could reach with a perfect LLM in `band`: the rules' verdicts and the
+    head's P(changed) as scored, every judged pair in [low, high) decided by its label. The false
+    accepts left are the meaning changes the head scores below `low` (never asked) and those the
+    judge never sees (not requests); the recall lost is what the rules or the head's high edge
+    reject."""
+    low, high = band
+    acc, sent, judged = [], 0, 0
+    for r, x in zip(rows, results):
+        p = x.get("judge_p_changed")
+        ok = rules_ok(x)
+        if ok and p is not None:
+            judged += 1
+            if low <= p < high:
+                sent += 1
+                ok = r["label"] == "paraphrase"
+            else:
+                ok = p < low
+        acc.append(ok)
+    return dict(metrics(rows, acc), sent=sent, judged=judged)
+
+
 def rules_ok(result: dict) -> bool:
     """The rules' own verdict on a scored pair: accepted but for the judge's reason, if any
     (the judge only adds a reason to what the rules accept)."""
@@ -365,6 +390,11 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
     print(f"default QC: recall {vs['recall']:.3f}, false accepts {vs['far']:.3f}; the cosine "
           f"alone raised to that recall (>= {vs['cosine_threshold']:.3f}): {vs['cosine_far']:.3f}"
           f"; the QC is {'no worse' if vs['ok'] else 'WORSE'} ({vs['far'] - vs['cosine_far']:+.3f})")
+    band = QualityConfig().judge_band
+    ceil = llm_ceiling(rows, project, band)
+    print(f"qc_judge: llm with a perfect LLM in the band [{band[0]}, {band[1]}): recall "
+          f"{ceil['recall']:.3f}, false accepts {ceil['far']:.3f}; it would be asked about "
+          f"{ceil['sent']} of the {ceil['judged']} pairs the judge sees")
     want_recall, want_far = TARGET_POINT
     met = mp["recall"] >= want_recall and mp["far"] <= want_far
     if drop_copies:  # the operating point is for instruction variants, not news or captions
@@ -383,7 +413,7 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
                 print(f"  [{x['semantic_similarity']:.2f}] ({r.get('kind')}) {r['original']!r} -> {r['candidate']!r}")
     print()
     return {"project": mp, "needs": judge_needs(rows, project), "against_cosine": vs,
-            "about": about,
+            "about": about, "llm_ceiling": ceil,
             "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
             "model": model}
 

@@ -82,3 +82,37 @@ def test_against_cosine_compares_at_the_qcs_own_recall():
     rows, res = _scored(tie[:6] + [(False, 0.60, True)])
     vs = against_cosine(rows, res)
     assert vs["far"] == pytest.approx(2 / 3) and not vs["ok"]
+
+
+def test_llm_ceiling_decides_the_band_by_label_and_leaves_the_rest_to_the_head():
+    """A perfect LLM in [0.2, 0.9): inside, each pair gets its label; below, the head accepts;
+    at or above, it rejects; what the rules reject or the judge never saw keeps its verdict."""
+    from augment.qc_eval import llm_ceiling
+    pairs = [  # (paraphrase?, reasons, judge p)
+        (True, [], 0.10),          # below: accepted
+        (True, [], 0.50),          # in the band: the LLM keeps it
+        (True, [], 0.95),          # at/above high: rejected
+        (True, ["entity changed"], None),  # rules reject: stays rejected
+        (False, [], 0.15),         # below: a change accepted unasked
+        (False, [], 0.60),         # in the band: the LLM catches it
+        (False, [], None),         # not a request: the rules accepted it, the judge never saw it
+        (False, ["judge: the request likely changed (p=0.95 >= 0.46)"], 0.95)]  # above: rejected
+    rows = [{"label": "paraphrase" if pos else "meaning_change"} for pos, _, _ in pairs]
+    res = [{"reasons": reasons, **({} if p is None else {"judge_p_changed": p})}
+           for _, reasons, p in pairs]
+    c = llm_ceiling(rows, res, (0.2, 0.9))
+    assert (c["tp"], c["fp"], c["sent"], c["judged"]) == (2, 2, 2, 6)
+    assert (c["recall"], c["far"]) == (0.5, 0.5)
+
+
+def test_band_edge_is_the_cheapest_that_leaves_few_changes_unasked():
+    import numpy as np
+
+    from augment.qc.train_judge import band_edge
+    y = np.array([1] * 20 + [0] * 20)
+    p = np.concatenate([np.linspace(0.12, 0.99, 20), np.linspace(0.0, 0.5, 20)])
+    # changes below 0.15: 1 of 20 (5%); below 0.2: 2 (10%)
+    edge, unasked, sent = band_edge(p, y, unasked=0.05, edges=(0.1, 0.15, 0.2))
+    assert (edge, unasked) == (0.15, 0.05)
+    assert sent == ((p >= 0.15) & (p < 0.95)).mean()
+    assert band_edge(p, y, unasked=0.0, edges=(0.15, 0.2))[0] == 0.15  # none meets it: the lowest

@@ -22,12 +22,16 @@ import json
 import re
 from typing import Any, Callable, Sequence
 
-PROMPT_VERSION = "qc-judge-v1"
+#: v2 (2026-12-03): names scope and roles, the two kinds the offline judge misses most (role
+#: swaps in reworded text pass it even on the training writers' own unseen pairs).
+PROMPT_VERSION = "qc-judge-v2"
 SYSTEM = (
     "You check training data for a model that follows user requests. You get an ORIGINAL "
     "request and a CANDIDATE rewrite of it. Decide whether the candidate asks for exactly the "
     "same thing: same task and operation, same constraints (length, audience, tone, format, "
-    "deadlines), same numbers, names and details, same parts, same speaker perspective. Wording "
+    "deadlines), same numbers, names and details, same parts, same scope (not wider or "
+    "narrower), same roles and direction (who does what for or to whom: who writes to whom, "
+    "who pays, lends or sells to whom, from what to what), same speaker perspective. Wording "
     "and sentence order may differ. Do not answer either request. Reply with one JSON object "
     'and nothing else: {"same": true or false, "reason": "<one short sentence>"}.')
 USER = "ORIGINAL:\n{original}\n\nCANDIDATE:\n{candidate}"

@@ -138,6 +138,7 @@ import random
 import re
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -495,6 +496,11 @@ CROSS_FOLD = 0
 #: faithful rewrites of its training folds: none in the shipped file (`--cross-swaps`; tried
 #: 2026-12-03, figures in the docstring).
 CROSS_SWAPS: tuple[str, ...] = ()
+#: `qc_judge: llm`'s band: its low edge is the highest of `BAND_EDGES` below which at most this
+#: share of the fold's meaning changes that reach the judge fall (those are accepted without the
+#: LLM ever seeing them); `QualityConfig.judge_band` ships the edge the calibration reports.
+LLM_UNASKED = 0.05
+BAND_EDGES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 CROSS_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Shares of written faithful rewrites kept at which the CLI prints the out-of-fold trade-off.
 CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
@@ -600,11 +606,23 @@ def _calibrate_cross(tok, bert, head, written, folds, p_trees, keep, seed, out) 
     assert np.allclose(merged.p_changed([(r["original"], r["candidate"]) for r in probe],
                                         canonical=False),
                        pc[:32], atol=0.02), "the exported cross-encoder disagrees"
-    return {"fold_pairs": len(test), "weight": weight,
+    band_low, unasked, sent = band_edge(comb, y)
+    return {"fold_pairs": len(test), "weight": weight, "band_low": band_low,
+            "band_unasked": unasked, "band_sent": sent,
             "threshold": threshold, "auc_trees": float(roc_auc_score(y, pt)),
             "auc_cross": float(roc_auc_score(y, pc)), "auc": float(aucs[weight]),
             "caught_trees": float((pt[y == 1] >= trees_threshold).mean()),
             "caught": float((comb[y == 1] >= threshold).mean())}
+
+
+def band_edge(p: np.ndarray, y: np.ndarray, unasked: float = LLM_UNASKED,
+              edges: Sequence[float] = BAND_EDGES, high: float = 0.95) -> tuple[float, float, float]:
+    """(edge, share of meaning changes below it, share of pairs in [edge, high)): the highest of
+    `edges` that leaves at most `unasked` of the changes (y == 1) below it, so the LLM judge sees
+    the rest at the least cost; the lowest edge when none does."""
+    ok = [e for e in edges if (p[y == 1] < e).mean() <= unasked] or [min(edges)]
+    edge = max(ok)
+    return edge, float((p[y == 1] < edge).mean()), float(((p >= edge) & (p < high)).mean())
 
 
 def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
@@ -761,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{c['auc_trees']:.3f}, cross-encoder {c['auc_cross']:.3f}, averaged (weight "
               f"{c['weight']}) {c['auc']:.3f}; threshold {c['threshold']:.3f} catches "
               f"{c['caught']:.0%} of the meaning changes (trees alone {c['caught_trees']:.0%})")
+        print(f"qc_judge: llm band: low edge {c['band_low']} leaves {c['band_unasked']:.1%} of "
+              f"the fold's meaning changes unasked (target <= {LLM_UNASKED:.0%}) and sends "
+              f"{c['band_sent']:.0%} of its pairs to the LLM (QualityConfig.judge_band ships it)")
     return 0
 
 
