@@ -87,14 +87,14 @@ def read_pairs(path: str | Path) -> tuple[list[dict], dict]:
                              "STS-B's TSV")
     with open(path, encoding="utf-8-sig") as f:
         lines = f.read().splitlines()
-    first = lines[0].strip("\r") if lines else ""
+    first = lines[0] if lines else ""
     if first.startswith(MRPC_HEADER):
         return _read_mrpc(path, lines), {"format": "MRPC", "skipped": 0}
     if first.startswith(GLUE_STSB_HEADER):
-        return _read_stsb(path, lines, start=2, s1=7, s2=8, score=9)
+        return _read_stsb(path, lines, start=2, genre=1, s1=7, s2=8, score=9)
     fields = first.split("\t")
     if len(fields) >= 7 and _is_number(fields[4]):
-        return _read_stsb(path, lines, start=1, s1=5, s2=6, score=4)
+        return _read_stsb(path, lines, start=1, genre=0, s1=5, s2=6, score=4)
     return _read_jsonl(path, lines), {"format": "jsonl", "skipped": 0}
 
 
@@ -131,7 +131,7 @@ def _read_mrpc(path, lines: list[str]) -> list[dict]:
     for n, line in enumerate(lines[1:], 2):
         if not line.strip():
             continue
-        f = line.rstrip("\r").split("\t")
+        f = line.split("\t")
         if len(f) != 5 or f[0] not in ("0", "1"):
             raise InputError(f"need 5 tab-separated fields with Quality 0 or 1; got {len(f)} "
                              f"fields starting {f[0]!r}", file=str(path), line=n)
@@ -141,14 +141,14 @@ def _read_mrpc(path, lines: list[str]) -> list[dict]:
     return rows
 
 
-def _read_stsb(path, lines: list[str], start: int, s1: int, s2: int, score: int
+def _read_stsb(path, lines: list[str], start: int, genre: int, s1: int, s2: int, score: int
                ) -> tuple[list[dict], dict]:
     from augment.errors import InputError
     rows, skipped = [], 0
     for n, line in enumerate(lines[start - 1:], start):
         if not line.strip():
             continue
-        f = line.rstrip("\r").split("\t")
+        f = line.split("\t")
         if len(f) <= max(s1, s2, score) or not _is_number(f[score]):
             raise InputError(f"need sentence 1, sentence 2 and a numeric score in fields "
                              f"{s1 + 1}, {s2 + 1}, {score + 1}; got {len(f)} fields",
@@ -157,11 +157,11 @@ def _read_stsb(path, lines: list[str], start: int, s1: int, s2: int, score: int
         if STSB_CHANGED < value < STSB_PARAPHRASE:
             skipped += 1
             continue
+        same = value >= STSB_PARAPHRASE
         rows.append({"original": f[s1], "candidate": f[s2],
-                     "label": "paraphrase" if value >= STSB_PARAPHRASE else "meaning_change",
-                     "kind": f"score {'>=' if value >= STSB_PARAPHRASE else '<='} "
-                             f"{STSB_PARAPHRASE if value >= STSB_PARAPHRASE else STSB_CHANGED:g}",
-                     "domain": f[1] if start == 2 else f[0]})
+                     "label": "paraphrase" if same else "meaning_change",
+                     "kind": f"score >= {STSB_PARAPHRASE:g}" if same else f"score <= {STSB_CHANGED:g}",
+                     "domain": f[genre]})
     return rows, {"format": "STS-B", "skipped": skipped}
 
 
@@ -196,7 +196,6 @@ def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | No
     """QC points over `FLOORS` from ONE scoring without a floor: a floor only adds the
     'similarity <= floor' reason, every other rule is independent of it."""
     sims = np.array([x["semantic_similarity"] for x in unfloored])
-    is_pos = np.array([r["label"] == "paraphrase" for r in rows])
     out = []
     for name, res in (("QC", unfloored), ("QC+judge", judged)):
         if res is None:
@@ -204,12 +203,8 @@ def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | No
         other_ok = np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m]
                              for x in res])
         for floor in FLOORS:
-            acc = other_ok & (sims > floor)
-            m = metrics(rows, list(acc))
-            t, far_t = threshold_far_at_recall(sims, is_pos, m["recall"]) if m["tp"] else (1.0, 0.0)
-            out.append({"rule": name, "floor": floor, "recall": m["recall"], "far": m["far"],
-                        "cosine_threshold": t, "cosine_far": far_t,
-                        "ok": m["far"] <= far_t + 1e-9})
+            out.append({"rule": name, "floor": floor,
+                        **against_cosine(rows, sims, other_ok & (sims > floor))})
     return out
 
 
@@ -220,24 +215,18 @@ def judge_curve(rows: list[dict], judged: list[dict], floor: float) -> list[dict
     """QC+judge points as the judge's threshold moves, at one similarity floor: a judged pair
     carries `judge_p_changed`, so one scoring serves every threshold."""
     sims = np.array([x["semantic_similarity"] for x in judged])
-    is_pos = np.array([r["label"] == "paraphrase" for r in rows])
     rule_ok = np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m
                              and not m.startswith("judge:")] for x in judged]) & (sims > floor)
     p = np.array([x.get("judge_p_changed", 0.0) for x in judged])
-    out = []
-    for t in JUDGE_THRESHOLDS:
-        m = metrics(rows, list(rule_ok & (p < t)))
-        ct, far_t = threshold_far_at_recall(sims, is_pos, m["recall"]) if m["tp"] else (1.0, 0.0)
-        out.append({"rule": f"judge>={t}", "floor": floor, "recall": m["recall"], "far": m["far"],
-                    "cosine_threshold": ct, "cosine_far": far_t, "ok": m["far"] <= far_t + 1e-9})
-    return out
+    return [{"rule": f"judge>={t}", "floor": floor, **against_cosine(rows, sims, rule_ok & (p < t))}
+            for t in JUDGE_THRESHOLDS]
 
 
-def against_cosine(rows: list[dict], results: list[dict]) -> dict:
-    """The QC at its own recall against the cosine threshold raised to that recall (issue #17's
-    test on MRPC and STS-B): `ok` when the QC's false accepts are no higher."""
-    m = metrics(rows, [x["is_valid"] for x in results])
-    sims = np.array([x["semantic_similarity"] for x in results])
+def against_cosine(rows: list[dict], sims: np.ndarray, accepted: Sequence[bool]) -> dict:
+    """A QC point (what it `accepted`) at its own recall against the cosine threshold raised to
+    that recall (every curve's point, and issue #17's test on MRPC and STS-B): `ok` when the
+    QC's false accepts are no higher."""
+    m = metrics(rows, list(accepted))
     is_pos = np.array([r["label"] == "paraphrase" for r in rows])
     t, far_t = threshold_far_at_recall(sims, is_pos, m["recall"]) if m["tp"] else (1.0, 0.0)
     return {"recall": m["recall"], "far": m["far"], "cosine_threshold": t, "cosine_far": far_t,
@@ -386,7 +375,8 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
             f"floor {b['floor']:.2f} gives recall {b['recall']:.3f}, FAR {b['far']:.3f}" if b
             else "no floor reaches it"))
     mp = metrics(rows, [x["is_valid"] for x in project])
-    vs = against_cosine(rows, project)
+    vs = against_cosine(rows, np.array([x["semantic_similarity"] for x in project]),
+                        [x["is_valid"] for x in project])
     print(f"default QC: recall {vs['recall']:.3f}, false accepts {vs['far']:.3f}; the cosine "
           f"alone raised to that recall (>= {vs['cosine_threshold']:.3f}): {vs['cosine_far']:.3f}"
           f"; the QC is {'no worse' if vs['ok'] else 'WORSE'} ({vs['far'] - vs['cosine_far']:+.3f})")

@@ -1,6 +1,7 @@
 """qc_eval reads MRPC and STS-B in their published formats and runs issue #17's test on them
 (the QC at its own recall against the cosine threshold raised to that recall)."""
 
+import numpy as np
 import pytest
 
 from augment.errors import InputError
@@ -59,9 +60,9 @@ def test_training_refuses_a_public_set(tmp_path):
 
 
 def _scored(pairs):
+    """rows, cosines and the QC's verdicts of (paraphrase?, cosine, accepted?) triples."""
     rows = [{"label": "paraphrase" if pos else "meaning_change"} for pos, _, _ in pairs]
-    res = [{"semantic_similarity": sim, "is_valid": ok} for _, sim, ok in pairs]
-    return rows, res
+    return rows, np.array([sim for _, sim, _ in pairs]), [ok for _, _, ok in pairs]
 
 
 def test_against_cosine_compares_at_the_qcs_own_recall():
@@ -69,18 +70,15 @@ def test_against_cosine_compares_at_the_qcs_own_recall():
     # same 2 at threshold 0.90, above which 1 of the 3 changes also lies.
     base = [(True, 0.95, True), (True, 0.90, True), (True, 0.85, False), (True, 0.80, False),
             (False, 0.92, False), (False, 0.70, False), (False, 0.60, False)]
-    rows, res = _scored(base)
-    vs = against_cosine(rows, res)
+    vs = against_cosine(*_scored(base))
     assert (vs["recall"], vs["far"], vs["cosine_threshold"]) == (0.5, 0.0, 0.90)
     assert vs["cosine_far"] == pytest.approx(1 / 3) and vs["ok"]
     # The QC lets the 0.70 change through: 1 of 3, as many as the cosine: a tie is no worse.
     tie = base[:5] + [(False, 0.70, True), base[6]]
-    rows, res = _scored(tie)
-    vs = against_cosine(rows, res)
+    vs = against_cosine(*_scored(tie))
     assert vs["far"] == pytest.approx(1 / 3) and vs["ok"]
     # And the 0.60 one too: 2 of 3 against the cosine's 1 of 3.
-    rows, res = _scored(tie[:6] + [(False, 0.60, True)])
-    vs = against_cosine(rows, res)
+    vs = against_cosine(*_scored(tie[:6] + [(False, 0.60, True)]))
     assert vs["far"] == pytest.approx(2 / 3) and not vs["ok"]
 
 
@@ -106,8 +104,6 @@ def test_llm_ceiling_decides_the_band_by_label_and_leaves_the_rest_to_the_head()
 
 
 def test_band_edge_is_the_cheapest_that_leaves_few_changes_unasked():
-    import numpy as np
-
     from augment.qc.train_judge import band_edge
     y = np.array([1] * 20 + [0] * 20)
     p = np.concatenate([np.linspace(0.12, 0.99, 20), np.linspace(0.0, 0.5, 20)])

@@ -14,7 +14,7 @@ from augment.config import AugmentConfig
 from augment.errors import ConfigError
 from augment.qc.judges import FEATURE_NAMES, HEAD_PATH, HeadJudge
 from augment.qc.llm_judge import PROMPT_VERSION, parse_verdict
-from augment.qc_eval import DEFAULT_PATHS, load_pairs, metrics, rules_ok
+from augment.qc_eval import DEFAULT_PATHS, NEAR_DUPLICATE, load_pairs, metrics, rules_ok
 from augment.quality import QualityChecker, QualityConfig, make_checker
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 
@@ -272,7 +272,7 @@ def instruction_scores(model, request):
     rows = load_pairs(DATA / request.param)
     judged = QualityChecker(QualityConfig(), model=model).score_pairs(
         [r["original"] for r in rows], [r["candidate"] for r in rows])
-    keep = [i for i, x in enumerate(judged) if x["semantic_similarity"] < 0.98]
+    keep = [i for i, x in enumerate(judged) if x["semantic_similarity"] < NEAR_DUPLICATE]
     rows, judged = [rows[i] for i in keep], [judged[i] for i in keep]
     rules = [dict(x, is_valid=rules_ok(x)) for x in judged]
     return rows, rules, judged

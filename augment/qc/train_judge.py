@@ -616,10 +616,14 @@ def _calibrate_cross(tok, bert, head, written, folds, p_trees, keep, seed, out) 
 
 
 def band_edge(p: np.ndarray, y: np.ndarray, unasked: float = LLM_UNASKED,
-              edges: Sequence[float] = BAND_EDGES, high: float = 0.95) -> tuple[float, float, float]:
+              edges: Sequence[float] = BAND_EDGES, high: float | None = None
+              ) -> tuple[float, float, float]:
     """(edge, share of meaning changes below it, share of pairs in [edge, high)): the highest of
     `edges` that leaves at most `unasked` of the changes (y == 1) below it, so the LLM judge sees
-    the rest at the least cost; the lowest edge when none does."""
+    the rest at the least cost; the lowest edge when none does. `high`: the shipped band's."""
+    if high is None:
+        from .settings import QualityConfig
+        high = QualityConfig().judge_band[1]
     ok = [e for e in edges if (p[y == 1] < e).mean() <= unasked] or [min(edges)]
     edge = max(ok)
     return edge, float((p[y == 1] < edge).mean()), float(((p >= edge) & (p < high)).mean())
