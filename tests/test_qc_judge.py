@@ -118,6 +118,17 @@ def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model)
     assert rep["pairs"] == 40 + len(training) + rep["made"]
 
 
+@pytest.mark.parametrize("flag", ["--cross-epochs", "--epochs"])
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_train_judge_refuses_a_bad_epoch_count_in_one_line(flag, value, capsys):
+    """Refused at parse time, before ten minutes of tree training end in the LR schedule."""
+    from augment.qc import train_judge
+    with pytest.raises(SystemExit) as exit_:
+        train_judge.main(["--cross", flag, value])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and err.endswith(f"need a whole number of epochs >= 1, got {value!r}")
+
+
 def test_cross_encoder_reads_a_pair_both_ways_round():
     """The shipped adapters learnt every pair in both orders and read it both ways, so which
     text is the original does not matter; a file without the flag (trained one way round, as

@@ -743,6 +743,14 @@ def train(n_pairs: int, seed: int, out: str, n_trees: int = 150,
             "curve": curve, "seconds": time.time() - t0}
 
 
+def _epochs(text: str) -> int:
+    """An epoch count from the command line: a positive whole number, refused in one line at
+    parse time (0 would fail only after the trees' ten minutes, inside the LR schedule)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number of epochs >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=6000)
@@ -761,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention-written", nargs="+", default=[str(p) for p in ATTENTION_PATHS],
                     metavar="JSONL", help="with --attention: written pair files the attention "
                     "model learns from (every pair, rejected by the rules or not)")
-    ap.add_argument("--epochs", type=int, default=ATTENTION_EPOCHS,
+    ap.add_argument("--epochs", type=_epochs, default=ATTENTION_EPOCHS,
                     help="with --attention: epochs of the attention model")
     ap.add_argument("--cross", action="store_true",
                     help="also train the cross-encoder (cross.py; shipped) into --cross-out: "
@@ -773,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --cross: also train on meaning changes made by rules on the "
                          "written faithful rewrites (swaps.py: roles swapped, scope widened; "
                          "tried, not shipped)")
-    ap.add_argument("--cross-epochs", type=int, default=None, metavar="N",
+    ap.add_argument("--cross-epochs", type=_epochs, default=None, metavar="N",
                     help="with --cross: epochs over the rows (default cross.EPOCHS, 2; 3 was "
                          "tried, not shipped)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("judge_head.npz")))
