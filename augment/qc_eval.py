@@ -1,7 +1,8 @@
 """Print the QC's operating point on a labelled pair set: recall / false-accept curves of the
 project QC (with and without the judge) against the cosine threshold alone, and the seed rule.
 
-Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]``
+Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
+[--judge HEAD.npz] [--judge-cross CROSS.npz]``
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
@@ -22,6 +23,12 @@ maintainers' target, a line says what the judge would have to do to meet it (`ju
 keep so much of what the rules accept and catch so much of what they let through. Another gives
 the ceiling of ``qc_judge: llm``: recall and false accepts if a perfect LLM decided every pair in
 ``qc_judge_band`` (`llm_ceiling`), and how many pairs it would be asked about.
+
+Comparing a retrained judge (``--judge /tmp/head.npz --judge-cross /tmp/cross.npz``, the files
+``train_judge --out ... --cross-out ...`` writes): every set is scored with both, and a last
+table gives each at its own threshold and both at equal recall: each judge's threshold lowered
+as far as it goes while the QC keeps the shipped QC's recall on that set, so that only the
+judges' ranking is compared (`judge_at_recall`).
 """
 
 from __future__ import annotations
@@ -233,6 +240,89 @@ def against_cosine(rows: list[dict], sims: np.ndarray, accepted: Sequence[bool])
             "ok": m["far"] <= far_t + 1e-9}
 
 
+def judge_at_recall(rows: list[dict], results: list[dict], recall: float) -> dict | None:
+    """The judge's threshold lowered as far as it can go while rules and judge together keep at
+    least `recall` of the paraphrases: (threshold, recall, far) there, or None when the rules
+    alone keep less. A pair the judge never saw (not a request, or rejected by the rules) keeps
+    the rules' verdict.
+
+    Why: two judges compared each at its own threshold differ in recall too, and a shipped
+    threshold can sit in a gap where a lower one keeps the same recall and lets fewer changes
+    through. Swept to one recall, only their ranking is compared (`--judge`)."""
+    ok = np.array([rules_ok(x) for x in results])
+    p = np.array([x.get("judge_p_changed", np.nan) for x in results], dtype=float)
+    seen = ~np.isnan(p)
+    # accept p < t: every distinct probability the judge gave, then "accept all it saw"
+    for t in [*np.unique(p[seen & ok]), math.inf]:
+        m = metrics(rows, list(ok & (~seen | (p < t))))
+        if m["recall"] >= recall - 1e-12:
+            return {"threshold": float(t), "recall": m["recall"], "far": m["far"]}
+    return None
+
+
+def compare_judges(rows: list[dict], shipped: list[dict], other: list[dict]) -> dict:
+    """The shipped QC against the same QC with another judge, on one set: each at its own
+    threshold, and both swept to the shipped QC's recall (`judge_at_recall`)."""
+    own = metrics(rows, [x["is_valid"] for x in shipped])
+    return {"shipped": own, "other": metrics(rows, [x["is_valid"] for x in other]),
+            "shipped_at_recall": judge_at_recall(rows, shipped, own["recall"]),
+            "other_at_recall": judge_at_recall(rows, other, own["recall"])}
+
+
+def format_comparison(names: Sequence[str], comparisons: Sequence[dict], label: str) -> str:
+    """One line per set and the mean change of false accepts at equal recall."""
+    head = (f"{'set':<28}{'shipped':>14}{'other':>14}{'FA at the shipped recall':>26}"
+            f"{'change':>8}")
+    lines = [f"judges compared at equal recall (shipped QC vs {label}); recall / false accepts "
+             "at each one's own threshold, then both judges' thresholds lowered to keep the "
+             "shipped QC's recall:", head, "-" * len(head)]
+    deltas = []
+    for name, c in zip(names, comparisons):
+        s, o = c["shipped"], c["other"]
+        a, b = c["shipped_at_recall"], c["other_at_recall"]
+        if a is None or b is None:
+            at, change = "rules alone keep less", ""
+        else:
+            deltas.append(b["far"] - a["far"])
+            at, change = f"{a['far']:.3f} -> {b['far']:.3f}", f"{deltas[-1]:+.3f}"
+        lines.append(f"{name:<28}{s['recall']:>7.3f}/{s['far']:.3f}{o['recall']:>7.3f}/"
+                     f"{o['far']:.3f}{at:>26}{change:>8}")
+    if len(deltas) > 1:
+        lines.append(f"{'mean':<28}{'':>54}{np.mean(deltas):>+8.3f}")
+    return "\n".join(lines)
+
+
+def other_judge(head: str | None, cross: str | None):
+    """The judge to compare (`--judge`, `--judge-cross`): trees from `head` (default: the
+    shipped ones), joined by the cross-encoder `cross` only when one is given."""
+    from augment.errors import InputError
+    from augment.qc.judges import HEAD_PATH, HeadJudge
+    for flag, path, keys in (("--judge", head, HEAD_KEYS), ("--judge-cross", cross, CROSS_KEYS)):
+        if path is None:
+            continue
+        try:
+            d = np.load(path)  # allow_pickle stays off: a stray pickle is refused, not run
+        except (OSError, ValueError) as e:  # absent, unreadable, not numpy's at all
+            d, why = None, f"cannot be read ({type(e).__name__})"
+        if isinstance(d, np.lib.npyio.NpzFile):
+            with d:
+                missing = sorted(set(keys) - set(d.files))
+            why = f"lacks {', '.join(missing)}"
+        else:
+            missing, why = None, why if d is None else "is one array, not an .npz of arrays"
+        if missing != []:
+            raise InputError(f"{flag}: this file {why}", file=path,
+                             fix=f"{flag} takes the file python -m augment.qc.train_judge wrote "
+                                 f"with {'--out' if flag == '--judge' else '--cross-out'}")
+    return HeadJudge(path=head or HEAD_PATH, cross_path=cross)
+
+
+#: What `other_judge` needs in each file (`train_judge`'s `_export` and `_calibrate_cross`).
+HEAD_KEYS = ("feature", "thresh", "left", "right", "value", "roots", "init", "rate", "threshold",
+             "encoder")
+CROSS_KEYS = ("weight", "threshold", "scaling", "out_w", "out_b")
+
+
 def llm_ceiling(rows: list[dict], results: list[dict], band: Sequence[float]) -> dict:
     """What `qc_judge: llm` could reach with a perfect LLM in `band`: the rules' verdicts and the
     head's P(changed) as scored, every judged pair in [low, high) decided by its label. The false
@@ -337,8 +427,9 @@ def format_table(rows: list[dict], project: list[dict], seed: list[dict]) -> str
 
 
 def run(path: str | Path, method: str | None, model=None, show_errors: bool = False,
-        target_far: float = TARGET_FAR) -> dict:
-    """Score one labelled set every way; print the table and curves; return the figures."""
+        target_far: float = TARGET_FAR, judge=None) -> dict:
+    """Score one labelled set every way; print the table and curves; return the figures.
+    `judge`: another judge to compare with the shipped one (`compare_judges`)."""
     rows, about = read_pairs(path)
     # The instruction sets are scored without near-duplicates (issue #17's convention: a copy
     # says nothing about meaning); the public sets whole, as published.
@@ -401,9 +492,15 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
         for r, x in zip(rows, project):
             if r["label"] != "paraphrase" and x["is_valid"]:
                 print(f"  [{x['semantic_similarity']:.2f}] ({r.get('kind')}) {r['original']!r} -> {r['candidate']!r}")
+    comparison = None
+    if judge is not None:
+        other = QualityChecker(QualityConfig(), model=model, judge=judge).score_pairs(
+            origs, cands, method)
+        comparison = compare_judges(rows, project, other)
+        print(format_comparison([Path(path).stem], [comparison], "the other judge"))
     print()
     return {"project": mp, "needs": judge_needs(rows, project), "against_cosine": vs,
-            "about": about, "llm_ceiling": ceil,
+            "about": about, "llm_ceiling": ceil, "comparison": comparison,
             "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
             "model": model}
 
@@ -416,10 +513,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="the false-accept target the suggested floor is chosen for")
     ap.add_argument("--show-errors", action="store_true",
                     help="list rejected paraphrases and accepted meaning changes")
+    ap.add_argument("--judge", metavar="HEAD.npz", default=None,
+                    help="compare the shipped judge with this one (trees written by "
+                         "`python -m augment.qc.train_judge --out`) at equal recall on every set")
+    ap.add_argument("--judge-cross", metavar="CROSS.npz", default=None,
+                    help="the compared judge's cross-encoder (`train_judge --cross-out`); "
+                         "without it the compared judge is its trees alone")
     args = ap.parse_args(argv)
-    model = None
+    judge = None
+    if args.judge or args.judge_cross:
+        judge = other_judge(args.judge, args.judge_cross)
+    model, names, comparisons = None, [], []
     for path in args.paths:
-        model = run(path, args.method, model, args.show_errors, args.target_far)["model"]
+        out = run(path, args.method, model, args.show_errors, args.target_far, judge)
+        model = out["model"]
+        names.append(Path(path).stem)
+        comparisons.append(out["comparison"])
+    if judge is not None and len(names) > 1:
+        label = " + ".join(x for x in (args.judge, args.judge_cross) if x)
+        print(format_comparison(names, comparisons, label))
     return 0
 
 

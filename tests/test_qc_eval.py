@@ -112,3 +112,72 @@ def test_band_edge_is_the_cheapest_that_leaves_few_changes_unasked():
     assert (edge, unasked) == (0.15, 0.05)
     assert sent == ((p >= 0.15) & (p < 0.95)).mean()
     assert band_edge(p, y, unasked=0.0, edges=(0.15, 0.2))[0] == 0.15  # none meets it: the lowest
+
+
+def test_judge_at_recall_lowers_the_threshold_only_as_far_as_the_recall_allows():
+    """Accept = rules accept and (the judge never saw it or p < threshold)."""
+    from augment.qc_eval import judge_at_recall
+    pairs = [  # (paraphrase?, reasons, judge p)
+        (True, [], 0.10), (True, [], 0.60), (True, [], None),  # None: the judge never saw it
+        (True, ["entity changed"], None),                      # the rules reject: always out
+        (False, [], 0.20), (False, [], 0.50), (False, [], 0.70), (False, [], None)]
+    rows = [{"label": "paraphrase" if pos else "meaning_change"} for pos, _, _ in pairs]
+    res = [{"reasons": reasons, **({} if p is None else {"judge_p_changed": p})}
+           for _, reasons, p in pairs]
+    # 1 of 4 paraphrases needs no judge; t = 0.2 adds the 0.10 one and no change but the unseen
+    assert judge_at_recall(rows, res, 0.5) == {"threshold": 0.2, "recall": 0.5, "far": 0.25}
+    # the 0.60 paraphrase costs the 0.20 and 0.50 changes
+    assert judge_at_recall(rows, res, 0.75) == {"threshold": 0.7, "recall": 0.75, "far": 0.75}
+    assert judge_at_recall(rows, res, 1.0) is None  # the rules alone keep 3 of 4
+
+
+def test_compare_with_the_shipped_judge_itself_changes_nothing(tmp_path):
+    """`--judge-cross` with the shipped files rebuilds the shipped judge through the compare
+    path: both lines must agree, at their own thresholds and at equal recall."""
+    import json
+
+    from augment.qc.cross import CROSS_PATH
+    from augment.qc_eval import DATA, format_comparison, other_judge, run
+    rows = [json.loads(line) for line in
+            (DATA / "instruction_pairs_fresh.jsonl").read_text().splitlines()[:16]]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run(path, "paraphrase", judge=other_judge(None, str(CROSS_PATH)))
+    c = out["comparison"]
+    assert c["shipped"] == c["other"] and c["shipped_at_recall"] == c["other_at_recall"]
+    assert c["shipped_at_recall"]["recall"] >= c["shipped"]["recall"]
+    assert c["shipped_at_recall"]["far"] <= c["shipped"]["far"]
+    lines = format_comparison(["a", "b"], [c, c], "x").splitlines()
+    assert lines[-1].split() == ["mean", "+0.000"]
+    assert lines[-2].split()[0] == "b" and lines[-2].endswith("+0.000")
+    assert other_judge(None, None).cross_arrays is None  # --judge alone: the trees alone
+
+
+def _one_array(path):
+    with path.open("wb") as f:  # np.save(path) would write judge.npz.npy
+        np.save(f, np.zeros(3))
+
+
+@pytest.mark.parametrize("flag,make,says", [
+    ("--judge", None, "cannot be read (FileNotFoundError)"),
+    ("--judge", lambda f: f.write_text("not numpy"), "cannot be read (ValueError)"),
+    ("--judge", lambda f: _one_array(f), "is one array, not an .npz"),
+    # the two files swapped: the cross-encoder's file is not trees
+    ("--judge", "cross", "lacks feature, init, left"),
+    ("--judge-cross", "head", "lacks out_b, out_w, scaling, weight"),
+])
+def test_a_wrong_judge_file_is_refused_before_any_scoring(tmp_path, flag, make, says):
+    import shutil
+
+    from augment.qc.cross import CROSS_PATH
+    from augment.qc.judges import HEAD_PATH
+    from augment.qc_eval import main
+    f = tmp_path / "judge.npz"
+    if callable(make):
+        make(f)
+    elif make is not None:
+        shutil.copy(CROSS_PATH if make == "cross" else HEAD_PATH, f)
+    with pytest.raises(InputError) as err:
+        main([str(tmp_path / "never-read.jsonl"), flag, str(f)])
+    assert str(err.value).startswith(f"{f}: {flag}: this file {says}")
+    assert "train_judge" in str(err.value)

@@ -106,6 +106,8 @@ def _fit(rows, seed, epochs, log):
     params = [p for p in bert.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
     steps = epochs * len(_batches(rows, BATCH, None))
+    log(f"cross-encoder: training on {len(rows)} rows, {epochs} epochs ({steps} steps) at "
+        f"{THREADS} torch thread(s)")
     # a 10% warm-up; under 20 steps OneCycleLR's warm-up of 0.1 * steps - 1 steps can come
     # out as zero (10 steps) and divide by it, so a short run gets half a step instead
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps,
@@ -123,7 +125,7 @@ def _fit(rows, seed, epochs, log):
             sched.step()
             step += 1
             if step % 100 == 0:
-                log(f"cross-encoder: step {step}/{steps}, loss {float(loss):.3f}, "
+                log(f"cross-encoder: step {step}/{steps}, loss {loss.item():.3f}, "
                     f"{time.time() - t0:.0f}s")
         bert.train()
     bert.eval()
