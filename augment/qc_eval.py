@@ -20,7 +20,9 @@ one (recall, false accepts) point of the QC. The cosine threshold alone is then 
 keeps the same recall, and its false accepts at that recall are printed beside: the QC must not
 be worse at any recall it offers (the last column says so). Where the default QC misses the
 maintainers' target, a line says what the judge would have to do to meet it (`judge_needs`):
-keep so much of what the rules accept and catch so much of what they let through. Another gives
+keep so much of what the rules accept and catch so much of what they let through; the next
+says whether the judge's ranking could meet it at all: its threshold lowered until the QC keeps
+just the target's recall, and the false accepts there (`judge_at_recall`). Another gives
 the ceiling of ``qc_judge: llm``: recall and false accepts if a perfect LLM decided every pair in
 ``qc_judge_band`` (`llm_ceiling`), and how many pairs it would be asked about.
 
@@ -483,6 +485,13 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
               f"{want_far}) is {'met' if met else 'NOT met'}")
         if not met:
             print("  " + format_needs(judge_needs(rows, project)))
+            at = judge_at_recall(rows, project, want_recall)
+            print("  " + ("the rules alone keep less than that recall" if at is None else
+                          f"the judge's threshold lowered to {at['threshold']:.3f} keeps recall "
+                          f"{at['recall']:.3f} at false accepts {at['far']:.3f}: "
+                          + ("so the target is a matter of where the threshold sits"
+                             if at["far"] <= want_far else
+                             "its ranking, not its threshold, misses the target")))
     if show_errors:
         print("\nrejected paraphrases:")
         for r, x in zip(rows, project):
