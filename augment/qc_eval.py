@@ -21,7 +21,7 @@ keeps the same recall, and its false accepts at that recall are printed beside: 
 be worse at any recall it offers (the last column says so). Where the default QC misses the
 maintainers' target, a line says what the judge would have to do to meet it (`judge_needs`):
 keep so much of what the rules accept and catch so much of what they let through; the next
-says whether the judge's ranking could meet it at all: its threshold lowered until the QC keeps
+says whether the judge's ranking could meet it at all: its threshold moved to where the QC keeps
 just the target's recall, and the false accepts there (`judge_at_recall`). Another gives
 the ceiling of ``qc_judge: llm``: recall and false accepts if a perfect LLM decided every pair in
 ``qc_judge_band`` (`llm_ceiling`), and how many pairs it would be asked about.
@@ -262,6 +262,18 @@ def judge_at_recall(rows: list[dict], results: list[dict], recall: float) -> dic
     return None
 
 
+def format_at_target(at: dict | None, target: tuple[float, float] = TARGET_POINT) -> str:
+    """Whether the judge's ranking could meet `target` on a set: `at` is `judge_at_recall` at
+    the target's recall."""
+    if at is None:
+        return "the rules alone keep less than the target's recall: no judge threshold meets it"
+    where = ("with the judge rejecting nothing" if math.isinf(at["threshold"]) else
+             f"at judge threshold {at['threshold']:.3f}")
+    return (f"{where} the QC keeps recall {at['recall']:.3f} at false accepts {at['far']:.3f}: "
+            + ("the target is a matter of where the threshold sits" if at["far"] <= target[1]
+               else "the judge's ranking, not its threshold, misses the target"))
+
+
 def compare_judges(rows: list[dict], shipped: list[dict], other: list[dict]) -> dict:
     """The shipped QC against the same QC with another judge, on one set: each at its own
     threshold, and both swept to the shipped QC's recall (`judge_at_recall`)."""
@@ -485,13 +497,7 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
               f"{want_far}) is {'met' if met else 'NOT met'}")
         if not met:
             print("  " + format_needs(judge_needs(rows, project)))
-            at = judge_at_recall(rows, project, want_recall)
-            print("  " + ("the rules alone keep less than that recall" if at is None else
-                          f"the judge's threshold lowered to {at['threshold']:.3f} keeps recall "
-                          f"{at['recall']:.3f} at false accepts {at['far']:.3f}: "
-                          + ("so the target is a matter of where the threshold sits"
-                             if at["far"] <= want_far else
-                             "its ranking, not its threshold, misses the target")))
+            print("  " + format_at_target(judge_at_recall(rows, project, want_recall)))
     if show_errors:
         print("\nrejected paraphrases:")
         for r, x in zip(rows, project):

@@ -1,6 +1,8 @@
 """qc_eval reads MRPC and STS-B in their published formats and runs issue #17's test on them
 (the QC at its own recall against the cosine threshold raised to that recall)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,15 @@ def test_a_wrong_judge_file_is_refused_before_any_scoring(tmp_path, flag, make, 
         main([str(tmp_path / "never-read.jsonl"), flag, str(f)])
     assert str(err.value).startswith(f"{f}: {flag}: this file {says}")
     assert "train_judge" in str(err.value)
+
+
+def test_the_line_at_the_target_says_whether_ranking_or_threshold_misses_it():
+    from augment.qc_eval import format_at_target
+    assert format_at_target({"threshold": 0.316, "recall": 0.854, "far": 0.144}) == (
+        "at judge threshold 0.316 the QC keeps recall 0.854 at false accepts 0.144: the target "
+        "is a matter of where the threshold sits")
+    assert format_at_target({"threshold": 0.44, "recall": 0.852, "far": 0.223}).endswith(
+        "the judge's ranking, not its threshold, misses the target")
+    assert format_at_target({"threshold": math.inf, "recall": 0.85, "far": 0.2}).startswith(
+        "with the judge rejecting nothing the QC keeps")
+    assert "no judge threshold meets it" in format_at_target(None)
