@@ -110,8 +110,9 @@ class QualityConfig:
                 "the judge's part scored on pairs it never saw). Not used with judge=llm: the "
                 "band decides."})
     judge_band: list[float] = field(default_factory=lambda: [0.15, 0.95], metadata={
-        "help": "judge=llm: candidates whose head probability lies in [low, high) are sent to "
-                "the LLM judge; below low the head accepts, at or above high it rejects. Low: "
+        "help": "judge=llm: candidates whose offline judge probability (trees and "
+                "cross-encoder averaged) lies in [low, high) are sent to the LLM judge; below "
+                "low the offline judge accepts, at or above high it rejects. Low: "
                 "the highest edge that leaves at most 5% of the meaning changes reaching the "
                 "judge unasked, on the written pairs the cross-encoder never saw (0.15: 4.3% "
                 "unasked, 53% of those pairs sent; 0.3 left 15% unasked); `python -m "
