@@ -32,11 +32,11 @@ caught at 93.6% kept 59% -> 71%; the held-out instruction sets gained at equal r
 unlike everything tried before it, and the documented command rebuilt that file byte for byte.
 Both ways round (2026-12-03, the same number of steps): cross-encoder 0.900, averaged 0.936,
 caught 78%, and at equal recall the four held-out sets by other writers let 0.021 fewer meaning
-changes through on average (none more), against a bar of 0.02 set beforehand; the README has
+changes through on average (none more), against a bar of 0.02 set beforehand; docs/qc.md has
 the figures and the variant that failed the bar. That baseline was the one-way QC at its own
 threshold; re-measured with both judges' thresholds lowered to the shipped QC's recall
 (`qc_eval --judge-cross` on the one-way file), the gain is 0.008 and one set is worse, which
-fails that bar (kept all the same; the README says why). Reading the one-way file both ways had not
+fails that bar (kept all the same; docs/qc.md says why). Reading the one-way file both ways had not
 helped (fold 0: reversed alone 0.844, averaged with the trees 0.926): the model has to learn
 both orders. The shipped file came from a trial script doing what `_train_cross` does (the
 same rows in the same order, `cross.fit` at one thread, `_calibrate_cross` itself);
