@@ -315,17 +315,20 @@ def other_judge(head: str | None, cross: str | None):
     for flag, path, keys in (("--judge", head, HEAD_KEYS), ("--judge-cross", cross, CROSS_KEYS)):
         if path is None:
             continue
+        why = None
         try:
             d = np.load(path)  # allow_pickle stays off: a stray pickle is refused, not run
         except (OSError, ValueError) as e:  # absent, unreadable, not numpy's at all
-            d, why = None, f"cannot be read ({type(e).__name__})"
-        if isinstance(d, np.lib.npyio.NpzFile):
-            with d:
-                missing = sorted(set(keys) - set(d.files))
-            why = f"lacks {', '.join(missing)}"
+            why = f"cannot be read ({type(e).__name__})"
         else:
-            missing, why = None, why if d is None else "is one array, not an .npz of arrays"
-        if missing != []:
+            if not isinstance(d, np.lib.npyio.NpzFile):
+                why = "is one array, not an .npz of arrays"
+            else:
+                with d:
+                    missing = sorted(set(keys) - set(d.files))
+                if missing:
+                    why = f"lacks {', '.join(missing)}"
+        if why:
             raise InputError(f"{flag}: this file {why}", file=path,
                              fix=f"{flag} takes the file python -m augment.qc.train_judge wrote "
                                  f"with {'--out' if flag == '--judge' else '--cross-out'}")

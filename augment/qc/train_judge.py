@@ -25,23 +25,23 @@ texts at once, LoRA adapters) also learns, from the written pairs of both files 
 the rules' rejects included) in four of the five folds and `CROSS_GENERATED` generated pairs,
 each in both orders (original/candidate and candidate/original), and reads every pair both ways.
 The written pairs of the fold left out (`CROSS_FOLD`, fold 0) that reach the judge, which neither
-it nor the trees' fold model saw, choose the weight of its logit against the trees' (`CROSS_WEIGHTS`, by AUC) and the
-threshold of the average, at the same `keep`. Trained one way round (2026-12-02, 545 pairs in
-that fold): AUC trees 0.874, cross-encoder 0.895, averaged (weight 0.4) 0.933; meaning changes
-caught at 93.6% kept 59% -> 71%; the held-out instruction sets gained at equal recall too,
-unlike everything tried before it, and the documented command rebuilt that file byte for byte.
-Both ways round (2026-12-03, the same number of steps): cross-encoder 0.900, averaged 0.936,
-caught 78%, and at equal recall the four held-out sets by other writers let 0.021 fewer meaning
-changes through on average (none more), against a bar of 0.02 set beforehand; docs/qc.md has
-the figures and the variant that failed the bar. That baseline was the one-way QC at its own
-threshold; re-measured with both judges' thresholds lowered to the shipped QC's recall
-(`qc_eval --judge-cross` on the one-way file), the gain is 0.008 and one set is worse, which
-fails that bar (kept all the same; docs/qc.md says why). Reading the one-way file both ways had not
-helped (fold 0: reversed alone 0.844, averaged with the trees 0.926): the model has to learn
-both orders. The shipped file came from a trial script doing what `_train_cross` does (the
-same rows in the same order, `cross.fit` at one thread, `_calibrate_cross` itself);
-`python -m augment.qc.train_judge --cross --out /tmp/head.npz --cross-out /tmp/cross.npz` then
-rebuilt both shipped files byte for byte (2026-12-03, 62 minutes with the CPU shared, `cmp` equal).
+it nor the trees' fold model saw, choose the weight of its logit against the trees'
+(`CROSS_WEIGHTS`, by AUC) and the threshold of the average, at the same `keep`. Trained one way
+round (2026-12-02, 545 pairs in that fold): AUC trees 0.874, cross-encoder 0.895, averaged (weight
+0.4) 0.933; meaning changes caught at 93.6% kept 59% -> 71%; the held-out instruction sets gained
+at equal recall too, unlike everything tried before it, and the documented command rebuilt that
+file byte for byte. Both ways round (2026-12-03, the same number of steps): cross-encoder 0.900,
+averaged 0.936, caught 78%, and at equal recall the four held-out sets by other writers let 0.021
+fewer meaning changes through on average (none more), against a bar of 0.02 set beforehand;
+docs/qc.md has the figures and the variant that failed the bar. That baseline was the one-way QC at
+its own threshold; re-measured with both judges' thresholds lowered to the shipped QC's recall
+(`qc_eval --judge-cross` on the one-way file), the gain is 0.008 and one set is worse, which fails
+that bar (kept all the same; docs/qc.md says why). Reading the one-way file both ways had not
+helped (fold 0: reversed alone 0.844, averaged with the trees 0.926): the model has to learn both
+orders. The shipped file came from a trial script doing what `_train_cross` does (the same rows in
+the same order, `cross.fit` at one thread, `_calibrate_cross` itself); `python -m
+augment.qc.train_judge --cross --out /tmp/head.npz --cross-out /tmp/cross.npz` then rebuilt both
+shipped files byte for byte (2026-12-03, 62 minutes with the CPU shared, `cmp` equal).
 
 `--cross-swaps roles [scope]` (tried 2026-12-03, not shipped) adds meaning changes made by rules
 on the written faithful rewrites of the training folds (`swaps.py`: two roles or names swapped,
