@@ -311,6 +311,7 @@ def other_judge(head: str | None, cross: str | None):
     """The judge to compare (`--judge`, `--judge-cross`): trees from `head` (default: the
     shipped ones), joined by the cross-encoder `cross` only when one is given."""
     from augment.errors import InputError
+    from augment.qc.cross import ENCODER as CROSS_ENCODER
     from augment.qc.judges import HEAD_PATH, HeadJudge
     for flag, path, keys in (("--judge", head, HEAD_KEYS), ("--judge-cross", cross, CROSS_KEYS)):
         if path is None:
@@ -326,8 +327,13 @@ def other_judge(head: str | None, cross: str | None):
             else:
                 with d:
                     missing = sorted(set(keys) - set(d.files))
+                    encoder = str(d["encoder"]) if "encoder" in d.files else None
                 if missing:
                     why = f"lacks {', '.join(missing)}"
+                elif flag == "--judge-cross" and encoder not in (None, CROSS_ENCODER):
+                    # its adapters would not fit MiniLM's layers: a shape error mid-run
+                    why = (f"holds adapters for {encoder}; the judge's cross-encoder reads "
+                           f"{CROSS_ENCODER} only")
         if why:
             raise InputError(f"{flag}: this file {why}", file=path,
                              fix=f"{flag} takes the file python -m augment.qc.train_judge wrote "
