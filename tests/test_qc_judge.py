@@ -87,10 +87,10 @@ def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
 
 
 def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model):
-    """`train_judge --cross`'s step on a small written file (one epoch, 40 generated pairs):
+    """`train_judge --cross`'s step on a small written file (one epoch, 16 generated pairs):
     the weight and threshold are chosen on the held fold, and HeadJudge loads the result."""
     from augment.qc import cross, train_judge
-    monkeypatch.setattr(train_judge, "CROSS_GENERATED", 40)
+    monkeypatch.setattr(train_judge, "CROSS_GENERATED", 16)
     fit, epochs_seen = cross.fit, []
 
     def spy(rows, **kw):  # what --cross-epochs hands the training itself
@@ -98,7 +98,7 @@ def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model)
         return fit(rows, **kw)
     monkeypatch.setattr(cross, "fit", spy)
     small = tmp_path / "pairs.jsonl"
-    small.write_text("".join(train_judge.WRITTEN_PATH.read_text().splitlines(True)[:120]))
+    small.write_text("".join(train_judge.WRITTEN_PATH.read_text().splitlines(True)[:64]))
     written, _ = train_judge.written_pairs(QualityChecker(QualityConfig(judge="none"),
                                                           model=model), (small,))
     folds = np.array([train_judge._fold(r["original"]) for r in written])
@@ -115,7 +115,7 @@ def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model)
                 if train_judge._fold(r["original"]) != train_judge.CROSS_FOLD]
     from augment.qc import swaps
     assert rep["made"] == len(swaps.rows(training, ("roles",), 2)) > 0
-    assert rep["pairs"] == 40 + len(training) + rep["made"]
+    assert rep["pairs"] == 16 + len(training) + rep["made"]
 
 
 @pytest.mark.parametrize("flag", ["--cross-epochs", "--epochs"])

@@ -575,6 +575,7 @@ def test_score_pairs_matches_single_and_embeds_each_text_once(checker, labelled)
         assert s["semantic_similarity"] == pytest.approx(b["semantic_similarity"], abs=1e-4)
 
 
+@pytest.mark.slow  # a timed ratio: the default run leaves timing to bench (qc_overhead_vs_encode)
 def test_score_pairs_overhead_is_small(checker, labelled):
     """Everything but the embedding must cost <= 15% of a bare encode of the distinct texts.
 
