@@ -309,42 +309,17 @@ def format_comparison(names: Sequence[str], comparisons: Sequence[dict], label: 
 
 def other_judge(head: str | None, cross: str | None):
     """The judge to compare (`--judge`, `--judge-cross`): trees from `head` (default: the
-    shipped ones), joined by the cross-encoder `cross` only when one is given."""
+    shipped ones), joined by the cross-encoder `cross` only when one is given. A wrong file is
+    refused here, naming the flag, before minutes of scoring."""
     from augment.errors import InputError
-    from augment.qc.judges import HEAD_PATH, HeadJudge
+    from augment.qc.judges import CROSS_KEYS, HEAD_KEYS, HEAD_PATH, HeadJudge, file_refusal
     for flag, path, keys in (("--judge", head, HEAD_KEYS), ("--judge-cross", cross, CROSS_KEYS)):
-        why = None if path is None else _judge_file_refusal(flag, path, keys)
+        why = None if path is None else file_refusal(path, keys)
         if why:
             raise InputError(f"{flag}: this file {why}", file=path,
                              fix=f"{flag} takes the file python -m augment.qc.train_judge wrote "
                                  f"with {'--out' if flag == '--judge' else '--cross-out'}")
     return HeadJudge(path=head or HEAD_PATH, cross_path=cross)
-
-
-def _judge_file_refusal(flag: str, path: str, keys: Sequence[str]) -> str | None:
-    """Why `path` cannot be the judge file `flag` takes, or None when it can."""
-    from augment.qc.cross import ENCODER as CROSS_ENCODER
-    try:
-        d = np.load(path)  # allow_pickle stays off: a stray pickle is refused, not run
-    except (OSError, ValueError) as e:  # absent, unreadable, not numpy's at all
-        return f"cannot be read ({type(e).__name__})"
-    if not isinstance(d, np.lib.npyio.NpzFile):
-        return "is one array, not an .npz of arrays"
-    with d:
-        missing = sorted(set(keys) - set(d.files))
-        encoder = str(d["encoder"]) if "encoder" in d.files else None
-    if missing:
-        return f"lacks {', '.join(missing)}"
-    if flag == "--judge-cross" and encoder not in (None, CROSS_ENCODER):
-        # its adapters would not fit MiniLM's layers: a shape error mid-run
-        return f"holds adapters for {encoder}; the judge's cross-encoder reads {CROSS_ENCODER} only"
-    return None
-
-
-#: What `other_judge` needs in each file (`train_judge`'s `_export` and `_calibrate_cross`).
-HEAD_KEYS = ("feature", "thresh", "left", "right", "value", "roots", "init", "rate", "threshold",
-             "encoder")
-CROSS_KEYS = ("weight", "threshold", "scaling", "out_w", "out_b")
 
 
 def llm_ceiling(rows: list[dict], results: list[dict], band: Sequence[float]) -> dict:

@@ -165,7 +165,7 @@ def _other_encoder(path):
     with np.load(CROSS_PATH) as d:
         arrays = {k: d[k] for k in d.files}
     with path.open("wb") as f:
-        np.savez(f, **dict(arrays, encoder=np.str_("all-mpnet-base-v2")))
+        np.savez(f, **dict(arrays, encoder=np.str_("bert-base-uncased")))
 
 
 @pytest.mark.parametrize("flag,make,says", [
@@ -175,9 +175,9 @@ def _other_encoder(path):
     # the two files swapped: the cross-encoder's file is not trees
     ("--judge", "cross", "lacks feature, init, left"),
     ("--judge-cross", "head", "lacks out_b, out_w, scaling, weight"),
-    # adapters trained on another encoder (docs/qc.md's mpnet arm) would not fit MiniLM
-    ("--judge-cross", lambda f: _other_encoder(f), "holds adapters for all-mpnet-base-v2; the "
-     "judge's cross-encoder reads all-MiniLM-L6-v2 only"),
+    # an encoder no package ships: loading it would go to a model hub
+    ("--judge-cross", lambda f: _other_encoder(f), "names the encoder bert-base-uncased; the "
+     "judge loads the packaged all-MiniLM-L6-v2 or all-mpnet-base-v2 only"),
 ])
 def test_a_wrong_judge_file_is_refused_before_any_scoring(tmp_path, flag, make, says):
     import shutil

@@ -55,6 +55,76 @@ def test_cross_encoder_ships_small_and_joins_only_the_shipped_head(tmp_path):
         HeadJudge(cross_path=tmp_path / "missing.npz")
 
 
+def test_cross_encoder_merges_its_adapters_into_the_encoder_its_file_names():
+    """A file that names all-mpnet-base-v2 is read by mpnet (768 wide), its adapter merged into
+    that layer; a file without `encoder` is MiniLM's, as every file was before."""
+    import torch
+
+    from augment.qc import cross
+    from augment.qc.embed import JUDGE_ENCODER, load_model
+    path = "encoder.layer.11.attention.attn.q"  # mpnet names its query projection so
+    base = dict(load_model(JUDGE_ENCODER)[0].auto_model.named_modules())[path].weight
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, base.shape[1])), rng.normal(size=(base.shape[0], 4))
+    arrays = {f"lora:{path}.A": a.astype(np.float16), f"lora:{path}.B": b.astype(np.float16),
+              "scaling": np.float32(0.5), "out_w": np.zeros(768, np.float16),
+              "out_b": np.float32(0.0), "encoder": np.str_(JUDGE_ENCODER)}
+    ce = cross.CrossEncoder(arrays)
+    assert ce.encoder == JUDGE_ENCODER and ce.bert.config.hidden_size == 768
+    merged = dict(ce.bert.named_modules())[path].weight
+    want = base + 0.5 * torch.from_numpy(b.astype(np.float16).astype(np.float32)
+                                         @ a.astype(np.float16).astype(np.float32))
+    torch.testing.assert_close(merged, want, atol=1e-4, rtol=0)
+    assert not torch.equal(base, merged)  # a private copy: the QC's own mpnet is untouched
+    np.testing.assert_allclose(ce.p_changed([("Summarise this.", "Critique this.")]), [0.5])
+    shipped = dict(np.load(cross.CROSS_PATH))
+    del shipped["encoder"]
+    assert cross.CrossEncoder(shipped).encoder == "all-MiniLM-L6-v2"
+
+
+def _relabelled(encoder):
+    from augment.qc.cross import CROSS_PATH
+    return dict(np.load(CROSS_PATH), encoder=np.str_(encoder))
+
+
+@pytest.mark.parametrize("arrays,says", [
+    # MiniLM's adapters in a file that says mpnet: mpnet is 768 wide, MiniLM 384
+    (lambda: _relabelled("all-mpnet-base-v2"), "the output layer (384 inputs) does not fit "
+     "all-mpnet-base-v2, the encoder the file names"),
+    (lambda: dict(_relabelled("all-MiniLM-L6-v2"), **{
+        "lora:encoder.layer.9.output.dense.A": np.zeros((16, 1536), np.float16),
+        "lora:encoder.layer.9.output.dense.B": np.zeros((384, 16), np.float16)}),
+     "the adapter for encoder.layer.9.output.dense does not fit all-MiniLM-L6-v2"),
+    (lambda: _relabelled("bert-base-uncased"), "names the encoder bert-base-uncased; the "
+     "cross-encoder loads the packaged all-MiniLM-L6-v2 or all-mpnet-base-v2 only"),
+])
+def test_cross_encoder_refuses_adapters_its_encoder_cannot_take(arrays, says):
+    from augment.qc import cross
+    with pytest.raises(ConfigError) as err:
+        cross.CrossEncoder(arrays(), source="x.npz")
+    assert str(err.value).startswith(f"x.npz: {says}")
+    assert "train_judge --cross" in str(err.value)
+
+
+def test_head_judge_refuses_a_wrong_file_when_it_loads(tmp_path):
+    """Refused when the checker is built (before a build's first request), not as a KeyError
+    in the first judged batch."""
+    from augment.qc.cross import CROSS_PATH
+    swapped = tmp_path / "swapped.npz"
+    swapped.write_bytes(HEAD_PATH.read_bytes())
+    with pytest.raises(ConfigError, match=rf"^{swapped}: this QC judge's cross-encoder lacks "
+                                          r"out_b, out_w, scaling, weight; rebuild it with "
+                                          r"`python -m augment.qc.train_judge --cross`"):
+        HeadJudge(cross_path=swapped)
+    other = tmp_path / "head.npz"
+    with other.open("wb") as f:
+        np.savez(f, **dict(np.load(HEAD_PATH), encoder=np.str_("my-encoder")))
+    with pytest.raises(ConfigError, match=rf"^{other}: this QC judge head names the encoder "
+                                          r"my-encoder; the judge loads the packaged"):
+        HeadJudge(path=other)
+    assert HeadJudge(cross_path=CROSS_PATH).cross_path == CROSS_PATH
+
+
 def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
     """One small fit (one step): the merged float16 adapters read pairs as the peft model that
     learnt them did, and a second fit with the seed gives the same arrays. The two fits are

