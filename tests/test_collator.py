@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import math
-import time
 
 import numpy as np
 import pytest
@@ -249,32 +248,6 @@ def test_smollm2_template_prompt_is_a_token_prefix():
         assert whole[:len(p)] == p and f["input_ids"].tolist() == whole
         assert (f["labels"][:len(p)] == -100).all() and (f["labels"][len(p):] >= 0).all()
         assert tok.decode(f["labels"][len(p):].tolist()) == ex["completion"] + "<|im_end|>\n"
-
-
-@pytest.mark.slow
-def test_speed_against_trl_collator():
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    tok = tiny_tokenizer(CHATML)
-    rng = np.random.default_rng(0)
-    exs = [{"prompt": " ".join(rng.choice(WORDS, 30)),
-            "completion": " ".join(rng.choice(WORDS, 60)),
-            "source": "original", "similarity": 1.0} for _ in range(64)]
-    c = AugmentingCollator(tok, max_length=256)
-    feats, _ = c.features(exs)
-    pre = [{"input_ids": f["input_ids"].tolist(), "labels": f["labels"].tolist()} for f in feats]
-    trl = DataCollatorForLanguageModeling(pad_token_id=0)
-
-    def best(fn):
-        fn()
-        out = []
-        for _ in range(50):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-        return min(out)
-
-    assert best(lambda: c(exs)) <= 1.5 * best(lambda: trl(pre))
 
 
 def test_joined_template_pieces_give_the_same_batches_as_full_rendering(tiny_model_dir):

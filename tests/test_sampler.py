@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -335,24 +334,6 @@ def test_dataset_completion_field_variant_and_pickle():
     assert ds[2]["completion"] == rows[0].completion
     with pytest.raises(AugtuneError, match="covers 1 rows"):
         AugmentedDataset(rows + rows, vt)
-
-
-@pytest.mark.slow
-def test_plan_speed_at_a_million_rows():
-    n = 1_000_000
-    vt = VariantTable(np.arange(0, 3 * n + 1, 3, dtype=np.int64),
-                      np.tile(np.array([0, 1, 2], np.int8), n), np.zeros(3 * n, np.int8),
-                      np.ones(3 * n, np.float32), np.arange(3 * n), [""] * (3 * n))
-    s = RatioSampler(n, vt, augmented_per_original=2.0, seed=0)
-    best_plan = best_perm = float("inf")
-    for e in range(3):
-        t = time.perf_counter()
-        p = s.plan(e)
-        best_plan = min(best_plan, time.perf_counter() - t)
-        t = time.perf_counter()
-        np.random.permutation(len(p))
-        best_perm = min(best_perm, time.perf_counter() - t)
-    assert best_plan <= 5 * best_perm, (best_plan, best_perm)
 
 
 def test_a_method_with_more_variants_does_not_crowd_out_the_others():
