@@ -133,6 +133,96 @@ def test_judge_at_recall_lowers_the_threshold_only_as_far_as_the_recall_allows()
     assert judge_at_recall(rows, res, 1.0) is None  # the rules alone keep 3 of 4
 
 
+def _reference_at_recall(rows, res, recall):
+    """judge_at_recall as first written: a python loop over thresholds and `metrics`."""
+    import math
+
+    from augment.qc_eval import metrics, rules_ok
+    ok = np.array([rules_ok(x) for x in res])
+    p = np.array([x.get("judge_p_changed", np.nan) for x in res], dtype=float)
+    seen = ~np.isnan(p)
+    for t in [*np.unique(p[seen & ok]), math.inf]:
+        m = metrics(rows, list(ok & (~seen | (p < t))))
+        if m["recall"] >= recall - 1e-12:
+            return {"threshold": float(t), "recall": m["recall"], "far": m["far"]}
+    return None
+
+
+def _random_set(rng, n):
+    pos = rng.random(n) < 0.5
+    rows = [{"label": "paraphrase" if x else "meaning_change"} for x in pos]
+    res = [{"reasons": [] if rng.random() < 0.8 else ["entity changed"],
+            **({} if rng.random() < 0.2 else {"judge_p_changed": round(rng.random(), 1)})}
+           for _ in range(n)]
+    return rows, res
+
+
+def test_resampled_at_recall_is_judge_at_recall_on_the_drawn_pairs():
+    """Each row of weights gives what the plain loop gives on the pairs it draws, ties in
+    P(changed) and pairs the judge never saw included."""
+    from augment.qc_eval import at_recall, judged_arrays, resample
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        rows, res = _random_set(rng, 30)
+        is_pos, ok, p = judged_arrays(rows, res)
+        W = resample(is_pos, 5, trial)
+        assert (W[:, is_pos].sum(1) == is_pos.sum()).all()  # class sizes kept
+        recall = rng.random()
+        got = at_recall(is_pos, ok, p, recall, W)
+        for b, w in enumerate(W):
+            drawn = [i for i in range(len(rows)) for _ in range(int(w[i]))]
+            want = _reference_at_recall([rows[i] for i in drawn], [res[i] for i in drawn], recall)
+            if want is None:
+                assert np.isnan(got[2][b])
+            else:  # the threshold may be a lower P(changed) of an undrawn pair: same verdicts
+                assert got[0][b] <= want["threshold"]
+                assert (got[1][b], got[2][b]) == pytest.approx((want["recall"], want["far"]))
+        plain = at_recall(is_pos, ok, p, recall)  # every pair once: the loop's threshold too
+        want = _reference_at_recall(rows, res, recall)
+        assert (np.isnan(plain[2][0]) if want is None else
+                [x[0] for x in plain] == pytest.approx(list(want.values())))
+
+
+def test_a_worse_judge_is_worse_beyond_the_interval():
+    """Another judge that ranks the changes at random: its false accepts at equal recall rise,
+    and the 95% interval of the rise excludes 0; the shipped judge against itself gives 0."""
+    from augment.qc_eval import compare_judges, format_comparison
+    rng = np.random.default_rng(0)
+    rows = [{"label": "paraphrase" if i % 2 else "meaning_change"} for i in range(200)]
+    good = [{"reasons": [], "judge_p_changed": float(rng.beta(2, 5) if i % 2 else rng.beta(5, 2)),
+             "is_valid": True} for i in range(200)]
+    for x in good:
+        x["is_valid"] = x["judge_p_changed"] < 0.5
+    bad = [dict(x, judge_p_changed=float(rng.random())) for x in good]
+    c = compare_judges(rows, good, bad, seed=1)
+    lo, hi = np.nanpercentile(c["far_change"], [2.5, 97.5])
+    assert c["other_at_recall"]["far"] > c["shipped_at_recall"]["far"] and lo > 0
+    same = compare_judges(rows, good, good, seed=1)
+    assert np.nanmax(np.abs(same["far_change"])) == 0
+    line = format_comparison(["s"], [c], "x").splitlines()[-1]
+    assert line.endswith(f"[{lo:+.3f}, {hi:+.3f}]")
+
+
+def test_pooled_line_sums_the_sets_pairs():
+    from augment.qc_eval import format_pooled, wilson
+    a = {"tp": 90, "n_pos": 100, "fp": 20, "n_neg": 100}
+    b = {"tp": 180, "n_pos": 200, "fp": 40, "n_neg": 200}
+    line = format_pooled([a, b])
+    lo, hi = wilson(60, 300)
+    assert "recall 0.900" in line and f"false accepts 0.200 (95% {lo:.3f}-{hi:.3f}, 300 changes)" in line
+    assert line.endswith("is NOT met, and the interval of the false accepts lies above it")
+    met = format_pooled([dict(a, fp=10), dict(b, fp=30)])  # 0.133: met, interval spans 0.15
+    assert met.endswith("is met")
+
+
+def test_wilson_interval():
+    from augment.qc_eval import wilson
+    lo, hi = wilson(12, 100)
+    assert lo < 0.12 < hi and (round(lo, 3), round(hi, 3)) == (0.07, 0.198)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == pytest.approx(1.0)
+    assert all(np.isnan(wilson(0, 0)))
+
+
 def test_compare_with_the_shipped_judge_itself_changes_nothing(tmp_path):
     """`--judge-cross` with the shipped files rebuilds the shipped judge through the compare
     path: both lines must agree, at their own thresholds and at equal recall."""
@@ -150,8 +240,9 @@ def test_compare_with_the_shipped_judge_itself_changes_nothing(tmp_path):
     assert c["shipped_at_recall"]["recall"] >= c["shipped"]["recall"]
     assert c["shipped_at_recall"]["far"] <= c["shipped"]["far"]
     lines = format_comparison(["a", "b"], [c, c], "x").splitlines()
-    assert lines[-1].split() == ["mean", "+0.000"]
-    assert lines[-2].split()[0] == "b" and lines[-2].endswith("+0.000")
+    # paired resamples: a judge against itself moves by exactly nothing in every one
+    assert lines[-1].split() == ["mean", "+0.000", "[+0.000,", "+0.000]"]
+    assert lines[-2].split()[0] == "b" and lines[-2].endswith("+0.000  [+0.000, +0.000]")
     assert other_judge(None, None).cross_arrays is None  # --judge alone: the trees alone
 
 
