@@ -3,12 +3,12 @@ project QC (with and without the judge) against the cosine threshold alone, and 
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
 [--judge HEAD.npz] [--judge-cross CROSS.npz]``; several instruction sets are also pooled at
-the end (``python -m augment.qc_eval tests/data/instruction_pairs_fresh*.jsonl``: the five
+the end (``python -m augment.qc_eval tests/data/instruction_pairs_fresh*.jsonl``: the six
 held-out sets together).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
-labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl`` and the five held-out
+labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl`` and the six held-out
 instruction sets ``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
 as near-duplicates), or a public set in its own published format, scored whole: MRPC
 (``msr_paraphrase_test.txt``), STS-B (GLUE's ``STS-B/dev.tsv`` or the benchmark's
@@ -59,7 +59,8 @@ from augment.quality import QualityChecker, QualityConfig
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
-    "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5"))
+    "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5",
+    "instruction_pairs_fresh6"))
 LABELS = ("paraphrase", "meaning_change", "unrelated")
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
