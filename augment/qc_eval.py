@@ -2,9 +2,8 @@
 project QC (with and without the judge) against the cosine threshold alone, and the seed rule.
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
-[--judge HEAD.npz] [--judge-cross CROSS.npz]``; several instruction sets are also pooled at
-the end (``python -m augment.qc_eval tests/data/instruction_pairs_fresh*.jsonl``: the six
-held-out sets together).
+[--judge HEAD.npz] [--judge-cross CROSS.npz]``; several JSONL sets are also pooled at the end
+(the default run pools the six held-out sets, ``instruction_pairs_fresh*.jsonl``).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
@@ -37,8 +36,10 @@ judges' ranking is compared (`judge_at_recall`).
 How sure the figures are: a held-out set has 110-130 pairs of each kind, so a false-accept share
 of 0.15 is known to about +-0.06. Each instruction set's line at the target gives 95% Wilson
 intervals of its recall and false accepts, and every change in the judges' table a 95% interval
-from 2,000 paired resamples of the set (the same pairs for both judges; the mean's from
-resampling every set at once). A change whose interval spans 0 is not shown to be one.
+from 2,000 paired resamples of the set (the same originals, with all their pairs, for both
+judges; the mean's from resampling every set at once). A change whose interval spans 0 is not
+shown to be one. The pooled line adds a t-interval over the sets' own shares, which counts how
+writers differ.
 """
 
 from __future__ import annotations
@@ -312,15 +313,18 @@ def at_recall(is_pos: np.ndarray, ok: np.ndarray, p: np.ndarray, recall,
 BOOTSTRAP = 2000
 
 
-def resample(is_pos: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Bootstrap draw counts, shape (n, pairs): pairs drawn with replacement within each class
-    (faithful rewrites, changes), so every resample keeps the set's numbers of both."""
-    rng = np.random.default_rng(seed)
-    W = np.zeros((n, len(is_pos)))
-    for cls in (np.flatnonzero(is_pos), np.flatnonzero(~is_pos)):
-        if len(cls):
-            W[:, cls] = rng.multinomial(len(cls), np.full(len(cls), 1 / len(cls)), size=n)
-    return W
+def resample(groups: Sequence, n: int, seed: int) -> np.ndarray:
+    """Bootstrap draw counts, shape (n, pairs): originals drawn with replacement, each with all
+    its pairs (`groups`: the original of each pair).
+
+    Why originals, not pairs: a held-out set gives each original one faithful rewrite and one
+    meaning change, and both are easy or hard together; drawing pairs alone would treat them
+    as independent and narrow the intervals. Drawing whole originals keeps each set's balance."""
+    _, group = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    k = group.max() + 1 if len(group) else 0
+    counts = np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n) if k else \
+        np.zeros((n, 0))
+    return counts[:, group].astype(float)
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -355,13 +359,14 @@ def compare_judges(rows: list[dict], shipped: list[dict], other: list[dict],
     """The shipped QC against the same QC with another judge, on one set: each at its own
     threshold, and both swept to the shipped QC's recall (`judge_at_recall`). `far_change` holds
     the other's false accepts minus the shipped's at equal recall in `BOOTSTRAP` paired resamples
-    of the set (the same pairs for both judges, the recall the shipped QC keeps in each): the
-    spread a set this size leaves on the change."""
+    of the set (`resample`: the same originals for both judges, the recall the shipped QC keeps
+    in each): the spread a set this size leaves on the change."""
     own = metrics(rows, [x["is_valid"] for x in shipped])
     is_pos, ok, p = judged_arrays(rows, shipped)
-    W = resample(is_pos, BOOTSTRAP, seed)
+    W = resample([r.get("original", i) for i, r in enumerate(rows)], BOOTSTRAP, seed)
     valid = np.array([x["is_valid"] for x in shipped], dtype=bool)
-    recall = (W * (is_pos & valid)).sum(1) / W[:, is_pos].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = (W * (is_pos & valid)).sum(1) / W[:, is_pos].sum(1)
     a = at_recall(is_pos, ok, p, recall, W)[2]
     b = at_recall(*judged_arrays(rows, other), recall, W)[2]
     return {"shipped": own, "other": metrics(rows, [x["is_valid"] for x in other]),
@@ -416,7 +421,15 @@ def other_judge(head: str | None, cross: str | None):
             raise InputError(f"{flag}: this file {why}", file=path,
                              fix=f"{flag} takes the file python -m augment.qc.train_judge wrote "
                                  f"with {'--out' if flag == '--judge' else '--cross-out'}")
-    return HeadJudge(path=head or HEAD_PATH, cross_path=cross)
+    judge = HeadJudge(path=head or HEAD_PATH, cross_path=cross)
+    if cross is not None:  # adapters that do not fit their encoder: refused now, not mid-run
+        from augment.errors import ConfigError
+        try:
+            judge.cross_encoder()
+        except ConfigError as e:
+            raise InputError("--judge-cross: this file's adapters do not fit: "
+                             + str(e).removeprefix(f"{cross}: "), file=cross) from None
+    return judge
 
 
 def llm_ceiling(rows: list[dict], results: list[dict], band: Sequence[float]) -> dict:
@@ -607,20 +620,27 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
             "model": model}
 
 
-def format_pooled(sets: Sequence[dict]) -> str:
-    """The default QC on the labelled sets scored, pooled (pairs summed), with 95% Wilson
-    intervals: one set of 250 pairs leaves about +-0.07 on a share, the pooled sets less.
-    Score the held-out sets alone to read the QC's operating point on other writers' pairs."""
+def format_pooled(names: Sequence[str], sets: Sequence[dict]) -> str:
+    """The default QC on several labelled sets pooled (pairs summed), with two 95% intervals of
+    its false accepts: Wilson's over the pooled pairs (as if every pair were an independent
+    draw), and a t-interval over the sets' own shares (each set, one writer, one draw), which
+    also counts how writers differ and is the wider one with few sets."""
+    from scipy import stats
     tp, n_pos = sum(m["tp"] for m in sets), sum(m["n_pos"] for m in sets)
     fp, n_neg = sum(m["fp"] for m in sets), sum(m["n_neg"] for m in sets)
     (r_lo, r_hi), (f_lo, f_hi) = wilson(tp, n_pos), wilson(fp, n_neg)
     want_recall, want_far = TARGET_POINT
-    return (f"default QC on the {len(sets)} labelled sets above, pooled: recall {tp / n_pos:.3f} "
+    line = (f"default QC on {len(sets)} sets pooled ({', '.join(names)}): recall {tp / n_pos:.3f} "
             f"(95% {r_lo:.3f}-{r_hi:.3f}, {n_pos} faithful rewrites), false accepts "
-            f"{fp / n_neg:.3f} (95% {f_lo:.3f}-{f_hi:.3f}, {n_neg} changes); the target "
-            f"(recall >= {want_recall} at <= {want_far}) is "
-            + ("met" if tp / n_pos >= want_recall and fp / n_neg <= want_far else "NOT met")
-            + (", and the interval of the false accepts lies above it" if f_lo > want_far else ""))
+            f"{fp / n_neg:.3f} (95% {f_lo:.3f}-{f_hi:.3f}, {n_neg} changes as independent draws)")
+    if len(sets) >= 3:
+        fars = np.array([m["far"] for m in sets])
+        half = stats.t.ppf(0.975, len(fars) - 1) * fars.std(ddof=1) / math.sqrt(len(fars))
+        line += (f"; over the sets, each one draw: mean false accepts {fars.mean():.3f} (95% "
+                 f"{fars.mean() - half:.3f}-{fars.mean() + half:.3f})")
+    met = tp / n_pos >= want_recall and fp / n_neg <= want_far
+    return line + (f"; the target (recall >= {want_recall} at <= {want_far}) is "
+                   f"{'met' if met else 'NOT met'} on the pooled pairs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -641,16 +661,20 @@ def main(argv: list[str] | None = None) -> int:
     judge = None
     if args.judge or args.judge_cross:
         judge = other_judge(args.judge, args.judge_cross)
-    model, names, comparisons, instruction = None, [], [], []
+    model, names, comparisons, pooled = None, [], [], []
+    # the default run pools the held-out sets only (not qc_pairs' news and captions, nor the
+    # development set); given paths, every JSONL set given
+    pool = {p.stem for p in DEFAULT_PATHS if p.stem.startswith("instruction_pairs_fresh")} \
+        if args.paths == ap.get_default("paths") else None
     for path in args.paths:
         out = run(path, args.method, model, args.show_errors, args.target_far, judge)
         model = out["model"]
         names.append(Path(path).stem)
         comparisons.append(out["comparison"])
-        if out["about"]["format"] == "jsonl":
-            instruction.append(out["project"])
-    if len(instruction) > 1:
-        print(format_pooled(instruction))
+        if out["about"]["format"] == "jsonl" and (pool is None or names[-1] in pool):
+            pooled.append((names[-1], out["project"]))
+    if len(pooled) > 1:
+        print(format_pooled(*zip(*pooled)))
     if judge is not None and len(names) > 1:
         label = " + ".join(x for x in (args.judge, args.judge_cross) if x)
         print(format_comparison(names, comparisons, label))

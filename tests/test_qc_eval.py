@@ -150,7 +150,8 @@ def _reference_at_recall(rows, res, recall):
 
 def _random_set(rng, n):
     pos = rng.random(n) < 0.5
-    rows = [{"label": "paraphrase" if x else "meaning_change"} for x in pos]
+    rows = [{"label": "paraphrase" if x else "meaning_change", "original": f"o{i // 2}"}
+            for i, x in enumerate(pos)]
     res = [{"reasons": [] if rng.random() < 0.8 else ["entity changed"],
             **({} if rng.random() < 0.2 else {"judge_p_changed": round(rng.random(), 1)})}
            for _ in range(n)]
@@ -165,8 +166,9 @@ def test_resampled_at_recall_is_judge_at_recall_on_the_drawn_pairs():
     for trial in range(20):
         rows, res = _random_set(rng, 30)
         is_pos, ok, p = judged_arrays(rows, res)
-        W = resample(is_pos, 5, trial)
-        assert (W[:, is_pos].sum(1) == is_pos.sum()).all()  # class sizes kept
+        W = resample([r["original"] for r in rows], 5, trial)
+        assert (W[:, 0::2] == W[:, 1::2]).all()  # an original comes with both its pairs
+        assert (W[:, 0::2].sum(1) == 15).all()   # 15 originals drawn each time
         recall = rng.random()
         got = at_recall(is_pos, ok, p, recall, W)
         for b, w in enumerate(W):
@@ -188,7 +190,8 @@ def test_a_worse_judge_is_worse_beyond_the_interval():
     and the 95% interval of the rise excludes 0; the shipped judge against itself gives 0."""
     from augment.qc_eval import compare_judges, format_comparison
     rng = np.random.default_rng(0)
-    rows = [{"label": "paraphrase" if i % 2 else "meaning_change"} for i in range(200)]
+    rows = [{"label": "paraphrase" if i % 2 else "meaning_change", "original": f"o{i // 2}"}
+            for i in range(200)]
     good = [{"reasons": [], "judge_p_changed": float(rng.beta(2, 5) if i % 2 else rng.beta(5, 2)),
              "is_valid": True} for i in range(200)]
     for x in good:
@@ -203,16 +206,24 @@ def test_a_worse_judge_is_worse_beyond_the_interval():
     assert line.endswith(f"[{lo:+.3f}, {hi:+.3f}]")
 
 
-def test_pooled_line_sums_the_sets_pairs():
+def test_pooled_line_sums_the_sets_pairs_and_gives_the_spread_over_sets():
     from augment.qc_eval import format_pooled, wilson
-    a = {"tp": 90, "n_pos": 100, "fp": 20, "n_neg": 100}
-    b = {"tp": 180, "n_pos": 200, "fp": 40, "n_neg": 200}
-    line = format_pooled([a, b])
+
+    def m(tp, n_pos, fp, n_neg):
+        return {"tp": tp, "n_pos": n_pos, "fp": fp, "n_neg": n_neg, "far": fp / n_neg}
+    a, b = m(90, 100, 20, 100), m(180, 200, 40, 200)
+    line = format_pooled(["a", "b"], [a, b])
     lo, hi = wilson(60, 300)
-    assert "recall 0.900" in line and f"false accepts 0.200 (95% {lo:.3f}-{hi:.3f}, 300 changes)" in line
-    assert line.endswith("is NOT met, and the interval of the false accepts lies above it")
-    met = format_pooled([dict(a, fp=10), dict(b, fp=30)])  # 0.133: met, interval spans 0.15
-    assert met.endswith("is met")
+    assert line.startswith("default QC on 2 sets pooled (a, b): recall 0.900")
+    assert f"false accepts 0.200 (95% {lo:.3f}-{hi:.3f}, 300 changes" in line
+    assert "over the sets" not in line  # two sets: no spread worth a t-interval
+    assert line.endswith("is NOT met on the pooled pairs")
+    assert format_pooled(["a", "b"], [m(90, 100, 10, 100), m(180, 200, 30, 200)]).endswith(
+        "is met on the pooled pairs")  # 40 / 300 = 0.133
+    # three sets of 0.10, 0.20, 0.30: mean 0.2, sd 0.1, t(0.975, 2) = 4.303
+    three = format_pooled(list("abc"), [m(90, 100, 10, 100), a, m(90, 100, 30, 100)])
+    assert three.endswith("mean false accepts 0.200 (95% -0.048-0.448); the target (recall >= "
+                          "0.85 at <= 0.15) is NOT met on the pooled pairs")
 
 
 def test_wilson_interval():
@@ -251,12 +262,12 @@ def _one_array(path):
         np.save(f, np.zeros(3))
 
 
-def _other_encoder(path):
+def _other_encoder(path, encoder="bert-base-uncased"):
     from augment.qc.cross import CROSS_PATH
     with np.load(CROSS_PATH) as d:
         arrays = {k: d[k] for k in d.files}
     with path.open("wb") as f:
-        np.savez(f, **dict(arrays, encoder=np.str_("bert-base-uncased")))
+        np.savez(f, **dict(arrays, encoder=np.str_(encoder)))
 
 
 @pytest.mark.parametrize("flag,make,says", [
@@ -269,6 +280,10 @@ def _other_encoder(path):
     # an encoder no package ships: loading it would go to a model hub
     ("--judge-cross", lambda f: _other_encoder(f), "names the encoder bert-base-uncased; the "
      "judge loads the packaged all-MiniLM-L6-v2 or all-mpnet-base-v2 only"),
+    # MiniLM's adapters in a file that names mpnet: refused before the first set is scored
+    ("--judge-cross", lambda f: _other_encoder(f, "all-mpnet-base-v2"), "'s adapters do not "
+     "fit: the output layer (384 inputs) does not fit all-mpnet-base-v2, the encoder the file "
+     "names"),
 ])
 def test_a_wrong_judge_file_is_refused_before_any_scoring(tmp_path, flag, make, says):
     import shutil
@@ -283,7 +298,8 @@ def test_a_wrong_judge_file_is_refused_before_any_scoring(tmp_path, flag, make, 
         shutil.copy(CROSS_PATH if make == "cross" else HEAD_PATH, f)
     with pytest.raises(InputError) as err:
         main([str(tmp_path / "never-read.jsonl"), flag, str(f)])
-    assert str(err.value).startswith(f"{f}: {flag}: this file {says}")
+    assert str(err.value).startswith(f"{f}: {flag}: this file" + ("" if says[0] == "'" else " ")
+                                     + says)
     assert "train_judge" in str(err.value)
 
 

@@ -91,10 +91,23 @@ def _relabelled(encoder):
     # MiniLM's adapters in a file that says mpnet: mpnet is 768 wide, MiniLM 384
     (lambda: _relabelled("all-mpnet-base-v2"), "the output layer (384 inputs) does not fit "
      "all-mpnet-base-v2, the encoder the file names"),
+    # MiniLM has layers 0-5: no layer 9 to adapt
     (lambda: dict(_relabelled("all-MiniLM-L6-v2"), **{
         "lora:encoder.layer.9.output.dense.A": np.zeros((16, 1536), np.float16),
         "lora:encoder.layer.9.output.dense.B": np.zeros((384, 16), np.float16)}),
      "the adapter for encoder.layer.9.output.dense does not fit all-MiniLM-L6-v2"),
+    # a layer it has, adapted as if 768 wide (mpnet's), and one whose halves' ranks differ
+    (lambda: dict(_relabelled("all-MiniLM-L6-v2"), **{
+        "lora:encoder.layer.0.output.dense.A": np.zeros((16, 768), np.float16),
+        "lora:encoder.layer.0.output.dense.B": np.zeros((384, 16), np.float16)}),
+     "the adapter for encoder.layer.0.output.dense does not fit all-MiniLM-L6-v2"),
+    (lambda: dict(_relabelled("all-MiniLM-L6-v2"), **{
+        "lora:encoder.layer.0.output.dense.A": np.zeros((8, 1536), np.float16),
+        "lora:encoder.layer.0.output.dense.B": np.zeros((384, 16), np.float16)}),
+     "the adapter for encoder.layer.0.output.dense does not fit all-MiniLM-L6-v2"),
+    (lambda: {k: v for k, v in _relabelled("all-MiniLM-L6-v2").items()
+              if k != "lora:encoder.layer.0.output.dense.B"},
+     "lacks lora:encoder.layer.0.output.dense.B, the other half of"),
     (lambda: _relabelled("bert-base-uncased"), "names the encoder bert-base-uncased; the "
      "cross-encoder loads the packaged all-MiniLM-L6-v2 or all-mpnet-base-v2 only"),
 ])
@@ -108,20 +121,27 @@ def test_cross_encoder_refuses_adapters_its_encoder_cannot_take(arrays, says):
 
 def test_head_judge_refuses_a_wrong_file_when_it_loads(tmp_path):
     """Refused when the checker is built (before a build's first request), not as a KeyError
-    in the first judged batch."""
+    in the first judged batch; a pickled array is refused, never unpickled."""
+    import re
+
     from augment.qc.cross import CROSS_PATH
     swapped = tmp_path / "swapped.npz"
     swapped.write_bytes(HEAD_PATH.read_bytes())
-    with pytest.raises(ConfigError, match=rf"^{swapped}: this QC judge's cross-encoder lacks "
-                                          r"out_b, out_w, scaling, weight; rebuild it with "
-                                          r"`python -m augment.qc.train_judge --cross`"):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{swapped}: this QC judge's cross-encoder lacks out_b, out_w, scaling, weight; "
+            "rebuild it with `python -m augment.qc.train_judge --cross`")):
         HeadJudge(cross_path=swapped)
-    other = tmp_path / "head.npz"
-    with other.open("wb") as f:
-        np.savez(f, **dict(np.load(HEAD_PATH), encoder=np.str_("my-encoder")))
-    with pytest.raises(ConfigError, match=rf"^{other}: this QC judge head names the encoder "
-                                          r"my-encoder; the judge loads the packaged"):
-        HeadJudge(path=other)
+    for name, value, says in (("encoder", np.str_("my-encoder"), "names the encoder "
+                               "my-encoder; the judge loads the packaged"),
+                              ("encoder", np.array([{"a": 1}], dtype=object),
+                               "holds an encoder name that cannot be read"),
+                              ("rate", np.array([0.1, None], dtype=object),
+                               "holds an array that cannot be read")):
+        other = tmp_path / f"head-{name}.npz"
+        with other.open("wb") as f:
+            np.savez(f, **dict(np.load(HEAD_PATH), **{name: value}))
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{other}: this QC judge head {says}")):
+            HeadJudge(path=other)
     assert HeadJudge(cross_path=CROSS_PATH).cross_path == CROSS_PATH
 
 

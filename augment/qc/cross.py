@@ -207,15 +207,19 @@ class CrossEncoder:
                                f"names (trained on another?); {retrain}.")
         hidden = self.bert.config.hidden_size
         if np.shape(arrays["out_w"]) != (hidden,):
-            raise misfit(f"the output layer ({np.shape(arrays['out_w'])[0]} inputs)")
+            raise misfit(f"the output layer ({np.size(arrays['out_w'])} inputs)")
         with torch.no_grad():
             for key in arrays:
                 if key.startswith("lora:") and key.endswith(".A"):
                     path = key[len("lora:"):-2]
-                    a = torch.from_numpy(arrays[key].astype(np.float32))
-                    b = torch.from_numpy(arrays[f"lora:{path}.B"].astype(np.float32))
+                    if f"lora:{path}.B" not in arrays:
+                        raise ConfigError(f"{source}: lacks lora:{path}.B, the other half of "
+                                          f"lora:{path}.A; {retrain}.")
+                    a = torch.from_numpy(np.asarray(arrays[key], dtype=np.float32))
+                    b = torch.from_numpy(np.asarray(arrays[f"lora:{path}.B"], dtype=np.float32))
                     w = getattr(modules.get(path), "weight", None)
-                    if w is None or tuple(w.shape) != (b.shape[0], a.shape[1]):
+                    if (w is None or a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]
+                            or tuple(w.shape) != (b.shape[0], a.shape[1])):
                         raise misfit(f"the adapter for {path}")
                     w += (scaling * b @ a).to(w.dtype).to(w.device)
         self.head = torch.nn.Linear(hidden, 1).to(device)

@@ -146,7 +146,10 @@ def file_refusal(path: Path | str, keys: Sequence[str]) -> str | None:
         return "is one array, not an .npz of arrays"
     with d:
         missing = sorted(set(keys) - set(d.files))
-        encoder = str(d["encoder"]) if "encoder" in d.files else None
+        try:  # an object array (pickled) is refused here too
+            encoder = str(d["encoder"]) if "encoder" in d.files else None
+        except ValueError as e:
+            return f"holds an encoder name that cannot be read ({e})"
     if missing:
         return f"lacks {', '.join(missing)}"
     if encoder is not None and encoder not in PACKAGED_ENCODERS:
@@ -161,14 +164,17 @@ def _load_arrays(path: Path, what: str, how: str, keys: Sequence[str]) -> tuple[
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the QC {what} is missing; rebuild it with {how}, "
                                 "or set qc_judge: none.")
+    from ..errors import ConfigError
     why = file_refusal(path, keys)
-    if why:
-        from ..errors import ConfigError
-        raise ConfigError(f"{path}: this QC {what} {why}; rebuild it with {how}, or set "
-                          "qc_judge: none.")
     raw = path.read_bytes()
-    with np.load(io.BytesIO(raw)) as d:
-        return {k: d[k] for k in d.files}, raw
+    if not why:
+        try:
+            with np.load(io.BytesIO(raw)) as d:
+                return {k: d[k] for k in d.files}, raw
+        except ValueError as e:  # an object (pickled) array: never unpickled
+            why = f"holds an array that cannot be read ({e})"
+    raise ConfigError(f"{path}: this QC {what} {why}; rebuild it with {how}, or set "
+                      "qc_judge: none.")
 
 
 class HeadJudge:
@@ -231,6 +237,14 @@ class HeadJudge:
             raw += self.rate * self.value[node]
         return 1.0 / (1.0 + np.exp(-raw))
 
+    def cross_encoder(self):
+        """The cross-encoder, built on first use (a copy of its encoder's weights): `judge`
+        calls it; call it ahead to have a file whose adapters do not fit refused up front."""
+        if self._cross is None:
+            from .cross import CrossEncoder
+            self._cross = CrossEncoder(self.cross_arrays, self.device, source=str(self.cross_path))
+        return self._cross
+
     def judge(self, pairs: Sequence[tuple[str, str]], feats: dict) -> list[dict]:
         """`feats`: text -> `features._features` for every text of `pairs`."""
         if not pairs:
@@ -239,11 +253,8 @@ class HeadJudge:
                              self.batch_size)
         p_all = self.p_changed(X)
         if self.cross_arrays is not None:
-            from .cross import CrossEncoder, combine
-            if self._cross is None:
-                self._cross = CrossEncoder(self.cross_arrays, self.device,
-                                           source=str(self.cross_path))
-            p_all = combine(p_all, self._cross.p_changed(pairs), self.cross_weight)
+            from .cross import combine
+            p_all = combine(p_all, self.cross_encoder().p_changed(pairs), self.cross_weight)
         out = []
         for p in p_all:
             p = float(p)
