@@ -25,7 +25,13 @@ def _parser(types):
         def error(self, message):  # argparse would print the whole usage and exit 2
             raise ConfigError(message)
 
-    return _Parser(types)
+    parser = _Parser(types)
+    for action in parser._actions:
+        # argparse formats help with %: a field's "keep 87% of ..." made --help itself fail
+        # ("%o format: an integer is required"). "%(default)s" and "%%" stay as they are.
+        if action.help:
+            action.help = re.sub(r"%(?![(%])", "%%", action.help)
+    return parser
 
 
 def parse_config(argv: list[str], types: tuple) -> tuple:
