@@ -45,7 +45,6 @@ writers differ.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import zlib
 from collections import defaultdict
@@ -55,6 +54,9 @@ from typing import Sequence
 
 import numpy as np
 
+from augment.qc_sets import STSB_CHANGED, STSB_PARAPHRASE, read_pairs
+from augment.qc_stats import (BOOTSTRAP, at_recall, interval, resample, t_interval,
+                              threshold_far_at_recall, wilson)
 from augment.quality import QualityChecker, QualityConfig
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -62,7 +64,6 @@ DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
     "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5",
     "instruction_pairs_fresh6"))
-LABELS = ("paraphrase", "meaning_change", "unrelated")
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 #: The false-accept target of the floor each run suggests (`--target-far`): the largest recall
@@ -72,118 +73,6 @@ TARGET_FAR = 0.05
 #: The maintainers' operating point for instruction variants: recall >= 0.85 at <= 0.15 false
 #: accepts (issue #17). Every run prints whether the default QC meets it on each set.
 TARGET_POINT = (0.85, 0.15)
-
-
-def load_pairs(path: str | Path) -> list[dict]:
-    """The labelled pairs of a project JSONL file, for training and tests: a public set's file
-    is refused, so that the judge never learns from the sets it is measured on."""
-    from augment.errors import InputError
-    rows, about = read_pairs(path)
-    if about["format"] != "jsonl":
-        raise InputError(f"this is {about['format']}'s file, a public set the judge is measured "
-                         "on and never trained on", file=str(path),
-                         fix="Score it with python -m augment.qc_eval; train on pairs you write")
-    return rows
-
-
-#: The public sets' own files, told apart by their first line: MRPC's (``msr_paraphrase_test.txt``
-#: or GLUE's ``MRPC/test.tsv`` with labels), GLUE's ``STS-B/dev.tsv``, and the STS benchmark's
-#: ``sts-dev.csv`` (no header; tab-separated genre, file, year, id, score, sentence 1, sentence 2).
-MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
-GLUE_STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-#: STS-B's 0-5 scores as labels, as issue #17 scored them: >= 4 a paraphrase, <= 3 a changed
-#: meaning; pairs in between are skipped and counted.
-STSB_PARAPHRASE, STSB_CHANGED = 4.0, 3.0
-
-
-def read_pairs(path: str | Path) -> tuple[list[dict], dict]:
-    """(pairs, about) of a labelled file: the project's JSONL (``original``, ``candidate``,
-    ``label``), or MRPC's or STS-B's own TSV as published, so the public comparison needs no
-    conversion step. `about` names the format and counts what was skipped. A bad file or line is
-    an `InputError` naming it."""
-    from augment.errors import InputError
-    if not Path(path).is_file():
-        raise InputError("no such file", file=str(path),
-                         fix="Pass a JSONL file of original/candidate/label pairs, or MRPC's or "
-                             "STS-B's TSV")
-    with open(path, encoding="utf-8-sig") as f:
-        lines = f.read().splitlines()
-    first = lines[0] if lines else ""
-    if first.startswith(MRPC_HEADER):
-        return _read_mrpc(path, lines), {"format": "MRPC", "skipped": 0}
-    if first.startswith(GLUE_STSB_HEADER):
-        return _read_stsb(path, lines, start=2, genre=1, s1=7, s2=8, score=9)
-    fields = first.split("\t")
-    if len(fields) >= 7 and _is_number(fields[4]):
-        return _read_stsb(path, lines, start=1, genre=0, s1=5, s2=6, score=4)
-    return _read_jsonl(path, lines), {"format": "jsonl", "skipped": 0}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_jsonl(path, lines: list[str]) -> list[dict]:
-    from augment.errors import InputError
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not JSON ({exc.msg})", file=str(path), line=n,
-                             fix="Fix the line")
-        if (not isinstance(row, dict) or {"original", "candidate", "label"} - row.keys()
-                or row["label"] not in LABELS):
-            raise InputError(f"need original/candidate/label in {LABELS}; got {row}",
-                             file=str(path), line=n)
-        rows.append(row)
-    return rows
-
-
-def _read_mrpc(path, lines: list[str]) -> list[dict]:
-    from augment.errors import InputError
-    rows = []
-    for n, line in enumerate(lines[1:], 2):
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        if len(f) != 5 or f[0] not in ("0", "1"):
-            raise InputError(f"need 5 tab-separated fields with Quality 0 or 1; got {len(f)} "
-                             f"fields starting {f[0]!r}", file=str(path), line=n)
-        rows.append({"original": f[3], "candidate": f[4],
-                     "label": "paraphrase" if f[0] == "1" else "meaning_change",
-                     "kind": "mrpc", "domain": "news"})
-    return rows
-
-
-def _read_stsb(path, lines: list[str], start: int, genre: int, s1: int, s2: int, score: int
-               ) -> tuple[list[dict], dict]:
-    from augment.errors import InputError
-    rows, skipped = [], 0
-    for n, line in enumerate(lines[start - 1:], start):
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        if len(f) <= max(s1, s2, score) or not _is_number(f[score]):
-            raise InputError(f"need sentence 1, sentence 2 and a numeric score in fields "
-                             f"{s1 + 1}, {s2 + 1}, {score + 1}; got {len(f)} fields",
-                             file=str(path), line=n)
-        value = float(f[score])
-        if STSB_CHANGED < value < STSB_PARAPHRASE:
-            skipped += 1
-            continue
-        same = value >= STSB_PARAPHRASE
-        rows.append({"original": f[s1], "candidate": f[s2],
-                     "label": "paraphrase" if same else "meaning_change",
-                     "kind": f"score >= {STSB_PARAPHRASE:g}" if same else f"score <= {STSB_CHANGED:g}",
-                     "domain": f[genre]})
-    return rows, {"format": "STS-B", "skipped": skipped}
 
 
 def metrics(rows: list[dict], accepted: list[bool]) -> dict:
@@ -202,15 +91,6 @@ def metrics(rows: list[dict], accepted: list[bool]) -> dict:
 def evaluate(rows: list[dict], checker: QualityChecker, method: str | None = None) -> tuple[list[dict], dict]:
     res = checker.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows], method)
     return res, metrics(rows, [x["is_valid"] for x in res])
-
-
-def threshold_far_at_recall(sims: np.ndarray, is_pos: np.ndarray, recall: float) -> tuple[float, float]:
-    """(threshold, FAR) of `accept iff sim >= threshold`, raised as far as it can go while
-    keeping at least `recall` of the paraphrases."""
-    pos = np.sort(sims[is_pos])[::-1]
-    k = max(int(np.ceil(recall * len(pos) - 1e-9)), 1)
-    t = float(pos[k - 1])
-    return t, float((sims[~is_pos] >= t).mean())
 
 
 def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | None = None) -> list[dict]:
@@ -277,71 +157,6 @@ def judged_arrays(rows: list[dict], results: list[dict]) -> tuple[np.ndarray, ..
             np.array([x.get("judge_p_changed", np.nan) for x in results], dtype=float))
 
 
-def at_recall(is_pos: np.ndarray, ok: np.ndarray, p: np.ndarray, recall,
-              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`judge_at_recall` for many resamples at once: each row of `weights` (shape (B, n), how
-    often each pair is drawn; None = every pair once) is one sample, `recall` its target (one
-    for all or one each). Returns (threshold, recall, far) arrays of length B, NaN where the
-    rules alone keep less (in a resample the threshold can be the P(changed) of a pair it did
-    not draw: the same verdicts on those it did). Accept = rules accept and (judge never saw it or p < threshold); the
-    thresholds tried are every distinct P(changed) of a pair the rules accept, then infinity."""
-    W = np.ones((1, len(p))) if weights is None else np.atleast_2d(weights).astype(float)
-    target = np.broadcast_to(np.asarray(recall, dtype=float), (len(W),))
-    seen = ~np.isnan(p)
-    judged = np.flatnonzero(seen & ok)
-    judged = judged[np.argsort(p[judged], kind="stable")]
-    ps = p[judged]
-    thresholds = np.append(np.unique(ps), np.inf)
-    below = np.searchsorted(ps, thresholds, side="left")  # judged pairs with p < threshold
-
-    def accepted(label: np.ndarray) -> np.ndarray:  # (B, thresholds): weight accepted
-        always = W[:, ok & ~seen & label].sum(1)
-        running = np.cumsum(W[:, judged] * label[judged], axis=1)
-        running = np.concatenate([np.zeros((len(W), 1)), running], axis=1)
-        return always[:, None] + running[:, below]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rec = accepted(is_pos) / W[:, is_pos].sum(1)[:, None]
-        far = accepted(~is_pos) / W[:, ~is_pos].sum(1)[:, None]
-    meets = rec >= target[:, None] - 1e-12
-    first, any_ = meets.argmax(1), meets.any(1)
-    b = np.arange(len(W))
-    return tuple(np.where(any_, x, np.nan) for x in
-                 (thresholds[first], rec[b, first], far[b, first]))
-
-
-#: Resamples behind every 95% interval `compare_judges` prints.
-BOOTSTRAP = 2000
-
-
-def resample(groups: Sequence, n: int, seed: int) -> np.ndarray:
-    """Bootstrap draw counts, shape (n, pairs): originals drawn with replacement, each with all
-    its pairs (`groups`: the original of each pair).
-
-    Why originals, not pairs: a held-out set gives each original one faithful rewrite and one
-    meaning change, and both are easy or hard together; drawing pairs alone would treat them
-    as independent and narrow the intervals. Drawing whole originals keeps each set's balance."""
-    _, group = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-    k = group.max() + 1 if len(group) else 0
-    counts = np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n) if k else \
-        np.zeros((n, 0))
-    return counts[:, group].astype(float)
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of the share k / n (sound near 0 and 1, where the normal
-    approximation is not).
-
-    >>> [round(x, 3) for x in wilson(12, 100)]
-    [0.07, 0.198]
-    """
-    if not n:
-        return (float("nan"), float("nan"))
-    share, z2 = k / n, z * z
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def format_at_target(at: dict | None, target: tuple[float, float] = TARGET_POINT) -> str:
     """Whether the judge's ranking could meet `target` on a set: `at` is `judge_at_recall` at
     the target's recall."""
@@ -375,12 +190,6 @@ def compare_judges(rows: list[dict], shipped: list[dict], other: list[dict],
             "far_change": b - a}
 
 
-def _interval(deltas: np.ndarray) -> str:
-    """'[low, high]' of the middle 95% of resampled changes (those that exist)."""
-    lo, hi = np.nanpercentile(deltas, [2.5, 97.5])
-    return f"[{lo:+.3f}, {hi:+.3f}]"
-
-
 def format_comparison(names: Sequence[str], comparisons: Sequence[dict], label: str) -> str:
     """One line per set and the mean change of false accepts at equal recall, each with the
     95% interval of its paired resamples (`compare_judges`; the mean's from resampling every
@@ -400,12 +209,12 @@ def format_comparison(names: Sequence[str], comparisons: Sequence[dict], label: 
             deltas.append(b["far"] - a["far"])
             resampled.append(c["far_change"])
             at = f"{a['far']:.3f} -> {b['far']:.3f}"
-            change = f"{deltas[-1]:>+8.3f}  {_interval(c['far_change'])}"
+            change = f"{deltas[-1]:>+8.3f}  {interval(c['far_change'])}"
         lines.append(f"{name:<28}{s['recall']:>7.3f}/{s['far']:.3f}{o['recall']:>7.3f}/"
                      f"{o['far']:.3f}{at:>26}{change}")
     if len(deltas) > 1:
         lines.append(f"{'mean':<28}{'':>54}{np.mean(deltas):>+8.3f}  "
-                     f"{_interval(np.mean(resampled, axis=0))}")
+                     f"{interval(np.mean(resampled, axis=0))}")
     return "\n".join(lines)
 
 
@@ -625,7 +434,6 @@ def format_pooled(names: Sequence[str], sets: Sequence[dict]) -> str:
     its false accepts: Wilson's over the pooled pairs (as if every pair were an independent
     draw), and a t-interval over the sets' own shares (each set, one writer, one draw), which
     also counts how writers differ and is the wider one with few sets."""
-    from scipy import stats
     tp, n_pos = sum(m["tp"] for m in sets), sum(m["n_pos"] for m in sets)
     fp, n_neg = sum(m["fp"] for m in sets), sum(m["n_neg"] for m in sets)
     (r_lo, r_hi), (f_lo, f_hi) = wilson(tp, n_pos), wilson(fp, n_neg)
@@ -634,10 +442,11 @@ def format_pooled(names: Sequence[str], sets: Sequence[dict]) -> str:
             f"(95% {r_lo:.3f}-{r_hi:.3f}, {n_pos} faithful rewrites), false accepts "
             f"{fp / n_neg:.3f} (95% {f_lo:.3f}-{f_hi:.3f}, {n_neg} changes as independent draws)")
     if len(sets) >= 3:
-        fars = np.array([m["far"] for m in sets])
-        half = stats.t.ppf(0.975, len(fars) - 1) * fars.std(ddof=1) / math.sqrt(len(fars))
-        line += (f"; over the sets, each one draw: mean false accepts {fars.mean():.3f} (95% "
-                 f"{fars.mean() - half:.3f}-{fars.mean() + half:.3f})")
+        fars = [m["far"] for m in sets]
+        lo, hi = t_interval(fars)
+        lo, hi = max(lo, 0.0), min(hi, 1.0)  # a share; with few sets the t-interval overshoots
+        line += (f"; over the sets, each one draw: mean false accepts {np.mean(fars):.3f} (95% "
+                 f"{lo:.3f}-{hi:.3f})")
     met = tp / n_pos >= want_recall and fp / n_neg <= want_far
     return line + (f"; the target (recall >= {want_recall} at <= {want_far}) is "
                    f"{'met' if met else 'NOT met'} on the pooled pairs")

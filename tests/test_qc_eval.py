@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from augment.errors import InputError
-from augment.qc_eval import against_cosine, load_pairs, read_pairs
+from augment.qc_eval import against_cosine
+from augment.qc_sets import load_pairs, read_pairs
 
 MRPC = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
         "1\t702876\t702977\tAmrozi accused his brother.\tAmrozi accused his own brother.\n"
@@ -161,7 +162,8 @@ def _random_set(rng, n):
 def test_resampled_at_recall_is_judge_at_recall_on_the_drawn_pairs():
     """Each row of weights gives what the plain loop gives on the pairs it draws, ties in
     P(changed) and pairs the judge never saw included."""
-    from augment.qc_eval import at_recall, judged_arrays, resample
+    from augment.qc_eval import judged_arrays
+    from augment.qc_stats import at_recall, resample
     rng = np.random.default_rng(3)
     for trial in range(20):
         rows, res = _random_set(rng, 30)
@@ -207,7 +209,8 @@ def test_a_worse_judge_is_worse_beyond_the_interval():
 
 
 def test_pooled_line_sums_the_sets_pairs_and_gives_the_spread_over_sets():
-    from augment.qc_eval import format_pooled, wilson
+    from augment.qc_eval import format_pooled
+    from augment.qc_stats import t_interval, wilson
 
     def m(tp, n_pos, fp, n_neg):
         return {"tp": tp, "n_pos": n_pos, "fp": fp, "n_neg": n_neg, "far": fp / n_neg}
@@ -220,14 +223,21 @@ def test_pooled_line_sums_the_sets_pairs_and_gives_the_spread_over_sets():
     assert line.endswith("is NOT met on the pooled pairs")
     assert format_pooled(["a", "b"], [m(90, 100, 10, 100), m(180, 200, 30, 200)]).endswith(
         "is met on the pooled pairs")  # 40 / 300 = 0.133
-    # three sets of 0.10, 0.20, 0.30: mean 0.2, sd 0.1, t(0.975, 2) = 4.303
+    # three sets of 0.10, 0.20, 0.30: mean 0.2, sd 0.1, t(0.975, 2) = 4.303: -0.048 to 0.448,
+    # shown clipped to what a share can be
+    assert t_interval([0.1, 0.2, 0.3]) == pytest.approx((0.2 - 0.2484, 0.2 + 0.2484), abs=1e-4)
     three = format_pooled(list("abc"), [m(90, 100, 10, 100), a, m(90, 100, 30, 100)])
-    assert three.endswith("mean false accepts 0.200 (95% -0.048-0.448); the target (recall >= "
+    assert three.endswith("mean false accepts 0.200 (95% 0.000-0.448); the target (recall >= "
                           "0.85 at <= 0.15) is NOT met on the pooled pairs")
 
 
 def test_wilson_interval():
-    from augment.qc_eval import wilson
+    import doctest
+
+    import augment.qc_stats
+    from augment.qc_stats import wilson
+    examples = doctest.testmod(augment.qc_stats)
+    assert examples.attempted >= 1 and examples.failed == 0
     lo, hi = wilson(12, 100)
     assert lo < 0.12 < hi and (round(lo, 3), round(hi, 3)) == (0.07, 0.198)
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == pytest.approx(1.0)

@@ -14,7 +14,8 @@ from augment.config import AugmentConfig
 from augment.errors import ConfigError
 from augment.qc.judges import FEATURE_NAMES, HEAD_PATH, HeadJudge
 from augment.qc.llm_judge import PROMPT_VERSION, parse_verdict
-from augment.qc_eval import DEFAULT_PATHS, NEAR_DUPLICATE, load_pairs, metrics, rules_ok
+from augment.qc_eval import DEFAULT_PATHS, NEAR_DUPLICATE, metrics, rules_ok
+from augment.qc_sets import load_pairs
 from augment.quality import QualityChecker, QualityConfig, make_checker
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 

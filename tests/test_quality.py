@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from augment import quality
-from augment.qc_eval import format_table, load_pairs, metrics
+from augment.qc_eval import format_table, metrics
+from augment.qc_sets import load_pairs
 from augment.quality import QualityChecker, QualityConfig
 
 # The rules alone: the judge (tests/test_qc_judge.py) adds a second encode for requests, which

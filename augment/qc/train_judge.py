@@ -533,7 +533,8 @@ def written_pairs(checker, paths=(WRITTEN_PATH,)) -> tuple[list[dict], float]:
     """The written pairs that reach the judge in a build (requests the rules accept), and the
     share of the written faithful rewrites the rules accept (near-duplicates, cosine >= 0.98,
     left out as in `augment.qc_eval`)."""
-    from ..qc_eval import NEAR_DUPLICATE, load_pairs
+    from ..qc_eval import NEAR_DUPLICATE
+    from ..qc_sets import load_pairs
     from .features import _features
     rows = [r for path in paths for r in load_pairs(Path(path))]
     res = checker.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows])
@@ -555,7 +556,7 @@ def _fold(text: str) -> int:
 
 
 def _labelled(paths) -> list[dict]:
-    from ..qc_eval import load_pairs
+    from ..qc_sets import load_pairs
     return [{"original": r["original"], "candidate": r["candidate"],
              "label": int(r["label"] != "paraphrase")}
             for path in paths for r in load_pairs(Path(path))]
