@@ -367,7 +367,7 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
 HELD_OUT = tuple(p.name for p in DEFAULT_PATHS if p.name.startswith("instruction_pairs"))
 
 
-# The sets whose individual errors were never read (the README says which were read and when);
+# The sets whose individual errors were never read (docs/qc.md says which were read and when);
 # `python -m augment.qc_eval` reports every set. The default run guards the sixth (scored once);
 # the second joins it under -m slow: each costs about 45 s of mpnet and cross-encoder passes on
 # 2 cores, and the suite must stay near 10 minutes there.
