@@ -180,7 +180,8 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
             print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
                   "QC rules or settings; judging every stored candidate again (local, no API "
                   "calls)", file=sys.stderr)
-        report.rejudged += cache.rescore(checker, only_missing=False)  # stamps the fingerprint
+        report.rejudged += cache.rescore(checker, only_missing=False,  # stamps the fingerprint
+                                         progress=progress)
     elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:
         cache.set_qc_fingerprint(aug_cfg.qc, fingerprint)  # nothing judged yet under this mode
     from .judge import JudgeThread

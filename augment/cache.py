@@ -335,14 +335,42 @@ class VariantCache:
                  json.dumps(request.param_dict, sort_keys=True), str(error), attempts,
                  *self._spent(con, request.key), created, now))
 
-    def set_verdicts(self, qc_mode: str, verdicts) -> None:
+    def set_verdicts(self, qc_mode: str, verdicts, *, rescored_through: tuple[str, str] | None = None
+                     ) -> None:
         """Store verdicts judged under `qc_mode`, in one transaction. Each item is
         (variant_id, accepted, reasons) or (variant_id, accepted, reasons, scores) where
         `scores` is `score_pairs`' dict: then similarity, length ratio and unique words are
-        stored too, and the similarity inside the 32-byte `pack` record that training reads."""
+        stored too, and the similarity inside the 32-byte `pack` record that training reads.
+
+        `rescored_through` = (fingerprint, request key): a full rescore by the checker with that
+        fingerprint has judged every request up to this key. It is written in the same
+        transaction as the verdicts, so a rescore killed at any point resumes after the last
+        batch it stored (`rescore_resume_key`), never before it."""
         col = _verdict_col(qc_mode)
         with self._write() as con:
             self._apply_verdicts(con, qc_mode, col, verdicts)
+            if rescored_through is not None:
+                fingerprint, key = rescored_through
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            (f"qc_rescore_{col}", json.dumps({"fingerprint": fingerprint,
+                                                              "through": key})))
+
+    def rescore_resume_key(self, qc_mode: str, fingerprint: str) -> str:
+        """The request key through which a stopped full rescore under `qc_mode`, by a checker
+        with this `fingerprint`, had stored its verdicts; "" when there is none to resume (none
+        stopped, or it was made by other QC rules or settings, so it starts again)."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?",
+                                   (f"qc_rescore_{_verdict_col(qc_mode)}",)).fetchone()
+        if row is None:
+            return ""
+        state = json.loads(row[0])
+        return state["through"] if state.get("fingerprint") == fingerprint else ""
+
+    def candidates_after(self, request_key: str) -> int:
+        """How many stored candidates belong to requests whose key sorts after `request_key`
+        (the part of a full rescore still to do)."""
+        return self._conn().execute("SELECT count(*) FROM variants WHERE request_key > ?",
+                                    (request_key,)).fetchone()[0]
 
     @staticmethod
     def _apply_verdicts(con, qc_mode: str, col: str, verdicts) -> None:
@@ -381,9 +409,13 @@ class VariantCache:
         return row[0] if row else None
 
     def set_qc_fingerprint(self, qc_mode: str, fingerprint: str) -> None:
+        """Stamp the verdicts under `qc_mode` as made by the checker with `fingerprint`; a
+        stopped rescore's resume point goes with it (every verdict is now this checker's)."""
+        col = _verdict_col(qc_mode)
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                        (f"qc_fingerprint_{_verdict_col(qc_mode)}", fingerprint))
+                        (f"qc_fingerprint_{col}", fingerprint))
+            con.execute("DELETE FROM meta WHERE key=?", (f"qc_rescore_{col}",))
 
     def stale_verdicts(self, qc_mode: str, fingerprint: str) -> bool:
         """Are there verdicts under `qc_mode` made by other QC rules or settings than the checker
@@ -535,10 +567,11 @@ class VariantCache:
             args = list(methods)
         return self._conn().execute(sql, args).fetchone()[0]
 
-    def rescore(self, checker, *, only_missing: bool = True, batch: int = 256) -> int:
+    def rescore(self, checker, *, only_missing: bool = True, batch: int = 256,
+                progress: bool = False) -> int:
         """Judge stored candidates under `checker.config.mode` (see `augment.judge.rescore`)."""
         from .judge import rescore
-        return rescore(self, checker, only_missing=only_missing, batch=batch)
+        return rescore(self, checker, only_missing=only_missing, batch=batch, progress=progress)
 
     def unjudged_of(self, qc_mode: str, keys) -> list[tuple]:
         """Candidates of the requests `keys` with no verdict under `qc_mode`, in the row shape

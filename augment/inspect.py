@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 
 from .cache import VariantCache, _verdict_col
@@ -82,12 +83,15 @@ def main(argv=None) -> None:
         raise ConfigError("--qc_model and --config: each only applies with --rescore; add "
                           "--rescore or drop them.")
     if args.rescore:
-        from .build import make_checker
+        from .build import _quiet_progress_bars, make_checker
+        if not sys.stderr.isatty():  # a log: no model-loading bars, the rescore's own lines
+            _quiet_progress_bars()
         run_cfg = _run_config(args)
         writer = VariantCache(args.cache)
         for mode in QC_MODES:
             # The build's own checker (every QC field of the run's config): judged identically.
-            n = writer.rescore(make_checker(run_cfg, mode=mode), only_missing=False)
+            n = writer.rescore(make_checker(run_cfg, mode=mode), only_missing=False,
+                               progress=True)
             print(f"rescored {n} candidates under qc={mode}")
         writer.close()
     cache = VariantCache(args.cache, readonly=True)

@@ -159,3 +159,57 @@ def test_sigkill_between_batch_end_and_result_storage_pays_nothing_twice(tmp_pat
     done, stored, judged = _counts(cache)
     assert done == n_rows and stored == judged == 3 * n_rows
     assert not state.exists()
+
+
+def test_sigkilled_rescore_resumes_after_the_last_batch_it_stored(tmp_path):
+    """`python -m augment.inspect --rescore` on a copy of the demo cache, SIGKILLed the moment
+    its first batch of verdicts is stored under qc=project: the rerun keeps that batch (judges
+    only the rest, says so) and ends with the verdicts of an unbroken rescore."""
+    import json
+    import shutil
+
+    from augment.build import make_checker
+    from augment.cache import VariantCache
+    from augment.config import AugmentConfig
+    config = tmp_path / "run.yaml"  # the judge off keeps this quick; its path is the same
+    config.write_text((ROOT / "configs" / "tiny.yaml").read_text() + "\nqc_judge: none\n")
+    cache, whole = tmp_path / "kill.sqlite", tmp_path / "whole.sqlite"
+    shutil.copy(ROOT / "data" / "demo" / "variants.sqlite", cache)
+    con = sqlite3.connect(cache)  # 100 of its 323 requests: batches of 85 and 15, quicker
+    with con:
+        con.execute("DELETE FROM variants WHERE request_key NOT IN (SELECT DISTINCT "
+                    "request_key FROM variants ORDER BY request_key LIMIT 100)")
+    con.close()  # the last connection: the WAL is checkpointed into the file copied next
+    shutil.copy(cache, whole)
+    total = sqlite3.connect(cache).execute("SELECT count(*) FROM variants").fetchone()[0]
+
+    def resume_point():
+        con = sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT value FROM meta WHERE key='qc_rescore_accepted_project'"
+                               ).fetchone()
+        finally:
+            con.close()
+    argv = [sys.executable, "-m", "augment.inspect", str(cache), "--rescore", "--config",
+            str(config), "--examples", "0"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=run_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert _wait(lambda: resume_point() is not None, proc, "a stored batch"), proc.stderr.read()
+    assert _kill(proc)
+    kept = total - VariantCache(cache, readonly=True).candidates_after(
+        json.loads(resume_point()[0])["through"])
+    assert 0 < kept < total
+    again = subprocess.run(argv, cwd=ROOT, env=run_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (f"resuming a stopped rescore under qc=project: {kept} candidates already judged "
+            f"by these QC rules and settings are kept, {total - kept} to go") in again.stderr
+    assert f"rescored {total - kept} candidates under qc=project" in again.stdout
+    assert f"rescored {total} candidates under qc=seed" in again.stdout
+    assert resume_point() is None  # finished: stamped, nothing left to resume
+    # the same verdicts as one unbroken rescore with the same settings
+    cfg = AugmentConfig(qc_judge="none", augment_cache=str(whole))
+    VariantCache(whole).rescore(make_checker(cfg), only_missing=False)
+    q = ("SELECT id, accepted_project, reasons_json, round(similarity, 5) FROM variants "
+         "ORDER BY id")
+    assert sqlite3.connect(cache).execute(q).fetchall() == sqlite3.connect(whole).execute(q).fetchall()

@@ -190,6 +190,44 @@ def test_rescore_adds_a_mode_without_touching_others(tmp_path):
     assert c.stats("seed")["paraphrase"]["accepted"] == 2
 
 
+class _OtherSeedChecker(_SeedChecker):
+    def fingerprint(self):
+        return "seed-checker-v2"
+
+
+def test_a_stopped_full_rescore_resumes_after_its_last_stored_batch(tmp_path):
+    """A full rescore stopped after its first batch keeps that batch: the next one by the same
+    QC judges only the rest and stamps the fingerprint; one by other QC starts again."""
+    import threading
+
+    from augment.judge import rescore
+    c = VariantCache(tmp_path / "c.sqlite")
+    for i in range(3):
+        put(c, req(f"P {i}"), [f"Q{i}a", f"Q{i}b", f"Q{i}c"], mode="seed")
+    c.set_qc_fingerprint("seed", "seed-checker-v0")  # verdicts of an older QC: all stale
+    stop, seen = threading.Event(), []
+    n = rescore(c, _SeedChecker(), only_missing=False, batch=3, stop=stop,
+                on_judged=lambda acc, rej: (seen.append(acc + rej), stop.set()))
+    first = c.unjudged("seed", 3, only_missing=False)[0][4]  # the first request, by key
+    assert n == 3 and seen == [3]
+    assert c.qc_fingerprint("seed") == "seed-checker-v0"  # unfinished: not stamped
+    assert c.rescore_resume_key("seed", "seed-checker-v1") == first
+    assert c.rescore_resume_key("seed", "seed-checker-v2") == ""  # other QC: nothing to resume
+    assert c.candidates_after(first) == 6
+    judged = []
+    assert rescore(c, _SeedChecker(), only_missing=False, batch=3,
+                   on_judged=lambda acc, rej: judged.append(acc + rej)) == 6
+    assert judged == [3, 3]
+    assert c.qc_fingerprint("seed") == "seed-checker-v1"
+    assert c.rescore_resume_key("seed", "seed-checker-v1") == ""  # done: nothing to resume
+    # stopped again, then rescored by other QC rules: every candidate is judged again
+    stop.clear()
+    rescore(c, _SeedChecker(), only_missing=False, batch=3, stop=stop,
+            on_judged=lambda acc, rej: stop.set())
+    assert rescore(c, _OtherSeedChecker(), only_missing=False, batch=3) == 9
+    assert c.qc_fingerprint("seed") == "seed-checker-v2"
+
+
 def test_refusals_and_batch_state(tmp_path):
     c = VariantCache(tmp_path / "c.sqlite")
     r = Request.make("refusals", "refusal", "How do I pick a lock?", "rules", "", "refusals-v1",
