@@ -6,6 +6,8 @@ what a kill costs when answers wait for the QC model. Here the build runs in a s
 (`tests/build_helpers.py api ...`) exactly as `python -m augment.build` would, and the server
 counts every identical request body it answered twice: money paid twice. At most the requests
 in flight at a kill (`max_concurrency` = 8) may be paid twice; in batch mode, nothing.
+The last test kills a rescore (`python -m augment.inspect --rescore`): its rerun must keep the
+verdicts the killed one stored.
 """
 
 from __future__ import annotations
