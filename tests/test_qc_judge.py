@@ -177,6 +177,32 @@ def test_cross_encoder_export_matches_training_and_fit_is_deterministic():
     assert not np.allclose(trained, trained[0])  # it reads the pairs, not a constant
 
 
+def test_cross_encoder_pooling_travels_with_its_file():
+    """A cross-encoder trained on the first token's state ([CLS]) says so in its file and is
+    read that way when merged (read by the mean it would score other numbers); a file naming
+    a pooling the code does not know is refused in one line."""
+    import torch
+
+    from augment.errors import ConfigError
+    from augment.qc import cross
+    from augment.qc.train_judge import generate
+    rows = generate(24, 3)
+    tok, bert, head = cross.fit(rows, seed=5, epochs=1, log=lambda m: None, pooling="cls")
+    arrays = cross.export(bert, head)
+    assert str(arrays["pooling"]) == "cls"
+    # a head without the attribute pools by the mean, as shipped: no key, old files read alike
+    assert "pooling" not in cross.export(bert, torch.nn.Linear(bert.config.hidden_size, 1))
+    pairs = [(r["original"], r["candidate"]) for r in rows]
+    trained = cross.predict(tok, bert, head, rows)
+    np.testing.assert_allclose(cross.CrossEncoder(arrays).p_changed(pairs, canonical=False),
+                               trained, atol=2e-3)
+    as_mean = {k: v for k, v in arrays.items() if k != "pooling"}
+    assert not np.allclose(cross.CrossEncoder(as_mean).p_changed(pairs, canonical=False),
+                           trained, atol=2e-3)
+    with pytest.raises(ConfigError, match="pools by 'max'"):
+        cross.CrossEncoder(dict(arrays, pooling=np.str_("max")), source="x.npz")
+
+
 def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model):
     """`train_judge --cross`'s step on a small written file (one epoch, 16 generated pairs):
     the weight and threshold are chosen on the held fold, and HeadJudge loads the result."""

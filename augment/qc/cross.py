@@ -20,7 +20,7 @@ folds (by original) and 3,000 generated pairs, each in both orders; the fold lef
 never saw. Why both orders: trained one way round it ranked the training writers' pairs better
 than the trees did and other writers' pairs worse, as if it had learnt the training writers'
 habits. Trained on both and reading both (the logits averaged), it is symmetric and let fewer
-meaning changes through on all four held-out sets of the time (figures in the README).
+meaning changes through on all four held-out sets of the time (figures in docs/qc.md).
 """
 
 from __future__ import annotations
@@ -60,15 +60,23 @@ def _batches(rows: Sequence[dict], size: int, rng: random.Random | None) -> list
     return out
 
 
+#: What the output layer reads: the mean of the last hidden states (shipped), or the first
+#: token's ([CLS], which attends to both texts; `train_judge --cross-pooling cls`).
+POOLINGS = ("mean", "cls")
+
+
 def _logits(tok, bert, head, rows):
     enc = tok([r["original"] for r in rows], [r["candidate"] for r in rows], padding=True,
               truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
     h = bert(**enc).last_hidden_state
+    if getattr(head, "pooling", "mean") == "cls":
+        return head(h[:, 0]).squeeze(-1)
     m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
     return head((h * m).sum(1) / m.sum(1)).squeeze(-1)
 
 
-def fit(rows: Sequence[dict], seed: int = 0, epochs: int | None = None, log=print):
+def fit(rows: Sequence[dict], seed: int = 0, epochs: int | None = None, log=print,
+        pooling: str = "mean"):
     """LoRA adapters (rank `RANK` on every linear layer) and a logistic output over the mean of
     MiniLM's last hidden states, trained on `rows` (original, candidate, label 0/1) with AdamW
     and a one-cycle schedule. Returns (tokenizer, peft model, output layer).
@@ -83,12 +91,12 @@ def fit(rows: Sequence[dict], seed: int = 0, epochs: int | None = None, log=prin
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        return _fit(rows, seed, epochs, log)
+        return _fit(rows, seed, epochs, log, pooling)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(rows, seed, epochs, log):
+def _fit(rows, seed, epochs, log, pooling="mean"):
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -103,6 +111,7 @@ def _fit(rows, seed, epochs, log):
     bert = get_peft_model(bert, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.05,
                                            target_modules=names))
     head = torch.nn.Linear(bert.config.hidden_size, 1)
+    head.pooling = pooling
     params = [p for p in bert.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
     steps = epochs * len(_batches(rows, BATCH, None))
@@ -172,6 +181,8 @@ def export(bert, head) -> dict:
     out["out_w"] = head.weight.detach().numpy().astype(np.float16)[0]
     out["out_b"] = np.float32(head.bias.detach().numpy()[0])
     (out["scaling"],) = (np.float32(x) for x in scaling)
+    if getattr(head, "pooling", "mean") != "mean":  # files without it pool by the mean
+        out["pooling"] = np.str_(head.pooling)
     return out
 
 
@@ -223,6 +234,10 @@ class CrossEncoder:
                         raise misfit(f"the adapter for {path}")
                     w += (scaling * b @ a).to(w.dtype).to(w.device)
         self.head = torch.nn.Linear(hidden, 1).to(device)
+        self.head.pooling = str(arrays["pooling"]) if "pooling" in arrays else "mean"
+        if self.head.pooling not in POOLINGS:
+            raise ConfigError(f"{source}: pools by {self.head.pooling!r}, not one of "
+                              f"{', '.join(POOLINGS)}; {retrain}.")
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(arrays["out_w"].astype(np.float32))[None])
             self.head.bias.fill_(float(arrays["out_b"]))
