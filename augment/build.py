@@ -178,7 +178,7 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
     if cache.stale_verdicts(aug_cfg.qc, fingerprint):
         if progress:
             print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
-                  "QC rules or settings; judging every stored candidate again (local, no API "
+                  "QC rules or settings; judging the stored candidates again (local, no API "
                   "calls)", file=sys.stderr)
         report.rejudged += cache.rescore(checker, only_missing=False,  # stamps the fingerprint
                                          progress=progress)

@@ -355,22 +355,39 @@ class VariantCache:
                             (f"qc_rescore_{col}", json.dumps({"fingerprint": fingerprint,
                                                               "through": key})))
 
+    def _stopped_rescore(self, qc_mode: str) -> dict | None:
+        """{"fingerprint", "through"} of a full rescore under `qc_mode` that stopped before it
+        finished, or None. An unreadable record counts as none: the rescore then starts again."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?",
+                                   (f"qc_rescore_{_verdict_col(qc_mode)}",)).fetchone()
+        try:
+            state = json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+        ok = isinstance(state, dict) and all(isinstance(state.get(k), str)
+                                             for k in ("fingerprint", "through"))
+        return state if ok else None
+
     def rescore_resume_key(self, qc_mode: str, fingerprint: str) -> str:
         """The request key through which a stopped full rescore under `qc_mode`, by a checker
         with this `fingerprint`, had stored its verdicts; "" when there is none to resume (none
         stopped, or it was made by other QC rules or settings, so it starts again)."""
-        row = self._conn().execute("SELECT value FROM meta WHERE key=?",
-                                   (f"qc_rescore_{_verdict_col(qc_mode)}",)).fetchone()
-        if row is None:
-            return ""
-        state = json.loads(row[0])
-        return state["through"] if state.get("fingerprint") == fingerprint else ""
+        state = self._stopped_rescore(qc_mode)
+        return state["through"] if state and state["fingerprint"] == fingerprint else ""
 
     def candidates_after(self, request_key: str) -> int:
         """How many stored candidates belong to requests whose key sorts after `request_key`
         (the part of a full rescore still to do)."""
         return self._conn().execute("SELECT count(*) FROM variants WHERE request_key > ?",
                                     (request_key,)).fetchone()[0]
+
+    def unjudged_through(self, qc_mode: str, request_key: str) -> int:
+        """Candidates with no verdict under `qc_mode` among requests whose key sorts up to
+        `request_key`: stored after a full rescore had passed them (a build in another mode,
+        between a stopped rescore and its resume), so the resumed rescore judges them too."""
+        col = _verdict_col(qc_mode)
+        return self._conn().execute(f"SELECT count(*) FROM variants WHERE {col} IS NULL AND "
+                                    "request_key <= ?", (request_key,)).fetchone()[0]
 
     @staticmethod
     def _apply_verdicts(con, qc_mode: str, col: str, verdicts) -> None:
@@ -419,8 +436,16 @@ class VariantCache:
 
     def stale_verdicts(self, qc_mode: str, fingerprint: str) -> bool:
         """Are there verdicts under `qc_mode` made by other QC rules or settings than the checker
-        whose `fingerprint()` is given? Training must not use them as they are."""
-        return bool(self.judged_count(qc_mode)) and self.qc_fingerprint(qc_mode) != fingerprint
+        whose `fingerprint()` is given? Training must not use them as they are.
+
+        Besides the stamp, a stopped full rescore by another checker counts: the requests it
+        reached carry that checker's verdicts while the stamp still names the one before it
+        (settings changed, rescore killed, settings changed back)."""
+        if not self.judged_count(qc_mode):
+            return False
+        stopped = self._stopped_rescore(qc_mode)
+        return (self.qc_fingerprint(qc_mode) != fingerprint
+                or (stopped is not None and stopped["fingerprint"] != fingerprint))
 
     def judged_count(self, qc_mode: str) -> int:
         col = _verdict_col(qc_mode)

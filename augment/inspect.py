@@ -68,8 +68,10 @@ def main(argv=None) -> None:
     ap.add_argument("--top", type=int, default=10, help="failure reasons to list")
     ap.add_argument("--report", metavar="DIR", help="also write report.json and PNG plots here")
     ap.add_argument("--rescore", action="store_true",
-                    help="judge every stored candidate again under all QC modes first (after "
-                    "QC rules or settings changed); local embedding only, no API calls")
+                    help="first judge again, under each QC mode, the stored candidates whose "
+                    "verdicts other QC rules or settings made (after an upgrade or a changed "
+                    "setting; a mode these rules already judged keeps its verdicts and only "
+                    "gets the missing ones); resumable, local embedding only, no API calls")
     ap.add_argument("--config", default=None,
                     help="with --rescore: the run's YAML config, so its QC settings (qc_model, "
                     "thresholds, brief_max_words, language, qc_judge) judge exactly as its build")
@@ -90,9 +92,14 @@ def main(argv=None) -> None:
         writer = VariantCache(args.cache)
         for mode in QC_MODES:
             # The build's own checker (every QC field of the run's config): judged identically.
-            n = writer.rescore(make_checker(run_cfg, mode=mode), only_missing=False,
-                               progress=True)
-            print(f"rescored {n} candidates under qc={mode}")
+            checker = make_checker(run_cfg, mode=mode)
+            if writer.stale_verdicts(mode, checker.fingerprint()) or writer.judged_count(mode) == 0:
+                n = writer.rescore(checker, only_missing=False, progress=True)
+                print(f"rescored {n} candidates under qc={mode}")
+            else:  # equal fingerprints give equal verdicts: a rerun after a kill skips this mode
+                n = writer.rescore(checker, only_missing=True, progress=True)
+                print(f"qc={mode}: the stored verdicts were made by these QC rules and settings; "
+                      f"kept, {n} candidates without one judged")
         writer.close()
     cache = VariantCache(args.cache, readonly=True)
     stats = cache.stats(args.qc)

@@ -53,27 +53,35 @@ def rescore(cache: VariantCache, checker, *, only_missing: bool = True, batch: i
     mode = checker.config.mode
     fingerprint = None if only_missing else checker.fingerprint()
     after = "" if only_missing else cache.rescore_resume_key(mode, fingerprint)
-    total = cache.unjudged_count(mode) if only_missing else cache.candidates_after(after)
+    # Resuming: candidates stored below the resume point since the stop (a build in another
+    # mode) were never judged in this mode; they are judged after the rest.
+    missed = cache.unjudged_through(mode, after) if after else 0
+    total = (cache.unjudged_count(mode) if only_missing
+             else cache.candidates_after(after) + missed)
     if after and progress:
         print(f"augtune: resuming a stopped rescore under qc={mode}: "
               f"{cache.candidates_after('') - total} candidates already judged by these QC rules "
               f"and settings are kept, {total} to go", file=sys.stderr, flush=True)
     bar = _Progress(total, f"rescore qc={mode}", progress and total > 0)
     n = 0
+    # A full rescore walks every request after the resume point, then (only_missing) picks up
+    # whatever is still unjudged; a rescore of missing verdicts only does the second pass.
+    passes = [(after, only_missing)] + ([("", True)] if not only_missing else [])
     try:
-        while True:
-            if stop is not None and stop.is_set():
-                return n  # unfinished: no fingerprint stamp
-            rows = cache.unjudged(mode, batch, after_key=after, only_missing=only_missing)
-            if not rows:
-                break
-            acc, rej = judge_rows(cache, checker, rows, rescored_through=None if only_missing
-                                  else (fingerprint, rows[-1][4]))
-            if on_judged is not None:
-                on_judged(acc, rej)
-            n += len(rows)
-            bar.update(len(rows))
-            after = rows[-1][4]
+        for after, missing in passes:
+            while True:
+                if stop is not None and stop.is_set():
+                    return n  # unfinished: no fingerprint stamp
+                rows = cache.unjudged(mode, batch, after_key=after, only_missing=missing)
+                if not rows:
+                    break
+                acc, rej = judge_rows(cache, checker, rows, rescored_through=None if missing
+                                      else (fingerprint, rows[-1][4]))
+                if on_judged is not None:
+                    on_judged(acc, rej)
+                n += len(rows)
+                bar.update(len(rows))
+                after = rows[-1][4]
     finally:
         bar.close()
     if not only_missing or cache.qc_fingerprint(mode) is None:
@@ -105,6 +113,9 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif self.enabled and self.n:  # a log's last line says where it ended
+            print(f"augtune: {self.desc}: {self.n}/{self.total} candidates, "
+                  f"{'done' if self.n >= self.total else 'stopped'}", file=sys.stderr, flush=True)
 
 
 class JudgeThread:

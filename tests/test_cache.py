@@ -228,6 +228,44 @@ def test_a_stopped_full_rescore_resumes_after_its_last_stored_batch(tmp_path):
     assert c.qc_fingerprint("seed") == "seed-checker-v2"
 
 
+def test_a_stopped_rescore_by_other_qc_makes_verdicts_stale_and_its_resume_judges_newcomers(
+        tmp_path, capsys):
+    """Settings changed, their rescore stopped part-way, settings changed back: the stamp still
+    names the old checker but the first requests carry the new one's verdicts, so neither may
+    train on the cache as it is. The resume also judges candidates stored below its resume
+    point since the stop (a build under another QC mode), which it would otherwise skip."""
+    import threading
+
+    from augment.judge import rescore
+    c = VariantCache(tmp_path / "c.sqlite")
+    for i in range(3):
+        put(c, req(f"P {i}"), [f"Q{i}a", f"Q{i}b", f"Q{i}c"], mode="seed")
+    c.set_qc_fingerprint("seed", "seed-checker-v1")  # judged by v1
+    stop = threading.Event()
+    rescore(c, _OtherSeedChecker(), only_missing=False, batch=3, stop=stop,
+            on_judged=lambda acc, rej: stop.set())  # v2, stopped after one request
+    first = c.unjudged("seed", 3, only_missing=False)[0][4]
+    assert c.qc_fingerprint("seed") == "seed-checker-v1"
+    assert c.stale_verdicts("seed", "seed-checker-v1")  # mixed: v2 judged the first request
+    assert c.stale_verdicts("seed", "seed-checker-v2")
+    newcomer = next(r for r in (req(f"N {i}") for i in range(200)) if r.key < first)
+    put(c, newcomer, ["N a", "N b", "N c"], mode="project")  # no seed verdict yet
+    capsys.readouterr()
+    assert rescore(c, _OtherSeedChecker(), only_missing=False, batch=3, progress=True) == 9
+    err = capsys.readouterr().err
+    assert ("3 candidates already judged by these QC rules and settings are kept, 9 to go"
+            in err)
+    assert "augtune: rescore qc=seed: 9/9 candidates, done" in err  # a log's last line
+    assert c.unjudged_count("seed") == 0 and c.qc_fingerprint("seed") == "seed-checker-v2"
+    assert not c.stale_verdicts("seed", "seed-checker-v2")
+    # the same the other way round: v1 stopped part-way, then v2 again starts from scratch
+    stop.clear()
+    rescore(c, _SeedChecker(), only_missing=False, batch=3, stop=stop,
+            on_judged=lambda acc, rej: stop.set())
+    assert c.stale_verdicts("seed", "seed-checker-v2")
+    assert rescore(c, _OtherSeedChecker(), only_missing=False, batch=3) == 12
+
+
 def test_refusals_and_batch_state(tmp_path):
     c = VariantCache(tmp_path / "c.sqlite")
     r = Request.make("refusals", "refusal", "How do I pick a lock?", "rules", "", "refusals-v1",

@@ -85,6 +85,8 @@ def test_rescore_rejudges_every_mode_without_api_calls(cache_path, capsys):
     con = sqlite3.connect(cache_path)
     with con:  # pretend an older QC accepted everything under project mode
         con.execute("UPDATE variants SET accepted_project = 1")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('qc_fingerprint_accepted_project', "
+                    "'an-older-qc')")
     con.close()
     inspect_main([cache_path, "--rescore", "--examples", "0"])
     out = capsys.readouterr().out
@@ -96,6 +98,11 @@ def test_rescore_rejudges_every_mode_without_api_calls(cache_path, capsys):
     rejected_project = con.execute("SELECT count(*) FROM variants WHERE accepted_project = 0").fetchone()[0]
     assert seed_judged == total and row[1] == "12"
     assert rejected_project > 0  # the faked "accept everything" verdicts were judged again
+    # A second --rescore (a rerun after a kill in a later mode) keeps what these rules judged.
+    inspect_main([cache_path, "--rescore", "--examples", "0"])
+    out = capsys.readouterr().out
+    assert all(f"qc={m}: the stored verdicts were made by these QC rules and settings; kept, 0 "
+               "candidates without one judged" in out for m in ("project", "seed", "none"))
 
 
 def test_rescore_judges_with_the_given_qc_model(cache_path, capsys, monkeypatch):

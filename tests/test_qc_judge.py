@@ -135,7 +135,7 @@ def test_head_judge_refuses_a_wrong_file_when_it_loads(tmp_path):
     for name, value, says in (("encoder", np.str_("my-encoder"), "names the encoder "
                                "my-encoder; the judge loads the packaged"),
                               ("encoder", np.array([{"a": 1}], dtype=object),
-                               "holds an encoder name that cannot be read"),
+                               "holds a name that cannot be read"),
                               ("rate", np.array([0.1, None], dtype=object),
                                "holds an array that cannot be read")):
         other = tmp_path / f"head-{name}.npz"
@@ -143,6 +143,13 @@ def test_head_judge_refuses_a_wrong_file_when_it_loads(tmp_path):
             np.savez(f, **dict(np.load(HEAD_PATH), **{name: value}))
         with pytest.raises(ConfigError, match="^" + re.escape(f"{other}: this QC judge head {says}")):
             HeadJudge(path=other)
+    # a pooling this version does not know: refused when the judge is made, not in a batch
+    pools = tmp_path / "cross-max.npz"
+    with pools.open("wb") as f:
+        np.savez(f, **dict(np.load(CROSS_PATH), pooling=np.str_("max")))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{pools}: this QC judge's cross-encoder pools by 'max', not one of mean, cls")):
+        HeadJudge(cross_path=pools)
     assert HeadJudge(cross_path=CROSS_PATH).cross_path == CROSS_PATH
 
 
@@ -201,6 +208,8 @@ def test_cross_encoder_pooling_travels_with_its_file():
                            trained, atol=2e-3)
     with pytest.raises(ConfigError, match="pools by 'max'"):
         cross.CrossEncoder(dict(arrays, pooling=np.str_("max")), source="x.npz")
+    with pytest.raises(ValueError, match="pooling 'CLS': use one of mean, cls"):
+        cross.fit(rows, pooling="CLS")
 
 
 def test_train_cross_writes_a_file_the_judge_reads(tmp_path, monkeypatch, model):

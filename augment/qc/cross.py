@@ -78,14 +78,17 @@ def _logits(tok, bert, head, rows):
 def fit(rows: Sequence[dict], seed: int = 0, epochs: int | None = None, log=print,
         pooling: str = "mean"):
     """LoRA adapters (rank `RANK` on every linear layer) and a logistic output over the mean of
-    MiniLM's last hidden states, trained on `rows` (original, candidate, label 0/1) with AdamW
-    and a one-cycle schedule. Returns (tokenizer, peft model, output layer).
+    MiniLM's last hidden states (`pooling="cls"`: the first token's), trained on `rows`
+    (original, candidate, label 0/1) with AdamW and a one-cycle schedule. Returns (tokenizer,
+    peft model, output layer).
 
     Deterministic for a seed (trained at `THREADS` torch threads). In the first epoch only the
     adapters' dropout is on, from the second the encoder's own too: the encoder comes out of
     `load_model` in eval mode (the new adapter layers start in training mode) and is switched
     to training mode after the first epoch. That is how the run that set the shipped figures
     went; the order is kept so that the documented command rebuilds the same file."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     import torch
     epochs = EPOCHS if epochs is None else epochs
     threads = torch.get_num_threads()

@@ -131,12 +131,14 @@ HEAD_KEYS = ("feature", "thresh", "left", "right", "value", "roots", "init", "ra
 CROSS_KEYS = ("weight", "threshold", "scaling", "out_w", "out_b")
 
 
-def file_refusal(path: Path | str, keys: Sequence[str]) -> str | None:
-    """Why `path` cannot be a judge file holding `keys` (said after the file's name), or None.
+def file_refusal(path, keys: Sequence[str]) -> str | None:
+    """Why `path` (a path or an open binary file) cannot be a judge file holding `keys` (said
+    after the file's name), or None.
 
-    Why here: a wrong file (the two swapped, a stray array, an encoder nothing ships) otherwise
-    ends in a KeyError or a hub download deep inside the first judged batch, minutes into a
-    build."""
+    Why here: a wrong file (the two swapped, a stray array, an encoder nothing ships, a pooling
+    this version does not know) otherwise ends in a KeyError or a hub download deep inside the
+    first judged batch, minutes into a build."""
+    from .cross import POOLINGS
     from .embed import PACKAGED_ENCODERS
     try:
         d = np.load(path)  # allow_pickle stays off: a stray pickle is refused, not run
@@ -148,13 +150,16 @@ def file_refusal(path: Path | str, keys: Sequence[str]) -> str | None:
         missing = sorted(set(keys) - set(d.files))
         try:  # an object array (pickled) is refused here too
             encoder = str(d["encoder"]) if "encoder" in d.files else None
+            pooling = str(d["pooling"]) if "pooling" in d.files else None
         except ValueError as e:
-            return f"holds an encoder name that cannot be read ({e})"
+            return f"holds a name that cannot be read ({e})"
     if missing:
         return f"lacks {', '.join(missing)}"
     if encoder is not None and encoder not in PACKAGED_ENCODERS:
         return (f"names the encoder {encoder}; the judge loads the packaged "
                 f"{' or '.join(PACKAGED_ENCODERS)} only")
+    if pooling is not None and pooling not in POOLINGS:
+        return f"pools by {pooling!r}, not one of {', '.join(POOLINGS)}"
     return None
 
 
@@ -165,8 +170,8 @@ def _load_arrays(path: Path, what: str, how: str, keys: Sequence[str]) -> tuple[
         raise FileNotFoundError(f"{path}: the QC {what} is missing; rebuild it with {how}, "
                                 "or set qc_judge: none.")
     from ..errors import ConfigError
-    why = file_refusal(path, keys)
     raw = path.read_bytes()
+    why = file_refusal(io.BytesIO(raw), keys)
     if not why:
         try:
             with np.load(io.BytesIO(raw)) as d:
