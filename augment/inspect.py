@@ -93,7 +93,9 @@ def main(argv=None) -> None:
         for mode in QC_MODES:
             # The build's own checker (every QC field of the run's config): judged identically.
             checker = make_checker(run_cfg, mode=mode)
-            if writer.stale_verdicts(mode, checker.fingerprint()) or writer.judged_count(mode) == 0:
+            fingerprint = checker.fingerprint()
+            if (writer.stale_verdicts(mode, fingerprint)
+                    or writer.qc_fingerprint(mode) != fingerprint):
                 n = writer.rescore(checker, only_missing=False, progress=True)
                 print(f"rescored {n} candidates under qc={mode}")
             else:  # equal fingerprints give equal verdicts: a rerun after a kill skips this mode

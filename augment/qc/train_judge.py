@@ -763,6 +763,7 @@ def _epochs(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cross import POOLINGS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
@@ -795,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cross-epochs", type=_epochs, default=None, metavar="N",
                     help="with --cross: epochs over the rows (default cross.EPOCHS, 2; 3 was "
                          "tried, not shipped)")
-    ap.add_argument("--cross-pooling", default="mean", choices=["mean", "cls"],
+    ap.add_argument("--cross-pooling", default=POOLINGS[0], choices=list(POOLINGS),
                     help="with --cross: what its output layer reads, the mean of the last "
                          "hidden states (shipped) or the first token's")
     ap.add_argument("--out", default=str(Path(__file__).with_name("judge_head.npz")))
