@@ -562,7 +562,7 @@ def test_canary_key_absent_from_training_outputs(tmp_path, tiny_model_dir):
              "--augment_methods", "paraphrase", "templates", "--llm_backend", "anthropic",
              "--llm_model", "claude-haiku-4-5", "--paraphrase_n", "2", "--max_retries", "2",
              "--max_rows", "10", "--max_steps", "2", "--save_strategy", "steps",
-             "--save_steps", "1"],
+             "--save_steps", "1", "--loss_eval_at_end", "false"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         n_calls = srv.count("messages")
         key_seen = {sent_key(r) for r in srv.requests}

@@ -38,7 +38,17 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     step 6 and after training, as `robustness_every_eval` asks)."""
     from augment import robustness as rb
     out = tmp_path / "out"
+    # The first 8 demo eval rows and their 16 held-out paraphrases: the same files in kind, and
+    # each of the three evaluations costs a sixth of the full 144 prompts (~20 s each here).
+    rows = (ROOT / "data/demo/eval.jsonl").read_text().splitlines()[:8]
+    ids = {json.loads(r)["id"] for r in rows}
+    paras = [p for p in (ROOT / "data/demo/eval_paraphrases.jsonl").read_text().splitlines()
+             if json.loads(p)["source_id"] in ids]
+    (tmp_path / "eval.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "eval_paraphrases.jsonl").write_text("\n".join(paras) + "\n")
     proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--eval_strategy", "steps", "--eval_steps", "3",
+                                  "--eval_dataset_name", str(tmp_path / "eval.jsonl"),
+                                  "--eval_paraphrases_file", str(tmp_path / "eval_paraphrases.jsonl"),
                                   "--robustness_every_eval", "true",
                                   "--robustness_max_new_tokens", "3"),
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1),
@@ -71,13 +81,13 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     # after training (through Trainer.log)
     rep = json.loads((out / "robustness.json").read_text())
     assert set(rep["figures"]) == set(rb.FIGURES)
-    assert rep["counts"]["items"] == 48 and rep["counts"]["paraphrases"] == 96  # the demo's files
+    assert rep["counts"]["items"] == 8 and rep["counts"]["paraphrases"] == len(paras) == 16
     assert rep["metric"] == "token_f1"  # demo answers are free text
     logged = [h for h in hist if "robustness_avgp" in h]
     assert [h["step"] for h in logged] == [3, 6, 6]
     assert logged[-1]["robustness_avgp"] == pytest.approx(rep["figures"]["avgp"], abs=1e-6)
-    assert logged[-1]["robustness_items"] == 48 and "robustness_seconds" in logged[-1]
-    assert "robustness (token_f1, 48 items x 96 held-out paraphrases)" in proc.stdout
+    assert logged[-1]["robustness_items"] == 8 and "robustness_seconds" in logged[-1]
+    assert "robustness (token_f1, 8 items x 16 held-out paraphrases)" in proc.stdout
 
 
 def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_path):
@@ -139,15 +149,12 @@ def test_two_cpu_processes_are_synced_and_see_disjoint_entries(tiny_model_dir, t
 @pytest.mark.reliability
 @pytest.mark.heavy
 def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_dir, tmp_path):
+    """SIGKILL after checkpoint-3, resume from "last": every step, before and after the kill,
+    trained exactly the plan's batch (step s: plan entries [4s, 4s+4) at batch 4 on one process,
+    as an unbroken run does; test_two_cpu_processes_are_synced_and_see_disjoint_entries checks
+    that reading of the plan on an unbroken run), and the summary is the plan's epoch."""
     steps = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "3", "--logging_steps", "1",
              *NO_EVAL]
-    ref_out, ref_trace = tmp_path / "ref", tmp_path / "ref-trace"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, ref_out, *steps), cwd=ROOT,
-                          env=run_env(ACCELERATE_USE_CPU=1, AUGTUNE_TRACE_DIR=ref_trace),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ref = {s["step"]: s["index"] for s in read_trace(ref_trace, 0)}
-
     out, trace = tmp_path / "killed", tmp_path / "trace"
     env = run_env(ACCELERATE_USE_CPU=1, AUGTUNE_TRACE_DIR=trace)
     p = subprocess.Popen(sft_cmd(tiny_model_dir, out, *steps), cwd=ROOT, env=env,
@@ -161,21 +168,23 @@ def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_d
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert not (out / "checkpoint-12").exists()
+    killed = read_trace(trace, 0)
+    from augment.trainer import last_complete_checkpoint
+    saved = int(last_complete_checkpoint(out).rsplit("-", 1)[1])  # what "last" resumes from
+    plan = json.loads((trace / "plan0.json").read_text())
     proc = subprocess.run(sft_cmd(tiny_model_dir, out, *steps, "--resume_from_checkpoint", "last"),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((trace / "plan0.json").read_text()) == plan  # the same plan after resume
     entries = read_trace(trace, 0)
-    # The last run's entries: after the checkpoint it resumed from.
-    resumed = {}
-    for s in entries:
-        resumed[s["step"]] = s["index"]  # later (resumed) entries overwrite killed ones
-    last_ckpt = max(int(c.name.split("-")[1]) for c in out.glob("checkpoint-*") if int(c.name.split("-")[1]) < 12)
-    for step in range(3, 12):
-        assert resumed[step] == ref[step], f"step {step} saw different examples after resume"
+    resumed = entries[len(killed):]
+    assert saved >= 3 and [s["step"] for s in resumed] == list(range(saved, 12))  # from its checkpoint
+    for s in killed + resumed:
+        assert s["index"] == plan[4 * s["step"]: 4 * s["step"] + 4], f"step {s['step']} left the plan"
+    n_rows = 24  # configs/tiny.yaml max_rows; plan entries below it are originals
     summary = json.loads((out / "augmentation_summary.json").read_text())
-    ref_summary = json.loads((ref_out / "augmentation_summary.json").read_text())
-    assert summary["epochs"] == ref_summary["epochs"]
-    assert last_ckpt >= 3
+    assert [(e["epoch"], e["original"], e["augmented"]) for e in summary["epochs"]] == [
+        (0, sum(i < n_rows for i in plan), sum(i >= n_rows for i in plan))]
 
 
 @pytest.mark.slow  # the Alpaca loader is covered in test_data; this is the same launch path again
