@@ -2,8 +2,10 @@
 project QC (with and without the judge) against the cosine threshold alone, and the seed rule.
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
-[--judge HEAD.npz] [--judge-cross CROSS.npz]``; several JSONL sets are also pooled at the end
-(the default run pools the six held-out sets, ``instruction_pairs_fresh*.jsonl``).
+[--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
+pooled at the end (the default run pools the six held-out sets,
+``instruction_pairs_fresh*.jsonl``). ``--plot`` draws the curves, one panel per set and one for
+the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
@@ -423,7 +425,17 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
                                     seed=zlib.crc32(Path(path).stem.encode()))
         print(format_comparison([Path(path).stem], [comparison], "the other judge"))
     print()
+    arrays = {"is_pos": np.array([r["label"] == "paraphrase" for r in rows], dtype=bool),
+              "sims": np.array([x["semantic_similarity"] for x in unfloored]),
+              "rules_no_floor": np.array([not [m for m in x["reasons"]
+                                               if "meaning likely changed" not in m]
+                                          for x in unfloored], dtype=bool),
+              "rules_ok": np.array([rules_ok(x) for x in project], dtype=bool),
+              "judge_p": np.array([x.get("judge_p_changed", np.nan) for x in project], dtype=float),
+              "project": np.array([x["is_valid"] for x in project], dtype=bool),
+              "seed": np.array([x["is_valid"] for x in seed], dtype=bool)}
     return {"project": mp, "needs": judge_needs(rows, project), "against_cosine": vs,
+            "arrays": arrays,
             "about": about, "llm_ceiling": ceil, "comparison": comparison,
             "seed": metrics(rows, [x["is_valid"] for x in seed]), "curve": curve,
             "model": model}
@@ -466,11 +478,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge-cross", metavar="CROSS.npz", default=None,
                     help="the compared judge's cross-encoder (`train_judge --cross-out`); "
                          "without it the compared judge is its trees alone")
+    ap.add_argument("--plot", metavar="FILE.png", default=None,
+                    help="also draw recall against false accepts for every set (and the pooled "
+                         "held-out sets): cosine alone, the rules' floor, the judge's threshold "
+                         "swept, the shipped QC, the seed rule and the target (augment/qc_plot.py)")
     args = ap.parse_args(argv)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        ap.error(f"--plot {args.plot}: give a .png file name")
     judge = None
     if args.judge or args.judge_cross:
         judge = other_judge(args.judge, args.judge_cross)
-    model, names, comparisons, pooled = None, [], [], []
+    model, names, comparisons, pooled, panels = None, [], [], [], []
     # the default run pools the held-out sets only (not qc_pairs' news and captions, nor the
     # development set); given paths, every JSONL set given
     pool = {p.stem for p in DEFAULT_PATHS if p.stem.startswith("instruction_pairs_fresh")} \
@@ -480,10 +498,26 @@ def main(argv: list[str] | None = None) -> int:
         model = out["model"]
         names.append(Path(path).stem)
         comparisons.append(out["comparison"])
-        if out["about"]["format"] == "jsonl" and (pool is None or names[-1] in pool):
+        instructions = out["about"]["format"] == "jsonl"
+        panels.append({"name": names[-1], "target": instructions, **out["arrays"]})
+        if instructions and (pool is None or names[-1] in pool):
             pooled.append((names[-1], out["project"]))
     if len(pooled) > 1:
+        from augment import qc_plot
         print(format_pooled(*zip(*pooled)))
+        chosen = {name for name, _ in pooled}
+        pool = qc_plot.pooled(f"{len(pooled)} sets pooled", [p for p in panels if p["name"] in chosen])
+        # one judge threshold for every set, moved on the held-out pairs themselves: a bound on
+        # what moving the threshold could do, not a threshold to ship
+        t, r, f = at_recall(pool["is_pos"], pool["rules_ok"], pool["judge_p"], TARGET_POINT[0])
+        print("  pooled, one judge threshold for all: " + format_at_target(
+            None if np.isnan(r[0]) else {"threshold": float(t[0]), "recall": float(r[0]),
+                                         "far": float(f[0])}))
+        panels.append(pool)
+    if args.plot:
+        from augment import qc_plot
+        path = qc_plot.plot_curves(panels, args.plot, FLOORS, QualityConfig().sim_min, TARGET_POINT)
+        print(f"recall / false-accept curves: {path}")
     if judge is not None and len(names) > 1:
         label = " + ".join(x for x in (args.judge, args.judge_cross) if x)
         print(format_comparison(names, comparisons, label))

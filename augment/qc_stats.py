@@ -1,6 +1,7 @@
 """How sure a QC operating point is: the cosine threshold raised to a recall, the judge's
-threshold swept to a recall over many resamples at once, cluster-bootstrap draws, and 95%
-intervals (Wilson's for one share, percentiles of resampled changes, a t-interval over sets).
+threshold swept to a recall over many resamples at once, both curves whole (for the plot),
+cluster-bootstrap draws, and 95% intervals (Wilson's for one share, percentiles of resampled
+changes, a t-interval over sets).
 
 Why its own module: these are plain statistics over arrays, with no QC in them, and everything
 `augment.qc_eval` prints as "95%" comes from here. A held-out set has 110-130 pairs of each
@@ -36,6 +37,22 @@ def at_recall(is_pos: np.ndarray, ok: np.ndarray, p: np.ndarray, recall,
     accept, then infinity."""
     W = np.ones((1, len(p))) if weights is None else np.atleast_2d(weights).astype(float)
     target = np.broadcast_to(np.asarray(recall, dtype=float), (len(W),))
+    thresholds, rec, far = _judge_sweep(is_pos, ok, p, W)
+    meets = rec >= target[:, None] - 1e-12
+    first, any_ = meets.argmax(1), meets.any(1)
+    b = np.arange(len(W))
+    return tuple(np.where(any_, x, np.nan) for x in
+                 (thresholds[first], rec[b, first], far[b, first]))
+
+
+def judge_sweep(is_pos: np.ndarray, ok: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(thresholds, recall, far) of rules + judge at every judge threshold that changes a
+    verdict (the curve `qc_eval --plot` draws; `at_recall` reads one point of it)."""
+    thresholds, rec, far = _judge_sweep(is_pos, ok, p, np.ones((1, len(p))))
+    return thresholds, rec[0], far[0]
+
+
+def _judge_sweep(is_pos, ok, p, W):
     seen = ~np.isnan(p)
     judged = np.flatnonzero(seen & ok)
     judged = judged[np.argsort(p[judged], kind="stable")]
@@ -51,11 +68,21 @@ def at_recall(is_pos: np.ndarray, ok: np.ndarray, p: np.ndarray, recall,
     with np.errstate(invalid="ignore", divide="ignore"):
         rec = accepted(is_pos) / W[:, is_pos].sum(1)[:, None]
         far = accepted(~is_pos) / W[:, ~is_pos].sum(1)[:, None]
-    meets = rec >= target[:, None] - 1e-12
-    first, any_ = meets.argmax(1), meets.any(1)
-    b = np.arange(len(W))
-    return tuple(np.where(any_, x, np.nan) for x in
-                 (thresholds[first], rec[b, first], far[b, first]))
+    return thresholds, rec, far
+
+
+def cosine_curve(sims: np.ndarray, is_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, far) of `accept iff sim >= t` for every t among the pairs' similarities, from
+    the strictest to the loosest: the cosine-alone curve every QC point is compared with.
+
+    >>> r, f = cosine_curve(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False]))
+    >>> r.tolist(), f.tolist()
+    ([0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0])
+    """
+    t = np.sort(np.unique(sims))[::-1]
+    pos, neg = np.sort(sims[is_pos]), np.sort(sims[~is_pos])
+    kept = lambda x: (len(x) - np.searchsorted(x, t, side="left")) / max(len(x), 1)  # noqa: E731
+    return kept(pos), kept(neg)
 
 
 #: Resamples behind every 95% interval `compare_judges` prints.

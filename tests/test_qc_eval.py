@@ -323,3 +323,49 @@ def test_the_line_at_the_target_says_whether_ranking_or_threshold_misses_it():
     assert format_at_target({"threshold": math.inf, "recall": 0.85, "far": 0.2}).startswith(
         "with the judge rejecting nothing the QC keeps")
     assert "no judge threshold meets it" in format_at_target(None)
+
+
+def test_plot_draws_every_set_and_the_pool_with_the_shipped_qc_on_its_judge_curve(tmp_path, monkeypatch, capsys):
+    """`--plot` through `main`: a panel per set and one pooled; the judge's swept curve passes
+    through the shipped QC's own point (the same verdicts at the shipped threshold) and agrees
+    with `at_recall`; the pooled line at the target's recall is printed; the PNG is written."""
+    import json
+
+    from augment import qc_plot
+    from augment.qc_eval import DATA, main
+    from augment.qc_stats import at_recall, judge_sweep
+    paths = []
+    for name in ("instruction_pairs_fresh3", "instruction_pairs_fresh4"):
+        rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()[:20]]
+        paths.append(tmp_path / f"{name[-6:]}.jsonl")
+        paths[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    drawn = []
+    real = qc_plot.plot_curves
+    monkeypatch.setattr(qc_plot, "plot_curves", lambda panels, *a: drawn.append(panels) or real(panels, *a))
+    png = tmp_path / "figs" / "curves.png"
+    assert main([*map(str, paths), "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    assert f"recall / false-accept curves: {png}" in printed
+    assert "pooled, one judge threshold for all: " in printed
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    (panels,) = drawn
+    assert [p["name"] for p in panels] == ["fresh3", "fresh4", "2 sets pooled"]
+    assert all(set(qc_plot.ARRAYS) <= set(p) and p["target"] for p in panels)
+    assert len(panels[2]["sims"]) == len(panels[0]["sims"]) + len(panels[1]["sims"])
+    for a in panels:
+        _, rec, far = judge_sweep(a["is_pos"], a["rules_ok"], a["judge_p"])
+        shipped = (a["project"][a["is_pos"]].mean(), a["project"][~a["is_pos"]].mean())
+        assert any(np.isclose(r, shipped[0]) and np.isclose(f, shipped[1]) for r, f in zip(rec, far))
+        assert np.isnan(a["judge_p"]).any() and not np.isnan(a["judge_p"]).all()
+        # the first swept point that keeps a recall is at_recall's
+        want = float(rec[len(rec) // 2])
+        _, r, f = at_recall(a["is_pos"], a["rules_ok"], a["judge_p"], want)
+        first = np.argmax(rec >= want - 1e-12)
+        assert (r[0], f[0]) == (rec[first], far[first])
+
+
+def test_plot_wants_a_png_name_before_anything_is_scored(capsys):
+    from augment.qc_eval import main
+    with pytest.raises(SystemExit) as e:
+        main(["never-read.jsonl", "--plot", "curves.pdf"])
+    assert e.value.code == 2 and "--plot curves.pdf: give a .png file name" in capsys.readouterr().err
