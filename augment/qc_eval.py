@@ -57,8 +57,8 @@ from typing import Sequence
 import numpy as np
 
 from augment.qc_sets import STSB_CHANGED, STSB_PARAPHRASE, read_pairs
-from augment.qc_stats import (BOOTSTRAP, at_recall, interval, resample, t_interval,
-                              threshold_far_at_recall, wilson)
+from augment.qc_stats import (BOOTSTRAP, at_recall, interval, judge_sweep, resample,
+                              t_interval, threshold_far_at_recall, wilson)
 from augment.quality import QualityChecker, QualityConfig
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -510,9 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         # one judge threshold for every set, moved on the held-out pairs themselves: a bound on
         # what moving the threshold could do, not a threshold to ship
         t, r, f = at_recall(pool["is_pos"], pool["rules_ok"], pool["judge_p"], TARGET_POINT[0])
+        _, sweep_r, sweep_f = judge_sweep(pool["is_pos"], pool["rules_ok"], pool["judge_p"])
+        inside = sweep_r[sweep_f <= TARGET_POINT[1] + 1e-12]
         print("  pooled, one judge threshold for all: " + format_at_target(
             None if np.isnan(r[0]) else {"threshold": float(t[0]), "recall": float(r[0]),
-                                         "far": float(f[0])}))
+                                         "far": float(f[0])})
+              + f"; at <= {TARGET_POINT[1]} false accepts it keeps at most recall "
+              + (f"{inside.max():.3f}" if len(inside) else "nan"))
         panels.append(pool)
     if args.plot:
         from augment import qc_plot

@@ -339,9 +339,13 @@ def test_plot_draws_every_set_and_the_pool_with_the_shipped_qc_on_its_judge_curv
         rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()[:20]]
         paths.append(tmp_path / f"{name[-6:]}.jsonl")
         paths[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    drawn = []
-    real = qc_plot.plot_curves
+    import augment.qc_eval as qc_eval
+    from augment.qc_eval import FLOORS
+    from augment.qc_stats import cosine_curve
+    drawn, scored = [], []
+    real, real_run = qc_plot.plot_curves, qc_eval.run
     monkeypatch.setattr(qc_plot, "plot_curves", lambda panels, *a: drawn.append(panels) or real(panels, *a))
+    monkeypatch.setattr(qc_eval, "run", lambda *a, **k: scored.append(real_run(*a, **k)) or scored[-1])
     png = tmp_path / "figs" / "curves.png"
     assert main([*map(str, paths), "--plot", str(png)]) == 0
     printed = capsys.readouterr().out
@@ -352,6 +356,26 @@ def test_plot_draws_every_set_and_the_pool_with_the_shipped_qc_on_its_judge_curv
     assert [p["name"] for p in panels] == ["fresh3", "fresh4", "2 sets pooled"]
     assert all(set(qc_plot.ARRAYS) <= set(p) and p["target"] for p in panels)
     assert len(panels[2]["sims"]) == len(panels[0]["sims"]) + len(panels[1]["sims"])
+    # each panel's arrays give the figures run() printed for its set: the shipped QC's and the
+    # seed rule's points, the rules' floor sweep, the cosine threshold at the QC's recall
+    for a, out in zip(panels, scored):
+        pos = a["is_pos"]
+        for key in ("project", "seed"):
+            assert (a[key][pos].mean(), a[key][~pos].mean()) == pytest.approx(
+                (out[key]["recall"], out[key]["far"]))
+        blue = [[(a["rules_no_floor"] & (a["sims"] > f))[pos].mean(),
+                 (a["rules_no_floor"] & (a["sims"] > f))[~pos].mean()] for f in FLOORS]
+        assert np.allclose(blue, [[c["recall"], c["far"]] for c in out["curve"] if c["rule"] == "QC"])
+        crec, cfar = cosine_curve(a["sims"], pos)
+        vs = out["against_cosine"]
+        at_t = (float((a["sims"][pos] >= vs["cosine_threshold"]).mean()), vs["cosine_far"])
+        assert at_t[0] >= vs["recall"] - 1e-9
+        assert any(np.isclose(r, at_t[0]) and np.isclose(f, at_t[1]) for r, f in zip(crec, cfar))
+    pool = panels[2]
+    t, r, f = at_recall(pool["is_pos"], pool["rules_ok"], pool["judge_p"], 0.85)
+    assert (f"keeps recall {r[0]:.3f} at false accepts {f[0]:.3f}" if not np.isnan(r[0])
+            else "no judge threshold meets it") in printed
+    assert "false accepts it keeps at most recall" in printed
     for a in panels:
         _, rec, far = judge_sweep(a["is_pos"], a["rules_ok"], a["judge_p"])
         shipped = (a["project"][a["is_pos"]].mean(), a["project"][~a["is_pos"]].mean())

@@ -183,8 +183,11 @@ def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_d
         assert s["index"] == plan[4 * s["step"]: 4 * s["step"] + 4], f"step {s['step']} left the plan"
     n_rows = 24  # configs/tiny.yaml max_rows; plan entries below it are originals
     summary = json.loads((out / "augmentation_summary.json").read_text())
-    assert [(e["epoch"], e["original"], e["augmented"]) for e in summary["epochs"]] == [
-        (0, sum(i < n_rows for i in plan), sum(i >= n_rows for i in plan))]
+    assert [(e["epoch"], e["original"], e["augmented"], e["by_method"]) for e in summary["epochs"]] == [
+        (0, sum(i < n_rows for i in plan), sum(i >= n_rows for i in plan),
+         {"templates": sum(i >= n_rows for i in plan)})]
+    # tiny.yaml's own eval files, read whole (the other tiny.yaml runs override or skip them)
+    assert "augtune: 24 train rows, 48 eval rows, 96 held-out paraphrases" in proc.stdout
 
 
 @pytest.mark.slow  # the Alpaca loader is covered in test_data; this is the same launch path again
