@@ -56,6 +56,7 @@ from typing import Sequence
 
 import numpy as np
 
+from augment import qc_plot
 from augment.qc_sets import STSB_CHANGED, STSB_PARAPHRASE, read_pairs
 from augment.qc_stats import (BOOTSTRAP, at_recall, interval, judge_sweep, resample,
                               t_interval, threshold_far_at_recall, wilson)
@@ -95,6 +96,12 @@ def evaluate(rows: list[dict], checker: QualityChecker, method: str | None = Non
     return res, metrics(rows, [x["is_valid"] for x in res])
 
 
+def but_floor(results: list[dict]) -> np.ndarray:
+    """Per scored pair: does every check but the similarity floor accept it?"""
+    return np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m]
+                     for x in results], dtype=bool)
+
+
 def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | None = None) -> list[dict]:
     """QC points over `FLOORS` from ONE scoring without a floor: a floor only adds the
     'similarity <= floor' reason, every other rule is independent of it."""
@@ -103,8 +110,7 @@ def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | No
     for name, res in (("QC", unfloored), ("QC+judge", judged)):
         if res is None:
             continue
-        other_ok = np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m]
-                             for x in res])
+        other_ok = but_floor(res)
         for floor in FLOORS:
             out.append({"rule": name, "floor": floor,
                         **against_cosine(rows, sims, other_ok & (sims > floor))})
@@ -425,13 +431,9 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
                                     seed=zlib.crc32(Path(path).stem.encode()))
         print(format_comparison([Path(path).stem], [comparison], "the other judge"))
     print()
-    arrays = {"is_pos": np.array([r["label"] == "paraphrase" for r in rows], dtype=bool),
-              "sims": np.array([x["semantic_similarity"] for x in unfloored]),
-              "rules_no_floor": np.array([not [m for m in x["reasons"]
-                                               if "meaning likely changed" not in m]
-                                          for x in unfloored], dtype=bool),
-              "rules_ok": np.array([rules_ok(x) for x in project], dtype=bool),
-              "judge_p": np.array([x.get("judge_p_changed", np.nan) for x in project], dtype=float),
+    is_pos, ok, p = judged_arrays(rows, project)
+    arrays = {"is_pos": is_pos, "sims": np.array([x["semantic_similarity"] for x in unfloored]),
+              "rules_no_floor": but_floor(unfloored), "rules_ok": ok, "judge_p": p,
               "project": np.array([x["is_valid"] for x in project], dtype=bool),
               "seed": np.array([x["is_valid"] for x in seed], dtype=bool)}
     return {"project": mp, "needs": judge_needs(rows, project), "against_cosine": vs,
@@ -503,7 +505,6 @@ def main(argv: list[str] | None = None) -> int:
         if instructions and (pool is None or names[-1] in pool):
             pooled.append((names[-1], out["project"]))
     if len(pooled) > 1:
-        from augment import qc_plot
         print(format_pooled(*zip(*pooled)))
         chosen = {name for name, _ in pooled}
         pool = qc_plot.pooled(f"{len(pooled)} sets pooled", [p for p in panels if p["name"] in chosen])
@@ -519,7 +520,6 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{inside.max():.3f}" if len(inside) else "nan"))
         panels.append(pool)
     if args.plot:
-        from augment import qc_plot
         path = qc_plot.plot_curves(panels, args.plot, FLOORS, QualityConfig().sim_min, TARGET_POINT)
         print(f"recall / false-accept curves: {path}")
     if judge is not None and len(names) > 1:

@@ -57,7 +57,7 @@ def plot_curves(panels: Sequence[dict], path, floors: Sequence[float],
         ax.set_visible(False)
     want_recall, want_far = target_point
     for ax, p in zip(axes.flat, panels):
-        is_pos, sims = p["is_pos"].astype(bool), p["sims"]
+        is_pos, sims = p["is_pos"], p["sims"]
         if p["target"]:
             ax.fill_between([0, want_far], want_recall, 1.0, color="tab:green", alpha=0.15,
                             label=f"target: recall >= {want_recall}, FA <= {want_far}")
@@ -66,12 +66,12 @@ def plot_curves(panels: Sequence[dict], path, floors: Sequence[float],
         pts = [_point(is_pos, p["rules_no_floor"] & (sims > f)) for f in floors]
         ax.plot(*zip(*pts), "o-", color="tab:blue", ms=3, lw=1,
                 label=f"rules alone, floor {floors[0]:.2f}-{floors[-1]:.2f}")
-        _, jrec, jfar = judge_sweep(is_pos, p["rules_ok"].astype(bool), p["judge_p"])
+        _, jrec, jfar = judge_sweep(is_pos, p["rules_ok"], p["judge_p"])
         ax.plot(jfar, jrec, "-", color="tab:orange", lw=1.5,
                 label=f"rules + judge at floor {default_floor}, threshold swept")
-        x, y = _point(is_pos, p["project"].astype(bool))
+        x, y = _point(is_pos, p["project"])
         ax.plot([x], [y], "*", color="black", ms=12, label=f"shipped QC ({y:.3f} / {x:.3f})")
-        x, y = _point(is_pos, p["seed"].astype(bool))
+        x, y = _point(is_pos, p["seed"])
         ax.plot([x], [y], "x", color="tab:red", ms=8, mew=2, label="seed rule 0.7-0.98")
         ax.set_title(f"{p['name']} ({int(is_pos.sum())} + {int((~is_pos).sum())} pairs)",
                      fontsize=10)

@@ -331,17 +331,15 @@ def test_plot_draws_every_set_and_the_pool_with_the_shipped_qc_on_its_judge_curv
     with `at_recall`; the pooled line at the target's recall is printed; the PNG is written."""
     import json
 
+    import augment.qc_eval as qc_eval
     from augment import qc_plot
-    from augment.qc_eval import DATA, main
-    from augment.qc_stats import at_recall, judge_sweep
+    from augment.qc_eval import DATA, FLOORS, main
+    from augment.qc_stats import at_recall, cosine_curve, judge_sweep
     paths = []
     for name in ("instruction_pairs_fresh3", "instruction_pairs_fresh4"):
         rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()[:20]]
         paths.append(tmp_path / f"{name[-6:]}.jsonl")
         paths[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    import augment.qc_eval as qc_eval
-    from augment.qc_eval import FLOORS
-    from augment.qc_stats import cosine_curve
     drawn, scored = [], []
     real, real_run = qc_plot.plot_curves, qc_eval.run
     monkeypatch.setattr(qc_plot, "plot_curves", lambda panels, *a: drawn.append(panels) or real(panels, *a))
