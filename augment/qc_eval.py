@@ -487,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.plot and not args.plot.lower().endswith(".png"):
         ap.error(f"--plot {args.plot}: give a .png file name")
+    if args.plot:  # before minutes of scoring, not after
+        import os
+        folder = Path(args.plot).resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            ap.error(f"--plot {args.plot}: cannot make its folder ({e.strerror}); give a path you can write")
+        if not os.access(folder, os.W_OK):
+            ap.error(f"--plot {args.plot}: its folder is not writable; give a path you can write")
     judge = None
     if args.judge or args.judge_cross:
         judge = other_judge(args.judge, args.judge_cross)

@@ -386,8 +386,10 @@ def test_plot_draws_every_set_and_the_pool_with_the_shipped_qc_on_its_judge_curv
         assert (r[0], f[0]) == (rec[first], far[first])
 
 
-def test_plot_wants_a_png_name_before_anything_is_scored(capsys):
+@pytest.mark.parametrize("plot,says", [("curves.pdf", "--plot curves.pdf: give a .png file name"),
+                                       ("/proc/nope/c.png", "--plot /proc/nope/c.png: cannot make its folder")])
+def test_plot_wants_a_writable_png_before_anything_is_scored(capsys, plot, says):
     from augment.qc_eval import main
     with pytest.raises(SystemExit) as e:
-        main(["never-read.jsonl", "--plot", "curves.pdf"])
-    assert e.value.code == 2 and "--plot curves.pdf: give a .png file name" in capsys.readouterr().err
+        main(["never-read.jsonl", "--plot", plot])
+    assert e.value.code == 2 and says in capsys.readouterr().err
