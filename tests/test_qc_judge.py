@@ -491,16 +491,25 @@ def test_judge_lowers_false_accepts_on_held_out_instructions(instruction_scores)
     assert mj["far"] <= float((sims[~pos] >= t).mean())
 
 
-def test_judge_only_sees_requests_of_paraphrase_like_methods(model):
+def test_judge_sees_every_pair_the_rules_accept_in_paraphrase_like_methods(model):
+    """Not only texts the rules' request test recognises: that test misses imperatives whose
+    verb it does not know, and the judge used to be skipped for them, so a dropped constraint
+    in one passed unjudged (as 9 of the held-out sets' false accepts did)."""
+    from augment.qc.features import _features
     chk = QualityChecker(QualityConfig(), model=model)
+    orig = "Alphabetize these city names and drop any duplicates: Oslo, Lima, Oslo, Cairo, Lima."
+    assert not _features(orig).is_request  # the case the old gate skipped
+    same = chk.measure(orig, "Sort these city names alphabetically and remove the duplicates: "
+                             "Oslo, Lima, Oslo, Cairo, Lima.")
+    assert same["is_valid"] and "judge_p_changed" in same
+    cut = chk.measure(orig, "Sort these city names alphabetically: Oslo, Lima, Oslo, Cairo, Lima.")
+    assert not cut["is_valid"] and cut["reasons"] == [
+        f"judge: the request likely changed (p={cut['judge_p_changed']:.2f} >= {chk.judge.threshold:.2f})"]
     news = chk.measure("Shares of Boeing fell 4 percent on Tuesday after the report.",
                        "After the report on Tuesday, Boeing shares dropped 4 percent.")
-    assert "judge_p_changed" not in news  # declarative text: the rules alone
-    req = chk.measure("Explain recursion to a beginner using a real-world analogy.",
-                      "Using an everyday analogy, explain recursion to someone who is just starting out.")
-    assert "judge_p_changed" in req
+    assert news["is_valid"] and "judge_p_changed" in news
     tpl = chk.measure("Explain recursion.", "Please explain recursion.", "templates")
-    assert "judge_p_changed" not in tpl
+    assert "judge_p_changed" not in tpl  # templates change the frame by design: rules only
 
 
 # -- the LLM judge -----------------------------------------------------------------------------

@@ -170,11 +170,15 @@ class QualityChecker:
         return results
 
     def _ask_judge(self, originals, augmenteds, results, feats) -> None:
-        """The judge sees only requests the rules accepted: it exists for the instruction-level
-        changes the rules cannot see (a dropped constraint, a changed operation, ...)."""
+        """The judge sees every pair the rules accepted: it exists for the instruction-level
+        changes the rules cannot see (a dropped constraint, a changed operation, ...). It does
+        not ask whether the original reads as a request: augtune's originals are instructions by
+        construction, and that test misses imperatives whose verb it does not know ("Clean up
+        this list ...", "Forecast next month's traffic ...") and requests without a question
+        mark ("what's a good way to memorize the periodic table"), whose meaning changes then
+        went unjudged."""
         idx = [i for i, (o, a) in enumerate(zip(originals, augmenteds))
-               if not results[i]["reasons"] and feats[o].is_request and a.strip()
-               and not results[i]["long_text"]]
+               if not results[i]["reasons"] and a.strip() and not results[i]["long_text"]]
         if not idx:
             return
         pairs = [(originals[i], augmenteds[i]) for i in idx]

@@ -534,9 +534,15 @@ CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
 
 
 def written_pairs(checker, paths=(WRITTEN_PATH,)) -> tuple[list[dict], float]:
-    """The written pairs that reach the judge in a build (requests the rules accept), and the
-    share of the written faithful rewrites the rules accept (near-duplicates, cosine >= 0.98,
-    left out as in `augment.qc_eval`)."""
+    """The written pairs the judge learns from (those the rules accept whose original passes the
+    rules' request test), and the share of the written faithful rewrites the rules accept
+    (near-duplicates, cosine >= 0.98, left out as in `augment.qc_eval`).
+
+    Since 2026-12-04 a build's judge reads every pair the rules accept, not only requests (see
+    `QualityChecker._ask_judge`); the request test stays here so that this module rebuilds the
+    shipped judge files byte for byte. The 46 written pairs it leaves out (30 pass the rules)
+    scored as unseen data when the gate went: 7 of 9 changes caught, 2 of 21 faithful rewrites
+    rejected. Drop the test at the judge's next retraining, which moves every verdict anyway."""
     from ..qc_eval import NEAR_DUPLICATE
     from ..qc_sets import load_pairs
     from .features import _features
