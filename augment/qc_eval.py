@@ -145,7 +145,7 @@ def against_cosine(rows: list[dict], sims: np.ndarray, accepted: Sequence[bool])
 def judge_at_recall(rows: list[dict], results: list[dict], recall: float) -> dict | None:
     """The judge's threshold lowered as far as it can go while rules and judge together keep at
     least `recall` of the paraphrases: (threshold, recall, far) there, or None when the rules
-    alone keep less. A pair the judge never saw (not a request, or rejected by the rules) keeps
+    alone keep less. A pair the judge never saw (rejected by the rules, or a long text) keeps
     the rules' verdict.
 
     Why: two judges compared each at its own threshold differ in recall too, and a shipped
@@ -253,7 +253,7 @@ def llm_ceiling(rows: list[dict], results: list[dict], band: Sequence[float]) ->
     """What `qc_judge: llm` could reach with a perfect LLM in `band`: the rules' verdicts and the
     head's P(changed) as scored, every judged pair in [low, high) decided by its label. The false
     accepts left are the meaning changes the head scores below `low` (never asked) and those the
-    judge never sees (not requests); the recall lost is what the rules or the head's high edge
+    judge never sees (long texts); the recall lost is what the rules or the head's high edge
     reject."""
     low, high = band
     acc, sent, judged = [], 0, 0

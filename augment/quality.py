@@ -6,7 +6,7 @@ subscription?" and "How do I *not* cancel my subscription?" score ~0.98, a swapp
 name barely moves the score, an *answer* can look like a paraphrase, and a dropped constraint
 ("in 3 sentences") or a changed operation (summarise -> critique) hardly moves it at all. The
 project QC adds invariants (numbers, names, URLs, placeholders, ...), polarity, answer and
-perspective checks, per-method rules and a judge head for requests; see `augment/qc/`.
+perspective checks, per-method rules and a judge of instruction-level changes; see `augment/qc/`.
 
 Public API (stable): :func:`measure_augmentation_quality`, :func:`score_pairs`,
 :func:`check_variant_set`, :class:`QualityConfig`, :class:`QualityChecker`, :func:`load_model`,

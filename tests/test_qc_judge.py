@@ -402,15 +402,16 @@ def test_damaged_or_missing_encoder_packages_say_how_to_reinstall(tmp_path, monk
 HELD_OUT = tuple(p.name for p in DEFAULT_PATHS if p.name.startswith("instruction_pairs"))
 
 
-# The sets whose individual errors were never read (docs/qc.md says which were read and when);
-# `python -m augment.qc_eval` reports every set. The default run guards the sixth (scored once);
+# The sets whose individual errors were read least: only the false accepts that the judge's old
+# gate left unjudged, on 2026-12-04 (docs/qc.md says which were read and when);
+# `python -m augment.qc_eval` reports every set. The default run guards the sixth;
 # the second joins it under -m slow: each costs about 45 s of mpnet and cross-encoder passes on
 # 2 cores, and the suite must stay near 10 minutes there.
-NEVER_READ = (pytest.param("instruction_pairs_fresh.jsonl", marks=pytest.mark.slow),
+LEAST_READ = (pytest.param("instruction_pairs_fresh.jsonl", marks=pytest.mark.slow),
               "instruction_pairs_fresh5.jsonl")
 
 
-@pytest.fixture(scope="module", params=NEVER_READ)
+@pytest.fixture(scope="module", params=LEAST_READ)
 def instruction_scores(model, request):
     """A held-out instruction set, near-duplicates (>= 0.98) dropped, scored by rules + judge in
     one pass; the rules' own verdict is the same pass without the judge's reason (the judge
@@ -494,7 +495,7 @@ def test_judge_lowers_false_accepts_on_held_out_instructions(instruction_scores)
 def test_judge_sees_every_pair_the_rules_accept_in_paraphrase_like_methods(model):
     """Not only texts the rules' request test recognises: that test misses imperatives whose
     verb it does not know, and the judge used to be skipped for them, so a dropped constraint
-    in one passed unjudged (as 9 of the held-out sets' false accepts did)."""
+    in one passed unjudged (as 10 of the held-out sets' false accepts did)."""
     from augment.qc.features import _features
     chk = QualityChecker(QualityConfig(), model=model)
     orig = "Alphabetize these city names and drop any duplicates: Oslo, Lima, Oslo, Cairo, Lima."
