@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import zlib
 from collections import defaultdict
 from dataclasses import replace
@@ -488,7 +489,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         ap.error(f"--plot {args.plot}: give a .png file name")
     if args.plot:  # before minutes of scoring, not after
-        import os
         folder = Path(args.plot).resolve().parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

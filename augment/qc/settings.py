@@ -96,7 +96,8 @@ class QualityConfig:
 
     # the judge of instruction-level changes (augment/qc/judges.py)
     judge: str = field(default="head", metadata={
-        "help": f"second opinion on the paraphrases and back-translations that pass the rules, one of {JUDGES}: 'head' = the "
+        "help": f"second opinion on the paraphrases and back-translations that pass the rules, "
+                f"one of {JUDGES}: 'head' = the "
                 "offline judge shipped in augment/qc/judge_head.npz (trees over all-mpnet-base-v2 "
                 "features of original and candidate) and judge_cross.npz (a MiniLM cross-encoder "
                 "reading both at once), their logits averaged; about 60 ms a text on a CPU core; "
