@@ -67,7 +67,7 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
     "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5",
-    "instruction_pairs_fresh6"))
+    "instruction_pairs_fresh6", "instruction_pairs_read7", "instruction_pairs_fresh7"))
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 #: The false-accept target of the floor each run suggests (`--target-far`): the largest recall

@@ -293,6 +293,34 @@ def rules(checker):
      "Make this headline more casual and cut it down to fewer than 60 characters."),
     ("Write a caption: sales rose 40% in Q2 then fell 10% in Q3.",
      "Write a caption for sales climbing 40% in Q2 before dropping 10% in Q3."),
+    # false rejects found on 2026-12-04 in the read half of the eighth held-out set:
+    # a clock time in words ("time 2:30 missing", "number 0.5 added")
+    ("Set up a cron job that runs backup.sh every day at 2:30 am.",
+     "I need a crontab entry that executes backup.sh daily at half past two in the morning."),
+    # "third-party" is no ordinal ("number 3th added")
+    ("Write a Python function that removes duplicates from a list without external libraries.",
+     "I need a Python function that strips repeated items from a list using no third-party "
+     "packages."),
+    # "nonfiction" == "non-fiction" (a prefix negation of "fiction")
+    ("Recommend three nonfiction books about the history of medicine published after 2010.",
+     "Can you suggest three non-fiction titles on the history of medicine that came out later "
+     "than 2010?"),
+    # "leave out hashtags" == "no hashtags"
+    ("Write a LinkedIn post announcing my new role at Finly, under 150 words, no hashtags.",
+     "Draft a LinkedIn update sharing that I've joined Finly; keep it below 150 words and leave "
+     "out hashtags."),
+    # one country's two names
+    ("What were the main causes of the 2008 financial crisis in the US, explained without jargon?",
+     "In plain language, what were the chief factors that triggered America's 2008 financial "
+     "crisis?"),
+    # "Get me ..." asks
+    ("Pull the churn numbers for customers who signed up in January only.",
+     "Get me churn figures, restricted to the customers whose sign-up date falls in January."),
+    # "Here's my routine ... Which parts ...?" presents the input, then asks
+    ("Look at my morning routine and tell me what's wasting time: wake at 6, 20 min meditation, "
+     "1 hr gym, journaling, shower, 45 min commute.",
+     "Here's how my mornings go: up at 6, twenty minutes of meditation, an hour at the gym, "
+     "journaling, a shower, then a 45-minute commute. Which parts are eating up time needlessly?"),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     """Each exemption below was a false reject on written faithful rewrites."""
@@ -367,6 +395,20 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "Draft a flyer for our chess club: we meet Fridays at 7pm.", "weekday changed"),
     ("At what temperature does water boil at 2,000 meters?",
      "What is the boiling point of water at 2,000 feet?", "unit of measure changed meter -> foot"),
+    # a clock time read from words keeps its half of the day
+    ("Set up a cron job that runs cleanup.sh every day at 3:30 am.",
+     "I need a cron entry that executes cleanup.sh daily at half past three in the afternoon.",
+     "time of day changed am -> pm"),
+    ("Set an alarm for 6:30 am.", "Set an alarm for half past seven in the morning.",
+     "time 6:30 missing"),
+    # the fixes above keep what they excuse narrow
+    ("Recommend three fiction books about medicine.",
+     "Recommend three nonfiction books about medicine.", "negation flipped"),
+    ("Write a post under 150 words, no hashtags.",
+     "Write a post below 150 words and leave in the hashtags.", "negation flipped"),
+    ("Find the third item in the list.", "Find the fourth item in the list.", "number 3th missing"),
+    ("What were the main causes of the 2008 financial crisis in the US?",
+     "What were the main causes of the 2008 financial crisis in the UK?", "entity changed"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

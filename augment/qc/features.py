@@ -13,7 +13,8 @@ from .words import (
     _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
     _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
     _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL,
-    _SPAN_AND_A_HALF, _SPAN_LAST, _SPAN_QUARTERS, _WANTS, _WORD)
+    _SPAN_AND_A_HALF, _SPAN_LAST, _SPAN_QUARTERS, _WANTS, _WORD, _HOURS, _LEAVE,
+    _NOT_ORDINAL_AFTER, _WORD_TIME, _DAY_HALF)
 
 def _forms(spec: str) -> frozenset[str]:
     """Regular English inflections of each base word in ``spec`` (``a|b|c``)."""
@@ -98,6 +99,8 @@ class _Features:
     periods: frozenset[str] = frozenset()
     weekdays: frozenset[str] = frozenset()
     measures: frozenset[str] = frozenset()
+    #: "am" / "pm": the half of the day its clock times are in (`words._DAY_HALF`)
+    day_halves: frozenset[str] = frozenset()
 
 
 def _full_stem(w: str) -> str:
@@ -198,8 +201,9 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
                 val = None
         elif "-" not in low and low in _UNITS and low not in _UNITS_IGNORED:
             val = float(_UNITS[low])
-        elif low in _ORDINALS:
-            values.append(f"{_ORDINALS[low]}th")
+        elif low in _ORDINALS and not (i + 2 < n and tokens[i + 1] == "-"
+                                       and tokens[i + 2].lower() in _NOT_ORDINAL_AFTER):
+            values.append(f"{_ORDINALS[low]}th")  # not "third-party", "third-rate"
         elif _ORDINAL_DIGITS.match(low):
             values.append(f"{int(_ORDINAL_DIGITS.match(low).group(1))}th")
         if val is not None:
@@ -352,8 +356,20 @@ def _output_forms(lower: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def _clock(m: re.Match) -> str:
+    """A `_WORD_TIME` match as digits: "half past two" -> "2:30", "quarter to 6" -> "5:45"."""
+    part, rel, hour = m.group(1), m.group(2), m.group(3) or m.group(4)
+    h = int(hour) if hour.isdigit() else _HOURS[hour.lower()]
+    if not part:  # "seven o'clock" -> "7", as "7 pm" reads
+        return str(h)
+    minutes = 30 if part.lower() == "half" else 15
+    if rel.lower() == "to":
+        h, minutes = (h - 2) % 12 + 1, 60 - minutes
+    return f"{h}:{minutes:02d}"
+
+
 def _features(text: str) -> _Features:
-    masked = text
+    masked = _WORD_TIME.sub(_clock, text)
     exact: dict[str, frozenset[str]] = {}
     for name, rx in (("code span", _CODE), ("URL", _URL), ("e-mail", _EMAIL),
                      ("placeholder", _PLACEHOLDER), ("time", _TIME)):
@@ -386,9 +402,12 @@ def _features(text: str) -> _Features:
         duration_of={k: frozenset(v) for k, v in duration_of.items()},
         name_runs=name_runs,
         # "failed to" is a negator, not also a privative
-        privatives=frozenset(_PRIVATIVE_BASE[w] for w, nxt in zip(lower, lower[1:] + [""])
-                             if w in _PRIVATIVE_BASE and not (_PRIVATIVE_BASE[w] == "fail"
-                                                              and nxt == "to")),
+        privatives=frozenset([_PRIVATIVE_BASE[w] for w, nxt in zip(lower, lower[1:] + [""])
+                              if w in _PRIVATIVE_BASE and not (_PRIVATIVE_BASE[w] == "fail"
+                                                               and nxt == "to")]
+                             # "leave out hashtags" == "no hashtags" == "omit hashtags"
+                             + ["omit" for w, nxt in zip(lower, lower[1:] + [""])
+                                if w in _LEAVE and nxt == "out"]),
         keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),
         alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
         forms=_output_forms(lower),
@@ -397,6 +416,8 @@ def _features(text: str) -> _Features:
         periods=frozenset(_PERIOD_OF[(m.group(1) or m.group(2)).lower()]
                           for m in _PERIOD.finditer(text)),
         weekdays=frozenset(m.group(1) for m in _WEEKDAY.finditer(text)),
+        day_halves=frozenset("am" if m.group(1) or m.group(3) else "pm"
+                             for m in _DAY_HALF.finditer(text)),
         measures=frozenset(_MEASURE_OF[m.group(1).lower()] for m in _MEASURE.finditer(text)),
     )
 
@@ -436,8 +457,12 @@ def _prefix_flips(a: _Features, b: _Features) -> int:
     """Words of ``b`` that are un-/dis-/in- negations of a word in ``a`` (locked -> unlocked,
     changing -> unchanged)."""
     n = 0
+    spaced = " " + " ".join(a.lower_words) + " "
     for w in b.word_set - a.word_set:
         for p in _PREFIX_NEGATION:
+            # "nonfiction" == "non-fiction" (split into "non fiction"): the same word
+            if w.startswith(p) and len(w) - len(p) >= 5 and f" {p} {w[len(p):]} " in spaced:
+                break
             if w.startswith(p) and len(w) - len(p) >= 5 and _full_stem(w[len(p):]) in a.full_stems:
                 n += 1
                 break

@@ -79,11 +79,13 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
 def _period_reasons(o: _Features, c: _Features) -> list[str]:
     """A period, weekday or unit of measure swapped for another of its kind while the numbers
     stay ("100 requests per minute" -> "... per hour", "Tuesdays" -> "Thursdays", "3,000 meters"
-    -> "3,000 feet"); see `words._PERIOD`. A conversion changes a number and is not judged
-    here. Weekdays need no equal numbers: a day is not converted."""
+    -> "3,000 feet", "3:30 am" -> "half past three in the afternoon"); see `words._PERIOD`. A
+    conversion changes a number and is not judged here. Weekdays and halves of the day need no
+    equal numbers: they are not converted."""
     reasons = []
     for name, a, b, need_same_numbers in (("period", o.periods, c.periods, True),
                                           ("weekday", o.weekdays, c.weekdays, False),
+                                          ("time of day", o.day_halves, c.day_halves, False),
                                           ("unit of measure", o.measures, c.measures, True)):
         lost, new = a - b, b - a
         if lost and new and (o.numbers == c.numbers or not need_same_numbers):
@@ -194,6 +196,9 @@ def _mentions(f: _Features, entity: str) -> bool:
     if not f.word_set.isdisjoint(_DEMONYMS.get(entity, ())) or any(
             entity in _DEMONYMS.get(w, ()) for w in f.word_set):
         return True  # "US" == "American", "Ireland" == "Irish"
+    if any(entity in names and not f.entity_words.isdisjoint(names)
+           for names in _DEMONYMS.values()):
+        return True  # one country's names: "the US" == "America", "the UK" == "Britain"
     return len(entity) >= 3 and any(
         len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))
         for w in f.entity_words)
@@ -391,6 +396,10 @@ def _possessed(f: _Features, owners: tuple[str, ...]) -> set[str]:
     return {w[i + 1] for i in range(len(w) - 1) if w[i] in owners and w[i + 1] not in _STOPWORDS}
 
 
+_QUESTION_WORDS = frozenset("what which how why when where who whose whom is are do does "
+                            "can could would should will".split())
+
+
 def _asks_later(text: str) -> bool:
     """After "Here is my draft: ...", does a later sentence ask ("Please tighten it.",
     "Critique it and ...")? An answer's "Please let me know if ..." is no ask."""
@@ -403,6 +412,9 @@ def _asks_later(text: str) -> bool:
         if first == "please" and not rest.startswith("let "):
             return True
         if first in _REQUEST_VERBS:
+            return True
+        # a question of the user's own: "Here's my routine: ... Which parts waste time?"
+        if first in _QUESTION_WORDS and sentence.rstrip().endswith("?"):
             return True
     return False
 

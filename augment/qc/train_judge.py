@@ -534,24 +534,23 @@ CURVE_KEEPS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
 
 
 def written_pairs(checker, paths=(WRITTEN_PATH,)) -> tuple[list[dict], float]:
-    """The written pairs the judge learns from (those the rules accept whose original passes the
-    rules' request test), and the share of the written faithful rewrites the rules accept
-    (near-duplicates, cosine >= 0.98, left out as in `augment.qc_eval`).
+    """The written pairs the judge learns from (every one the rules accept, as a build's judge
+    reads every pair the rules accept: `QualityChecker._ask_judge`), and the share of the
+    written faithful rewrites the rules accept (near-duplicates, cosine >= 0.98, left out as in
+    `augment.qc_eval`).
 
-    Since 2026-12-04 a build's judge reads every pair the rules accept, not only requests (see
-    `QualityChecker._ask_judge`); the request test stays here so that this module rebuilds the
-    shipped judge files byte for byte. The 46 written pairs it leaves out (30 pass the rules)
-    scored as unseen data when the gate went: 7 of 9 changes caught, 2 of 21 faithful rewrites
-    rejected. Drop the test at the judge's next retraining, which moves every verdict anyway."""
+    Until the retraining of 2026-12-04 (afternoon) it kept only pairs whose original passed the
+    rules' request test, the judge's old gate; the 46 it left out (30 pass the rules) had scored
+    as unseen data when the gate went: 7 of 9 changes caught, 2 of 21 faithful rewrites
+    rejected."""
     from ..qc_eval import NEAR_DUPLICATE
     from ..qc_sets import load_pairs
-    from .features import _features
     rows = [r for path in paths for r in load_pairs(Path(path))]
     res = checker.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows])
     faithful = [x["is_valid"] for r, x in zip(rows, res)
                 if r["label"] == "paraphrase" and x["semantic_similarity"] < NEAR_DUPLICATE]
     return ([dict(r, label=int(r["label"] != "paraphrase")) for r, x in zip(rows, res)
-             if x["is_valid"] and not x["long_text"] and _features(r["original"]).is_request],
+             if x["is_valid"] and not x["long_text"]],
             sum(faithful) / max(len(faithful), 1))
 
 

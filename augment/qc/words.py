@@ -15,6 +15,14 @@ _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 _PLACEHOLDER = re.compile(
     r"\{\{\s*[\w.]+\s*\}\}|\{[\w.]+\}|<[A-Z][A-Z0-9_]*>|\[[A-Z][A-Z0-9_ ]*\]|\$\{?[A-Z][A-Z0-9_]*\}?")
 _TIME = re.compile(r"\b\d{1,2}:\d{2}\b")
+# Clock times in words, read as digits before `_TIME` looks: "half past two" == "2:30",
+# "a quarter to six" == "5:45"; "seven o'clock" is the number 7, as "7 pm" and "seven in the
+# evening" are (the rules read those as numbers).
+_HOURS = {w: i + 1 for i, w in enumerate(
+    "one two three four five six seven eight nine ten eleven twelve".split())}
+_HOUR = r"(\d{1,2}|" + "|".join(_HOURS) + r")"
+_WORD_TIME = re.compile(r"(?<![:.\d])\b(?:(?:a\s+)?(half|quarter)\s+(past|to)\s+" + _HOUR
+                        + r"|" + _HOUR + r"\s*o['’]clock)\b", re.I)
 _TOKEN = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,]\d+)*|[A-Za-z]+(?:['’][A-Za-z]+)?|[^\sA-Za-z\d]")
 # A full stop after these does not start a sentence ("Mr. Smith", "Acme Corp. said").
 _ABBREVIATIONS = frozenset("mr mrs ms dr st sen rep gov gen lt col capt prof corp inc co ltd jr sr vs no".split())
@@ -55,6 +63,8 @@ _ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eig
 # "1st"/"2nd" spelled as words. `_numbers` leaves "first" and "second" alone ("a second" is a
 # time unit, "first" an adverb); the rules accept them only as a restated ordinal.
 _ORDINAL_WORDS = {"1th": "first", "2th": "second"}
+# An ordinal word before these is part of a compound, not a number: "third-party", "third-rate".
+_NOT_ORDINAL_AFTER = frozenset({"party", "parties", "rate", "hand", "wave"})
 _ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
 # Time units in seconds, so that "30 minutes" == "half an hour" and "a week-long trip" ==
 # "a seven-day trip". Calendar units only convert among themselves (a month is not 30 days).
@@ -177,6 +187,8 @@ _PRIVATIVE = ("lose|lost", "lack", "miss", "forget|forgot|forgotten", "hate", "d
 # "without losing X" == "don't change X" == "while keeping X": the polarity check excuses a flip
 # when the text with fewer negators has one of these and the other does not, so "without losing
 # X" dropped still flips.
+# "leave out" / "left out" == "omit": a privative (see `_PRIVATIVE`) when "out" follows.
+_LEAVE = frozenset({"leave", "leaves", "leaving", "left"})
 _KEEP_WORDS = ("keep|kept", "retain", "preserve", "maintain", "intact", "leave|left", "unchanged",
                "untouched", "hold|held", "stay|stayed")
 # ... and the other text must forbid one of these ("without changing", "don't lose"), so "keeps
@@ -230,7 +242,8 @@ elaborate enumerate illustrate imagine jot lay map name outline pick polish port
 proofread pull render research scale shorten sketch spell tally weigh
 reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe subscribe waive
 dispute block unblock activate deactivate reactivate renew extend track pay
-rework plot chart graph tabulate work figure boil narrow match merge split group filter count
+rework plot chart graph tabulate work figure boil narrow match merge split group filter count get fetch grab
+parse
 steer
 judge swap script announce differentiate integrate solve prove derive factor expand contrast
 discuss interpret justify predict reword reformat restructure trim tighten lengthen caption
@@ -352,6 +365,10 @@ _PERIOD = re.compile(
     r"|\b(hourly|daily|nightly|weekly|biweekly|fortnightly|monthly|quarterly|yearly|annually"
     r"|annual)\b", re.I)
 _WEEKDAY = re.compile(r"\b(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)s?\b")
+# The half of the day a clock time is in: "3:30 am" == "half past three in the morning", not
+# "... in the afternoon" (group 1: am, group 2: pm).
+_DAY_HALF = re.compile(r"(?:\d\s*(?:(a\.?m\.?)|(p\.?m\.?))(?!\w))|\b(?:in the (?:(morning)|"
+                       r"(afternoon|evening))|(at night|tonight))\b", re.I)
 # not "pound" (also money) nor "m" (also million)
 _MEASURE_OF = {
     "cm": "cm", "centimeter": "cm", "centimetre": "cm", "mm": "mm", "millimeter": "mm",
