@@ -3,14 +3,15 @@ project QC (with and without the judge) against the cosine threshold alone, and 
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
 [--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
-pooled at the end (the default run pools the six held-out sets,
-``instruction_pairs_fresh*.jsonl``). ``--plot`` draws the curves, one panel per set and one for
+pooled at the end (the default run pools the seven held-out sets,
+``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one panel per set and one for
 the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
-labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl`` and the six held-out
-instruction sets ``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
+labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl``, the eighth writer's
+read half ``instruction_pairs_read7.jsonl`` and the seven held-out instruction sets
+``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
 as near-duplicates), or a public set in its own published format, scored whole: MRPC
 (``msr_paraphrase_test.txt``), STS-B (GLUE's ``STS-B/dev.tsv`` or the benchmark's
 ``sts-dev.csv``; >= 4 is a paraphrase, <= 3 a changed meaning, the rest skipped). For those the

@@ -115,8 +115,8 @@ class QualityConfig:
                 "cross-encoder averaged) lies in [low, high) are sent to the LLM judge; below "
                 "low the offline judge accepts, at or above high it rejects. Low: "
                 "the highest edge that leaves at most 5% of the meaning changes reaching the "
-                "judge unasked, on the written pairs the cross-encoder never saw (0.15: 4.3% "
-                "unasked, 53% of those pairs sent; 0.3 left 15% unasked); `python -m "
+                "judge unasked, on the written pairs the cross-encoder never saw (0.15: 4.2% "
+                "unasked, 49% of those pairs sent; 0.3 left 15% unasked); `python -m "
                 "augment.qc.train_judge --cross` reports it. High: no faithful rewrite of those "
                 "pairs scores >= 0.95."})
 
