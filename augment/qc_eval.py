@@ -4,8 +4,8 @@ project QC (with and without the judge) against the cosine threshold alone, and 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
 [--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
 pooled at the end (the default run pools the seven held-out sets,
-``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one panel per set and one for
-the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
+``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one
+panel per set and one for the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's

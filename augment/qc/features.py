@@ -356,6 +356,18 @@ def _output_forms(lower: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def _privatives(lower: list[str]) -> frozenset[str]:
+    """Base forms of the `_PRIVATIVE` words in the text, "failed to" left out (a negator, not
+    also a privative); "leave out hashtags" counts as "omit" ("no hashtags" == "omit hashtags")."""
+    out = set()
+    for w, nxt in zip(lower, lower[1:] + [""]):
+        if w in _PRIVATIVE_BASE and not (_PRIVATIVE_BASE[w] == "fail" and nxt == "to"):
+            out.add(_PRIVATIVE_BASE[w])
+        if w in _LEAVE and nxt == "out":
+            out.add("omit")
+    return frozenset(out)
+
+
 def _clock(m: re.Match) -> str:
     """A `_WORD_TIME` match as digits: "half past two" -> "2:30", "quarter to 6" -> "5:45"."""
     part, rel, hour = m.group(1), m.group(2), m.group(3) or m.group(4)
@@ -401,13 +413,7 @@ def _features(text: str) -> _Features:
         durations=frozenset(durations),
         duration_of={k: frozenset(v) for k, v in duration_of.items()},
         name_runs=name_runs,
-        # "failed to" is a negator, not also a privative
-        privatives=frozenset([_PRIVATIVE_BASE[w] for w, nxt in zip(lower, lower[1:] + [""])
-                              if w in _PRIVATIVE_BASE and not (_PRIVATIVE_BASE[w] == "fail"
-                                                               and nxt == "to")]
-                             # "leave out hashtags" == "no hashtags" == "omit hashtags"
-                             + ["omit" for w, nxt in zip(lower, lower[1:] + [""])
-                                if w in _LEAVE and nxt == "out"]),
+        privatives=_privatives(lower),
         keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),
         alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
         forms=_output_forms(lower),
@@ -457,13 +463,14 @@ def _prefix_flips(a: _Features, b: _Features) -> int:
     """Words of ``b`` that are un-/dis-/in- negations of a word in ``a`` (locked -> unlocked,
     changing -> unchanged)."""
     n = 0
-    spaced = " " + " ".join(a.lower_words) + " "
     for w in b.word_set - a.word_set:
         for p in _PREFIX_NEGATION:
-            # "nonfiction" == "non-fiction" (split into "non fiction"): the same word
-            if w.startswith(p) and len(w) - len(p) >= 5 and f" {p} {w[len(p):]} " in spaced:
-                break
-            if w.startswith(p) and len(w) - len(p) >= 5 and _full_stem(w[len(p):]) in a.full_stems:
+            if not (w.startswith(p) and len(w) - len(p) >= 5):
+                continue
+            rest = w[len(p):]
+            if _has_phrase(a, (f"{p} {rest}",)):
+                break  # "nonfiction" == "non-fiction" (split into "non fiction"): the same word
+            if _full_stem(rest) in a.full_stems:
                 n += 1
                 break
     return n

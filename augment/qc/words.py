@@ -242,8 +242,8 @@ elaborate enumerate illustrate imagine jot lay map name outline pick polish port
 proofread pull render research scale shorten sketch spell tally weigh
 reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe subscribe waive
 dispute block unblock activate deactivate reactivate renew extend track pay
-rework plot chart graph tabulate work figure boil narrow match merge split group filter count get fetch grab
-parse
+rework plot chart graph tabulate work figure boil narrow match merge split group filter count
+get fetch grab parse
 steer
 judge swap script announce differentiate integrate solve prove derive factor expand contrast
 discuss interpret justify predict reword reformat restructure trim tighten lengthen caption
@@ -366,7 +366,7 @@ _PERIOD = re.compile(
     r"|annual)\b", re.I)
 _WEEKDAY = re.compile(r"\b(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)s?\b")
 # The half of the day a clock time is in: "3:30 am" == "half past three in the morning", not
-# "... in the afternoon" (group 1: am, group 2: pm).
+# "... in the afternoon" (groups 1 and 3 say am; 2, 4 and 5 say pm).
 _DAY_HALF = re.compile(r"(?:\d\s*(?:(a\.?m\.?)|(p\.?m\.?))(?!\w))|\b(?:in the (?:(morning)|"
                        r"(afternoon|evening))|(at night|tonight))\b", re.I)
 # not "pound" (also money) nor "m" (also million)
