@@ -248,8 +248,13 @@ def test_each_fault_kind_through_the_anthropic_sdk(fault, monkeypatch, tmp_path)
     src = "How do I update the billing address on order 77?"
     script = [fault] if isinstance(SINGLE_FAULTS[fault], int) and SINGLE_FAULTS[fault] else \
         [fault] * 3
-    cfg = anthropic_cfg(tmp_path / "c.sqlite", request_timeout=0.4)
-    with FakeAnthropicServer(script=script, retry_after="0.01", hang_seconds=2) as srv:
+    # Only "hang" needs the client to time out. Any other fault gets a timeout no loaded machine
+    # reaches: with 0.4 s for all, a normal retry that took longer under the full suite's load
+    # timed out and cost a second retry (seen once in CI). "hang" stalls for longer than its
+    # timeout (the server cuts the stall short on stop), and 1.5 s still leaves its retry room.
+    timeout = 1.5 if fault == "hang" else 10.0
+    cfg = anthropic_cfg(tmp_path / "c.sqlite", request_timeout=timeout)
+    with FakeAnthropicServer(script=script, retry_after="0.01", hang_seconds=30) as srv:
         point_anthropic(monkeypatch, srv)
         method = fast_methods(cfg)["paraphrase"]
         assert isinstance(method, Paraphrase)
