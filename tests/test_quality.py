@@ -316,6 +316,19 @@ def rules(checker):
     # "Get me ..." asks
     ("Pull the churn numbers for customers who signed up in January only.",
      "Get me churn figures, restricted to the customers whose sign-up date falls in January."),
+    # false rejects found on 2026-12-04 (evening) in the read half of the ninth writer's set:
+    # "the hour of day" == "which hour of the day" (not "period changed hour -> day")
+    ("From the log, find the hour of day with the most failed logins.",
+     "Using the log, identify which hour of the day saw the greatest number of failed logins."),
+    # "struggle to" carries the negation of "can't"
+    ("I'm a night-shift nurse and I can't fall asleep when I get home at 8 AM. What can I do?",
+     "I work night shifts as a nurse and struggle to fall asleep after getting home at 8 AM. "
+     "How can I fix that?"),
+    # "Revise ..." asks (not "a statement instead of a request")
+    ("Edit my personal statement for flow, cut it down to 650 words, and suggest a stronger "
+     "final sentence.",
+     "Revise my personal statement so it flows better, trim it to 650 words, and propose a "
+     "stronger closing sentence."),
     # "Here's my routine ... Which parts ...?" presents the input, then asks
     ("Look at my morning routine and tell me what's wasting time: wake at 6, 20 min meditation, "
      "1 hr gym, journaling, shower, 45 min commute.",
@@ -409,6 +422,10 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     ("Find the third item in the list.", "Find the fourth item in the list.", "number 3th missing"),
     ("What were the main causes of the 2008 financial crisis in the US?",
      "What were the main causes of the 2008 financial crisis in the UK?", "entity changed"),
+    ("Send the report at the end of the month.", "Send the report at the end of the week.",
+     "period changed month -> week"),
+    ("I can't fall asleep after a night shift.", "I struggle to stay awake after a night shift.",
+     "antonym swap"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

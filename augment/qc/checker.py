@@ -29,8 +29,8 @@ _HERE = Path(__file__).resolve().parent
 #: Modules whose code decides a verdict. Their tokens (comments and blank lines dropped, so a
 #: reworded comment does not invalidate every cache) go into the fingerprint: a changed rule, word
 #: list or threshold default changes it, with no version number to remember to bump.
-RULE_MODULES = ("words.py", "features.py", "rules.py", "embed.py", "checker.py", "judges.py",
-                "attention.py", "cross.py")
+RULE_MODULES = ("words.py", "features.py", "rules.py", "roles.py", "embed.py", "checker.py",
+                "judges.py", "attention.py", "cross.py")
 
 
 def normalise_method(method: str | None) -> str:

@@ -41,6 +41,10 @@ def _base_of(specs) -> dict[str, str]:
 
 
 _PRIVATIVE_BASE = _base_of(_PRIVATIVE)
+#: "the hour of the day", "which day of the week": the period after "of" contains the one
+#: before it and is no period of its own ("the hour of day" == "which hour of the day").
+_PERIOD_CONTAINER = re.compile(
+    r"\b(?:second|minute|hour|time|day|night|week|month|quarter|year)s?\s+of\s+$", re.I)
 _KEEP = _base_of(_KEEP_WORDS)
 _ALTER = _base_of(_ALTER_WORDS)
 #: output-form word -> its group's first word; request verb form -> its `_TASK_VERBS` groups
@@ -420,7 +424,8 @@ def _features(text: str) -> _Features:
         negated=tuple(_negated_word(neg_text[m.end():]) for m in negators),
         list_sizes=_list_sizes(masked),
         periods=frozenset(_PERIOD_OF[(m.group(1) or m.group(2)).lower()]
-                          for m in _PERIOD.finditer(text)),
+                          for m in _PERIOD.finditer(text)
+                          if not _PERIOD_CONTAINER.search(text, 0, m.start())),
         weekdays=frozenset(m.group(1) for m in _WEEKDAY.finditer(text)),
         day_halves=frozenset("am" if m.group(1) or m.group(3) else "pm"
                              for m in _DAY_HALF.finditer(text)),

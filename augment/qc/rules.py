@@ -15,6 +15,7 @@ import re
 
 from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noqa: F401
                        _full_stem, _has_phrase, _prefix_flips, _same_task)
+from .roles import reversed_relations
 from .words import (
     _ANSWER_OPENER, _APOLOGY, _ASK, _ASK_SPLIT, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
     _NEGATION, _NUMBER_SAID, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REQUEST_VERBS,
@@ -503,6 +504,9 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
     if en and cfg.check_entities:
         hard, soft_names = _entity_reasons(o, c)
         reasons += hard
+        turned = reversed_relations(o.text, c.text)
+        if turned:
+            reasons.append(f"roles reversed ({'; '.join(turned)})")
         soft += soft_names
         if (o.is_request or o.word_set & _FIRST_PERSON) and not templates:
             # In a request every name is a parameter of the task ("moved from Texas to

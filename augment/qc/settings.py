@@ -85,7 +85,9 @@ class QualityConfig:
         "help": "numbers, currencies, times, URLs, e-mails, code spans, placeholders must "
                 "survive."})
     check_entities: bool = field(default=True, metadata={
-        "help": "capitalised names/acronyms: substitution rejects; a drop is soft evidence."})
+        "help": "capitalised names/acronyms: substitution rejects; a drop is soft evidence. "
+                "Also the parties' roles: a relation reversed (\"from me to my manager\" -> "
+                "\"from my manager to me\") rejects."})
     check_polarity: bool = field(default=True, metadata={"help": "negation parity and antonym swaps."})
     check_content: bool = field(default=True, metadata={"help": "dropped/added content words (soft)."})
     check_answer: bool = field(default=True, metadata={

@@ -176,14 +176,14 @@ _ANTONYM_PAIRS = [
     ("hire", "fire"), ("join", "leave"), ("on time", "late"),
 ]
 # Words that carry a negation in their meaning: "lost power" == "without power", "hates" ==
-# "can't stand", "forgot" == "can't remember", "keep it private" == "don't share it". The
-# polarity check lets a rewrite trade one for an explicit negator (the text with fewer negators
-# has it, the other lacks it); they never count as negators by themselves, so "forgot" ->
-# "remembered" is left to the other checks. Base forms; regular inflections are generated,
-# irregular ones follow "|".
+# "can't stand", "forgot" == "can't remember", "keep it private" == "don't share it",
+# "struggle to sleep" == "can't sleep". The polarity check lets a rewrite trade one for an
+# explicit negator (the text with fewer negators has it, the other lacks it); they never count
+# as negators by themselves, so "forgot" -> "remembered" is left to the other checks. Base
+# forms; regular inflections are generated, irregular ones follow "|".
 _PRIVATIVE = ("lose|lost", "lack", "miss", "forget|forgot|forgotten", "hate", "dislike",
               "absent", "deny|denied", "prevent", "private", "stop", "quit", "cease", "omit",
-              "skip", "exclude", "ignore", "free", "fail", "await", "pending")
+              "skip", "exclude", "ignore", "free", "fail", "await", "pending", "struggle")
 # "without losing X" == "don't change X" == "while keeping X": the polarity check excuses a flip
 # when the text with fewer negators has one of these and the other does not, so "without losing
 # X" dropped still flips.
@@ -244,6 +244,7 @@ reserve buy cook bake organize organise transfer upgrade downgrade unsubscribe s
 dispute block unblock activate deactivate reactivate renew extend track pay
 rework plot chart graph tabulate work figure boil narrow match merge split group filter count
 get fetch grab parse
+revise refactor optimize optimise modify tweak trim troubleshoot diagnose reformat reword
 steer
 judge swap script announce differentiate integrate solve prove derive factor expand contrast
 discuss interpret justify predict reword reformat restructure trim tighten lengthen caption
