@@ -283,7 +283,8 @@ def test_judge_averages_trees_and_cross_encoder_in_logits(model):
     from augment.qc.cross import CrossEncoder, combine
     chk = QualityChecker(QualityConfig(), model=model)
     o = "Write a short note to my manager asking for Friday off."
-    c = "Write a short note from my manager to me asking me to take Friday off."
+    c = ("Draft a brief message to my manager requesting that I have Friday off, and mention my "
+         "project deadline.")
     got = chk.measure(o, c)["judge_p_changed"]
     head = chk.judge
     from augment.qc.features import _features
@@ -516,14 +517,16 @@ def test_judge_sees_every_pair_the_rules_accept_in_paraphrase_like_methods(model
 # -- the LLM judge -----------------------------------------------------------------------------
 ORIG = "Where can I see everything I've paid you over the last year?"
 SAME = "Where can I find all the payments I've made to you in the past year?"
-CHANGED = "Where can I find everything you've paid me?"
+# A change the rules let through (the time span dropped), so the LLM is asked. The issue's own
+# example, "Where can I find everything you've paid me?", is now the rules' (roles reversed).
+CHANGED = "Where can I see everything I've paid you?"
 
 
 def verdict_reply(system, user, body=None):
     assert PROMPT_VERSION and "exactly the same thing" in system
     cand = user.split("CANDIDATE:\n", 1)[1].strip()
     same = cand == SAME
-    return json.dumps({"same": same, "reason": "same request" if same else "perspective flipped, time span dropped"})
+    return json.dumps({"same": same, "reason": "same request" if same else "time span dropped"})
 
 
 def llm_cfg(backend, **kw):
@@ -547,7 +550,7 @@ def test_llm_judge_through_anthropic_and_reuse(monkeypatch, model):
         same, changed = _judge_both(chk)
         assert srv.count("messages") == 2
         assert same["is_valid"], same["reasons"]
-        assert not changed["is_valid"] and any("llm judge: perspective flipped" in r for r in changed["reasons"])
+        assert not changed["is_valid"] and any("llm judge: time span dropped" in r for r in changed["reasons"])
         body = srv.requests[0]["body"]
         assert body["temperature"] == 0.0 and ORIG in body["messages"][0]["content"]
         # a rerun with the same store sends nothing

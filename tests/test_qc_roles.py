@@ -22,6 +22,9 @@ from augment.qc.roles import relations, reversed_relations
      "I owe my cousin $250. How do I ask about it?", "cousin -> speaker"),
     ("Should the browser send the token to the API server in a header?",
      "Should the API server hand the token back to the browser in a header?", "server"),
+    # issue #17's example from the demo cache: the perspective flipped
+    ("Where can I see everything I've paid you over the last year?",
+     "Where can I find everything you've paid me?", "speaker -> addressee (pay)"),
     # the speaker's role exchanged with another party's
     ("I'm a coach. How do I tell a player who skips practice that it matters?",
      "As a player, how do I tell a coach who skips practice that it matters?",

@@ -127,14 +127,15 @@ def _tokens(text: str) -> list[tuple[str, str | None]]:
 def _owned(toks, i: int, limit: int) -> str | None:
     """The party a phrase starting at ``toks[i]`` names, within ``limit`` words: "my son's
     teacher" -> teacher, "a remote server" -> server, "me" -> the speaker, "my laptop" -> the
-    speaker (the owner, for want of a party noun)."""
+    speaker and "my roommate's leftovers" -> the roommate (the nearest owner, for want of a
+    party noun)."""
     owner = None
     for tok, party in toks[i:i + limit]:
         if tok in _CLAUSE_END:
             break
         low = tok.lower()
         if low in _POSSESSIVE or low.endswith(("'s", "’s")):
-            owner = owner or party
+            owner = party or owner
         elif party:
             return party
     return owner
