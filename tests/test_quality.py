@@ -334,6 +334,14 @@ def rules(checker):
      "1 hr gym, journaling, shower, 45 min commute.",
      "Here's how my mornings go: up at 6, twenty minutes of meditation, an hour at the gym, "
      "journaling, a shower, then a 45-minute commute. Which parts are eating up time needlessly?"),
+    # a count of the same thing said in words, and "noon" written as a clock time
+    ("I drink 4 cups of coffee a day and want to get down to 1. Give me a tapering plan.",
+     "I have four cups of coffee daily and want to cut to one cup. Give me a tapering plan."),
+    ("My eating window is noon to 8pm. Plan two meals and a snack.",
+     "My eating window runs from 12pm to 8pm. Could you plan two meals plus a snack?"),
+    # a list counted: "and" makes the count of two, as before
+    ("Compare Python and Go for building a command-line tool.",
+     "I'm building a command-line tool: compare the two options, Python and Go."),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     """Each exemption below was a false reject on written faithful rewrites."""
@@ -426,10 +434,34 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "period changed month -> week"),
     ("I can't fall asleep after a night shift.", "I struggle to stay awake after a night shift.",
      "antonym swap"),
+    # a number that counts what the original counts with another number is a changed value,
+    # not a count of the original's list ("... and ...") nor its "a" said as a digit
+    ("I drink about 4 cups of coffee a day and want to cut down to 1 over the next month. "
+     "What's a realistic tapering plan?",
+     "I have around four cups of coffee daily and I'd like to get down to two cups within a "
+     "month. How could I taper off?", "number 2 added"),
+    # a request with content words cut and nothing reworded has lost a constraint or a part
+    ("Give me ten interview questions for a senior backend engineer role.",
+     "Give me ten interview questions for a backend engineer role.", "only cut 'senior'"),
+    ("Tell me the capital of Australia and its population.",
+     "Tell me the capital of Australia.", "only cut 'and its population'"),
+    ("Help me write a polite message declining a wedding invitation.",
+     "Help me write a polite message accepting a wedding invitation.", "antonym swap"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)
     assert not r["is_valid"] and _has(r["reasons"], reason), r["reasons"]
+
+
+def test_a_cut_from_a_statement_is_not_a_cut_request(rules):
+    """News and other statements shed a detail harmlessly (MRPC labels such pairs paraphrases):
+    only a request or a first-person text counts every word as a parameter."""
+    r = rules.measure("The company said on Tuesday that quarterly profit rose sharply.",
+                      "The company said that quarterly profit rose sharply.")
+    assert not _has(r["reasons"], "only cut"), r["reasons"]
+    r = rules.measure("Give me a short summary of this article, please.",
+                      "Give me a short summary of this article.")  # only a function word
+    assert not _has(r["reasons"], "only cut"), r["reasons"]
 
 
 @pytest.mark.parametrize("orig,cand", [

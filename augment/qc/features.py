@@ -83,6 +83,8 @@ class _Features:
     durations: frozenset[str] = frozenset()
     #: number -> the durations it is part of ("30" -> {"1800 s"} in "30 minutes")
     duration_of: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: noun stem -> the numbers that count it ("4 cups" -> {"cup": {"4"}})
+    counts: dict[str, frozenset[str]] = field(default_factory=dict)
     #: runs of consecutive name words ("vincent", "van", "gogh"), lowercased
     name_runs: tuple[tuple[str, ...], ...] = ()
     #: base forms of `_PRIVATIVE` words in the text
@@ -141,7 +143,8 @@ def _duration(value: float, unit: str) -> str | None:
     return f"{_fmt_number(value * factor)} {dim}"
 
 
-def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str], dict[str, set[str]]]:
+def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str], dict[str, set[str]],
+                                         dict[str, set[str]]]:
     """Normalised numeric values, currency codes, counted units and durations in a token list.
 
     ``1,000`` and ``1000`` and ``one thousand`` all become ``1000``;
@@ -157,6 +160,7 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
     units: set[str] = set()
     durations: set[str] = set()
     duration_of: dict[str, set[str]] = {}
+    counts: dict[str, set[str]] = {}
     i, n = 0, len(tokens)
 
     def after(j: int, skip: tuple[str, ...]) -> int:
@@ -227,7 +231,11 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
             if j < n and tokens[j].lower() in ("cent", "cents"):
                 val /= 100  # "ten cents" == "$0.10"
             values.append(val)
-            k = after(after(j, ("-",)), ("a", "an"))  # "7-day", "half an hour"
+            k = after(j, ("-",))
+            if (k < n and len(tokens[k]) > 2 and tokens[k].isalpha()
+                    and tokens[k].lower() not in _STOPWORDS):  # not "8 pm", "2 m"
+                counts.setdefault(_stem(tokens[k].lower()), set()).add(_fmt_number(val))
+            k = after(k, ("a", "an"))  # "7-day", "half an hour"
             if k < n and tokens[k] in _UNIT_WORDS:
                 units.add(_UNIT_WORDS[tokens[k]])
                 d = _duration(val, tokens[k])
@@ -241,7 +249,7 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
         i += 1
     _span_durations(" ".join(tokens).lower().replace(" - ", "-"), durations, duration_of)
     return ({v if isinstance(v, str) else _fmt_number(v) for v in values}, currencies, units,
-            durations, duration_of)
+            durations, duration_of, counts)
 
 
 def _span_durations(low: str, durations: set[str], duration_of: dict[str, set[str]]) -> None:
@@ -394,7 +402,7 @@ def _features(text: str) -> _Features:
         masked = rx.sub(" ", masked)
     exact["time"] = frozenset(t.lstrip("0") for t in exact["time"])
     tokens = _TOKEN.findall(masked)
-    numbers, currencies, units, durations, duration_of = _numbers(tokens)
+    numbers, currencies, units, durations, duration_of, counts = _numbers(tokens)
     entities, name_runs = _entities(tokens)
     words = _WORD.findall(text)
     lower = [w.lower().replace("’", "'") for w in words]
@@ -416,6 +424,7 @@ def _features(text: str) -> _Features:
         injection=bool(_INJECTION.search(text)),
         durations=frozenset(durations),
         duration_of={k: frozenset(v) for k, v in duration_of.items()},
+        counts={k: frozenset(v) for k, v in counts.items()},
         name_runs=name_runs,
         privatives=_privatives(lower),
         keeps=frozenset(_KEEP[w] for w in lower if w in _KEEP),

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 
-from .words import _STOPWORDS
+from .words import _FIRST_PERSON, _NOT_NAMES, _SECOND_POSSESSIVE, _STOPWORDS
 
 #: Nouns naming a party to a request (singular; "s" plurals are generated).
 PARTIES = frozenset("""teacher student tutor pupil parent child kid daughter son mother father
@@ -74,17 +74,8 @@ for _f, _v in _IRREGULAR_VERBS.items():
 #: A message addressed "to" someone is from the speaker unless it says "from".
 _MESSAGES = frozenset("""email e-mail letter message note reply response text memo post card
 invitation complaint request toast speech dm""".split())
-_SPEAKER = frozenset("i me my mine myself we us our ours ourselves".split())
-_ADDRESSEE = frozenset("you your yours yourself yourselves".split())
+_ADDRESSEE = _SECOND_POSSESSIVE | {"you"}
 _POSSESSIVE = frozenset("my our your his her their its".split())
-#: Not names although capitalised mid-sentence.
-_NOT_NAMES = frozenset("""I I'm I've I'd I'll Can Could Please What How Why When Where Which
-Who Would Should Is Are Do Does The A An My Our This That These Those It If And But Or So For
-In On At To From With By Also Then Thanks Thank Hi Hello Dear Here There Just Only Now Next Each
-Every Any All Some Note Keep Use Don't Monday Tuesday Wednesday Thursday Friday Saturday Sunday
-January February March April May June July August September October November December
-English Spanish French German Portuguese Italian Chinese Mandarin Cantonese Japanese Korean
-Arabic Hindi Russian Dutch Polish Turkish Swedish Greek Hebrew Vietnamese Thai Urdu""".split())
 #: What may start the phrase after "to" when it names a party ("to my manager", "to the
 #: client", "to Priya"), so that "to" of an infinitive ("willing to hold") is passed over.
 _PHRASE_START = frozenset("the a an this that my our your his her their its".split())
@@ -101,7 +92,7 @@ would can could should did didn't doesn't don't has have had hasn't haven't to""
 def _party(tok: str, sentence_start: bool) -> str | None:
     low = tok.lower().replace("’", "'")
     base = low.split("'")[0]
-    if base in _SPEAKER or low in ("i'm", "i've", "i'd", "i'll", "we're", "we've"):
+    if base in _FIRST_PERSON or low in _FIRST_PERSON:  # "my", "I'm", "we'll"
         return "speaker"
     if base in _ADDRESSEE:
         return "addressee"

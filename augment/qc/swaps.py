@@ -27,6 +27,8 @@ import random
 import re
 from typing import Sequence
 
+from .words import _NOT_NAMES
+
 #: Nouns naming a party to a request. Any two of them in one text are swapped.
 ROLES = """teacher student parent child kid daughter son mother father wife husband partner
 landlord tenant buyer seller customer supplier vendor client agency employer employee manager
@@ -45,11 +47,6 @@ for _r in ROLES:
     _ROLE_FORMS[_PLURAL.get(_r, _r + "s")] = _r
 _WORD = re.compile(r"[A-Za-z][\w'-]*")
 _JOINED = re.compile(r"^[\s,&/]*(?:(?:and|or|vs\.?|versus|with|nor)\b[\s,&/]*)*$", re.I)
-#: Capitalised words that are not names.
-_NOT_NAMES = set("""I I'm I've I'd I'll Can Could Please What How Why When Where Which Who Would
-Should Is Are Do Does Give Write Make Help Tell Explain List The A An My Our This That These
-Those It If And But Or So For In On At To From With By Also Then Thanks Thank Hi Hello Dear
-Here There Just Only Now Next Each Every Any All Some Note Keep Use Don't""".split())
 #: Nouns a request can be narrowed to ("the opening paragraph", "this function").
 SCOPE_NOUNS = set("""function paragraph page section file chapter method class table slide
 email sentence line component route endpoint query column test office team room item question

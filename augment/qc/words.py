@@ -145,7 +145,7 @@ _ANTONYM_PAIRS = [
     ("climb", "fall|fell|fallen"), ("raise", "cut"), ("raise", "lower"), ("gain", "lose|lost"),
     ("up", "down"), ("before", "after"), ("earlier", "later"), ("early", "late"),
     ("allow", "block"), ("allow", "deny|denied"), ("allow", "forbid|forbade|forbidden"),
-    ("allow", "prohibit"), ("enable", "disable"), ("accept", "reject"), ("approve", "reject"),
+    ("allow", "prohibit"), ("enable", "disable"), ("accept", "reject"), ("accept", "decline"), ("approve", "reject"),
     ("buy|bought", "sell|sold"), ("more", "less"), ("more", "fewer"), ("most", "least"),
     ("higher", "lower"), ("highest", "lowest"), ("high", "low"), ("open", "close"),
     ("open", "shut"), ("reopen", "close"), ("win|won", "lose|lost"), ("winner", "loser"),
@@ -263,6 +263,17 @@ _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|
 _DEONTIC = re.compile(
     r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
     r"(?:is|are|was|were) required to)\b", re.I)
+#: Capitalised words that are not names when they stand inside a sentence (sentence openers,
+#: imperatives, weekdays, months, languages): the roles check and the rule-made swaps read the
+#: other capitalised words as names.
+_NOT_NAMES = frozenset("""I I'm I've I'd I'll Can Could Please What How Why When Where Which
+Who Would Should Is Are Do Does Give Write Make Help Tell Explain List The A An My Our This That
+These Those It If And But Or So For In On At To From With By Also Then Thanks Thank Hi Hello
+Dear Here There Just Only Now Next Each Every Any All Some Note Keep Use Don't Monday Tuesday
+Wednesday Thursday Friday Saturday Sunday January February March April May June July August
+September October November December English Spanish French German Portuguese Italian Chinese
+Mandarin Cantonese Japanese Korean Arabic Hindi Russian Dutch Polish Turkish Swedish Greek
+Hebrew Vietnamese Thai Urdu""".split())
 _FIRST_PERSON = frozenset("i i'm i'd i've i'll me my mine myself we we're we'd we've we'll us our "
                           "ours ourselves".split())
 _SECOND_POSSESSIVE = frozenset("your yours yourself yourselves".split())
