@@ -3,14 +3,14 @@ project QC (with and without the judge) against the cosine threshold alone, and 
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
 [--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
-pooled at the end (the default run pools the eight held-out sets,
+pooled at the end (the default run pools the nine held-out sets,
 ``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one
 panel per set and one for the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
-labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl``, the eighth and ninth
-writers' read halves ``instruction_pairs_read7.jsonl``, ``_read8.jsonl`` and the eight held-out
+labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl``, the eighth to tenth
+writers' read halves ``instruction_pairs_read7.jsonl`` ... ``_read9.jsonl`` and the nine held-out
 instruction sets
 ``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
 as near-duplicates), or a public set in its own published format, scored whole: MRPC
@@ -70,7 +70,8 @@ DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "qc_pairs", "instruction_pairs", "instruction_pairs_fresh", "instruction_pairs_fresh2",
     "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5",
     "instruction_pairs_fresh6", "instruction_pairs_read7", "instruction_pairs_fresh7",
-    "instruction_pairs_read8", "instruction_pairs_fresh8"))
+    "instruction_pairs_read8", "instruction_pairs_fresh8", "instruction_pairs_read9",
+    "instruction_pairs_fresh9"))
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 #: The false-accept target of the floor each run suggests (`--target-far`): the largest recall

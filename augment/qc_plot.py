@@ -81,7 +81,7 @@ def plot_curves(panels: Sequence[dict], path, floors: Sequence[float],
         ax.set_ylabel("recall (share of faithful rewrites accepted)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the title
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

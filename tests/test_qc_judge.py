@@ -517,9 +517,10 @@ def test_judge_sees_every_pair_the_rules_accept_in_paraphrase_like_methods(model
 # -- the LLM judge -----------------------------------------------------------------------------
 ORIG = "Where can I see everything I've paid you over the last year?"
 SAME = "Where can I find all the payments I've made to you in the past year?"
-# A change the rules let through (the time span dropped), so the LLM is asked. The issue's own
-# example, "Where can I find everything you've paid me?", is now the rules' (roles reversed).
-CHANGED = "Where can I see everything I've paid you?"
+# A change the rules let through (the year's span dropped for "so far"), so the LLM is asked.
+# The issue's own example, "Where can I find everything you've paid me?", is now the rules'
+# (roles reversed), and so is the span cut with nothing reworded ("... I've paid you?").
+CHANGED = "Where can I look up everything I've paid you so far?"
 
 
 def verdict_reply(system, user, body=None):

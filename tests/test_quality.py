@@ -339,6 +339,9 @@ def rules(checker):
      "I have four cups of coffee daily and want to cut to one cup. Give me a tapering plan."),
     ("My eating window is noon to 8pm. Plan two meals and a snack.",
      "My eating window runs from 12pm to 8pm. Could you plan two meals plus a snack?"),
+    # a name's generic head cut ("my Nimbus Home app" -> "Nimbus Home") is not a cut request
+    ("Turn off location tracking in my Nimbus Home app.",
+     "Turn off location tracking in Nimbus Home."),
     # a list counted: "and" makes the count of two, as before
     ("Compare Python and Go for building a command-line tool.",
      "I'm building a command-line tool: compare the two options, Python and Go."),

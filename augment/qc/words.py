@@ -263,6 +263,10 @@ _WANTS = re.compile(r"^\W*(?:i(?:'d| would) (?:like|ask|appreciate|be grateful)|
 _DEONTIC = re.compile(
     r"\b(?:should|must|(?:needs?|needed) to|(?:has|have|had) to|ought to|"
     r"(?:is|are|was|were) required to)\b", re.I)
+#: What a name already says it is: "in my Nimbus Home app" == "in Nimbus Home", "my Chase
+#: account" == "my Chase". A cut of one of these right after a name drops nothing.
+_NAME_HEADS = frozenset("""app apps application account website site platform service software
+program tool company brand store shop device game library package framework api""".split())
 #: Capitalised words that are not names when they stand inside a sentence (sentence openers,
 #: imperatives, weekdays, months, languages): the roles check and the rule-made swaps read the
 #: other capitalised words as names.
