@@ -92,7 +92,7 @@ would can could should did didn't doesn't don't has have had hasn't haven't to""
 def _party(tok: str, sentence_start: bool) -> str | None:
     low = tok.lower().replace("’", "'")
     base = low.split("'")[0]
-    if base in _FIRST_PERSON or low in _FIRST_PERSON:  # "my", "I'm", "we'll"
+    if base in _FIRST_PERSON:  # "my", "I'm" (base "i"), "we'll"
         return "speaker"
     if base in _ADDRESSEE:
         return "addressee"

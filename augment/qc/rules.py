@@ -297,20 +297,33 @@ def _swapped_words(o: _Features, c: _Features) -> str | None:
     return None
 
 
-def _minimal_edit(o: _Features, c: _Features) -> str | None:
-    """If ``c`` is ``o`` with one or two small spans changed, describe the edit.
+_IN_WORD_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+#: `_word_diff`: the original's words as written, both texts' words lowercased, the opcodes.
+_WordDiff = tuple[list[str], list[str], list[str], list[tuple[str, int, int, int, int]]]
+
+
+def _word_diff(o: _Features, c: _Features) -> _WordDiff:
+    """The original's words as written, both texts' words lowercased, and the opcodes that turn
+    one into the other; in-word hyphens are removed first ("key-board" and "keyboard" are one
+    word). `_minimal_edit` and `_cut_only` read the same diff, computed once per pair."""
+    cased, theirs = (_WORD.findall(_IN_WORD_HYPHEN.sub("", f.text)) for f in (o, c))
+    a, b = ([w.lower().replace("’", "'") for w in words] for words in (cased, theirs))
+    return cased, a, b, difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+
+
+def _minimal_edit(diff: _WordDiff) -> str | None:
+    """If the candidate is the original with one or two small spans changed (``diff``:
+    `_word_diff`), describe the edit.
 
     Why: a true synonym swap in an otherwise identical sentence keeps the
     embedding very close (cosine > 0.9); when so small an edit moves it
     further, the changed words carry different meaning (cat -> dog,
     guitar -> violin, admin -> guest).
     """
-    # "key-board" and "keyboard" are one word; compare with in-word hyphens removed.
-    a, b = _unhyphenated_words(o.text), _unhyphenated_words(c.text)
+    _, a, b, opcodes = diff
     if not a or not b:
         return None
-    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    ops = [op for op in opcodes if op[0] != "equal"]
     # An edit of function words only ("answered" -> "have answered", "this is" -> "but it
     # is") carries no content; negators are judged by the polarity check, not here.
     ops = [op for op in ops if not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])]
@@ -327,7 +340,7 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
                                   for w in a[op[1]:op[2]] + b[op[3]:op[4]]))]
     if len(synonyms) == len(ops) or len(ops) > 2:
         return None
-    same = sum(i2 - i1 for tag, i1, i2, _, _ in sm.get_opcodes() if tag == "equal")
+    same = sum(i2 - i1 for tag, i1, i2, _, _ in opcodes if tag == "equal")
     changed_a = sum(i2 - i1 for _, i1, i2, _, _ in ops)
     changed_b = sum(j2 - j1 for _, _, _, j1, j2 in ops)
     if changed_a > 3 or changed_b > 3 or same < 0.6 * max(len(a), len(b)):
@@ -340,16 +353,15 @@ def _minimal_edit(o: _Features, c: _Features) -> str | None:
     return "; ".join(parts)
 
 
-def _cut_only(o: _Features, c: _Features) -> str | None:
-    """If ``c`` is ``o`` with content words cut and nothing else changed but function words,
-    the words cut ("a senior backend engineer role" -> "a backend engineer role", "... and
+def _cut_only(diff: _WordDiff) -> str | None:
+    """If the candidate is the original (``diff``: `_word_diff`) with content words cut and
+    nothing else changed but function words, the words cut ("a senior backend engineer role" -> "a backend engineer role", "... and
     its population" -> ""). Why: a rewrite that only deletes has dropped a constraint or a
     part; nothing was said another way. On the written and development pairs (3,600 faithful
     rewrites, 2026-12-04) no faithful rewrite was a pure cut, and 37 meaning changes were
     (11 of them passed the other rules)."""
-    a, b = _unhyphenated_words(o.text), _unhyphenated_words(c.text)
-    cased = _WORD.findall(_IN_WORD_HYPHEN.sub("", o.text))
-    ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    cased, a, b, opcodes = diff
+    ops = [op for op in opcodes
            if op[0] != "equal" and not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])
            and not (op[0] == "delete" and op[1] and cased[op[1] - 1][:1].isupper()
                     and all(w in _STOPWORDS or w in _NAME_HEADS for w in a[op[1]:op[2]]))]
@@ -379,13 +391,6 @@ def _privative_trade(a: list[str], b: list[str]) -> bool:
     """One side has a privative word ("hate") and the other a negator ("can't"), or back."""
     return ((any(map(_privative, a)) and any(map(_negator, b)))
             or (any(map(_privative, b)) and any(map(_negator, a))))
-
-
-_IN_WORD_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
-
-
-def _unhyphenated_words(text: str) -> list[str]:
-    return [w.lower().replace("’", "'") for w in _WORD.findall(_IN_WORD_HYPHEN.sub("", text))]
 
 
 def _function_words_only(words: list[str]) -> bool:
@@ -503,6 +508,10 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
     if norm(o.text) == norm(c.text):
         return ["identical to original"]
     templates = method == "templates"
+    # In a request every word is a parameter of the task ("moved from Texas to Oregon"):
+    # dropping a name or cutting a constraint asks something else. Declarative text (news)
+    # often sheds one harmlessly; templates change the frame by design.
+    every_word_counts = bool(o.is_request or o.word_set & _FIRST_PERSON) and not templates
     hi = cfg.templates_sim_max if templates else cfg.sim_max
     if not cfg.sim_min < sim < hi + (1e-6 if hi >= 1.0 else 0.0):
         reasons.append(sim_reason(sim, cfg.sim_min, hi))
@@ -536,19 +545,16 @@ def paraphrase_reasons(cfg, o: _Features, c: _Features, sim: float, ratio: float
         if turned:
             reasons.append(f"roles reversed ({'; '.join(turned)})")
         soft += soft_names
-        if (o.is_request or o.word_set & _FIRST_PERSON) and not templates:
-            # In a request every name is a parameter of the task ("moved from Texas to
-            # Oregon"): dropping one asks something else. Declarative text (news) often
-            # drops a name harmlessly, so there it stays soft evidence.
+        if every_word_counts:  # elsewhere a dropped name stays soft evidence
             reasons += [r for r in soft if r.endswith("missing")]
             soft = [r for r in soft if not r.endswith("missing")]
     if en and cfg.check_content:
         soft += _content_reasons(o, c, cfg)
-        cut = _cut_only(o, c) if not templates else None
-        if cut and (o.is_request or o.word_set & _FIRST_PERSON):
-            # a request's every word is a parameter (see the names above); news may shed one
+        diff = _word_diff(o, c)
+        cut = _cut_only(diff) if every_word_counts else None
+        if cut:
             reasons.append(f"only cut '{cut}': a part or constraint dropped")
-        edit = _minimal_edit(o, c)
+        edit = _minimal_edit(diff)
         if edit:
             # each extra changed slot may legitimately move the embedding a bit more
             floor = cfg.minimal_edit_min_sim - 0.05 * edit.count(";")
