@@ -345,54 +345,6 @@ def rules(checker):
     # a list counted: "and" makes the count of two, as before
     ("Compare Python and Go for building a command-line tool.",
      "I'm building a command-line tool: compare the two options, Python and Go."),
-    # false rejects found on 2026-12-04 (late) in the written and development pairs:
-    # "on October 15 instead of October 1" said as "from October 1 to October 15" (a contrast
-    # negator, not a negation)
-    ("Draft a status update saying the beta will open to 200 customers on October 15 instead of "
-     "October 1.",
-     "I need a status update announcing that the beta has moved from October 1 to October 15, "
-     "when it will open to 200 customers."),
-    # "only" said as "and nowhere else"; "at most 4" as "never more than four"
-    ("Find and replace \"Ltd.\" with \"Limited\" in the Company column only.",
-     "In the Company column, and nowhere else, how do I swap every \"Ltd.\" for \"Limited\"?"),
-    ("Write a Python script that downloads the files in urls.txt, with at most 4 downloads "
-     "running at once.",
-     "Could you write Python that fetches every file in urls.txt, never running more than four "
-     "downloads simultaneously?"),
-    # an apostrophe left out; "avoid" said as "stay away from"; "NOT NULL" as "reject NULL"
-    ("i need a villain motivation for my novel. she burns books, but i dont want her to be just "
-     "evil",
-     "Help me come up with a motivation for my novel's villain, who burns books. I don't want her "
-     "to be simply evil."),
-    ("Write a caption for our clinic's photo, and avoid anything that might make kids nervous.",
-     "Could you write a caption for our clinic's photo? Stay away from anything that could make "
-     "kids nervous."),
-    ("Add a NOT NULL constraint to the email column of the customers table.",
-     "How do I make the email column in customers reject NULL values?"),
-    # common acronyms spelled out
-    ("Draft an email asking facilities to fix the broken AC in conference room B.",
-     "Please write an email asking facilities to repair the air conditioning in conference room "
-     "B."),
-    ("Write a short SMS to let customers know their technician arrives between 2 and 4pm.",
-     "Draft a brief text message letting customers know their technician arrives between 2pm "
-     "and 4pm."),
-    ("What are the rules for subletting a room in a rent-stabilized apartment in New York City?",
-     "What rules apply to subletting a room in a rent-stabilized NYC apartment?"),
-    # "3:40pm" is a clock time; "a hundred and fifty" is 150; "the 1600s" is "the 17th century"
-    ("My flight lands in Denver at 3:40pm. Can I make a 5:30pm meeting downtown?",
-     "I land in Denver at 3:40 in the afternoon. Is a 5:30pm meeting downtown realistic?"),
-    ("Suggest a party theme for my twins on a budget of $150.",
-     "Can you suggest a party theme for my twins that costs no more than a hundred and fifty "
-     "dollars?"),
-    ("What did Native Americans trade to European fur traders in the 1600s?",
-     "In the 17th century, what goods did Native Americans supply to European fur traders?"),
-    # a need stated in the first sentence is the ask; "saying sorry" asks for an apology
-    ("Make a monthly timesheet template in Excel for 8 employees, with weekends shaded gray.",
-     "I'm after an Excel timesheet template covering a month for eight employees, where "
-     "weekends are shaded gray."),
-    ("Write a short text I can send my brother apologizing for missing his birthday dinner.",
-     "Can you draft a brief text message to my brother saying sorry for missing his birthday "
-     "dinner?"),
 ])
 def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
     """Each exemption below was a false reject on written faithful rewrites."""
@@ -498,20 +450,6 @@ def test_rewordings_that_keep_the_request_pass_the_rules(rules, orig, cand):
      "Tell me the capital of Australia.", "only cut 'and its population'"),
     ("Help me write a polite message declining a wedding invitation.",
      "Help me write a polite message accepting a wedding invitation.", "antonym swap"),
-    # the late-night exemptions stay narrow: a negation of the thing itself still flips, an
-    # acronym spelled out is not another name, a different century is a changed number
-    ("Write a caption for our photo, and avoid anything about prices.",
-     "Write a caption for our photo, and say something about prices.", "negation flipped"),
-    ("Replace \"Ltd.\" with \"Limited\" in the Company column and nowhere else.",
-     "Replace \"Ltd.\" with \"Limited\" in every column but not in the Company column.",
-     "negation flipped"),
-    ("Draft a brief text message to customers about the sale.",
-     "Draft a brief email to customers about the sale, not a text.", "negation flipped"),
-    ("What did Native Americans trade to European fur traders in the 1600s?",
-     "In the 18th century, what did Native Americans trade to European fur traders?",
-     "number 1600 missing"),
-    ("Budget $150 for the party.", "Budget a hundred and twenty dollars for the party.",
-     "number 150 missing"),
 ])
 def test_the_same_checks_still_catch_the_change(rules, orig, cand, reason):
     r = rules.measure(orig, cand)

@@ -10,7 +10,7 @@ from .words import (
     _ABBREVIATIONS, _ALTER_WORDS, _ANTONYM_PAIRS, _ASK, _ASK_SPLIT, _BULLET, _CODE, _CURRENCY_WORDS, _DEONTIC,
     _DURATION, _EMAIL, _INJECTION, _KEEP_WORDS, _LEADING_ADVERB, _LEADING_CLAUSE, _LIST_OR_CODE,
     _MEASURE, _MEASURE_OF, _NEGATION, _PERIOD, _PERIOD_OF, _WEEKDAY,
-    _CONTRAST, _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
+    _NEITHER_NOR, _NOT_NEGATION, _ORDINAL_DIGITS, _ORDINALS, _OUTPUT_FORMS, _PLACEHOLDER,
     _PREFIX_NEGATION, _PRIVATIVE, _QUARTER_ORDINALS, _REQUEST_START, _SCALES, _SENT_SPLIT,
     _STOPWORDS, _TASK_VERBS, _TIME, _TITLES, _TOKEN, _UNIT_WORDS, _UNITS, _UNITS_IGNORED, _URL,
     _SPAN_AND_A_HALF, _SPAN_LAST, _SPAN_QUARTERS, _WANTS, _WORD, _HOURS, _LEAVE,
@@ -97,8 +97,6 @@ class _Features:
     #: stem of the first content word after each negator ("no children" -> "children"); "" for
     #: a negator with none within four words
     negated: tuple[str, ...] = ()
-    #: how many of `negations` are contrast negators ("instead of", "rather than": `_CONTRAST`)
-    contrasts: int = 0
     #: how many items the text's lists can have ("A, B and C" -> 2, 3, 4 with or without an
     #: Oxford comma; any "and"/"then" -> 2): a rewrite may count them ("three things: ...")
     list_sizes: frozenset[str] = frozenset()
@@ -228,18 +226,8 @@ def _numbers(tokens: list[str]) -> tuple[set[str], set[str], set[str], set[str],
                 j += 1  # "a 40-million-row table"
             if j < n and tokens[j].lower() in _SCALES and (
                     tokens[j] != "m" or prev in _CURRENCY_WORDS):
-                hundred = tokens[j].lower() == "hundred"
                 val *= _SCALES[tokens[j].lower()]
                 j += 1
-                # "a hundred and fifty" == 150, not 100 and 50
-                k = after(j, ("and",))
-                if hundred and k < n and _UNITS.get(tokens[k].lower(), 100) < 100:
-                    val += _UNITS[tokens[k].lower()]
-                    j = k + 1
-                    if (j + 1 < n and tokens[j] == "-" and tokens[j + 1].lower() in _UNITS
-                            and _UNITS[tokens[j + 1].lower()] < 10):
-                        val += _UNITS[tokens[j + 1].lower()]
-                        j += 2
             if j < n and tokens[j].lower() in ("cent", "cents"):
                 val /= 100  # "ten cents" == "$0.10"
             values.append(val)
@@ -443,7 +431,6 @@ def _features(text: str) -> _Features:
         alters=frozenset(_ALTER[w] for w in lower if w in _ALTER),
         forms=_output_forms(lower),
         negated=tuple(_negated_word(neg_text[m.end():]) for m in negators),
-        contrasts=len(_CONTRAST.findall(neg_text)),
         list_sizes=_list_sizes(masked),
         periods=frozenset(_PERIOD_OF[(m.group(1) or m.group(2)).lower()]
                           for m in _PERIOD.finditer(text)
@@ -495,8 +482,6 @@ def _prefix_flips(a: _Features, b: _Features) -> int:
             if not (w.startswith(p) and len(w) - len(p) >= 5):
                 continue
             rest = w[len(p):]
-            if _full_stem(rest) in b.full_stems:
-                break  # "infinitely many" beside a quoted "finitely many": no flip of ``a``
             if _has_phrase(a, (f"{p} {rest}",)):
                 break  # "nonfiction" == "non-fiction" (split into "non fiction"): the same word
             if _full_stem(rest) in a.full_stems:

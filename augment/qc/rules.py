@@ -18,7 +18,7 @@ from .features import (_ANTONYMS, _PRIVATIVE_BASE, _Features, _bare_name,  # noq
 from .roles import reversed_relations
 from .words import (
     _ANSWER_OPENER, _APOLOGY, _ASK, _ASK_SPLIT, _DEMONYMS, _FIRST_PERSON, _HERE_OPENER, _INJECTION_VERB,
-    _ACRONYMS, _NAME_HEADS, _NEGATION, _NUMBER_SAID, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REQUEST_VERBS,
+    _NAME_HEADS, _NEGATION, _NUMBER_SAID, _ORDINAL_WORDS, _REFUSAL_ALTERNATIVE, _REFUSAL_DECLINE, _REFUSAL_REASON, _REQUEST_VERBS,
     _REWRITE_TALK, _SECOND_POSSESSIVE, _STOPWORDS, _TO_CLAUSE, _TOKEN, _UNIT_WORDS, _UNITS, _WORD)
 
 #: Checks that read English word lists or patterns: off when `language` is not "en".
@@ -53,12 +53,10 @@ def _invariant_reasons(o: _Features, c: _Features, source_only: bool) -> list[st
     if not source_only:
         for v in sorted(o.numbers - c.numbers, key=str):
             if not (o.duration_of.get(v, frozenset()) & c.durations or _ordinal_word(v, c)
-                    or _century(v, o, c)
                     or _number_said(v, c) and v not in o.duration_of):
                 reasons.append(f"number {v} missing")
     for v in sorted(c.numbers - o.numbers, key=str):
         if not (c.duration_of.get(v, frozenset()) & o.durations or _ordinal_word(v, o)
-                or _century(v, c, o)
                 or (v in o.list_sizes or _number_said(v, o)) and v not in c.duration_of
                 and not _recounted(v, c, o)):
             reasons.append(f"number {v} added (not in original)")
@@ -101,16 +99,6 @@ def _recounted(v: str, c: _Features, o: _Features) -> bool:
     ("4 cups a day, down to 1" -> "four cups ... down to two cups")? Then ``v`` is a changed
     value, not a count of the original's list items nor its "a" said as a digit."""
     return any(v in nums and noun in o.counts for noun, nums in c.counts.items())
-
-
-def _century(v: str, mine: _Features, other: _Features) -> bool:
-    """"the 1600s" == "the 17th century": ``v`` is one of the two, and the other text says the
-    other (the text with the ordinal says "century")."""
-    if re.fullmatch(r"1\d00", v):
-        return f"{int(v) // 100 + 1}th" in other.numbers and "century" in other.word_set
-    if re.fullmatch(r"1\dth", v):
-        return f"{(int(v[:-2]) - 1) * 100}" in other.numbers and "century" in mine.word_set
-    return False
 
 
 def _number_said(v: str, other: _Features) -> bool:
@@ -157,11 +145,7 @@ def _polarity_reasons(o: _Features, c: _Features,
         anchored = (prefix_flips or not all(extra) or any(w in fewer.stems for w in extra)
                     or not fewer.content_stems - other.content_stems)  # dropped, not reworded
         flip = f"negation flipped ({po} vs {pc} negators)"
-        # Flipped only by a contrast negator ("instead of 8" -> "scale it down from eight to
-        # four"): the replaced thing is restated, not negated, as often as not.
-        contrast_only = (po - o.contrasts) % 2 == (pc - c.contrasts) % 2
-        hard = (anchored and not contrast_only) or not o.is_request or not reworded
-        (reasons if hard else soft).append(flip)
+        (reasons if anchored or not o.is_request or not reworded else soft).append(flip)
     for fa, fb, a, b in _ANTONYMS:
         for x, y, xa, yb in ((fa, fb, a, b), (fb, fa, b, a)):
             wo, wc = _has_phrase(o, x), _has_phrase(c, y)
@@ -223,27 +207,9 @@ def _mentions(f: _Features, entity: str) -> bool:
     if any(entity in names and not f.entity_words.isdisjoint(names)
            for names in _DEMONYMS.values()):
         return True  # one country's names: "the US" == "America", "the UK" == "Britain"
-    if _spelled_out(f, entity):
-        return True
-    if entity in ("monday", "friday") and f.word_set & {"weekday", "weekdays", "workdays"}:
-        return True  # "Monday to Friday" == "weekdays"
     return len(entity) >= 3 and any(
         len(w) >= 3 and (w.startswith(entity) or entity.startswith(w) or _same_root(w, entity))
         for w in f.entity_words)
-
-
-def _spelled_out(f: _Features, entity: str) -> bool:
-    """Does ``f`` spell out the common acronym ``entity`` (`_ACRONYMS`; "vms" as "vm")? Each
-    word of the spelled-out form may be the start of a word of ``f`` ("megabytes")."""
-    forms = _ACRONYMS.get(entity) or (_ACRONYMS.get(entity[:-1], ()) if entity.endswith("s")
-                                      else ())
-    low = f.lower_words
-    for form in forms:
-        parts = form.split()
-        if any(all(low[i + j].startswith(p) for j, p in enumerate(parts))
-               for i in range(len(low) - len(parts) + 1)):
-            return True
-    return False
 
 
 def _same_root(a: str, b: str) -> bool:
@@ -286,7 +252,7 @@ def _entity_reasons(o: _Features, c: _Features) -> tuple[list[str], list[str]]:
     # an acronym of a name the other text spells out ("United States" -> "US") is that name
     for x, y in ((o, c), (c, o)):
         for e in y.entities:
-            if 2 <= len(e) <= 5 and (not _mentions(x, e) or _spelled_out(x, e)):
+            if 2 <= len(e) <= 5 and not _mentions(x, e):
                 kept |= _initials(x, e)
     missing = sorted(e for e in o.entities
                      if not _mentions(c, e) and e not in kept and not _initials(c, e))
