@@ -355,11 +355,11 @@ def _minimal_edit(diff: _WordDiff) -> str | None:
 
 def _cut_only(diff: _WordDiff) -> str | None:
     """If the candidate is the original (``diff``: `_word_diff`) with content words cut and
-    nothing else changed but function words, the words cut ("a senior backend engineer role" -> "a backend engineer role", "... and
-    its population" -> ""). Why: a rewrite that only deletes has dropped a constraint or a
-    part; nothing was said another way. On the written and development pairs (3,600 faithful
-    rewrites, 2026-12-04) no faithful rewrite was a pure cut, and 37 meaning changes were
-    (11 of them passed the other rules)."""
+    nothing else changed but function words, the words cut ("a senior backend engineer role"
+    -> "a backend engineer role", "... and its population" -> ""). Why: a rewrite that only
+    deletes has dropped a constraint or a part; nothing was said another way. On the written
+    and development pairs (3,600 faithful rewrites, 2026-12-04) no faithful rewrite was a pure
+    cut, and 37 meaning changes were (11 of them passed the other rules)."""
     cased, a, b, opcodes = diff
     ops = [op for op in opcodes
            if op[0] != "equal" and not _function_words_only(a[op[1]:op[2]] + b[op[3]:op[4]])
