@@ -60,6 +60,7 @@ class BuildReport:
     elapsed_s: float = 0.0
     rejudged: int = 0           # candidates stored earlier, judged by this build (QC change,
                                 # or a killed build's leftovers)
+    judge_requests: int = 0     # dry run with qc_judge: llm: verdict requests, at most
     per_method: dict = field(default_factory=dict)   # dry run: estimates; build: stats
     failure_reasons: dict = field(default_factory=dict)   # reason -> count (grouped)
     failure_examples: dict = field(default_factory=dict)  # reason group -> first full message
@@ -70,8 +71,10 @@ class BuildReport:
     def summary_line(self) -> str:
         cost = f"${self.cost_usd:.4f}" if self.cost_known else "price unknown"
         if self.dry_run:
+            judge = (f" + at most {self.judge_requests} LLM-judge verdicts"
+                     if self.judge_requests else "")
             return (f"augtune build --dry-run: {self.requests - self.already_done} of "
-                    f"{self.requests} requests to run, ~{self.input_tokens} input + "
+                    f"{self.requests} requests to run{judge}, ~{self.input_tokens} input + "
                     f"~{self.output_tokens} output tokens, estimated cost {cost}")
         return (f"augtune build: {self.done} done, {self.failed} failed, {self.accepted} accepted, "
                 f"{self.rejected} rejected, {self.retries} retries, {self.already_done} already "
@@ -165,6 +168,7 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
     report.already_done = report.requests - len(todo)
     if dry_run:
         _estimate(report, methods, todo, counts, aug_cfg)
+        _estimate_llm_judge(report, cache, todo, aug_cfg)
         if progress:
             _print_dry_run(report)
         return report
@@ -273,6 +277,56 @@ def _estimate(report, methods, todo, counts, aug_cfg) -> None:
     report.output_tokens = sum(e["output_tokens"] for e in per.values())
     report.cost_usd = sum(e["cost_usd"] for e in per.values())
     report.cost_known = all(e["cost_known"] for e in per.values())
+
+
+#: The cache methods whose candidates the judge sees when the rules accept them
+#: (`QualityChecker.score_pairs` asks it for paraphrases and back-translations only).
+JUDGED_METHODS = ("paraphrase", "backtranslate")
+#: `per_method`'s row for the LLM judge's verdict requests in a dry run.
+LLM_JUDGE_ROW = "qc_judge:llm"
+
+
+def _estimate_llm_judge(report, cache, todo, aug_cfg) -> None:
+    """With `qc_judge: llm`, add the verdict requests this build may send to the LLM as a row
+    of `report.per_method` and to the totals.
+
+    An upper bound: one request per paraphrase or back-translation candidate that the build
+    will judge and whose verdict is not stored yet: the new ones (each request's `n`,
+    counted as long as their original) and the stored ones still to judge (all of them after
+    a QC change, else those without a verdict). The LLM sees only the candidates the rules
+    accept and the offline judge scores inside `qc_judge_band`; which those are needs the QC
+    models, and a dry run loads none. The same prices as the methods' rows apply."""
+    checker = make_checker(aug_cfg)
+    if not (checker.config.mode == "project" and checker.config.judge == "llm"
+            and checker.judge_active):
+        return
+    from .qc.llm_judge import request_tokens
+    judge = checker.judge
+    new = [(req.source, req.source) for name, req in todo if name in JUDGED_METHODS
+           for _ in range(int(req.param_dict.get("n", 1)))]
+    stale = cache.stale_verdicts(aug_cfg.qc, checker.fingerprint())
+    stored = cache.pairs_to_judge(aug_cfg.qc, JUDGED_METHODS, only_missing=not stale)
+    pairs = new + stored
+    ask = [pairs[i] for i in judge.pending(pairs, [judge.band[0]] * len(pairs))]
+    tokens = [request_tokens(o, c, judge.max_tokens) for o, c in ask]
+    row = {"requests": len(ask), "to_run": len(ask),
+           "input_tokens": sum(i for i, _ in tokens), "output_tokens": sum(o for _, o in tokens),
+           "cost_usd": 0.0, "cost_known": True}
+    if ask and aug_cfg.llm_backend != "local":  # a local model costs compute, not money
+        from .backends import pricing
+        override = aug_cfg.price_per_mtok or None
+        c = pricing.cost(aug_cfg.llm_model, row["input_tokens"], row["output_tokens"],
+                         override=override)
+        if not getattr(c, "known", True):
+            row["cost_known"] = False
+        else:
+            row["cost_usd"] = float(c)
+    report.per_method[LLM_JUDGE_ROW] = row
+    report.input_tokens += row["input_tokens"]
+    report.output_tokens += row["output_tokens"]
+    report.cost_usd += row["cost_usd"]
+    report.cost_known = report.cost_known and row["cost_known"]
+    report.judge_requests = len(ask)
 
 
 def _print_dry_run(report: BuildReport) -> None:

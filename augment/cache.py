@@ -631,6 +631,18 @@ class VariantCache:
             f"WHERE {where.replace(col, 'v.' + col)}v.request_key IN ({','.join('?' * len(keys))}) "
             "ORDER BY v.request_key, v.idx", keys).fetchall()
 
+    def pairs_to_judge(self, qc_mode: str, methods, only_missing: bool = True
+                       ) -> list[tuple[str, str]]:
+        """(original, candidate) of the stored candidates of `methods` that a build judges
+        next under `qc_mode`: those with no verdict, or (`only_missing=False`, after a QC
+        change) all of them. For `--dry-run`'s count of LLM-judge requests."""
+        methods = list(methods)
+        sql = (f"SELECT source, text FROM variants WHERE method IN "
+               f"({','.join('?' * len(methods))})")
+        if only_missing:
+            sql += f" AND {_verdict_col(qc_mode)} IS NULL"
+        return self._conn().execute(sql, methods).fetchall()
+
     def check(self) -> str:
         """`PRAGMA integrity_check`: "ok", or SQLite's list of problems."""
         return "\n".join(r[0] for r in self._conn().execute("PRAGMA integrity_check"))

@@ -674,3 +674,58 @@ def test_llm_judge_in_a_build_stores_verdicts_in_the_cache_and_rescore_reuses_th
         n_before = len(srv.requests)
         rescored = VariantCache(cache).rescore(make_checker(cfg), only_missing=False)
         assert rescored > 0 and len(srv.requests) == n_before   # verdicts came from the cache
+
+
+def test_llm_judge_requests_are_counted_in_the_dry_run(monkeypatch, tmp_path, capsys):
+    """`--dry-run` with qc_judge: llm counts the verdict requests a build may send (at most one
+    per paraphrase candidate without a stored verdict) in its tokens and cost, and sends
+    nothing. After a build through the fake server stored its verdicts, the same settings
+    leave nothing to ask; a QC change that re-judges the cache counts only the candidates the
+    LLM has no verdict for: stored verdicts are reused, not paid again."""
+    from augment.build import LLM_JUDGE_ROW, build_cache
+    from augment.cache import JudgeVerdicts, VariantCache
+    from augment.config import DataConfig
+    from augment.types import Row
+    from tests.fakes.anthropic_server import paraphrase_reply
+
+    def reply(system, user, body=None):
+        if "exactly the same thing" in system:
+            return json.dumps({"same": True, "reason": "same request"})
+        return paraphrase_reply(system, user, body)
+
+    cache = tmp_path / "c.sqlite"
+    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
+            for i in range(3)]
+    with FakeAnthropicServer(reply=reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+        dry = build_cache(DataConfig(), cfg, rows, progress=True, dry_run=True)
+        assert srv.requests == []
+        judge_row, para_row = dry.per_method[LLM_JUDGE_ROW], dry.per_method["paraphrase"]
+        assert judge_row["requests"] == dry.judge_requests == 3 * cfg.paraphrase_n
+        assert judge_row["input_tokens"] > 3 * cfg.paraphrase_n * len(rows[0].prompt) // 4
+        assert dry.input_tokens == judge_row["input_tokens"] + para_row["input_tokens"]
+        assert dry.cost_known and dry.cost_usd > para_row["cost_usd"] > 0
+        out = capsys.readouterr().out
+        assert LLM_JUDGE_ROW in out and f"at most {dry.judge_requests} LLM-judge verdicts" in out
+
+        rep = build_cache(DataConfig(), cfg, rows, progress=False)
+        asked = sum(1 for r in srv.requests if "exactly the same thing" in r["body"].get("system", ""))
+        assert rep.done == 3 and 0 < asked == len(JudgeVerdicts(cache))
+        n_seen = len(srv.requests)
+        again = build_cache(DataConfig(), cfg, rows, progress=False, dry_run=True)
+        assert again.per_method[LLM_JUDGE_ROW]["requests"] == 0 and again.judge_requests == 0
+
+        # a QC change re-judges every stored candidate; two verdicts lost (as if never asked)
+        changed = llm_cfg("anthropic", augment_cache=str(cache), qc="project",
+                          qc_judge_band=[0.0, 0.99])
+        vc = VariantCache(cache)
+        stored = vc._conn().execute(
+            "SELECT count(*) FROM variants WHERE method='paraphrase'").fetchone()[0]
+        with vc._write() as con:
+            con.execute("DELETE FROM judge_verdicts WHERE rowid IN "
+                        "(SELECT rowid FROM judge_verdicts LIMIT 2)")
+        redo = build_cache(DataConfig(), changed, rows, progress=False, dry_run=True)
+        assert stored >= asked and redo.judge_requests == stored - asked + 2
+        assert len(srv.requests) == n_seen   # dry runs send nothing
