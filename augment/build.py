@@ -88,7 +88,7 @@ class BuildReport:
         rest = sum(n for _, n in ranked[top:])
         if rest:
             lines.append(f"  {rest:>5} x {len(ranked) - top} other reasons (python -m "
-                         "augment.inspect CACHE lists them)")
+                         f"augment.inspect CACHE --top {len(ranked)} lists them)")
         return lines
 
     def add_failure(self, reason: str) -> None:
