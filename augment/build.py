@@ -181,9 +181,11 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
     fingerprint = checker.fingerprint()
     if cache.stale_verdicts(aug_cfg.qc, fingerprint):
         if progress:
+            calls = ("only LLM-judge verdicts the cache does not hold yet are asked"
+                     if getattr(checker.config, "judge", None) == "llm" else "no API calls")
             print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
-                  "QC rules or settings; judging the stored candidates again (local, no API "
-                  "calls)", file=sys.stderr)
+                  f"QC rules or settings; judging the stored candidates again (local; {calls})",
+                  file=sys.stderr)
         report.rejudged += cache.rescore(checker, only_missing=False,  # stamps the fingerprint
                                          progress=progress)
     elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:

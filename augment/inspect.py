@@ -71,7 +71,8 @@ def main(argv=None) -> None:
                     help="first judge again, under each QC mode, the stored candidates whose "
                     "verdicts other QC rules or settings made (after an upgrade or a changed "
                     "setting; a mode these rules already judged keeps its verdicts and only "
-                    "gets the missing ones); resumable, local embedding only, no API calls")
+                    "gets the missing ones); resumable and local (no API call, except with "
+                    "qc_judge: llm for the verdicts the cache does not hold yet)")
     ap.add_argument("--config", default=None,
                     help="with --rescore: the run's YAML config, so its QC settings (qc_model, "
                     "thresholds, brief_max_words, language, qc_judge) judge exactly as its build")

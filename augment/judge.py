@@ -2,7 +2,8 @@
 
 Why a step of its own: an API answer is paid for, so the build stores it the moment it arrives
 (`VariantCache.put_answer`) and judges it afterwards. Judging is local (an embedding model and
-rules, no API call), so it can be redone at any time: a build killed while the QC model loads
+rules, no API call; with `qc_judge: llm` the band's verdicts are asked once and kept in the
+cache), so it can be redone at any time: a build killed while the QC model loads
 loses no money, and the next build only judges what it finds unjudged. The same code rescores a
 whole cache when the QC rules or settings change (`rescore`, `augment.inspect --rescore`),
 resumably: a rescore killed part-way goes on after the last batch of verdicts it stored.

@@ -78,6 +78,9 @@ def test_qc_fields_are_validated_in_the_run_config():
         AugmentConfig(qc_judge_band=[0.6, 0.2])
     with pytest.raises(ConfigError, match="language"):
         AugmentConfig(language="english")
+    with pytest.raises(ConfigError, match="templates_sim_max"):
+        AugmentConfig(qc_templates_sim_max=-5.0)   # would reject every template
+    assert AugmentConfig(qc_templates_sim_max=0.99).qc_templates_sim_max == 0.99
 
 
 def test_fingerprint_follows_rule_code_not_comments(tmp_path, monkeypatch, model):
@@ -107,6 +110,13 @@ def test_fingerprint_follows_rule_code_not_comments(tmp_path, monkeypatch, model
     monkeypatch.setattr(qc_checker, "_RULES_DIGEST", None)
     monkeypatch.setattr(qc_checker, "_HERE", real)
     assert QualityChecker(QualityConfig(judge="none", batch_size=8)).fingerprint() == base
+    # settings.py's verdict constants count too: the seed window, the paraphrase-like methods
+    monkeypatch.setattr(qc_checker, "SEED_SIM_MIN", 0.65)
+    assert QualityChecker(QualityConfig(judge="none")).fingerprint() != base
+    monkeypatch.setattr(qc_checker, "SEED_SIM_MIN", 0.70)
+    assert QualityChecker(QualityConfig(judge="none")).fingerprint() == base
+    monkeypatch.setattr(qc_checker, "PARAPHRASE_LIKE", ("paraphrase", "backtranslate"))
+    assert QualityChecker(QualityConfig(judge="none")).fingerprint() != base
 
 
 def test_judge_candidates_is_score_pairs_per_method_and_group(model):

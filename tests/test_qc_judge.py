@@ -729,3 +729,64 @@ def test_llm_judge_requests_are_counted_in_the_dry_run(monkeypatch, tmp_path, ca
         redo = build_cache(DataConfig(), changed, rows, progress=False, dry_run=True)
         assert stored >= asked and redo.judge_requests == stored - asked + 2
         assert len(srv.requests) == n_seen   # dry runs send nothing
+
+
+def test_llm_judge_through_anthropic_with_faults(monkeypatch, model):
+    """Rate limit, a hung request and a reply that is not a verdict, through the Anthropic SDK:
+    the first two are retried by the backend and answered; the third rejects its candidate
+    with the reason, is not stored, and is asked again (alone) on the rerun."""
+    with FakeAnthropicServer(reply=verdict_reply, script=["429", "hang", "malformed_json"],
+                             hang_seconds=5) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = llm_cfg("anthropic", request_timeout=1.0)
+        store = type("S", (dict,), {"put": dict.__setitem__})()
+        res = _judge_both(make_checker(cfg, model=model, verdict_store=store))
+        assert [r["fault"] for r in srv.requests] == ["429", "hang", "malformed_json", None]
+        failed = [x for x in res if any("llm judge gave no verdict" in r for r in x["reasons"])]
+        assert len(failed) == 1 and not failed[0]["is_valid"] and len(store) == 1
+        res2 = _judge_both(make_checker(cfg, model=model, verdict_store=store))
+        assert srv.count("messages") == 5 and len(store) == 2
+        assert [x["is_valid"] for x in res2] == [True, False]
+
+
+def test_llm_judge_fatal_error_stops_the_build_and_loses_nothing(monkeypatch, tmp_path):
+    """A judge request refused for good (401: a key that cannot work) stops the build with
+    that error, instead of rejecting every candidate in the band; the paid paraphrases stay
+    stored, and the next build judges them without asking for them again."""
+    from augment.build import build_cache
+    from augment.cache import JudgeVerdicts, VariantCache
+    from augment.config import DataConfig
+    from augment.errors import FatalBackendError
+    from augment.types import Row
+    from tests.fakes.anthropic_server import paraphrase_reply
+
+    def reply(system, user, body=None):
+        if "exactly the same thing" in system:
+            return json.dumps({"same": True, "reason": "same request"})
+        return paraphrase_reply(system, user, body)
+
+    def refuse_judge(endpoint, index, body):
+        return "401" if "exactly the same thing" in str(body.get("system", "")) else None
+
+    cache = tmp_path / "c.sqlite"
+    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
+            for i in range(3)]
+    with FakeAnthropicServer(reply=reply, behaviour=refuse_judge) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+        with pytest.raises(FatalBackendError, match="ANTHROPIC_API_KEY"):
+            build_cache(DataConfig(), cfg, rows, progress=False)
+        asked = [r for r in srv.requests if "exactly the same thing" in str(r["body"].get("system", ""))]
+        assert asked and all(r["fault"] == "401" for r in asked)
+        first = len(srv.requests)
+        vc = VariantCache(cache)
+        assert first - len(asked) == 3      # the three paraphrase requests, answered and stored
+        assert vc.unjudged_count("project") > 0 and len(JudgeVerdicts(cache)) == 0
+        srv.behaviour = None
+        rep = build_cache(DataConfig(), cfg, rows, progress=False)
+        later = srv.requests[first:]
+        assert rep.already_done == 3 and later   # no paraphrase asked again, only verdicts
+        assert all("exactly the same thing" in str(r["body"].get("system", "")) for r in later)
+        assert vc.unjudged_count("project") == 0 and len(JudgeVerdicts(cache)) > 0

@@ -83,7 +83,11 @@ class QualityChecker:
     def fingerprint(self) -> str:
         """Rules' code and data + every setting except where and how fast the model runs
         (+ the judge's weights when a judge is on). Equal fingerprints give equal verdicts."""
-        parts = [rules_digest(), self.config.settings()]
+        # settings.py's constants that decide verdicts (the seed window, which methods the
+        # paraphrase rules judge) are not settings and not in a rule module: hashed here.
+        parts = [rules_digest(), self.config.settings(),
+                 {"seed_window": [SEED_SIM_MIN, SEED_SIM_MAX],
+                  "paraphrase_like": list(PARAPHRASE_LIKE)}]
         if self.config.mode == "project" and self.judge_active:
             parts.append(self.judge.fingerprint())
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,11 +7,15 @@ everything below it accepted, so only the band costs requests. The band replaces
 threshold: it should straddle it (the default does).
 
 Verdicts are kept in a `store` (anything with `get(key) -> dict | None` and `put(key, dict)`),
-keyed by `verdict_key(prompt version, backend, model, original, candidate)`: a rerun with the
-same store sends no request. The default store is a dict in memory; a build passes one backed by
+keyed by `verdict_key(prompt version and text, backend, model, original, candidate)`: a rerun
+with the same store sends no request, and an edited prompt asks again even if its version was
+not bumped. The default store is a dict in memory; a build passes one backed by
 its cache. A request that fails (after the backend's own retries) or an answer that is not the
 JSON verdict REJECTS the candidate with the reason, and is not stored, so the next run asks
-again: no silent acceptance of unjudged text.
+again: no silent acceptance of unjudged text. A `FatalBackendError` (a bad key, no credit, a
+model the server does not know) is raised instead: every other request would fail alike, and a
+build that went on would reject the whole band; the build stops with it, and what it stored
+stays (its candidates are judged by the next build).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import hashlib
 import json
 import re
 from typing import Any, Callable, Sequence
+
+from ..errors import FatalBackendError
 
 #: v2 (2026-12-03): names scope and roles, the two kinds the offline judge misses most (role
 #: swaps in reworded text pass it even on the training writers' own unseen pairs).
@@ -38,8 +44,12 @@ USER = "ORIGINAL:\n{original}\n\nCANDIDATE:\n{candidate}"
 _OBJECT = re.compile(r"\{.*\}", re.S)
 
 
+def _prompt_digest() -> str:
+    return hashlib.sha256((SYSTEM + USER).encode()).hexdigest()[:12]
+
+
 def verdict_key(backend: str, model: str, original: str, candidate: str) -> str:
-    blob = json.dumps([PROMPT_VERSION, backend, model, original, candidate])
+    blob = json.dumps([PROMPT_VERSION, _prompt_digest(), backend, model, original, candidate])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -80,7 +90,7 @@ class LLMJudge:
         self.failures = 0
 
     def fingerprint(self) -> str:
-        prompt = hashlib.sha256((SYSTEM + USER).encode()).hexdigest()[:12]
+        prompt = _prompt_digest()
         return (f"{self.head.fingerprint()}|llm:{PROMPT_VERSION}:{prompt}:{self.backend_name}:"
                 f"{self.model}:{self.band}")
 
@@ -144,7 +154,9 @@ class LLMJudge:
             c = await backend.complete(SYSTEM, USER.format(original=original, candidate=candidate),
                                        max_tokens=self.max_tokens, temperature=0.0, seed=0)
             return parse_verdict(c.text)
-        except Exception as exc:  # every failure is recorded on the candidate, none is fatal
+        except FatalBackendError:
+            raise  # a bad key or no credit: the build stops (see the module docstring)
+        except Exception as exc:  # any other failure is recorded on the candidate
             return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
 
 

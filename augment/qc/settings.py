@@ -145,6 +145,11 @@ class QualityConfig:
             raise ValueError(
                 f"QualityConfig: need -1 <= sim_min < sim_max <= 1, got sim_min={self.sim_min}, "
                 f"sim_max={self.sim_max}; lower sim_min or raise sim_max.")
+        if not (-1.0 <= self.sim_min < self.templates_sim_max <= 1.0):
+            raise ValueError(
+                f"QualityConfig: need -1 <= sim_min < templates_sim_max <= 1, got sim_min="
+                f"{self.sim_min}, templates_sim_max={self.templates_sim_max}; a template wraps the "
+                "whole original, so leave templates_sim_max at 1.0 unless you mean to cap it.")
         if not (0 < self.length_ratio_min < 1 < self.length_ratio_max):
             raise ValueError(
                 "QualityConfig: need 0 < length_ratio_min < 1 < length_ratio_max, got "
