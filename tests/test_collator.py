@@ -219,7 +219,8 @@ def test_dataloader_with_two_spawned_workers():
 
 
 def test_docstring_example_runs():
-    assert doctest.testmod(augment.collator).failed == 0
+    res = doctest.testmod(augment.collator)
+    assert res.attempted >= 12 and res.failed == 0   # the examples are still there, and pass
 
 
 def _smollm2_dir():

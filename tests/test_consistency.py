@@ -263,7 +263,10 @@ def test_two_processes_keep_every_pair_inside_one_micro_batch(tiny_model_dir, tm
             assert ranks[r][k]["index"] == plan[8 * k + 4 * r: 8 * k + 4 * r + 4].tolist()
     hist = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logged = [h for h in hist if "loss" in h]
-    assert all("loss_consistency" in h and h["loss_consistency"] >= 0 for h in logged)
+    # a template rewording changes the prompt, so a window with pairs has a divergence above 0
+    assert all("loss_consistency" in h for h in logged)
+    assert all(h["loss_consistency"] > 0 for h in logged if h["consistency_pairs"] > 0)
+    assert any(h["consistency_pairs"] > 0 for h in logged)
 
     # tiny.yaml: expand mode, templates for every row (instruction-side), so every original is
     # paired: each original of the trained entries sits at an even position, its variant next

@@ -293,6 +293,11 @@ def test_judge_averages_trees_and_cross_encoder_in_logits(model):
                                             head.encoder))
     want = combine(trees, CrossEncoder(head.cross_arrays).p_changed([(o, c)]), head.cross_weight)
     assert got == pytest.approx(float(want[0]), abs=1e-6)
+    # and `combine` itself averages logits, not probabilities: 0.9 and 0.2 at weight 0.5 give
+    # sigmoid((logit 0.9 + logit 0.2) / 2) = sqrt(9 * 0.25) / (1 + sqrt(9 * 0.25)) = 0.6, not 0.55
+    assert combine(np.array([0.9]), np.array([0.2]), 0.5)[0] == pytest.approx(0.6, abs=1e-9)
+    assert combine(np.array([0.9]), np.array([0.2]), 0.25)[0] == pytest.approx(
+        1 / (1 + np.exp(-(0.25 * np.log(0.25) + 0.75 * np.log(9)))), abs=1e-9)
 
 
 def _toy_pairs(n: int, dim: int = 32, seed: int = 0):

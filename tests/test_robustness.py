@@ -190,3 +190,35 @@ def test_evaluate_robustness_scores_every_answer_it_generated(tiny):
     # rescoring from the stored answers reproduces the report; another metric changes only scores
     assert rb.rescore(rep) == rep
     assert rb.rescore(rep, "exact_match")["metric"] == "exact_match"
+
+
+def test_evaluate_robustness_figures_from_known_answers(monkeypatch):
+    """With the answers fixed (the tiny random model above only ever answers a newline, so its
+    scores are all 0), every score and figure is checked against hand-computed values."""
+    evals = [Row("e1", "My card was charged twice.", "billing"),
+             Row("e2", "Where is my parcel?", "shipping"),
+             Row("e3", "I want my money back.", "refunds")]
+    paras = [Row("e1-p1", "Double charge on my card?", "billing"),
+             Row("e1-p2", "why 2 charges", "billing"),
+             Row("e2-p1", "Has my package shipped yet?", "shipping")]
+    answers = {"My card was charged twice.": "billing", "Where is my parcel?": "refunds",
+               "I want my money back.": "refunds", "Double charge on my card?": "Billing.",
+               "why 2 charges": "shipping", "Has my package shipped yet?": "shipping"}
+    seen = []
+
+    def fixed(model, tok, prompts, max_new_tokens, batch_size):
+        seen.extend(prompts)
+        return [answers[p] for p in prompts], {"prompts": len(prompts)}
+    monkeypatch.setattr(rb, "generate_answers", fixed)
+    rep = rb.evaluate_robustness(None, None, evals, paras, metric="label_match")
+    assert seen == [r.prompt for r in evals] + [p.prompt for p in paras]
+    by_id = {it["id"]: it for it in rep["items"]}
+    assert [by_id["e1"]["original"]["score"], *[p["score"] for p in by_id["e1"]["paraphrases"]]] == [1, 1, 0]
+    assert [by_id["e2"]["original"]["score"], *[p["score"] for p in by_id["e2"]["paraphrases"]]] == [0, 1]
+    assert by_id["e3"]["original"]["score"] == 1 and "figures" not in by_id["e3"]
+    # e1: original 1, avgp 0.5, worst 0, labels (billing, billing, shipping) agree in 1 of 3 pairs;
+    # e2: original 0, avgp 1, worst 0, (refunds, shipping) agree in 0 of 1; e3 has no rewordings
+    f = rep["figures"]
+    assert f["original"] == 0.5 and f["avgp"] == 0.75 and f["worst"] == 0 and f["spread"] == 1
+    assert f["consistency"] == pytest.approx(1 / 6) and f["all_agree"] == 0
+    assert f["pdr"] == pytest.approx(1 - 0.75 / 0.5)

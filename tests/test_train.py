@@ -51,7 +51,7 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
                                   "--eval_paraphrases_file", str(tmp_path / "eval_paraphrases.jsonl"),
                                   "--robustness_every_eval", "true",
                                   "--robustness_max_new_tokens", "3"),
-                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1),
+                          cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1, AUGTUNE_TRACE_DIR=tmp_path / "trace"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for f in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json",
@@ -73,9 +73,16 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
     lora_b = [v for k, v in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
-    # aug_fraction logged matches the plan's share of augmented examples (2/3) over the window
-    fr = [h["aug_fraction"] for h in hist if "aug_fraction" in h]
-    assert all(0 < f < 1 for f in fr)
+    # aug_fraction logged is the share of augmented examples in the batches the window trained
+    # on (plan indices >= the number of rows are variants), as the trace of those batches says
+    trace, n_rows = read_trace(tmp_path / "trace", 0), e0["original"]
+    logged_fr = [(h["step"], h["aug_fraction"]) for h in hist if "aug_fraction" in h]
+    assert [s for s, _ in logged_fr] == [2, 4, 6]
+    for step, frac in logged_fr:
+        idx = [i for e in trace if step - 2 <= e["step"] < step for i in e["index"]]
+        assert len(idx) == 8 and frac == pytest.approx(sum(i >= n_rows for i in idx) / 8)
+    # over the three windows, 24 of the epoch's 72 planned examples: near the plan's 2/3
+    assert 0.4 < sum(f for _, f in logged_fr) / 3 < 0.95
     assert "augtune: done" in proc.stdout and "eval_paraphrase_loss" in proc.stdout
     # robustness.json, and its figures in the log at each evaluation (by the callback), then
     # after training (through Trainer.log)
