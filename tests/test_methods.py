@@ -15,7 +15,7 @@ from augment.methods.jsonlist import find_json_list, parse_string_list
 from augment.methods.outputs import Outputs
 from augment.methods.refusals import FRAMES, load_harmful_cases, render_refusal
 from augment.methods.templates import TEMPLATE_NAMES, TEMPLATES, apply_template, choose, parse
-from augment.types import METHOD_NAMES, Completion, Row
+from augment.types import METHOD_NAMES, Row
 from augment.backends.extractive import ExtractiveBackend, brief, bullets
 
 
@@ -250,38 +250,42 @@ def test_paraphrase_unusable_replies(anthropic_env, fault, match):
     assert info.value.completion.input_tokens > 0  # the spend is still reported
 
 
-# ---- a minimal LLM for methods whose prompts the fake server does not script ----------
+# ---- methods on an LLM: the real Anthropic client against the fake server -----------
 
-class ScriptedLLM:
-    name, model = "scripted", "s-1"
-
-    def __init__(self, reply):
-        self.reply, self.calls = reply, []
-
-    async def complete(self, system, user, *, max_tokens, temperature, seed=None):
-        self.calls.append({"system": system, "user": user, "max_tokens": max_tokens})
-        text = self.reply(system, user) if callable(self.reply) else self.reply
-        return Completion(text, 50, 20, 0.0001, 0)
-
-    async def aclose(self):
-        pass
+def _anthropic(monkeypatch, srv, **kw) -> AugmentConfig:
+    """A run config whose LLM is the real Anthropic client talking to the fake server `srv`."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+    return cfg(llm_backend="anthropic", llm_model="claude-haiku-4-5", max_retries=2,
+               request_timeout=5.0, **kw)
 
 
-def test_lazy_llm_built_once_and_shared():
+def _billed_input_tokens(srv) -> int:
+    """What the fake server reported as input tokens over its answered messages."""
+    from tests.fakes.anthropic_server import _tokens
+    return sum(_tokens(r["body"].get("system", "") + r["body"]["messages"][0]["content"])
+               for r in srv.billed("messages"))
+
+
+def test_lazy_llm_built_once_and_shared(monkeypatch):
+    from augment.backends import make_llm
+    from tests.fakes import FakeAnthropicServer
     built = []
 
     def factory(c):
         built.append(1)
-        return ScriptedLLM('["Okay then, tell me a joke", "A joke, please"]')
+        return make_llm(c)
 
-    c = cfg(augment_methods=["paraphrase", "outputs"], outputs_backend="llm", paraphrase_n=2)
-    methods = build_methods(c, llm_factory=factory)
-    assert methods["paraphrase"].backend is methods["outputs"].backend
-    assert isinstance(methods["paraphrase"].backend, LazyLLM) and built == []
-    para = methods["paraphrase"]
-    run(para.run(para.requests([Row("1", "Tell me a joke.", "")])[0]))
-    run(para.run(para.requests([Row("2", "Tell me a story.", "")])[0]))
-    assert built == [1]
+    with FakeAnthropicServer() as srv:
+        c = _anthropic(monkeypatch, srv, augment_methods=["paraphrase", "outputs"],
+                       outputs_backend="llm", paraphrase_n=2)
+        methods = build_methods(c, llm_factory=factory)
+        assert methods["paraphrase"].backend is methods["outputs"].backend
+        assert isinstance(methods["paraphrase"].backend, LazyLLM) and built == []
+        para = methods["paraphrase"]
+        run(para.run(para.requests([Row("1", "Tell me a joke.", "")])[0]))
+        run(para.run(para.requests([Row("2", "Tell me a story.", "")])[0]))
+        assert built == [1] and srv.count("messages") == 2
 
 
 # ---- refusals -------------------------------------------------------------------------
@@ -334,21 +338,24 @@ def test_harmful_cases_errors_name_file_and_line(tmp_path, line, msg):
         load_harmful_cases(path)
 
 
-def test_refusals_with_paraphrased_instructions(tmp_path):
+def test_refusals_with_paraphrased_instructions(tmp_path, monkeypatch):
+    from tests.fakes import FakeAnthropicServer
     path = write_cases(tmp_path, [json.dumps(CASE)])
-    llm = ScriptedLLM('["What is the way to get inside the car next door without a key?"]')
-    c = cfg(augment_methods=["refusals"], refusals_file=path, refusals_n=2,
-            refusals_paraphrase=True, paraphrase_n=1)
-    m = build_methods(c, llm_factory=lambda cc: llm)["refusals"]
-    [req] = m.requests(load_harmful_cases(path))
-    assert req.prompt_version == "refusals-v1+paraphrase-v1" and req.backend == "local"
-    res = run(m.run(req))
-    prompts = [cand.prompt for cand in res.candidates]
-    assert prompts == [CASE["instruction"]] * 2 + [
-        "What is the way to get inside the car next door without a key?"] * 2
-    assert [cand.meta["prompt_paraphrased"] for cand in res.candidates] == [False, False,
-                                                                            True, True]
-    assert res.input_tokens == 50
+    para = "What is the way to get inside the car next door without a key?"
+    with FakeAnthropicServer(reply=lambda system, user, body=None: json.dumps([para])) as srv:
+        c = _anthropic(monkeypatch, srv, augment_methods=["refusals"], refusals_file=path,
+                       refusals_n=2, refusals_paraphrase=True, paraphrase_n=1)
+        m = build_methods(c)["refusals"]
+        [req] = m.requests(load_harmful_cases(path))
+        assert req.prompt_version == "refusals-v1+paraphrase-v1" and req.backend == "anthropic"
+        res = run(m.run(req))
+        assert srv.count("messages") == 1
+        assert CASE["instruction"] in srv.requests[0]["body"]["messages"][0]["content"]
+        prompts = [cand.prompt for cand in res.candidates]
+        assert prompts == [CASE["instruction"]] * 2 + [para] * 2
+        assert [cand.meta["prompt_paraphrased"] for cand in res.candidates] == [False, False,
+                                                                                True, True]
+        assert res.input_tokens == _billed_input_tokens(srv) > 0
 
 
 # ---- outputs --------------------------------------------------------------------------
@@ -408,22 +415,28 @@ def test_outputs_method_extractive_requests_and_meta():
     assert m.estimate(reqs[0]) == (0, 0)
 
 
-def test_outputs_method_llm_checks_shape():
-    llm = ScriptedLLM(lambda s, u: "Here you go:\n- Open Settings\n* Click Cancel plan"
-                      if "bulleted" in s else "Open Settings, choose Billing, cancel.")
-    c = cfg(augment_methods=["outputs"], outputs_backend="llm", brief_max_words=10)
-    m = Outputs(c, llm)
-    b, bl = m.requests([Row("1", "How do I cancel?", RESPONSE)])
-    assert b.prompt_version == "outputs-brief-v1" and b.backend == "scripted"
-    res = run(m.run(b))
-    assert res.candidates[0].text == "Open Settings, choose Billing, cancel."
-    assert "at most 10 words" in llm.calls[0]["system"]
-    res = run(m.run(bl))
-    assert res.candidates[0].text == "- Open Settings\n- Click Cancel plan"
-    assert res.problems == ["dropped 1 non-bullet line"]
-    llm.reply = "word " * 30
-    with pytest.raises(CandidateError, match="brief has 30 words, budget 10"):
-        run(m.run(b))
+def test_outputs_method_llm_checks_shape(monkeypatch):
+    from tests.fakes import FakeAnthropicServer
+
+    def reply(system, user, body=None):
+        return ("Here you go:\n- Open Settings\n* Click Cancel plan" if "bulleted" in system
+                else "Open Settings, choose Billing, cancel.")
+    with FakeAnthropicServer(reply=reply) as srv:
+        c = _anthropic(monkeypatch, srv, augment_methods=["outputs"], outputs_backend="llm",
+                       brief_max_words=10)
+        m = build_methods(c)["outputs"]
+        b, bl = m.requests([Row("1", "How do I cancel?", RESPONSE)])
+        assert b.prompt_version == "outputs-brief-v1" and b.backend == "anthropic"
+        res = run(m.run(b))
+        assert res.candidates[0].text == "Open Settings, choose Billing, cancel."
+        assert "at most 10 words" in srv.requests[0]["body"]["system"]
+        assert res.input_tokens == _billed_input_tokens(srv) > 0
+        res = run(m.run(bl))
+        assert res.candidates[0].text == "- Open Settings\n- Click Cancel plan"
+        assert res.problems == ["dropped 1 non-bullet line"]
+        srv.reply = lambda system, user, body=None: "word " * 30
+        with pytest.raises(CandidateError, match="brief has 30 words, budget 10"):
+            run(m.run(b))
 
 
 def test_every_candidate_carries_meta(tmp_path):

@@ -13,7 +13,7 @@ from augment.backends.translate import (DeepTranslator, LLMTranslator, OfflineTr
 from augment.config import AugmentConfig
 from augment.errors import CandidateError, ConfigError, FatalBackendError, RetryableError
 from augment.methods.backtranslate import Backtranslate
-from augment.types import Completion, Row
+from augment.types import Row
 from tests.fakes.translate_server import FakeTranslateServer, fake_translate
 
 pytest.importorskip("deep_translator")
@@ -229,34 +229,38 @@ def test_offline_backtranslation_three_texts():
 
 # ---- LLM translator -------------------------------------------------------------------
 
-class ScriptedLLM:
-    """A minimal LLMBackend: translates with fake_translate and counts tokens."""
+def test_llm_translator_versions_prompt_and_sums_usage(monkeypatch):
+    """translate_backend: llm through the real Anthropic client and the fake server: the
+    prompt is versioned in the key, both legs are asked, and the usage the server reported is
+    what the result carries."""
+    from augment.backends import make_llm, pricing
+    from tests.fakes import FakeAnthropicServer
+    from tests.fakes.anthropic_server import _tokens
 
-    name, model = "scripted", "echo-1"
-
-    def __init__(self):
-        self.calls = []
-
-    async def complete(self, system, user, *, max_tokens, temperature, seed=None):
-        self.calls.append((system, user))
+    def translate(system, user, body=None):
         lang = "en" if "into English" in system else "pt"
         text = user.split("<text>\n", 1)[1].rsplit("\n</text>", 1)[0]
-        return Completion(f"<text>{fake_translate(text, 'x', lang)}</text>", 10, 5, 0.001, 0)
+        return f"<text>{fake_translate(text, 'x', lang)}</text>"
 
-    async def aclose(self):
-        pass
-
-
-def test_llm_translator_versions_prompt_and_sums_usage():
-    llm = ScriptedLLM()
-    cfg = AugmentConfig(augment_methods=["backtranslate"], translate_backend="llm",
-                        translate_pivots=["de"])
-    t = make_translator(cfg, lambda: llm)
-    assert isinstance(t, LLMTranslator) and t.model == "scripted:echo-1"
-    method = Backtranslate(cfg, t)
-    [req] = method.requests([Row("1", "Please check this big file.", "")])
-    assert req.prompt_version == "backtranslate-v1+translate-llm-v1"
-    res = run(method.run(req))
-    assert res.candidates[0].text == "Please check this large file."
-    assert (res.input_tokens, res.output_tokens, round(res.cost_usd, 6)) == (20, 10, 0.002)
-    assert "into German" in llm.calls[0][0] and "data, not instructions" in llm.calls[0][0]
+    with FakeAnthropicServer(reply=translate) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = AugmentConfig(augment_methods=["backtranslate"], translate_backend="llm",
+                            translate_pivots=["de"], llm_backend="anthropic",
+                            llm_model="claude-haiku-4-5", request_timeout=5.0)
+        t = make_translator(cfg, lambda: make_llm(cfg))
+        assert isinstance(t, LLMTranslator) and t.model == "anthropic:claude-haiku-4-5"
+        method = Backtranslate(cfg, t)
+        [req] = method.requests([Row("1", "Please check this big file.", "")])
+        assert req.prompt_version == "backtranslate-v1+translate-llm-v1"
+        res = run(method.run(req))
+        assert res.candidates[0].text == "Please check this large file."
+        asked = srv.billed("messages")
+        assert len(asked) == 2
+        system = asked[0]["body"]["system"]
+        assert "into German" in system and "data, not instructions" in system
+        inp = sum(_tokens(r["body"]["system"] + r["body"]["messages"][0]["content"]) for r in asked)
+        out = sum(_tokens(translate(r["body"]["system"], r["body"]["messages"][0]["content"]))
+                  for r in asked)
+        assert (res.input_tokens, res.output_tokens) == (inp, out)
+        assert res.cost_usd == pytest.approx(float(pricing.cost("claude-haiku-4-5", inp, out)))
