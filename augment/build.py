@@ -61,6 +61,7 @@ class BuildReport:
     rejudged: int = 0           # candidates stored earlier, judged by this build (QC change,
                                 # or a killed build's leftovers)
     judge_requests: int = 0     # dry run with qc_judge: llm: verdict requests, at most
+    qc: dict = field(default_factory=dict)   # `qc_summary`: mode, language, checks off
     per_method: dict = field(default_factory=dict)   # dry run: estimates; build: stats
     failure_reasons: dict = field(default_factory=dict)   # reason -> count (grouped)
     failure_examples: dict = field(default_factory=dict)  # reason group -> first full message
@@ -119,6 +120,25 @@ def make_checker(aug_cfg, mode: str | None = None):
     return checker_for(aug_cfg, mode=mode, verdict_store=store)
 
 
+def qc_summary(aug_cfg) -> dict:
+    """The QC a run judges with, for its reports: mode, language and the English-only checks
+    (the judge among them) that another language switches off, so a run on German data says
+    what it did not check instead of passing what English rules would have caught."""
+    from .quality import QualityChecker
+    chk = QualityChecker(aug_cfg)  # free: nothing loads until it judges
+    return {"mode": chk.config.mode, "language": chk.config.language,
+            "checks_off": list(chk.checks_off)}
+
+
+def qc_language_line(summary: dict) -> str | None:
+    """One line for the log when `summary` (`qc_summary`) has checks off, else None."""
+    if not summary["checks_off"]:
+        return None
+    return (f"augtune: language={summary['language']}: the English-only QC checks are off "
+            f"({', '.join(summary['checks_off'])}); similarity, length, digits, URLs, e-mails, "
+            "code, placeholders, swaps and duplicates still run")
+
+
 def collect_requests(methods: dict, rows) -> dict[str, list[Request]]:
     """Per method, its unique requests over `rows` (first occurrence order)."""
     out = {}
@@ -166,6 +186,10 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
         todo += [(name, r) for r in miss]
     report.requests = sum(t for t, _ in counts.values())
     report.already_done = report.requests - len(todo)
+    report.qc = qc_summary(aug_cfg)
+    line = qc_language_line(report.qc)
+    if line and progress:
+        print(line, file=sys.stderr)
     if dry_run:
         _estimate(report, methods, todo, counts, aug_cfg)
         _estimate_llm_judge(report, cache, todo, aug_cfg)

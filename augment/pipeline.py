@@ -92,7 +92,9 @@ class AugmentedData:
                            "even_batches_fill": fill,
                            **({"consistency_pairs": c["consistency_pairs"]}
                               if "consistency_pairs" in c else {})})
-        summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report()}
+        from .build import qc_summary
+        summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report(),
+                   "qc": qc_summary(self.aug_cfg)}
         out.mkdir(parents=True, exist_ok=True)
         (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
         return summary

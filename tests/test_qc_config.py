@@ -155,6 +155,28 @@ def test_other_language_switches_english_checks_off(model):
     AugmentConfig(language="de", augment_methods=["paraphrase"])  # allowed, checks off
 
 
+def test_a_build_in_another_language_says_which_checks_are_off(tmp_path, capsys):
+    """The report says so: the build's log line and `BuildReport.qc` (which the training run's
+    augmentation_summary.json repeats) name the English-only checks a language switched off."""
+    from augment.build import build_cache, qc_summary
+    from augment.config import DataConfig
+    from augment.types import Row
+    rows = [Row("r1", "Wie kündige ich mein Abo?", "Unter Einstellungen > Abo.")]
+    cfg = AugmentConfig(language="de", augment_methods=["paraphrase"], qc_judge="llm",
+                        augment_cache=str(tmp_path / "c.sqlite"))
+    rep = build_cache(DataConfig(), cfg, rows, progress=True, dry_run=True)
+    assert rep.qc["language"] == "de" and {"polarity", "judge"} <= set(rep.qc["checks_off"])
+    err = capsys.readouterr().err
+    assert "language=de: the English-only QC checks are off (polarity" in err and "judge" in err
+    from augment.build import LLM_JUDGE_ROW
+    assert LLM_JUDGE_ROW not in rep.per_method   # the LLM judge is off with them: nothing to count
+    assert qc_summary(AugmentConfig()) == {"mode": "project", "language": "en", "checks_off": []}
+    build_cache(DataConfig(), AugmentConfig(augment_methods=["paraphrase"],
+                                            augment_cache=str(tmp_path / "d.sqlite")),
+                rows, progress=True, dry_run=True)
+    assert "English-only" not in capsys.readouterr().err
+
+
 def test_build_and_rescore_judge_identically(tmp_path):
     """A build's verdicts and a full rescore of the same cache under the same run config agree
     on every candidate (both go through judge_candidates with the run's whole config), including

@@ -69,6 +69,7 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     assert e0["augmented"] == 2 * e0["original"]          # 1:2 exactly, expand mode
     assert sum(e0["by_method"].values()) == e0["augmented"]
     assert set(summary["methods"]["templates"]) == {"generated", "accepted", "rejected", "failed"}
+    assert summary["qc"] == {"mode": "project", "language": "en", "checks_off": []}
     # trainable parameters changed: LoRA B starts at zero
     from safetensors.torch import load_file
     lora_b = [v for k, v in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
