@@ -795,3 +795,18 @@ def test_llm_judge_fatal_error_stops_the_build_and_loses_nothing(monkeypatch, tm
         assert rep.already_done == 3 and later   # no paraphrase asked again, only verdicts
         assert all("exactly the same thing" in str(r["body"].get("system", "")) for r in later)
         assert vc.unjudged_count("project") == 0 and len(JudgeVerdicts(cache)) > 0
+
+
+def test_llm_judge_through_a_local_model(tiny_model_dir, model):
+    """qc_judge: llm with llm_backend: local (a transformers model in-process): the band's pairs
+    are generated for, one call per pair, and a reply that is no verdict (the tiny random model
+    writes noise) rejects the candidate with the reason and stores nothing, so a better model
+    on the next run is asked again."""
+    cfg = llm_cfg("local", llm_model=tiny_model_dir, llm_max_tokens=16)
+    store = type("S", (dict,), {"put": dict.__setitem__})()
+    chk = make_checker(cfg, model=model, verdict_store=store)
+    res = _judge_both(chk)
+    assert chk.judge.requests == 2 and chk.judge.failures == 2 and len(store) == 0
+    for r in res:
+        assert not r["is_valid"]
+        assert any(x.startswith("llm judge gave no verdict (ValueError") for x in r["reasons"]), r["reasons"]
