@@ -159,6 +159,9 @@ class VariantCache:
 
     def _open(self) -> sqlite3.Connection:
         p = Path(self.path)
+        if p.is_dir():
+            raise AugtuneError(f"{self.path} is a folder; augment_cache names the cache file "
+                               "itself, e.g. cache/variants.sqlite.")
         exists = p.exists() and p.stat().st_size > 0
         if exists:
             with open(p, "rb") as fh:

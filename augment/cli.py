@@ -65,13 +65,17 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
     return tuple(parsed)
 
 
-def _yaml_to_args(path: str) -> tuple[list[str], dict[str, str]]:
-    """(`--key value` args, {key: "file:line"} so errors can say where a key is)."""
+def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, str]]:
+    """(`--key value` args, {key: "file:line"} so errors can say where a key is). `chain`: the
+    files whose `base` led here, so a cycle of bases is an error, not a RecursionError."""
     import yaml
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found.")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -85,9 +89,11 @@ def _yaml_to_args(path: str) -> tuple[list[str], dict[str, str]]:
         # `base: other.yaml` (relative to this file): that file's settings first, this file's win.
         # Ablation configs use it so each one shows only the idea it changes.
         base = p.parent / str(data.pop("base"))
-        if base.resolve() == p.resolve():
-            raise ConfigError(f"{path}: `base` points at itself.")
-        args, where = _yaml_to_args(str(base))
+        seen = (*chain, p.resolve())
+        if base.resolve() in seen:
+            loop = " -> ".join(str(x) for x in (*seen, base.resolve()))
+            raise ConfigError(f"{path}: `base` makes a loop ({loop}).")
+        args, where = _yaml_to_args(str(base), seen)
     for key, value in data.items():
         flag = f"--{key}"
         if value is None:

@@ -334,6 +334,17 @@ class AugmentConfig:
                 raise ConfigError(f"{name}={v} must be >= 1.")
         if self.progress_seconds <= 0:
             raise ConfigError(f"progress_seconds={self.progress_seconds} must be > 0.")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name}={v} must be > 0 (leave it unset for no cap).")
+        if "refusals" in self.augment_methods:
+            from .methods.refusals import FRAMES
+            if self.refusals_n > len(FRAMES):
+                raise ConfigError(f"refusals_n={self.refusals_n}: there are {len(FRAMES)} refusal "
+                                  f"wordings, so at most {len(FRAMES)} refusals per case.")
+        for name in ("llm_base_url", "translate_base_url"):
+            _check_url(name, getattr(self, name))
         if self.max_retries < 0:
             raise ConfigError(f"max_retries={self.max_retries} must be >= 0.")
         if self.price_per_mtok and len(self.price_per_mtok) != 2:
@@ -429,6 +440,30 @@ class AugmentConfig:
             raise ConfigError(f"{', '.join(missing)} not set in the environment, but the selected "
                               "backends need it. Export it (keys are read from the environment "
                               "only), or pick an offline backend.")
+
+
+def _check_url(name: str, url: str | None) -> None:
+    """A server URL from the config: it must parse (scheme, host, a numeric port) and carry no
+    credentials, since the config is saved with the run and the URL names the server in
+    messages; keys come from the environment only."""
+    if url is None:
+        return
+    from urllib.parse import parse_qs, urlsplit
+    try:
+        parts = urlsplit(str(url))
+        parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise ConfigError(f"{name}={url!r} is not a usable URL ({e}); e.g. "
+                          "http://localhost:8000/v1.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={url!r}: give an http(s) URL with a host, e.g. "
+                          "http://localhost:8000/v1.")
+    keyish = {"key", "api_key", "apikey", "api-key", "auth_key", "token", "access_token",
+              "password"}
+    if parts.username or parts.password or keyish & {k.lower() for k in parse_qs(parts.query)}:
+        raise ConfigError(f"{name} carries credentials; put the key in the environment "
+                          "(OPENAI_API_KEY, LIBRE_API_KEY) instead: the config is saved with the "
+                          "run, and keys never go into saved configs.")
 
 
 def _choice(name: str, value: str, allowed: tuple) -> None:

@@ -179,7 +179,9 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
         return
     text = _decode(path)
     if kind == "jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
+        # split on newlines only: str.splitlines also breaks at U+2028 and friends, which JSON
+        # allows raw inside strings
+        for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -220,9 +222,22 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
                 continue
             yield _Record(rec, str(path), line, f"item {i}")
     else:  # csv
+        # csv's own field limit (131,072) is below ours: a long field gets our error, not its
+        csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_FIELD_CHARS))
         reader = csv.DictReader(io.StringIO(text))
-        for rec in reader:
-            yield _Record(rec, str(path), reader.line_num, f"line {reader.line_num}")
+        try:
+            for rec in reader:
+                if None in rec:  # more cells than the header has columns: DictReader drops them
+                    _skip_or_raise(InputError(
+                        f"{len(rec[None])} more cell(s) than the header's {len(reader.fieldnames)} "
+                        "columns", file=str(path), line=reader.line_num,
+                        fix="Quote fields that contain commas (\"It is 4, obviously\")"),
+                        skip_bad, skipped)
+                    continue
+                yield _Record(rec, str(path), reader.line_num, f"line {reader.line_num}")
+        except csv.Error as exc:
+            raise InputError(f"not readable as CSV ({exc})", file=str(path),
+                             line=reader.line_num, fix="Re-export it as CSV, or as .jsonl") from None
 
 
 def _json_item_lines(text: str, n: int) -> list[int]:
@@ -348,7 +363,10 @@ def _conversation(msgs, rec: _Record, key: str, sharegpt: bool) -> tuple:
     out = []
     for i, m in enumerate(msgs):
         raw = m.get(role_key)
-        role = _SHAREGPT_ROLES.get(str(raw).lower()) if sharegpt else raw
+        if not isinstance(raw, str):
+            raise InputError(f"message {i} has {role_key}={raw!r}, not a string", file=rec.file,
+                             line=rec.line, field=key, fix=f"Give {example}")
+        role = _SHAREGPT_ROLES.get(raw.lower()) if sharegpt else raw
         if raw in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call"):
             raise InputError(f"message {i} is a tool or function call ({role_key}={raw!r}), "
                              "which augtune does not train on yet", file=rec.file, line=rec.line,

@@ -49,8 +49,8 @@ def read_pairs(path: str | Path) -> tuple[list[dict], dict]:
         raise InputError("no such file", file=str(path),
                          fix="Pass a JSONL file of original/candidate/label pairs, or MRPC's or "
                              "STS-B's TSV")
-    with open(path, encoding="utf-8-sig") as f:
-        lines = f.read().splitlines()
+    from augment.data import _decode  # a file that is not UTF-8: an InputError naming it
+    lines = _decode(Path(path)).splitlines()
     first = lines[0] if lines else ""
     if first.startswith(MRPC_HEADER):
         return _read_mrpc(path, lines), {"format": "MRPC", "skipped": 0}

@@ -330,13 +330,20 @@ def paraphrase_links(path: str | None, paraphrases, eval_ids) -> list[str | None
     sources: dict[str, str] = {}
     p = Path(path) if path else None
     if p is not None and p.is_file():
+        # Read as the loader read it (a byte-order mark allowed); a line it skipped as bad is
+        # skipped here too: it was counted and reported then, and this runs after training.
         if p.suffix == ".jsonl":
-            recs = [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+            recs = []
+            for x in p.read_text(encoding="utf-8-sig").split("\n"):
+                try:
+                    recs.append(json.loads(x))
+                except ValueError:
+                    continue
         elif p.suffix == ".json":
-            recs = json.loads(p.read_text(encoding="utf-8"))
+            recs = json.loads(p.read_text(encoding="utf-8-sig"))
         elif p.suffix == ".csv":
             import csv
-            with open(p, newline="", encoding="utf-8") as f:
+            with open(p, newline="", encoding="utf-8-sig") as f:
                 recs = list(csv.DictReader(f))
         else:
             import pyarrow.parquet as pq

@@ -218,3 +218,35 @@ def test_failure_reasons_group_even_when_a_quoted_reply_holds_an_apostrophe():
     assert "\\'" in b                              # the apostrophe is escaped inside the repr
     assert failure_kind(a) == failure_kind(b) == "CandidateError: no JSON array in reply: '...'"
     assert failure_kind("brief has 43 <= 50 words") == failure_kind("brief has 48 <= 50 words")
+
+
+def test_credentials_in_a_base_url_from_the_environment_never_reach_messages_or_the_cache(
+        tmp_path, monkeypatch):
+    """OPENAI_BASE_URL may carry user:password@ (the environment is where secrets live); the URL
+    names the server in error messages, the breaker's line and the cache's failure reasons, so
+    the credentials are replaced by *** there, through the real openai client."""
+    import sqlite3
+
+    from augment.backends import LLM_BACKENDS, make_llm
+    from augment.errors import FatalBackendError
+    from augment.methods import build_methods
+    port = _free_port()
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://alice:s3cr3tpass@127.0.0.1:{port}/v1")
+    rows = [Row(str(i), p, "ok") for i, p in enumerate(api_prompts(6))]
+    cfg = AugmentConfig(augment_methods=["paraphrase"], llm_backend="openai_compatible",
+                        llm_model="qwen-fake", max_retries=2,
+                        augment_cache=str(tmp_path / "a.sqlite"), qc="seed")
+    assert "s3cr3tpass" not in repr(make_llm(cfg))
+    methods = build_methods(cfg, llm_factory=lambda c: LLM_BACKENDS[c.llm_backend](
+        c, base_delay=0.1))
+    try:  # six requests may fail one by one (stored as failed) or trip the breaker (raised)
+        build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
+        message = ""
+    except FatalBackendError as e:
+        message = str(e)
+    with sqlite3.connect(tmp_path / "a.sqlite") as con:
+        text = message + " ".join(str(v) for t in ("requests", "attempts")
+                                  for row in con.execute(f"SELECT * FROM {t}") for v in row)
+    assert f"http://***@127.0.0.1:{port}/v1" in text   # the server is named, its password not
+    assert "s3cr3tpass" not in text
+    assert b"s3cr3tpass" not in b"".join(p.read_bytes() for p in tmp_path.glob("a.sqlite*"))

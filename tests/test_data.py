@@ -111,6 +111,12 @@ BAD_CASES = {
                                                                {"from": "gpt", "value": "b"}]}) + "\n",
                                  r"field 'conversations': message 0 has from='narrator'; expected system, human or gpt"),
     "null_field": ('{"prompt": null, "completion": "b"}\n', r"field 'prompt': missing"),
+    "role_not_a_string": (json.dumps({"messages": [{"role": ["user"], "content": "a"},
+                                                   {"role": "assistant", "content": "b"}]}) + "\n",
+                          r"field 'messages': message 0 has role=\['user'\], not a string"),
+    "sharegpt_speaker_not_a_string": (json.dumps({"conversations": [{"from": {"x": 1}, "value": "a"},
+                                                                    {"from": "gpt", "value": "b"}]}) + "\n",
+                                      r"field 'conversations': message 0 has from=\{'x': 1\}, not a string"),
 }
 
 
@@ -126,6 +132,23 @@ def test_non_utf8_names_line(tmp_path):
     path = write(tmp_path / "b.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n', "wb")
     with pytest.raises(InputError, match=r"b\.jsonl:2: bytes at offset \d+ are not UTF-8.*iconv"):
         load_rows(cfg(path, eval_fraction=0))
+
+
+def test_csv_rows_with_extra_cells_long_fields_and_line_separators(tmp_path):
+    """An unquoted comma makes a cell the header has no column for: an error naming the line
+    (or a counted skip), never a silently cut completion; a field longer than csv's own limit
+    but within ours loads; a raw U+2028 inside a JSON string is not a line break."""
+    rows = 'prompt,completion\n"What is 2+2?",It is 4, obviously\nHi,Hello\n'
+    path = write(tmp_path / "c.csv", rows)
+    with pytest.raises(InputError, match=r"c\.csv:2: 1 more cell\(s\) than the header's 2 columns"):
+        load_rows(cfg(path, eval_fraction=0))
+    split = load_rows(cfg(path, eval_fraction=0, skip_bad_rows=True))
+    assert [r.completion for r in split.train] == ["Hello"] and split.report["skipped_total"] == 1
+    long = write(tmp_path / "l.csv", 'prompt,completion\n"' + "a" * 150_000 + '",ok\n')
+    assert len(load_rows(cfg(long, eval_fraction=0)).train[0].prompt) == 150_000
+    sep = write(tmp_path / "s.jsonl", json.dumps({"prompt": "a\u2028b", "completion": "c"},
+                                                 ensure_ascii=False) + "\n")
+    assert load_rows(cfg(sep, eval_fraction=0)).train[0].prompt == "a\u2028b"
 
 
 def test_json_array_error_names_item_line(tmp_path):
@@ -165,6 +188,13 @@ def test_skip_bad_rows_also_skips_lines_that_are_not_json(tmp_path):
     ({"augment_methods": ["refusals"]}, r"refusals_file is not set"),
     ({"method_weights": ["templates=x"]}, r"must look like 'name=1.5'"),
     ({"translate_pivots": ["de"], "augment_methods": ["backtranslate"]}, r"offline has only the pivot 'pt'"),
+    ({"llm_base_url": "http://alice:s3cret@127.0.0.1:8000/v1"}, r"llm_base_url carries credentials"),
+    ({"translate_base_url": "https://libre.example/?api_key=s3cret"}, r"translate_base_url carries credentials"),
+    ({"llm_base_url": "http://host:notaport/v1"}, r"not a usable URL"),
+    ({"llm_base_url": "localhost:8000"}, r"give an http\(s\) URL with a host"),
+    ({"requests_per_minute": 0}, r"requests_per_minute=0 must be > 0"),
+    ({"augment_methods": ["refusals"], "refusals_file": "x.jsonl", "refusals_n": 9},
+     r"refusals_n=9: there are 8 refusal wordings"),
 ])
 def test_bad_augment_config(kw, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -191,6 +221,14 @@ def test_config_parser_rejects_unknown_and_mistyped_keys(tmp_path):
         parse_config(["--config", y], types)
     with pytest.raises(ConfigError, match=r"unknown option '--seeed'\. Did you mean 'seed'\?"):
         parse_config(["--config", write(tmp_path / "c3.yaml", "output_dir: o\n"), "--seeed", "3"], types)
+    # two files whose `base` point at each other: a loop named, not a RecursionError
+    write(tmp_path / "a.yaml", "base: b.yaml\noutput_dir: o\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\nseed: 3\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: `base` makes a loop \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)"):
+        parse_config(["--config", str(tmp_path / "a.yaml")], types)
+    latin = write(tmp_path / "l.yaml", b"output_dir: caf\xe9\n", "wb")
+    with pytest.raises(ConfigError, match=r"l\.yaml: not UTF-8 text \(byte 15\); save it as UTF-8"):
+        parse_config(["--config", latin], types)
 
 
 # ------------------------------------------------------------------ through the real entry point
@@ -299,3 +337,18 @@ def test_shipped_chat_fixtures_load_without_a_column_mapping():
     assert all(r.messages and r.messages[-1] == ("assistant", r.completion) for r in share + chat)
     assert sum(r.messages[0][0] == "system" for r in chat) >= 20
     assert {sum(m[0] == "user" for m in r.messages) for r in chat} == {2, 3, 4}
+
+
+def test_other_input_files_that_are_not_utf8_or_not_files_get_one_line(tmp_path):
+    """The harmful-cases file, a qc_eval pairs file and a cache path that is a folder: each an
+    error naming the path (and line), never a UnicodeDecodeError or IsADirectoryError."""
+    from augment.cache import VariantCache
+    from augment.errors import AugtuneError
+    from augment.methods.refusals import load_harmful_cases
+    from augment.qc_sets import load_pairs
+    bad = write(tmp_path / "h.jsonl", b'{"instruction": "ok"}\n{"instruction": "caf\xe9"}\n', "wb")
+    for load in (load_harmful_cases, load_pairs):
+        with pytest.raises(InputError, match=r"h\.jsonl:2: bytes at offset \d+ are not UTF-8"):
+            load(bad)
+    with pytest.raises(AugtuneError, match=r"is a folder; augment_cache names the cache file"):
+        VariantCache(tmp_path).totals()

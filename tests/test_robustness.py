@@ -137,6 +137,10 @@ def test_paraphrases_link_to_their_source_by_column_then_by_id(tmp_path):
     f.write_text(json.dumps({"id": "x1", "source_id": "e1", "prompt": "p", "completion": "c"}) + "\n")
     rows = [Row("x1", "p", "c"), Row("e2-p7", "p", "c"), Row("zz", "p", "c")]
     assert rb.paraphrase_links(str(f), rows, ["e1", "e2"]) == ["e1", "e2", None]
+    # read as the loader reads it: a byte-order mark, and a bad line the loader skipped and
+    # counted, do not crash this step, which runs after training
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes() + b"not json\n")
+    assert rb.paraphrase_links(str(f), rows, ["e1", "e2"]) == ["e1", "e2", None]
 
 
 # --------------------------------------------------------------------------- generation

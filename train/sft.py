@@ -126,13 +126,14 @@ def main(argv):
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
     trainer.write_param_fingerprint()
+    # The trained adapter first: nothing after training (evaluations, reports) may lose it.
+    trainer.save_model(sft_cfg.output_dir)
     evaluated = any("eval_loss" in h and h.get("step") == trainer.state.global_step
                     for h in trainer.state.log_history)
     if split.eval and not evaluated and data_cfg.loss_eval_at_end:  # eval_loss, eval_paraphrase_loss
         trainer.evaluate()
     if data_cfg.robustness_eval and split.eval and split.eval_paraphrases:
         run_robustness(trainer, tokenizer, split, data_cfg, state, Path(sft_cfg.output_dir))
-    trainer.save_model(sft_cfg.output_dir)
     trainer.save_state()
 
     if state.is_main_process:
@@ -172,7 +173,8 @@ def write_resolved_config(out: Path, *cfgs) -> None:
     for cfg in cfgs:
         d = cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
         merged.update(d)
-    clean = {k: v for k, v in merged.items()
+    from augment.backends.limits import public_url
+    clean = {k: public_url(v) if isinstance(v, str) else v for k, v in merged.items()
              if not any(w in k.lower() for w in SECRET_WORDS) and _plain(v)}
     (out / "augtune_config.yaml").write_text(yaml.safe_dump(clean, sort_keys=True))
 

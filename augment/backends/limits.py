@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from typing import Awaitable, Callable, Mapping, TypeVar
 
@@ -273,12 +274,26 @@ def is_httpx_connect_error(cause) -> bool:
     return cause is not None and any(c.__name__ == "ConnectError" for c in type(cause).__mro__)
 
 
+#: user:password@ in a URL, and query parameters that carry a key.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_URL_KEY_PARAM = re.compile(r"(?i)([?&](?:api[_-]?key|auth[_-]?key|key|token|access[_-]?token|"
+                            r"password)=)[^&#\s]+")
+
+
+def public_url(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced by ***: a base URL taken from the
+    environment (OPENAI_BASE_URL, ANTHROPIC_BASE_URL) may carry them, and it names the server
+    in error messages, logs and the cache's failure reasons."""
+    return _URL_KEY_PARAM.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", text))
+
+
 def redact(text: str, secrets) -> str:
-    """Replace every non-empty secret value in `text` (belt and braces for error messages)."""
+    """Replace every non-empty secret value in `text`, and any URL's credentials (belt and
+    braces for error messages)."""
     for s in secrets:
         if s and len(s) >= 4:
             text = text.replace(s, "***")
-    return text
+    return public_url(text)
 
 
 def estimate_tokens(*texts: str) -> int:

@@ -23,7 +23,7 @@ from ..errors import ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
                      classify_http_error, connect_failure, estimate_tokens,
-                     is_httpx_connect_error, parse_retry_after, redact)
+                     is_httpx_connect_error, parse_retry_after, public_url, redact)
 from .pricing import cost
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class AnthropicBackend:
         self._service = f"anthropic ({self.model})"
         # The SDK's own default when ANTHROPIC_BASE_URL is unset.
         self.base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        self.breaker = ConnectionBreaker(f"the Anthropic API at {self.base_url}")
+        self.breaker = ConnectionBreaker(f"the Anthropic API at {public_url(self.base_url)}")
         self.send_temperature = True  # cleared when the model rejects it (see module docstring)
 
     def __repr__(self) -> str:

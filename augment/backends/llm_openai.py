@@ -16,7 +16,7 @@ from ..errors import ConfigError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
                      classify_http_error, connect_failure, estimate_tokens,
-                     is_httpx_connect_error, parse_retry_after, redact)
+                     is_httpx_connect_error, parse_retry_after, public_url, redact)
 from .pricing import cost
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -55,11 +55,13 @@ class OpenAICompatibleBackend:
         self._clients = LoopLocal(lambda: openai.AsyncOpenAI(
             base_url=base_url, api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
-        self._service = f"openai-compatible server {base_url} ({self.model})"
-        self.breaker = ConnectionBreaker(f"the OpenAI-compatible server at {base_url}")
+        shown = public_url(base_url)  # OPENAI_BASE_URL may carry credentials
+        self._service = f"openai-compatible server {shown} ({self.model})"
+        self.breaker = ConnectionBreaker(f"the OpenAI-compatible server at {shown}")
 
     def __repr__(self) -> str:
-        return f"OpenAICompatibleBackend(model={self.model!r}, base_url={self.base_url!r})"
+        return (f"OpenAICompatibleBackend(model={self.model!r}, "
+                f"base_url={public_url(self.base_url)!r})")
 
     def _map(self, exc: BaseException) -> Exception | None:
         openai, secrets = self._openai, [os.environ.get(KEY_ENV, "")]

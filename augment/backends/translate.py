@@ -26,7 +26,7 @@ from importlib import metadata
 from ..errors import CandidateError, ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, RateLimiter, call_with_retries, connect_failure,
-                     estimate_tokens, redact)
+                     estimate_tokens, public_url, redact)
 
 API_EXTRA = "pip install 'augtune[api]'"
 OFFLINE_EXTRA = "pip install 'augtune[offline]'"
@@ -266,8 +266,9 @@ class DeepTranslator:
                 raise ConfigError("translate_backend=libre needs translate_base_url (your "
                                   "LibreTranslate server, e.g. http://localhost:5000).")
             self.base_url = cfg.translate_base_url.rstrip("/") + "/"
-            self.model = f"libretranslate@{self.base_url}"
-        self.breaker = ConnectionBreaker(self.base_url or f"translate_backend={provider}")
+            self.model = f"libretranslate@{public_url(self.base_url)}"  # goes into provenance
+        self.breaker = ConnectionBreaker(public_url(self.base_url) if self.base_url
+                                         else f"translate_backend={provider}")
 
     def __repr__(self) -> str:  # never the key
         return f"DeepTranslator(provider={self.name!r}, timeout={self.timeout})"

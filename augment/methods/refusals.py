@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
+from ..data import _decode  # a file that is not UTF-8: an InputError naming file and line
 from ..errors import CandidateError, InputError
 from ..types import Candidate, Request, Result, Row
 from .jsonlist import parse_string_list
@@ -79,33 +81,32 @@ def load_harmful_cases(path) -> list[tuple[Row, str, str]]:
     cases = []
     seen = set()
     try:
-        fh = open(path, encoding="utf-8")
+        text = _decode(Path(path))
     except OSError as e:
         raise InputError(f"cannot read harmful cases ({e.strerror})", file=str(path),
                          fix="Set refusals_file to a JSONL of {instruction, reason, alternative}")
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=lineno,
-                                 fix="Each line must be one JSON object")
-            if not isinstance(obj, dict):
-                raise InputError("expected a JSON object", file=str(path), line=lineno)
-            for key in ("instruction", "reason", "alternative"):
-                v = obj.get(key)
-                if not isinstance(v, str) or not v.strip():
-                    raise InputError("missing or empty", file=str(path), line=lineno, field=key,
-                                     fix="Give instruction, reason (completes 'as it ...') "
-                                         "and alternative (a noun phrase)")
-            rid = str(obj.get("id", f"refusal-{lineno}"))
-            if rid in seen:
-                raise InputError(f"duplicate id {rid!r}", file=str(path), line=lineno, field="id")
-            seen.add(rid)
-            cases.append((Row(rid, obj["instruction"].strip(), ""), obj["reason"].strip(),
-                          obj["alternative"].strip()))
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=lineno,
+                             fix="Each line must be one JSON object")
+        if not isinstance(obj, dict):
+            raise InputError("expected a JSON object", file=str(path), line=lineno)
+        for key in ("instruction", "reason", "alternative"):
+            v = obj.get(key)
+            if not isinstance(v, str) or not v.strip():
+                raise InputError("missing or empty", file=str(path), line=lineno, field=key,
+                                 fix="Give instruction, reason (completes 'as it ...') "
+                                     "and alternative (a noun phrase)")
+        rid = str(obj.get("id", f"refusal-{lineno}"))
+        if rid in seen:
+            raise InputError(f"duplicate id {rid!r}", file=str(path), line=lineno, field="id")
+        seen.add(rid)
+        cases.append((Row(rid, obj["instruction"].strip(), ""), obj["reason"].strip(),
+                      obj["alternative"].strip()))
     if not cases:
         raise InputError("no harmful cases in the file", file=str(path))
     return cases
