@@ -215,6 +215,8 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
     elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:
         cache.set_qc_fingerprint(aug_cfg.qc, fingerprint)  # nothing judged yet under this mode
     from .judge import JudgeThread
+    if getattr(checker.config, "judge", None) == "llm":  # the LLM failed them last time
+        cache.reopen_llm_judge_failures(aug_cfg.qc)
     # Judging runs beside the requests from the start: first whatever earlier builds stored
     # but never judged (killed before QC), then each answer as it is stored.
     leftovers = cache.unjudged_count(aug_cfg.qc)

@@ -634,6 +634,18 @@ class VariantCache:
             f"WHERE {where.replace(col, 'v.' + col)}v.request_key IN ({','.join('?' * len(keys))}) "
             "ORDER BY v.request_key, v.idx", keys).fetchall()
 
+    def reopen_llm_judge_failures(self, qc_mode: str) -> int:
+        """Candidates rejected under `qc_mode` only because the LLM judge gave no verdict (a
+        timeout, a reply that was no verdict) lose that verdict, so the build judges them
+        again and asks the LLM once more. Returns how many."""
+        from .qc.llm_judge import NO_VERDICT
+        col = _verdict_col(qc_mode)
+        with self._write() as con:
+            return con.execute(
+                f"UPDATE variants SET {col}=NULL WHERE {col}=0 AND "
+                f"json_extract(reasons_json, '$.' || ?) LIKE ?",
+                (qc_mode, f'%"{NO_VERDICT} (%')).rowcount
+
     def pairs_to_judge(self, qc_mode: str, methods, only_missing: bool = True
                        ) -> list[tuple[str, str]]:
         """(original, candidate) of the stored candidates of `methods` that a build judges

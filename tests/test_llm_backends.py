@@ -299,6 +299,20 @@ def test_batch_transient_errors_on_the_batch_api_are_retried(fake_anthropic, tmp
     assert fake_anthropic.count("batch_create") == 2
 
 
+def test_batch_submission_without_a_clear_answer_is_not_sent_twice(fake_anthropic, tmp_path):
+    """A 500 or a timeout on submitting a batch may come after the API accepted (and will bill)
+    it: no second submission, a stop that says where to look (429/529 are retried, above)."""
+    for fault in ("500", "hang"):
+        fake_anthropic.script = {"batch_create": [fault]}
+        fake_anthropic.hang_seconds = 3
+        before = fake_anthropic.count("batch_create")
+        with pytest.raises(FatalBackendError, match=r"may have accepted it and will bill it.*"
+                                                    r"Anthropic console"):
+            asyncio.run(anthropic_backend(request_timeout=1.0).complete_many(
+                ITEMS[:2], state_path=tmp_path / f"{fault}.json", poll_interval=0.01))
+        assert fake_anthropic.count("batch_create") == before + 1, fault
+
+
 def test_batch_rejects_bad_custom_ids(fake_anthropic, tmp_path):
     with pytest.raises(ValueError, match="custom_id"):
         asyncio.run(anthropic_backend().complete_many([("bad id!", "s", "u", 8, 0.5)],

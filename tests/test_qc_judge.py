@@ -810,3 +810,50 @@ def test_llm_judge_through_a_local_model(tiny_model_dir, model):
     for r in res:
         assert not r["is_valid"]
         assert any(x.startswith("llm judge gave no verdict (ValueError") for x in r["reasons"]), r["reasons"]
+
+
+def test_candidates_the_llm_gave_no_verdict_for_are_asked_again_by_the_next_build(
+        monkeypatch, tmp_path):
+    """A build whose verdict requests all come back unusable rejects those candidates with the
+    reason; the next build (same settings, nothing else to do) asks the LLM again for exactly
+    those, stores the verdicts and accepts them, without asking for any paraphrase again."""
+    from augment.build import build_cache
+    from augment.cache import JudgeVerdicts, VariantCache
+    from augment.config import DataConfig
+    from augment.types import Row
+    from tests.fakes.anthropic_server import paraphrase_reply
+
+    def reply(system, user, body=None):
+        if "exactly the same thing" in system:
+            return json.dumps({"same": True, "reason": "same request"})
+        return paraphrase_reply(system, user, body)
+
+    def garble_verdicts(endpoint, index, body):
+        return "malformed_json" if "exactly the same thing" in str(body.get("system", "")) else None
+
+    cache = tmp_path / "c.sqlite"
+    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
+            for i in range(3)]
+    with FakeAnthropicServer(reply=reply, behaviour=garble_verdicts) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+        first = build_cache(DataConfig(), cfg, rows, progress=False)
+        asked = [r for r in srv.requests if "exactly the same thing" in str(r["body"].get("system", ""))]
+        vc = VariantCache(cache)
+        reasons = [json.loads(r)["project"] for (r,) in vc._conn().execute(
+            "SELECT reasons_json FROM variants WHERE method='paraphrase'")]
+        assert first.done == 3 and first.accepted == 0 and len(asked) == len(reasons) > 0
+        assert all(any(x.startswith("llm judge gave no verdict") for x in r) for r in reasons)
+        assert len(JudgeVerdicts(cache)) == 0
+        n = len(srv.requests)
+        srv.behaviour = None
+        second = build_cache(DataConfig(), cfg, rows, progress=False)
+        later = srv.requests[n:]
+        assert len(later) == len(asked)   # each failed verdict asked once more, nothing else
+        assert all("exactly the same thing" in str(r["body"].get("system", "")) for r in later)
+        assert len(JudgeVerdicts(cache)) == len(asked) and second.accepted > 0
+        assert vc.unjudged_count("project") == 0
+        reasons = [json.loads(r)["project"] for (r,) in vc._conn().execute(
+            "SELECT reasons_json FROM variants WHERE method='paraphrase'")]
+        assert not any(x.startswith("llm judge gave no verdict") for r in reasons for x in r)

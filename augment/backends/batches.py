@@ -124,6 +124,40 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
                                         base_delay=base_delay,
                                         breaker=getattr(backend, "breaker", None)))[0]
 
+    async def create(body):
+        """Submit one batch. Retried only when the API certainly did not take it (429, 529
+        overloaded, a connection never opened): a timeout, a 5xx or a dropped connection may
+        come after the API accepted the batch, and a retry would then bill it twice."""
+        from .limits import is_httpx_connect_error
+        from .llm_anthropic import import_anthropic
+        anthropic = import_anthropic()
+
+        async def attempt():
+            try:
+                return await client.messages.batches.create(requests=body)
+            except Exception as e:  # noqa: BLE001 - sorted below, the rest re-raised
+                status = getattr(e, "status_code", None)
+                cause = e.__cause__ or e.__context__
+                refused = status in (429, 529) or (
+                    isinstance(e, anthropic.APIConnectionError)
+                    and not isinstance(e, anthropic.APITimeoutError)
+                    and is_httpx_connect_error(cause))
+                mapped = map_anthropic_error(e, timeout=timeout, service=service)
+                if mapped is None:
+                    raise
+                if not refused and not isinstance(mapped, FatalBackendError):
+                    mapped = FatalBackendError(
+                        f"{service}: submitting a batch of {len(body)} requests got no clear "
+                        f"answer ({mapped}); the API may have accepted it and will bill it. "
+                        "Stopped rather than submit it twice: look in the Anthropic console for "
+                        f"a batch created at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, let it "
+                        "finish or cancel it. Every answer stored so far is kept; a rerun "
+                        "submits the requests still missing.")
+            raise mapped
+        return (await call_with_retries(attempt, max_retries=max_retries,
+                                        base_delay=base_delay,
+                                        breaker=getattr(backend, "breaker", None)))[0]
+
     model_of = {cid: params.get("model", "") for cid, params in requests}
 
     async def collect(bid) -> dict:
@@ -187,7 +221,7 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
     new_ids = []
     for i in range(0, len(todo), n):
         body = [{"custom_id": cid, "params": params} for cid, params in todo[i:i + n]]
-        batch = await api(lambda: client.messages.batches.create(requests=body))
+        batch = await create(body)
         batch_ids.append(batch.id)
         new_ids.append(batch.id)
         state["submitted_at"] = time.time()

@@ -11,8 +11,8 @@ keyed by `verdict_key(prompt version and text, backend, model, original, candida
 with the same store sends no request, and an edited prompt asks again even if its version was
 not bumped. The default store is a dict in memory; a build passes one backed by
 its cache. A request that fails (after the backend's own retries) or an answer that is not the
-JSON verdict REJECTS the candidate with the reason, and is not stored, so the next run asks
-again: no silent acceptance of unjudged text. A `FatalBackendError` (a bad key, no credit, a
+JSON verdict REJECTS the candidate with the reason, and is not stored, so the next build asks
+again (it reopens such rejections before judging): no silent acceptance of unjudged text. A `FatalBackendError` (a bad key, no credit, a
 model the server does not know) is raised instead: every other request would fail alike, and a
 build that went on would reject the whole band; the build stops with it, and what it stored
 stays (its candidates are judged by the next build).
@@ -42,6 +42,11 @@ SYSTEM = (
     'and nothing else: {"same": true or false, "reason": "<one short sentence>"}.')
 USER = "ORIGINAL:\n{original}\n\nCANDIDATE:\n{candidate}"
 _OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+#: How a candidate the LLM gave no verdict for is rejected; the next build finds these by it
+#: and judges them again (`VariantCache.reopen_llm_judge_failures`).
+NO_VERDICT = "llm judge gave no verdict"
 
 
 def _prompt_digest() -> str:
@@ -123,15 +128,14 @@ class LLMJudge:
             else:
                 todo.append((i, key))
         if todo:
-            verdicts = _run(self._ask_all([pairs[i] for i, _ in todo]))
+            verdicts = _run(self._ask_all([(pairs[i], key) for i, key in todo]))
             for (i, key), v in zip(todo, verdicts):
                 if "error" in v:
                     self.failures += 1
-                    out[i]["reason"] = f"llm judge gave no verdict ({v['error']}); retried next run"
+                    out[i]["reason"] = f"{NO_VERDICT} ({v['error']}); asked again next build"
                     out[i]["llm"] = None
                     continue
-                self.store.put(key, v)
-                self._apply(out[i], v)
+                self._apply(out[i], v)  # stored by _ask the moment it arrived
         return out
 
     @staticmethod
@@ -139,21 +143,31 @@ class LLMJudge:
         res["llm"] = v
         res["reason"] = None if v["same"] else f"llm judge: {v['reason'] or 'the request changed'}"
 
-    async def _ask_all(self, pairs):
+    async def _ask_all(self, asks):
+        """Every ((original, candidate), key) at once. Each verdict is stored as it arrives (a
+        kill keeps what was paid for); a fatal error is raised once every request in flight
+        has ended, so their answers are stored too."""
         backend = self.llm_factory()
         try:
-            return await asyncio.gather(*(self._ask(backend, o, c) for o, c in pairs))
+            got = await asyncio.gather(*(self._ask(backend, o, c, key) for (o, c), key in asks),
+                                       return_exceptions=True)
         finally:
             close = getattr(backend, "aclose", None)
             if close:
                 await close()
+        for g in got:
+            if isinstance(g, BaseException):
+                raise g
+        return got
 
-    async def _ask(self, backend, original: str, candidate: str) -> dict:
+    async def _ask(self, backend, original: str, candidate: str, key: str) -> dict:
         self.requests += 1
         try:
             c = await backend.complete(SYSTEM, USER.format(original=original, candidate=candidate),
                                        max_tokens=self.max_tokens, temperature=0.0, seed=0)
-            return parse_verdict(c.text)
+            verdict = parse_verdict(c.text)
+            self.store.put(key, verdict)
+            return verdict
         except FatalBackendError:
             raise  # a bad key or no credit: the build stops (see the module docstring)
         except Exception as exc:  # any other failure is recorded on the candidate
