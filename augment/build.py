@@ -163,8 +163,19 @@ def build_cache(data_cfg, aug_cfg, rows, *, progress: bool = True, dry_run: bool
 
     `methods` (name -> Method) and `checker` default to `build_methods(aug_cfg)` and a
     `QualityChecker` for `aug_cfg.qc`; tests and the training entry point may pass their own.
-    Raises `FatalBackendError` (after storing finished work) when a backend cannot go on."""
+    Raises `FatalBackendError` (after storing finished work) when a backend cannot go on.
+    One build at a time per cache (`cache.build_lock`); a dry run writes nothing and takes
+    no lock."""
     dry_run = dry_run or aug_cfg.dry_run
+    if dry_run or not aug_cfg.augment_methods:
+        return _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, cache)
+    from .cache import build_lock
+    with build_lock(cache.path if cache is not None else aug_cfg.augment_cache):
+        return _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, cache)
+
+
+def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, cache
+                 ) -> BuildReport:
     report = BuildReport(qc_mode=aug_cfg.qc, dry_run=dry_run)
     if not aug_cfg.augment_methods:
         return report

@@ -697,6 +697,41 @@ def source_hash(text: str) -> str:
     return text_hash(text)
 
 
+@contextmanager
+def build_lock(path):
+    """Hold `<path>.lock` while a build writes to the cache at `path`. A second build on the
+    same cache stops at once with one line: both would compute what is missing at their start
+    and pay for every such request, and they share the cache's batch state file. (An advisory
+    `flock`: released by the kernel when the process dies, so a killed build never leaves a
+    stale lock. Where `fcntl` does not exist, nothing is locked.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = f"{path}.lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
+    fh = open(lock, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        who = fh.read().strip() or "another process"
+        fh.close()
+        raise AugtuneError(f"{path}: another build is writing to this cache ({who}); wait for "
+                           "it to end, or give this one another augment_cache (two builds "
+                           "would both pay for every missing request).") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
 def init_cache_from(path, init) -> bool:
     """Copy the prebuilt cache `init` to `path` when `path` does not exist yet. Uses SQLite's
     backup API (a plain file copy could miss pages still in the source's WAL). Returns whether
@@ -715,7 +750,12 @@ def init_cache_from(path, init) -> bool:
         src.backup(dst)
     src.close()
     dst.close()
-    os.replace(tmp, path)  # atomic: a killed copy never leaves a half cache at `path`
+    try:  # atomic and never over a cache another process made meanwhile (os.replace would
+        os.link(tmp, path)  # swap the file under that process's open connection)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
     return True
 
 

@@ -250,3 +250,25 @@ def test_credentials_in_a_base_url_from_the_environment_never_reach_messages_or_
     assert f"http://***@127.0.0.1:{port}/v1" in text   # the server is named, its password not
     assert "s3cr3tpass" not in text
     assert b"s3cr3tpass" not in b"".join(p.read_bytes() for p in tmp_path.glob("a.sqlite*"))
+
+
+def test_a_second_build_on_the_same_cache_stops_at_once(tmp_path):
+    """Two builds on one cache would both pay for every missing request: while one holds the
+    cache, another stops with one line naming it, having sent nothing; after it, builds run."""
+    import fcntl
+
+    from augment.errors import AugtuneError
+    cfg = AugmentConfig(augment_methods=["templates"], augment_cache=str(tmp_path / "c.sqlite"),
+                        qc="seed")
+    rows = [Row("1", "Explain how a VPN works.", "It tunnels traffic.")]
+    with open(tmp_path / "c.sqlite.lock", "a+") as other:   # a build in another process
+        other.write("pid 4242, since earlier")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(AugtuneError, match=r"another build is writing to this cache "
+                                               r"\(pid 4242, since earlier\)"):
+            build_cache(DataConfig(), cfg, rows, progress=False)
+        assert not (tmp_path / "c.sqlite").exists()  # nothing done
+        build_cache(DataConfig(), cfg, rows, progress=False, dry_run=True)  # a dry run may
+    assert build_cache(DataConfig(), cfg, rows, progress=False).done == 1
+    assert build_cache(DataConfig(), cfg, rows, progress=False).already_done == 1
