@@ -429,7 +429,10 @@ async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> No
         while any(not w.done() for w in workers):
             await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
             if fatal:
-                for w in workers:
+                # The other workers take nothing new, but what they already sent may be billed:
+                # give it a request's time to answer and be stored, then cancel what is left.
+                _, pending = await asyncio.wait(workers, timeout=float(aug_cfg.request_timeout) + 5)
+                for w in pending:
                     w.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 break

@@ -69,7 +69,8 @@ class AugmentedData:
 
     def write_summary(self, trainer, out=None, world: int | None = None) -> dict:
         """`augmentation_summary.json` (stable format): per method what the cache holds, per
-        epoch what the sampler scheduled over all ranks. Main process only."""
+        epoch what the sampler scheduled over all ranks. Written by the main process only (the
+        other ranks hold no cache and would overwrite it with empty counts); they get the dict."""
         out = Path(out or trainer.args.output_dir)
         world = world or trainer.accelerator.num_processes
         keys = ("generated", "accepted", "rejected", "failed")
@@ -95,8 +96,9 @@ class AugmentedData:
         from .build import qc_summary
         summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report(),
                    "qc": qc_summary(self.aug_cfg)}
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
+        if trainer.is_world_process_zero():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
 

@@ -88,11 +88,18 @@ class AugmentedSFTTrainer(SFTTrainer):
                 raise ValueError("padding_free=True needs a collator that emits padding-free batches: "
                                  "pass AugmentingCollator(..., padding_free=True).")
             sft_args.padding_free = False
+        # Our collator masks everything but the assistant turn itself; TRL would refuse the
+        # option because the dataset it sees holds row indices, not conversations.
+        assistant_only = bool(getattr(sft_args, "assistant_only_loss", False))
+        if assistant_only:
+            sft_args.assistant_only_loss = False
         try:
             super().__init__(*args, **kwargs)
         finally:
             if padding_free:
                 sft_args.padding_free = True  # what the saved config and the logs say
+            if assistant_only:
+                sft_args.assistant_only_loss = True
         if self.consistency_weight and (self.is_fsdp_enabled or _zero3(self)):
             from .errors import ConfigError
             raise ConfigError(f"consistency_weight={self.consistency_weight} calls the LM head "

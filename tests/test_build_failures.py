@@ -272,3 +272,27 @@ def test_a_second_build_on_the_same_cache_stops_at_once(tmp_path):
         build_cache(DataConfig(), cfg, rows, progress=False, dry_run=True)  # a dry run may
     assert build_cache(DataConfig(), cfg, rows, progress=False).done == 1
     assert build_cache(DataConfig(), cfg, rows, progress=False).already_done == 1
+
+
+def test_a_fatal_error_keeps_the_answers_already_on_their_way(tmp_path, monkeypatch):
+    """One request refused for good (400) stops the build, but the requests already sent are
+    billed: their answers are waited for and stored, not cancelled and lost."""
+    from augment.errors import FatalBackendError
+    from tests.fakes import FakeAnthropicServer
+    prompts = api_prompts(8)
+
+    def first_refused(endpoint, index, body):
+        return "400" if endpoint == "messages" and index == 0 else None
+
+    with FakeAnthropicServer(latency=0.5, behaviour=first_refused) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = AugmentConfig(augment_methods=["paraphrase"], llm_backend="anthropic",
+                            llm_model="claude-haiku-4-5", max_concurrency=4, request_timeout=5.0,
+                            augment_cache=str(tmp_path / "c.sqlite"), qc="seed")
+        with pytest.raises(FatalBackendError, match="400"):
+            build_cache(DataConfig(), cfg, [Row(str(i), p, "ok") for i, p in enumerate(prompts)],
+                        progress=False)
+        billed = len(srv.billed("messages"))
+    assert billed >= 1   # answers were on their way when the 400 came
+    assert VariantCache(tmp_path / "c.sqlite").totals()["requests"] == billed

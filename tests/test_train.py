@@ -100,7 +100,9 @@ def test_single_process_trains_and_writes_outputs(tiny_model_dir, tmp_path):
 
 def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_path):
     out = tmp_path / "pf"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--padding_free", "true", "--loss_type", "dft", *NO_EVAL),
+    # assistant_only_loss too: TRL alone refuses it for a dataset of row indices; ours masks
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--padding_free", "true", "--loss_type", "dft",
+                                  "--assistant_only_loss", "true", *NO_EVAL),
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,7 +111,7 @@ def test_padding_free_and_dft_train_through_the_entry_point(tiny_model_dir, tmp_
     assert train and all({"loss_original", "loss_templates", "mean_token_accuracy"} <= set(h) for h in train)
     assert all(h["loss"] < 0.1 for h in train)  # DFT: -log p * p, tiny for a random model
     cfg = (out / "augtune_config.yaml").read_text()
-    assert "padding_free: true" in cfg and "loss_type: dft" in cfg
+    assert "padding_free: true" in cfg and "loss_type: dft" in cfg and "assistant_only_loss: true" in cfg
 
 
 @pytest.mark.heavy
