@@ -145,6 +145,16 @@ class AugmentedSFTTrainer(SFTTrainer):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    def _run_epoch(self, *args, **kwargs):
+        # The epoch's plan follows the epoch whatever wraps the sampler: after a resume the
+        # Trainer iterates SkipBatchSampler(BatchSamplerShard(BatchSampler(ours))) with several
+        # processes, and neither accelerate's set_epoch nor the Trainer's reaches that deep (a
+        # resume in epoch 1 replayed epoch 0's plan).
+        epoch = kwargs.get("epoch", args[1] if len(args) > 1 else None)
+        if self.ratio_sampler is not None and epoch is not None:
+            self.ratio_sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, **kwargs)
+
     def _get_train_sampler(self, train_dataset=None):
         return self.ratio_sampler if self.ratio_sampler is not None else super()._get_train_sampler(train_dataset)
 

@@ -370,3 +370,21 @@ def test_on_the_fly_templates_merge_into_the_table_and_render_lazily():
     assert ds[len(rows) + j]["prompt"] == apply_template(rows[0].prompt, int(t.template[j]))
     s = RatioSampler(3, t, augmented_per_original=1.0, seed=0)
     assert s.epoch_counts(0)["augmented"] == 3
+
+
+def test_the_trainer_sets_the_plans_epoch_itself_before_each_epoch(monkeypatch):
+    """After a resume with several processes the Trainer iterates SkipBatchSampler(
+    BatchSamplerShard(BatchSampler(ours))), which no set_epoch call reaches: the trainer sets
+    our sampler's epoch itself before the epoch runs, or a resume in epoch 1 replays epoch 0."""
+    from trl import SFTTrainer
+
+    from augment.sampler import RatioSampler
+    from augment.trainer import AugmentedSFTTrainer
+    seen = []
+    monkeypatch.setattr(SFTTrainer, "_run_epoch",
+                        lambda self, **kw: seen.append((kw["epoch"], self.ratio_sampler.epoch)))
+    trainer = AugmentedSFTTrainer.__new__(AugmentedSFTTrainer)  # no model: the hook alone
+    trainer.ratio_sampler = RatioSampler(4, augmented_per_original=0)
+    for epoch in (1, 2):
+        trainer._run_epoch(model=None, epoch=epoch, train_dataloader=None)
+    assert seen == [(1, 1), (2, 2)]
