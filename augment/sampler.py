@@ -15,6 +15,9 @@ Epoch arithmetic (`round` is round-half-up, r = augmented_per_original, f = refu
              refusals F = round(f*(N+A)/(1-f)),          length = N + A + F
     replace: length L = N, augmented A = round(N*r/(1+r)), refusals F = round(f*N),
              originals O = N - A - F                      (same compute as no augmentation)
+    then, if rounding put A above max_augmented_fraction of the epoch (a few rows: replace,
+    N = 7, r = 7/3 gives round(4.9) = 5 of 7), A drops until it is not (O takes the slots in
+    replace mode); `report()` counts them as augmented_rounded_down_to_the_cap.
 
 Example, N = 10, r = 2, f = 0.1: expand gives O = 10, A = 20, F = round(3.33) = 3, length 33;
 replace gives A = round(6.67) = 7, F = 1, O = 2, length 10.
@@ -157,6 +160,15 @@ class RatioSampler(torch.utils.data.Sampler[int]):
                     f"augment_mode=replace: augmented ({self.n_augmented}) plus refusal "
                     f"({self.n_refusal_slots}) slots exceed the {n} rows of an epoch; lower "
                     "augmented_per_original or refusal_fraction.")
+        # The cap holds after rounding too: with a few rows round-half-up can pass it (replace,
+        # 5 rows, r = 7/3: 3.5 -> 4 of 5 = 80%), so the slots above it are given back, and
+        # `report()` counts them. (Refusals have their own cap, refusal_fraction < 0.5.)
+        self.n_rounded_down = 0
+        while self.n_augmented > cap * len(self) + 1e-9:
+            self.n_rounded_down += 1
+            self.n_augmented -= 1
+            if augment_mode == "replace":
+                self.n_originals += 1
         if self.n_refusal_slots > 0 and n_ref == 0:
             raise AugtuneError(
                 f"refusal_fraction={f} asks for {self.n_refusal_slots} refusal examples per "
@@ -379,6 +391,7 @@ class RatioSampler(torch.utils.data.Sampler[int]):
             "rows_reusing_within_epoch": reuse_rows,
             "slots_reusing_within_epoch": reuse_slots,
             "augmented_fraction": self.n_augmented / len(self),
+            "augmented_rounded_down_to_the_cap": self.n_rounded_down,
             **({"consistency_pairs": self.count_pairs(self.plan(epoch))}
                if self.consistency_pairs else {}),
         }

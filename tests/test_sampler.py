@@ -62,6 +62,12 @@ def test_exact_epoch_counts(n, r, mode):
     else:
         aug = rnd(n * r / (1 + r))
         orig = n - aug
+    while aug > 0.7 * (orig + aug) + 1e-9:   # rounding never passes the 70% cap
+        aug -= 1
+        orig += mode == "replace"
+    assert aug / max(1, orig + aug) <= 0.7 + 1e-9
+    assert s.report()["augmented_rounded_down_to_the_cap"] == (
+        (rnd(r * n) if mode == "expand" else rnd(n * r / (1 + r))) - aug)
     assert len(s) == orig + aug
     with_rows = np.flatnonzero(counts > 0)
     for epoch in range(3):
