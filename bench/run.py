@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,16 @@ FIGURES = {
     "padding_free_tokens_per_s": padding_free.fig_padding_free_tokens_per_s,
     "consistency_peak_memory_ratio": consistency.fig_consistency_peak_memory_ratio,
 }
+
+
+def _write(out: Path, mach: dict, results: dict) -> dict:
+    """The results file, written whole or not at all (`--only` reads it back)."""
+    ordered = {"_machine": mach, **{k: results[k] for k in FIGURES if k in results}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(ordered, indent=2) + "\n")
+    os.replace(tmp, out)
+    return ordered
 
 
 def main(argv: list[str]) -> int:
@@ -91,11 +102,10 @@ def main(argv: list[str]) -> int:
                             loadavg_after=loadavg())
         results[name] = e
         print(f"[bench] {name}: {e['value']} ({perf() - t:.1f}s)", flush=True)
+        _write(out, mach, results)  # after each figure: a killed run keeps what it measured
     mach["loadavg_end"] = loadavg()
     mach["wall_s"] = rnd(perf() - t_all)
-    ordered = {"_machine": mach, **{k: results[k] for k in FIGURES if k in results}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(ordered, indent=2) + "\n")
+    ordered = _write(out, mach, results)
     print_table(ordered)
     print(f"\nwrote {out} in {mach['wall_s']}s (load average {mach['loadavg_start']} -> "
           f"{mach['loadavg_end']})")

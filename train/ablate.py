@@ -261,7 +261,11 @@ def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
     row.update(read_metrics(run_dir))
     row["status"] = "ok"
     run_dir.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(row, indent=2))
+    # A run counts as finished by this file alone: write it whole or not at all, so a sweep
+    # killed here reruns the run instead of failing on half a file.
+    tmp = result_file.with_name(result_file.name + ".tmp")
+    tmp.write_text(json.dumps(row, indent=2))
+    os.replace(tmp, result_file)
     return row
 
 

@@ -92,7 +92,9 @@ def synthetic_cache(n_variants: int) -> tuple[Path, Path, list]:
                       "method": pa.array(pq_cols["method"], pa.string()),
                       "similarity": pa.array(pq_cols["similarity"], pa.float32()),
                       "row_key": pa.array(pq_cols["row_key"], pa.string())})
-    pq.write_table(table, pqf)
+    part = pqf.with_name(pqf.name + ".part")  # reused when it exists: written whole or not at all
+    pq.write_table(table, part)
+    os.replace(part, pqf)
     return db, pqf, rows
 
 
