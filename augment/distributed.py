@@ -30,6 +30,42 @@ def share_from_main(state, load):
     return payload[0]
 
 
+#: The key through which the main process tells the others its build is over (numbered per
+#: call, as every rank calls `prepare` the same number of times).
+_READY_KEY = "augtune/variants-ready"
+_calls = {"announce": 0, "await": 0}
+#: How long the other ranks wait for the main process's build: a build against a real API can
+#: take hours, far past a collective's timeout (NCCL/gloo default 30 min, `ddp_timeout`), so
+#: they wait on the process group's key-value store instead, which takes its own timeout.
+BUILD_WAIT = 7 * 24 * 3600
+
+
+def announce_variants(state, ok: bool) -> None:
+    """Main process: the build is over (ok) or failed; the other ranks stop waiting."""
+    if state.num_processes > 1 and state.is_main_process:
+        from torch.distributed.distributed_c10d import _get_default_store
+        _calls["announce"] += 1
+        _get_default_store().set(f"{_READY_KEY}/{_calls['announce']}", "ok" if ok else "failed")
+
+
+def await_variants(state, timeout_s: float = BUILD_WAIT) -> None:
+    """Other ranks: wait (up to `timeout_s`) until the main process has built the variants."""
+    if state.num_processes == 1 or state.is_main_process:
+        return
+    from datetime import timedelta
+
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    from .errors import AugtuneError
+    store = _get_default_store()
+    _calls["await"] += 1
+    key = f"{_READY_KEY}/{_calls['await']}"
+    store.wait([key], timedelta(seconds=timeout_s))
+    if store.get(key) != b"ok":
+        raise AugtuneError("the main process stopped while building the variants; its error "
+                           "is in its log.")
+
+
 def trace_sqlite_opens(trace_dir: str, rank: int) -> None:
     """Diagnostics for the multi-node test: record every SQLite file this process opens.
 

@@ -149,34 +149,15 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     stored = [m for m in row_methods if m in cached]
     units = TurnUnits.of(split.train, aug.augment_turns)  # one per augmentable user turn
     cache, run_keys, report = None, [], None
-    if methods and state.is_main_process:
-        from .cache import VariantCache, init_cache_from
-        built_cfg = dataclasses.replace(aug, augment_methods=cached)
-        if cached and aug.build_before_training:
-            from .build import build_cache, rows_without_variants_by_failure
-            report = build_cache(data, built_cfg, units.rows)  # prints progress, summary
-            if report.failed:  # say what training goes without, then stop unless allowed
-                n = rows_without_variants_by_failure(VariantCache(aug.augment_cache), units.rows,
-                                                     run_request_keys(built_cfg, units.rows))
-                what = "train rows" if len(units.rows) == len(split.train) else "user turns"
-                say(f"augtune: {n} of {len(units.rows)} {what} have no variant from a method "
-                    f"whose request failed ({report.failed} failed requests; reasons above)")
-                if not aug.allow_failures:
-                    raise AugtuneError(f"{report.failed} augmentation requests failed (reasons "
-                                       "above); rerun to retry them, or set allow_failures: true "
-                                       "to train without them.")
-        else:
-            init_cache_from(aug.augment_cache, aug.augment_cache_init)
-        cache = VariantCache(aug.augment_cache)
-        if cached and not aug.build_before_training:
-            from .build import make_checker
-            if cache.stale_verdicts(aug.qc, make_checker(aug).fingerprint()):
-                raise AugtuneError(f"{aug.augment_cache}: its verdicts under qc={aug.qc} were made "
-                                   "by other QC rules or settings. Run `python -m augment.build "
-                                   "--config CONFIG` (re-judges locally, no API calls) or set "
-                                   "build_before_training: true.")
-        # Only this run's requests: a shared cache also holds variants made with other settings.
-        run_keys = run_request_keys(built_cfg, units.rows) if cached else []
+    from .distributed import announce_variants, await_variants
+    try:
+        if methods and state.is_main_process:
+            cache, run_keys, report = _build_on_main(data, aug, split, units, cached, say)
+    except BaseException:
+        announce_variants(state, ok=False)
+        raise
+    announce_variants(state, ok=True)
+    await_variants(state)  # other ranks: however long the main process's build takes
 
     def load_variants():
         table = (units.regroup(cache.load_table(units.rows, stored, aug.qc, keys=run_keys))
@@ -195,6 +176,41 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     sampler = RatioSampler.from_config(aug, len(split.train), table, refusals, seed=seed)
     source = AugmentedDataset(split.train, table, refusals)
     return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
+
+
+
+def _build_on_main(data, aug, split, units, cached, say):
+    """The main process's part of `prepare`: build what is missing (or check the cache's
+    verdicts), then return (cache, this run's request keys, the build's report)."""
+    from .cache import VariantCache, init_cache_from
+    report = None
+    built_cfg = dataclasses.replace(aug, augment_methods=cached)
+    if cached and aug.build_before_training:
+        from .build import build_cache, rows_without_variants_by_failure
+        report = build_cache(data, built_cfg, units.rows)  # prints progress, summary
+        if report.failed:  # say what training goes without, then stop unless allowed
+            n = rows_without_variants_by_failure(VariantCache(aug.augment_cache), units.rows,
+                                                 run_request_keys(built_cfg, units.rows))
+            what = "train rows" if len(units.rows) == len(split.train) else "user turns"
+            say(f"augtune: {n} of {len(units.rows)} {what} have no variant from a method "
+                f"whose request failed ({report.failed} failed requests; reasons above)")
+            if not aug.allow_failures:
+                raise AugtuneError(f"{report.failed} augmentation requests failed (reasons "
+                                   "above); rerun to retry them, or set allow_failures: true "
+                                   "to train without them.")
+    else:
+        init_cache_from(aug.augment_cache, aug.augment_cache_init)
+    cache = VariantCache(aug.augment_cache)
+    if cached and not aug.build_before_training:
+        from .build import make_checker
+        if cache.stale_verdicts(aug.qc, make_checker(aug).fingerprint()):
+            raise AugtuneError(f"{aug.augment_cache}: its verdicts under qc={aug.qc} were made "
+                               "by other QC rules or settings. Run `python -m augment.build "
+                               "--config CONFIG` (re-judges locally, no API calls) or set "
+                               "build_before_training: true.")
+    # Only this run's requests: a shared cache also holds variants made with other settings.
+    run_keys = run_request_keys(built_cfg, units.rows) if cached else []
+    return cache, run_keys, report
 
 
 def run_request_keys(aug_cfg, rows) -> list[str]:
