@@ -97,6 +97,20 @@ def _round(x: float) -> int:
     return int(math.floor(x + 0.5 + 1e-9))
 
 
+def _plan_fingerprint(variants: VariantTable, refusals, **settings) -> str:
+    """sha256 of what the plans of every epoch depend on: the accepted variants (cache ids,
+    rows, methods, fields), the refusals, and the sampler's settings. A resumed run compares it
+    with the one its checkpoint was made under (`AugmentedSFTTrainer.train`)."""
+    import hashlib
+    import json
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for a in (variants.offsets, variants.method, variants.field, variants.variant_id,
+              variants.template, variants.turn,
+              getattr(refusals, "variant_id", np.asarray([int(refusals or 0)]))):
+        h.update(b"|" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 class RatioSampler(torch.utils.data.Sampler[int]):
     """Epoch plans of originals, rotating variants and refusals; arithmetic in the module doc."""
 
@@ -140,6 +154,10 @@ class RatioSampler(torch.utils.data.Sampler[int]):
             if not w >= 0:
                 raise ConfigError(f"method_weights: {name}={w} must be >= 0.")
         n_ref = len(refusals) if isinstance(refusals, RefusalTable) else int(refusals or 0)
+        self.fingerprint = _plan_fingerprint(
+            variants, refusals, r=r, f=float(refusal_fraction), cap=max_augmented_fraction,
+            mode=augment_mode, seed=int(seed), shuffle=bool(shuffle),
+            weights=sorted((method_weights or {}).items()), pairs=bool(consistency_pairs))
 
         self.n_rows, self.n_variants, self.n_refusals = n, int(variants.method.shape[0]), n_ref
         self.mode, self.seed, self.shuffle, self.epoch = augment_mode, int(seed), shuffle, 0

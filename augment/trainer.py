@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import torch
 from trl import SFTTrainer
@@ -143,7 +144,40 @@ class AugmentedSFTTrainer(SFTTrainer):
         or cut off, and transformers would pick it and fail on its JSON."""
         if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True", "last"):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        self._check_same_plan(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_same_plan(self, checkpoint) -> None:
+        """A resumed run skips the batches its checkpoint trained: that is only right if the
+        plan is the one it trained on. A rebuild at the restart (failed requests retried,
+        candidates judged under other QC settings) changes the accepted variants and so every
+        plan, and would repeat some examples and skip others. So the plan's fingerprint is kept
+        beside the run (`augtune_plan.json`) and compared on a resume."""
+        if self.ratio_sampler is None:
+            return
+        here = {"plan_fingerprint": self.ratio_sampler.fingerprint}
+        record = Path(self.args.output_dir) / "augtune_plan.json"
+        if checkpoint:
+            saved = Path(checkpoint).parent / "augtune_plan.json"
+            if saved.is_file():
+                try:
+                    then = json.loads(saved.read_text()).get("plan_fingerprint")
+                except ValueError:
+                    then = None
+                if then is not None and then != here["plan_fingerprint"]:
+                    from .errors import AugtuneError
+                    raise AugtuneError(
+                        f"cannot resume from {checkpoint}: the accepted variants or sampler "
+                        "settings changed since that run started (a rebuild retried failed "
+                        "requests or judged them under other QC settings), so its epoch plans "
+                        "differ and the resumed run would repeat some examples and skip others. "
+                        "Start a new run (another output_dir), or resume against the cache as it "
+                        "was then.")
+        if self.is_world_process_zero():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = record.with_name(record.name + ".tmp")
+            tmp.write_text(json.dumps(here) + "\n")
+            os.replace(tmp, record)
 
     def _run_epoch(self, *args, **kwargs):
         # The epoch's plan follows the epoch whatever wraps the sampler: after a resume the

@@ -198,6 +198,13 @@ def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_d
          {"templates": sum(i >= n_rows for i in plan)})]
     # tiny.yaml's own eval files, read whole (the other tiny.yaml runs override or skip them)
     assert "augtune: 24 train rows, 48 eval rows, 96 held-out paraphrases" in proc.stdout
+    # a resume whose plans would differ (here another ratio; in life a rebuild that changed the
+    # accepted variants) is refused in one line instead of repeating and skipping examples
+    other = subprocess.run(sft_cmd(tiny_model_dir, out, *steps, "--resume_from_checkpoint", "last",
+                                   "--augmented_per_original", "1.0"),
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "cannot resume from" in other.stderr and "epoch plans differ" in other.stderr
 
 
 @pytest.mark.slow  # the Alpaca loader is covered in test_data; this is the same launch path again
