@@ -104,9 +104,10 @@ def _plan_fingerprint(variants: VariantTable, refusals, **settings) -> str:
     import hashlib
     import json
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    ref = (refusals.variant_id if isinstance(refusals, RefusalTable)
+           else np.asarray([int(refusals or 0)]))
     for a in (variants.offsets, variants.method, variants.field, variants.variant_id,
-              variants.template, variants.turn,
-              getattr(refusals, "variant_id", np.asarray([int(refusals or 0)]))):
+              variants.template, variants.turn, ref):
         h.update(b"|" if a is None else np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
