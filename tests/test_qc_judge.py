@@ -3,6 +3,7 @@ fake Anthropic and OpenAI-compatible servers, faults included."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -650,6 +651,39 @@ def test_llm_judge_dry_run_helpers(model):
     assert i > len(ORIG) // 4 and 0 < o <= 40
 
 
+def _same_or_paraphrase(system, user, body=None):
+    """The fake server's reply in the build tests: a 'same' verdict to the judge's prompt,
+    paraphrases to the paraphrase prompt."""
+    from tests.fakes.anthropic_server import paraphrase_reply
+    if "exactly the same thing" in system:
+        return json.dumps({"same": True, "reason": "same request"})
+    return paraphrase_reply(system, user, body)
+
+
+@contextlib.contextmanager
+def _judge_build(monkeypatch, tmp_path, verdict_fault=None):
+    """(fake server, run config, rows) for a qc_judge: llm build through the Anthropic SDK;
+    `verdict_fault` is injected into every verdict request (paraphrase requests answer)."""
+    def behaviour(endpoint, index, body):
+        return verdict_fault if _is_verdict(body) else None
+    with FakeAnthropicServer(reply=_same_or_paraphrase,
+                             behaviour=behaviour if verdict_fault else None) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        yield srv, llm_cfg("anthropic", augment_cache=str(tmp_path / "c.sqlite"), qc="project"), \
+            _invoice_rows()
+
+
+def _is_verdict(body) -> bool:
+    return "exactly the same thing" in str(body.get("system", ""))
+
+
+def _invoice_rows():
+    from augment.types import Row
+    return [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
+            for i in range(3)]
+
+
 def test_llm_judge_in_a_build_stores_verdicts_in_the_cache_and_rescore_reuses_them(monkeypatch, tmp_path):
     """qc_judge: llm through a real build (paraphrases and verdicts both through the Anthropic
     SDK to the fake server): the verdicts land in the cache file, and judging the stored
@@ -657,21 +691,9 @@ def test_llm_judge_in_a_build_stores_verdicts_in_the_cache_and_rescore_reuses_th
     from augment.build import build_cache, make_checker
     from augment.cache import JudgeVerdicts, VariantCache
     from augment.config import DataConfig
-    from augment.types import Row
-    from tests.fakes.anthropic_server import paraphrase_reply
-
-    def reply(system, user, body=None):
-        if "exactly the same thing" in system:
-            return json.dumps({"same": True, "reason": "same request"})
-        return paraphrase_reply(system, user, body)
 
     cache = tmp_path / "c.sqlite"
-    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
-            for i in range(3)]
-    with FakeAnthropicServer(reply=reply) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+    with _judge_build(monkeypatch, tmp_path) as (srv, cfg, rows):
         rep = build_cache(DataConfig(), cfg, rows, progress=False)
         judged = sum(1 for r in srv.requests if "exactly the same thing" in r["body"].get("system", ""))
         assert rep.done == 3 and judged > 0
@@ -690,21 +712,9 @@ def test_llm_judge_requests_are_counted_in_the_dry_run(monkeypatch, tmp_path, ca
     from augment.build import LLM_JUDGE_ROW, build_cache
     from augment.cache import JudgeVerdicts, VariantCache
     from augment.config import DataConfig
-    from augment.types import Row
-    from tests.fakes.anthropic_server import paraphrase_reply
-
-    def reply(system, user, body=None):
-        if "exactly the same thing" in system:
-            return json.dumps({"same": True, "reason": "same request"})
-        return paraphrase_reply(system, user, body)
 
     cache = tmp_path / "c.sqlite"
-    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
-            for i in range(3)]
-    with FakeAnthropicServer(reply=reply) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+    with _judge_build(monkeypatch, tmp_path) as (srv, cfg, rows):
         dry = build_cache(DataConfig(), cfg, rows, progress=True, dry_run=True)
         assert srv.requests == []
         judge_row, para_row = dry.per_method[LLM_JUDGE_ROW], dry.per_method["paraphrase"]
@@ -763,24 +773,9 @@ def test_llm_judge_fatal_error_stops_the_build_and_loses_nothing(monkeypatch, tm
     from augment.cache import JudgeVerdicts, VariantCache
     from augment.config import DataConfig
     from augment.errors import FatalBackendError
-    from augment.types import Row
-    from tests.fakes.anthropic_server import paraphrase_reply
-
-    def reply(system, user, body=None):
-        if "exactly the same thing" in system:
-            return json.dumps({"same": True, "reason": "same request"})
-        return paraphrase_reply(system, user, body)
-
-    def refuse_judge(endpoint, index, body):
-        return "401" if "exactly the same thing" in str(body.get("system", "")) else None
 
     cache = tmp_path / "c.sqlite"
-    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
-            for i in range(3)]
-    with FakeAnthropicServer(reply=reply, behaviour=refuse_judge) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+    with _judge_build(monkeypatch, tmp_path, verdict_fault="401") as (srv, cfg, rows):
         with pytest.raises(FatalBackendError, match="ANTHROPIC_API_KEY"):
             build_cache(DataConfig(), cfg, rows, progress=False)
         asked = [r for r in srv.requests if "exactly the same thing" in str(r["body"].get("system", ""))]
@@ -820,24 +815,9 @@ def test_candidates_the_llm_gave_no_verdict_for_are_asked_again_by_the_next_buil
     from augment.build import build_cache
     from augment.cache import JudgeVerdicts, VariantCache
     from augment.config import DataConfig
-    from augment.types import Row
-    from tests.fakes.anthropic_server import paraphrase_reply
-
-    def reply(system, user, body=None):
-        if "exactly the same thing" in system:
-            return json.dumps({"same": True, "reason": "same request"})
-        return paraphrase_reply(system, user, body)
-
-    def garble_verdicts(endpoint, index, body):
-        return "malformed_json" if "exactly the same thing" in str(body.get("system", "")) else None
 
     cache = tmp_path / "c.sqlite"
-    rows = [Row(f"r{i}", f"Please send me the invoice for order {1000 + i} by email.", "ok")
-            for i in range(3)]
-    with FakeAnthropicServer(reply=reply, behaviour=garble_verdicts) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = llm_cfg("anthropic", augment_cache=str(cache), qc="project")
+    with _judge_build(monkeypatch, tmp_path, verdict_fault="malformed_json") as (srv, cfg, rows):
         first = build_cache(DataConfig(), cfg, rows, progress=False)
         asked = [r for r in srv.requests if "exactly the same thing" in str(r["body"].get("system", ""))]
         vc = VariantCache(cache)

@@ -163,15 +163,18 @@ def test_batched_generation_equals_one_by_one_and_respects_the_cap(tiny):
     assert all(len(tok(a, add_special_tokens=False)["input_ids"]) <= 6 for a in batched)
 
 
+EVALS = [Row("e1", "My card was charged twice.", "billing"),
+         Row("e2", "Where is my parcel?", "shipping"),
+         Row("e3", "I want my money back.", "refunds")]
+PARAS = [Row("e1-p1", "Double charge on my card?", "billing"),
+         Row("e1-p2", "why 2 charges", "billing"),
+         Row("e2-p1", "Has my package shipped yet?", "shipping")]
+
+
 def test_evaluate_robustness_scores_every_answer_it_generated(tiny):
     model, tok = tiny
     model.train()
-    evals = [Row("e1", "My card was charged twice.", "billing"),
-             Row("e2", "Where is my parcel?", "shipping"),
-             Row("e3", "I want my money back.", "refunds")]
-    paras = [Row("e1-p1", "Double charge on my card?", "billing"),
-             Row("e1-p2", "why 2 charges", "billing"),
-             Row("e2-p1", "Has my package shipped yet?", "shipping")]
+    evals, paras = EVALS, PARAS
     rep = rb.evaluate_robustness(model, tok, evals, paras, metric="label_match", max_new_tokens=4,
                                  batch_size=2)
     assert model.training  # restored after generation
@@ -199,12 +202,7 @@ def test_evaluate_robustness_scores_every_answer_it_generated(tiny):
 def test_evaluate_robustness_figures_from_known_answers(monkeypatch):
     """With the answers fixed (the tiny random model above only ever answers a newline, so its
     scores are all 0), every score and figure is checked against hand-computed values."""
-    evals = [Row("e1", "My card was charged twice.", "billing"),
-             Row("e2", "Where is my parcel?", "shipping"),
-             Row("e3", "I want my money back.", "refunds")]
-    paras = [Row("e1-p1", "Double charge on my card?", "billing"),
-             Row("e1-p2", "why 2 charges", "billing"),
-             Row("e2-p1", "Has my package shipped yet?", "shipping")]
+    evals, paras = EVALS, PARAS
     answers = {"My card was charged twice.": "billing", "Where is my parcel?": "refunds",
                "I want my money back.": "refunds", "Double charge on my card?": "Billing.",
                "why 2 charges": "shipping", "Has my package shipped yet?": "shipping"}
