@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from .cache import VariantCache, failure_kind
-from .errors import CandidateError, ConfigError, RetryableError
+from .errors import AugtuneError, CandidateError, ConfigError, RetryableError
 from .types import Request, Result
 
 EXIT_FAILURES = 3       # `python -m augment.build` exit code when requests failed
@@ -418,6 +419,8 @@ async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> No
     ticker = asyncio.create_task(bar.tick_forever())
     workers = []
     try:
+        if not aug_cfg.llm_use_batches:
+            _refuse_unfetched_batches(methods, aug_cfg)
         if aug_cfg.llm_use_batches:
             try:
                 await _run_batches(queue, methods, store, aug_cfg, report)
@@ -520,6 +523,16 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
                 [(cid, *by_id[cid][2]) for cid in pending], state_path=state,
                 poll_interval=aug_cfg.llm_batch_poll_seconds, keep_state=True)
             retry, asked = [], set(pending)
+            # Answers to requests this build does not make (custom id = request key) that the
+            # cache does not hold yet: paid for by a build with other rows or settings.
+            other = [cid for cid in results if cid not in asked and results[cid][0] == "succeeded"]
+            orphans = 0
+            if other:
+                reader = VariantCache(store.cache.path)  # the writer thread owns store.cache
+                try:
+                    orphans = len(other) - len(reader._done_keys(other))
+                finally:
+                    reader.close()
             for cid, (status, value) in results.items():
                 if cid not in asked:
                     continue  # a recorded batch answered a request this build does not make
@@ -536,12 +549,34 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
                     await store.failure(req, f"CandidateError: {exc}", _failure_spend(exc))
                     continue
                 await store.answer(req, res)
-            clear_state(state)  # every answer of those batches is stored now
+            if orphans:
+                # Paid for, by a build whose rows or settings differed: keep the record, so a
+                # build with those settings collects them instead of paying again.
+                print(f"augtune build: {orphans} answers of a batch recorded in {state} belong to "
+                      "requests this build does not make (its rows or settings changed since); "
+                      "the record is kept so a build with those settings stores them (delete it "
+                      "to give them up)", file=sys.stderr)
+            else:
+                clear_state(state)  # every answer of those batches is stored now
             pending = retry
             if not pending:
                 break
         for cid in pending:
             await store.failure(by_id[cid][1], why[cid], None)
+
+
+def _refuse_unfetched_batches(methods, aug_cfg) -> None:
+    """With llm_use_batches off, a batch an earlier build submitted and recorded beside the cache
+    is never read, and its requests would be paid for again one by one: stop and say so."""
+    names = {getattr(getattr(m, "backend", None), "name", None) for m in methods.values()}
+    for name in sorted(n for n in names if n):
+        state = Path(f"{aug_cfg.augment_cache}.{name}-batch.json")
+        if state.is_file():
+            raise AugtuneError(
+                f"{state} records a batch an earlier build submitted (paid for); with "
+                "llm_use_batches: false it would not be read and its requests would be paid "
+                "again. Run once with llm_use_batches: true to store its answers, or delete the "
+                "file to give them up.")
 
 
 async def _close_backends(methods) -> None:

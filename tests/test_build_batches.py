@@ -12,10 +12,10 @@ PROMPTS = [f"How do I update the billing address on order {1000 + i}?" for i in 
 
 
 def cfg(tmp_path, **kw):
+    kw = {"llm_use_batches": True, **kw}
     return AugmentConfig(augment_methods=["paraphrase"], llm_backend="anthropic",
-                         llm_model="claude-haiku-4-5", llm_use_batches=True,
-                         llm_batch_poll_seconds=0.05, augment_cache=str(tmp_path / "c.sqlite"),
-                         qc="seed", **kw)
+                         llm_model="claude-haiku-4-5", llm_batch_poll_seconds=0.05,
+                         augment_cache=str(tmp_path / "c.sqlite"), qc="seed", **kw)
 
 
 def test_batch_build_half_price_and_resubmits_failed_items_in_the_same_build(tmp_path,
@@ -66,3 +66,33 @@ def test_batch_items_that_keep_failing_are_recorded_with_a_clean_reason(tmp_path
         "batch item errored (invalid_request_error: injected item error)": 1}
     (reason,) = [e for _, e, _ in VariantCache(tmp_path / "c.sqlite").failure_reasons()]
     assert reason == "batch item errored (invalid_request_error: injected item error)"
+
+
+def test_a_recorded_batch_is_collected_by_the_build_it_belongs_to_never_paid_again(
+        tmp_path, monkeypatch):
+    """A batch paid for by a build that stopped before storing its results (here its results
+    endpoint refused, 401) stays recorded: a build of other rows leaves it recorded (its answers
+    are not that build's), a build with llm_use_batches off refuses to pay for its requests one
+    by one, and the build it belongs to stores its answers without submitting it again."""
+    import pytest
+
+    from augment.errors import AugtuneError, FatalBackendError
+    rows_a = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS[:3])]
+    rows_b = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS[3:])]
+    state = tmp_path / "c.sqlite.anthropic-batch.json"
+    with FakeAnthropicServer(script={"batch_results": ["401"]}) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        with pytest.raises(FatalBackendError):
+            build_cache(DataConfig(), cfg(tmp_path), rows_a, progress=False)
+        assert srv.count("batch_create") == 1 and state.exists()
+        build_cache(DataConfig(), cfg(tmp_path), rows_b, progress=False)
+        assert state.exists()                       # rows_a's answers are still to be stored
+        with pytest.raises(AugtuneError, match=r"records a batch an earlier build submitted"):
+            build_cache(DataConfig(), cfg(tmp_path, llm_use_batches=False), rows_a,
+                        progress=False)
+        assert srv.count("messages") == 0
+        creates = srv.count("batch_create")         # rows_b's own batch came in between
+        rep = build_cache(DataConfig(), cfg(tmp_path), rows_a, progress=False)
+        assert rep.done == 3 and srv.count("batch_create") == creates  # collected, not resent
+        assert not state.exists()
