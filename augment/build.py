@@ -215,10 +215,11 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
     # Verdicts made under other QC rules or settings (an upgrade, a changed threshold) are
     # re-judged here, locally, before anything new is added: training never mixes judges.
     fingerprint = checker.fingerprint()
+    llm_judge = getattr(checker.config, "judge", None) == "llm"
     if cache.stale_verdicts(aug_cfg.qc, fingerprint):
         if progress:
             calls = ("only LLM-judge verdicts the cache does not hold yet are asked"
-                     if getattr(checker.config, "judge", None) == "llm" else "no API calls")
+                     if llm_judge else "no API calls")
             print(f"augtune build: the cached verdicts under qc={aug_cfg.qc} were made by other "
                   f"QC rules or settings; judging the stored candidates again (local; {calls})",
                   file=sys.stderr)
@@ -227,7 +228,7 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
     elif cache.qc_fingerprint(aug_cfg.qc) != fingerprint:
         cache.set_qc_fingerprint(aug_cfg.qc, fingerprint)  # nothing judged yet under this mode
     from .judge import JudgeThread
-    if getattr(checker.config, "judge", None) == "llm":  # the LLM failed them last time
+    if llm_judge:  # candidates the LLM gave no verdict for last time are asked again
         cache.reopen_llm_judge_failures(aug_cfg.qc)
     # Judging runs beside the requests from the start: first whatever earlier builds stored
     # but never judged (killed before QC), then each answer as it is stored.
@@ -292,10 +293,6 @@ def rows_without_variants_by_failure(cache: VariantCache, rows, keys) -> int:
 
 # --- dry run -----------------------------------------------------------------------------
 def _estimate(report, methods, todo, counts, aug_cfg) -> None:
-    try:
-        from .backends import pricing
-    except ImportError:  # pragma: no cover - the pricing module ships with augtune
-        pricing = None
     per = {n: {"requests": t, "to_run": m, "input_tokens": 0, "output_tokens": 0,
                "cost_usd": 0.0, "cost_known": True} for n, (t, m) in counts.items()}
     for name, req in todo:
@@ -303,20 +300,34 @@ def _estimate(report, methods, todo, counts, aug_cfg) -> None:
         e = per[name]
         e["input_tokens"] += i
         e["output_tokens"] += o
-        if (i or o) and req.backend != "local":  # a local model costs compute, not money
-            override = aug_cfg.price_per_mtok if req.model == aug_cfg.llm_model else None
-            c = (pricing.cost(req.model, i, o, override=override or None,
-                              batch=aug_cfg.llm_use_batches and req.backend == "anthropic")
-                 if pricing else None)
-            if c is None or not getattr(c, "known", True):
-                e["cost_known"] = False
-            else:
-                e["cost_usd"] += float(c)
+        _add_cost(e, aug_cfg, req.backend, req.model, i, o,
+                  batch=aug_cfg.llm_use_batches and req.backend == "anthropic")
     report.per_method = per
-    report.input_tokens = sum(e["input_tokens"] for e in per.values())
-    report.output_tokens = sum(e["output_tokens"] for e in per.values())
-    report.cost_usd = sum(e["cost_usd"] for e in per.values())
-    report.cost_known = all(e["cost_known"] for e in per.values())
+    _sum_rows(report)
+
+
+def _add_cost(row: dict, aug_cfg, backend: str, model: str, i: int, o: int,
+              batch: bool = False) -> None:
+    """Add the price of `i` input and `o` output tokens of `model` to a dry-run row (or mark
+    its cost unknown). A local model costs compute, not money."""
+    if not (i or o) or backend == "local":
+        return
+    from .backends import pricing
+    override = aug_cfg.price_per_mtok if model == aug_cfg.llm_model else None
+    c = pricing.cost(model, i, o, override=override or None, batch=batch)
+    if not getattr(c, "known", True):
+        row["cost_known"] = False
+    else:
+        row["cost_usd"] += float(c)
+
+
+def _sum_rows(report) -> None:
+    """The dry run's totals from its rows."""
+    rows = report.per_method.values()
+    report.input_tokens = sum(e["input_tokens"] for e in rows)
+    report.output_tokens = sum(e["output_tokens"] for e in rows)
+    report.cost_usd = sum(e["cost_usd"] for e in rows)
+    report.cost_known = all(e["cost_known"] for e in rows)
 
 
 #: The cache methods whose candidates the judge sees when the rules accept them
@@ -352,20 +363,10 @@ def _estimate_llm_judge(report, cache, todo, aug_cfg) -> None:
     row = {"requests": len(ask), "to_run": len(ask),
            "input_tokens": sum(i for i, _ in tokens), "output_tokens": sum(o for _, o in tokens),
            "cost_usd": 0.0, "cost_known": True}
-    if ask and aug_cfg.llm_backend != "local":  # a local model costs compute, not money
-        from .backends import pricing
-        override = aug_cfg.price_per_mtok or None
-        c = pricing.cost(aug_cfg.llm_model, row["input_tokens"], row["output_tokens"],
-                         override=override)
-        if not getattr(c, "known", True):
-            row["cost_known"] = False
-        else:
-            row["cost_usd"] = float(c)
+    _add_cost(row, aug_cfg, aug_cfg.llm_backend, aug_cfg.llm_model, row["input_tokens"],
+              row["output_tokens"])  # verdicts are asked one by one, never in a batch
     report.per_method[LLM_JUDGE_ROW] = row
-    report.input_tokens += row["input_tokens"]
-    report.output_tokens += row["output_tokens"]
-    report.cost_usd += row["cost_usd"]
-    report.cost_known = report.cost_known and row["cost_known"]
+    _sum_rows(report)
     report.judge_requests = len(ask)
 
 
@@ -421,7 +422,7 @@ async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> No
     try:
         if not aug_cfg.llm_use_batches:
             _refuse_unfetched_batches(methods, aug_cfg)
-        if aug_cfg.llm_use_batches:
+        else:
             try:
                 await _run_batches(queue, methods, store, aug_cfg, report)
             except Exception as exc:
@@ -514,7 +515,7 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
         queue.put_nowait(item)
     for backend, items in groups.values():
         by_id = {req.key[:64]: (name, req, prompt) for name, req, prompt in items}
-        state = f"{aug_cfg.augment_cache}.{backend.name}-batch.json"
+        state = _batch_state(aug_cfg, backend.name)
         pending, why = list(by_id), {}
         for round_ in range(aug_cfg.max_retries + 1):
             if round_:
@@ -565,12 +566,17 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
             await store.failure(by_id[cid][1], why[cid], None)
 
 
+def _batch_state(aug_cfg, backend_name: str) -> Path:
+    """Where the ids of a backend's submitted batches are kept beside the cache."""
+    return Path(f"{aug_cfg.augment_cache}.{backend_name}-batch.json")
+
+
 def _refuse_unfetched_batches(methods, aug_cfg) -> None:
     """With llm_use_batches off, a batch an earlier build submitted and recorded beside the cache
     is never read, and its requests would be paid for again one by one: stop and say so."""
     names = {getattr(getattr(m, "backend", None), "name", None) for m in methods.values()}
     for name in sorted(n for n in names if n):
-        state = Path(f"{aug_cfg.augment_cache}.{name}-batch.json")
+        state = _batch_state(aug_cfg, name)
         if state.is_file():
             raise AugtuneError(
                 f"{state} records a batch an earlier build submitted (paid for); with "

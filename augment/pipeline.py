@@ -178,7 +178,6 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
 
 
-
 def _build_on_main(data, aug, split, units, cached, say):
     """The main process's part of `prepare`: build what is missing (or check the cache's
     verdicts), then return (cache, this run's request keys, the build's report)."""

@@ -9,13 +9,13 @@ threshold: it should straddle it (the default does).
 Verdicts are kept in a `store` (anything with `get(key) -> dict | None` and `put(key, dict)`),
 keyed by `verdict_key(prompt version and text, backend, model, original, candidate)`: a rerun
 with the same store sends no request, and an edited prompt asks again even if its version was
-not bumped. The default store is a dict in memory; a build passes one backed by
-its cache. A request that fails (after the backend's own retries) or an answer that is not the
-JSON verdict REJECTS the candidate with the reason, and is not stored, so the next build asks
-again (it reopens such rejections before judging): no silent acceptance of unjudged text. A `FatalBackendError` (a bad key, no credit, a
-model the server does not know) is raised instead: every other request would fail alike, and a
-build that went on would reject the whole band; the build stops with it, and what it stored
-stays (its candidates are judged by the next build).
+not bumped. The default store is a dict in memory; a build passes one backed by its cache. A
+request that fails (after the backend's own retries) or an answer that is not the JSON verdict
+REJECTS the candidate with the reason, and is not stored, so the next build asks again (it
+reopens such rejections before judging): no silent acceptance of unjudged text. A
+`FatalBackendError` (a bad key, no credit, a model the server does not know) is raised instead:
+every other request would fail alike, and a build that went on would reject the whole band; the
+build stops with it, and what it stored stays (its candidates are judged by the next build).
 """
 
 from __future__ import annotations
