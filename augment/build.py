@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 from .cache import VariantCache, failure_kind
 from .errors import AugtuneError, CandidateError, ConfigError, RetryableError
+from .steps import Steps
 from .types import Request, Result
 
 EXIT_FAILURES = 3       # `python -m augment.build` exit code when requests failed
@@ -233,6 +234,11 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
     # Judging runs beside the requests from the start: first whatever earlier builds stored
     # but never judged (killed before QC), then each answer as it is stored.
     leftovers = cache.unjudged_count(aug_cfg.qc)
+    pending = cache.pending_steps()
+    if pending[1] and todo and progress:
+        print(f"augtune build: reusing {pending[1]} paid calls (${pending[2]:.4f}) that an "
+              f"interrupted build made for {pending[0]} unfinished multi-call requests",
+              file=sys.stderr)
     judge = JudgeThread(cache.path, checker, on_judged=report.add_judged).start()
     try:
         if todo:
@@ -396,14 +402,19 @@ async def _run_all(todo, methods, cache, judge, aug_cfg, report, progress) -> No
             except asyncio.QueueEmpty:
                 return
             try:
-                result = await methods[name].run(req)
+                method = methods[name]
+                result = await (method.run(req, steps=store.steps_for(req))
+                                if getattr(method, "multi_call", False) else method.run(req))
                 if not result.candidates:
                     raise CandidateError("no candidates returned")
             except (CandidateError, RetryableError) as exc:
                 # A failed request still spent retries (and, for an unusable answer, tokens):
                 # the report must count them, or a flaky backend looks cheaper than it is.
+                # The calls of a multi-call request that did answer are kept for the next try
+                # when the failure was transient; a content failure asks again.
                 try:
-                    await store.failure(req, f"{type(exc).__name__}: {exc}", _failure_spend(exc))
+                    await store.failure(req, f"{type(exc).__name__}: {exc}", _failure_spend(exc),
+                                        keep_steps=isinstance(exc, RetryableError))
                 except Exception as exc2:  # the cache cannot be written: stop loudly
                     fatal.append(exc2)
                     return
@@ -463,9 +474,22 @@ class _Store:
     async def answer(self, req, result: Result) -> None:
         await asyncio.get_running_loop().run_in_executor(self.pool, self._answer, req, result)
 
-    async def failure(self, req, reason: str, spend: Result | None) -> None:
+    async def failure(self, req, reason: str, spend: Result | None, keep_steps: bool = False
+                      ) -> None:
         await asyncio.get_running_loop().run_in_executor(self.pool, self._failure, req, reason,
-                                                         spend)
+                                                         spend, keep_steps)
+
+    def steps_for(self, req) -> Steps:
+        """The store of `req`'s paid calls (augment.steps), read and written by this writer
+        thread: each call's answer is committed before the method makes its next call."""
+        loop = asyncio.get_running_loop()
+
+        async def load(step):
+            return await loop.run_in_executor(self.pool, self.cache.get_step, req.key, step)
+
+        async def save(step, comp):
+            await loop.run_in_executor(self.pool, self.cache.put_step, req.key, step, comp)
+        return Steps(load, save)
 
     def _answer(self, req, result: Result) -> None:
         self.cache.put_answer(req, result)
@@ -476,8 +500,8 @@ class _Store:
         self.judge.add(req.key)
         self.bar.update(1)
 
-    def _failure(self, req, reason: str, spend: Result | None) -> None:
-        self.cache.put_failure(req, reason, spend)
+    def _failure(self, req, reason: str, spend: Result | None, keep_steps: bool) -> None:
+        self.cache.put_failure(req, reason, spend, keep_steps=keep_steps)
         r = self.report
         r.executed += 1
         r.failed += 1

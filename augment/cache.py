@@ -16,6 +16,10 @@ mode yet) and `reasons_json` = {mode: [reasons]}; `set_verdicts` fills them in, 
 the scores (similarity, length ratio, unique words), which do not depend on the mode. So the
 qc=none/seed/project ablation trains on the SAME candidates, judged locally.
 
+Steps. A request that takes several calls (backtranslation's two legs, `single`-style
+paraphrases) stores each paid call in `steps` as it returns (`augment.steps`), so a kill between
+them costs only the call in flight; the steps go when the request's outcome is stored.
+
 Spend per attempt. Every try of a request (done or failed) is one row of `attempts` with its
 retries, tokens and cost; the request row holds their sums, so redoing a failed request never
 hides what the failed try cost.
@@ -87,6 +91,16 @@ CREATE TABLE IF NOT EXISTS judge_verdicts(key TEXT PRIMARY KEY, verdict_json TEX
                                           created REAL)
 """
 _SCHEMA += _JUDGE_DDL + ";"
+# The paid calls of a multi-call request whose outcome is not stored yet (`augment.steps`): a
+# build killed between backtranslation's two legs reuses the first. `counted` = 1 once a
+# recorded failed attempt has counted their spend. Added like `attempts`, without a schema bump.
+_STEPS_DDL = """
+CREATE TABLE IF NOT EXISTS steps(request_key TEXT NOT NULL, step TEXT NOT NULL, text TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    cost_known INTEGER NOT NULL, retries INTEGER NOT NULL, counted INTEGER NOT NULL DEFAULT 0,
+    created REAL, PRIMARY KEY(request_key, step))
+"""
+_SCHEMA += _STEPS_DDL + ";"
 
 
 # Added without a schema bump (caches written before it get it on their next writable open, with
@@ -206,6 +220,8 @@ class VariantCache:
             con.execute("COMMIT")
         if tables and not self.readonly and "judge_verdicts" not in tables:
             con.execute(_JUDGE_DDL)
+        if tables and not self.readonly and "steps" not in tables:
+            con.execute(_STEPS_DDL)
         elif not tables and not self.readonly:
             con.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA.strip().split(";"):
@@ -276,6 +292,7 @@ class VariantCache:
              json.dumps(request.param_dict, sort_keys=True), attempts, *self._spent(con, key),
              json.dumps(result.problems), created, now))
         con.execute("DELETE FROM variants WHERE request_key=?", (key,))
+        con.execute("DELETE FROM steps WHERE request_key=?", (key,))  # counted in this answer
         next_id = con.execute("SELECT coalesce(max(id), 0) + 1 FROM variants").fetchone()[0]
         rows, ids = [], []
         for i, cand in enumerate(result.candidates):
@@ -315,12 +332,21 @@ class VariantCache:
                            "coalesce(sum(output_tokens),0), coalesce(sum(cost_usd),0) "
                            "FROM attempts WHERE key=?", (key,)).fetchone()
 
-    def put_failure(self, request: Request, error: str, spend: Result | None = None) -> None:
+    def put_failure(self, request: Request, error: str, spend: Result | None = None, *,
+                    keep_steps: bool = False) -> None:
         """Record a failed attempt and what it spent (retries, and tokens of an unusable
         answer); the next build redoes the request. A request already stored as done keeps
-        its answer (never downgraded), but the spend of this attempt is still added."""
+        its answer (never downgraded), but the spend of this attempt is still added.
+
+        The request's stored steps (`augment.steps`; their spend is in `spend`) are deleted, or
+        with `keep_steps` (a transient failure: the calls that did answer were fine) kept,
+        marked counted, for the next attempt to reuse."""
         now = time.time()
         with self._write() as con:
+            if keep_steps:
+                con.execute("UPDATE steps SET counted=1 WHERE request_key=?", (request.key,))
+            else:
+                con.execute("DELETE FROM steps WHERE request_key=?", (request.key,))
             old = con.execute("SELECT status FROM requests WHERE key=?",
                               (request.key,)).fetchone()
             attempts, created = self._record_attempt(con, request, "failed", str(error), spend,
@@ -337,6 +363,38 @@ class VariantCache:
                  request.model, request.prompt_version,
                  json.dumps(request.param_dict, sort_keys=True), str(error), attempts,
                  *self._spent(con, request.key), created, now))
+
+    def put_step(self, key: str, step: str, comp) -> None:
+        """Store one paid call of a request that is not finished yet (`augment.steps`)."""
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,0,?)",
+                        (key, step, comp.text, int(comp.input_tokens), int(comp.output_tokens),
+                         float(comp.cost_usd), int(bool(getattr(comp.cost_usd, "known", True))),
+                         int(comp.retries), time.time()))
+
+    def get_step(self, key: str, step: str):
+        """The stored answer of `step`, as a Completion carrying its spend, or (counted by a
+        recorded failure already) no spend; None if it was never paid for."""
+        from .backends.pricing import Cost
+        from .types import Completion
+        row = self._conn().execute(
+            "SELECT text, input_tokens, output_tokens, cost_usd, cost_known, retries, counted "
+            "FROM steps WHERE request_key=? AND step=?", (key, step)).fetchone()
+        if row is None:
+            return None
+        if row[6]:
+            return Completion(row[0])
+        return Completion(row[0], row[1], row[2], Cost(row[3], known=bool(row[4])), row[5])
+
+    def pending_steps(self) -> tuple[int, int, float]:
+        """(requests, calls, USD) paid for in steps whose request has no stored outcome yet:
+        what an interrupted build left for the next one to reuse."""
+        try:
+            return self._conn().execute(
+                "SELECT count(DISTINCT request_key), count(*), "
+                "coalesce(sum(cost_usd * (1 - counted)), 0) FROM steps").fetchone()
+        except sqlite3.OperationalError:  # a cache from before steps, opened read-only
+            return (0, 0, 0.0)
 
     def set_verdicts(self, qc_mode: str, verdicts, *, rescored_through: tuple[str, str] | None = None
                      ) -> None:
@@ -544,6 +602,9 @@ class VariantCache:
             con.executemany("DELETE FROM variants WHERE request_key = ?", [(k,) for k in gone])
             con.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in gone])
             con.executemany("DELETE FROM attempts WHERE key = ?", [(k,) for k in gone])
+            con.executemany("DELETE FROM steps WHERE request_key = ?",
+                            [(k,) for (k,) in con.execute("SELECT DISTINCT request_key FROM steps")
+                             .fetchall() if k not in keep])
         return len(gone)
 
     def totals(self) -> dict:

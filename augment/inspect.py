@@ -114,6 +114,11 @@ def main(argv=None) -> None:
           f"{totals['input_tokens']}/{totals['output_tokens']}, spent {cost} in all "
           f"(${totals['cost_failed_attempts']:.4f} of it on failed attempts), retries "
           f"{totals['retries']}")
+    pending = cache.pending_steps()
+    if pending[1]:
+        print(f"plus {pending[1]} paid calls (${pending[2]:.4f} not counted above) of "
+              f"{pending[0]} multi-call requests an interrupted build left unfinished; the next "
+              "build reuses them")
     reasons = cache.failure_reasons(args.top)
     if reasons:
         print("\nfailure reasons (top):")

@@ -4,7 +4,7 @@
 that the SIGKILL test can kill it mid-way. Every executed request key is appended to LOG with
 O_APPEND (one write per line, atomic for short lines), so the test can tell what ran when.
 
-`python tests/build_helpers.py api CACHE N_ROWS [batches]` runs the REAL path instead: the real
+`python tests/build_helpers.py api CACHE N_ROWS [batches|backtranslate|single]` runs the REAL path instead: the real
 methods, the real AnthropicBackend (anthropic SDK, ANTHROPIC_BASE_URL pointing at a fake
 server) and the real QualityChecker, whose MiniLM model loads on first use, exactly as
 `python -m augment.build` does. Only the retry backoff base is short (a constructor argument).
@@ -113,21 +113,34 @@ def api_cfg(cache: str, batches: bool = False, **kw) -> AugmentConfig:
     return AugmentConfig(**base)
 
 
-def main_api(cache: str, n_rows: int, batches: bool = False):
-    from augment.backends import AnthropicBackend
+# Multi-call requests (augment.steps): backtranslation through the LLM translator on the
+# Anthropic API (two calls per request), and `single`-style paraphrases on an OpenAI-compatible
+# server (n calls per request, told apart by their seed; OPENAI_BASE_URL from the environment).
+MULTI_CALL = {
+    "backtranslate": dict(augment_methods=["backtranslate"], translate_backend="llm",
+                          translate_pivots=["de"]),
+    "single": dict(llm_backend="openai_compatible", llm_model="fake-model",
+                   paraphrase_style="single"),
+}
+
+
+def main_api(cache: str, n_rows: int, batches: bool = False, mode: str | None = None):
+    from augment.backends import AnthropicBackend, OpenAICompatibleBackend
     from augment.build import build_cache
     from augment.methods import build_methods
-    cfg = api_cfg(cache, batches)
+    cfg = api_cfg(cache, batches, **MULTI_CALL.get(mode, {}))
     rows = [Row(f"r{i}", p, f"Answer {i}.") for i, p in enumerate(api_prompts(n_rows))]
-    methods = build_methods(cfg, llm_factory=lambda c: AnthropicBackend(c, base_delay=0.05,
-                                                                         max_delay=0.5))
+    backend = OpenAICompatibleBackend if cfg.llm_backend == "openai_compatible" else AnthropicBackend
+    methods = build_methods(cfg, llm_factory=lambda c: backend(c, base_delay=0.05, max_delay=0.5))
     return build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
 
 
 def main(argv):
     from augment.build import build_cache
     if argv[0] == "api":
-        main_api(argv[1], int(argv[2]), batches=argv[3:4] == ["batches"])
+        extra = argv[3:4]
+        main_api(argv[1], int(argv[2]), batches=extra == ["batches"],
+                 mode=extra[0] if extra and extra[0] in MULTI_CALL else None)
         return
     cache, log, n = argv[0], argv[1], int(argv[2])
     cfg = make_cfg(cache, max_concurrency=8)

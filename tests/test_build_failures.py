@@ -296,3 +296,67 @@ def test_a_fatal_error_keeps_the_answers_already_on_their_way(tmp_path, monkeypa
         billed = len(srv.billed("messages"))
     assert billed >= 1   # answers were on their way when the 400 came
     assert VariantCache(tmp_path / "c.sqlite").totals()["requests"] == billed
+
+
+def test_a_backtranslation_failing_on_its_way_back_keeps_the_paid_first_leg(tmp_path,
+                                                                             monkeypatch):
+    """translate_backend: llm through the real anthropic SDK. The way back gets 500s until the
+    retries give up: the failed attempt records what the first leg was billed, and keeps that
+    leg (a transient failure), so the rerun asks only the way back and the cache's spend counts
+    every billed call once. A content failure (the round trip came back unchanged) drops the
+    first leg instead: asking again is the point of retrying it."""
+    from augment.backends import AnthropicBackend
+    from augment.methods import build_methods
+
+    phase = {"back": None}
+
+    def translate(system, user, body=None):
+        text = user.split("<text>\n", 1)[1].rsplit("\n</text>", 1)[0]
+        if "into English" not in system:
+            return f"<text>[de] {text}</text>"
+        return f"<text>{text[5:] if phase['back'] == 'echo' else 'Tell me: ' + text[5:]}</text>"
+
+    def behaviour(endpoint, index, body):
+        back = "into English" in FakeAnthropicServer._system_text(body.get("system"))
+        return "500" if back and phase["back"] == "500" else None
+
+    def steps(path):
+        return sqlite3.connect(path).execute("SELECT count(*), sum(counted) FROM steps").fetchone()
+
+    with FakeAnthropicServer(reply=translate, behaviour=behaviour) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        rows = [Row(str(i), p, "ok") for i, p in enumerate(api_prompts(4))]
+        cache = tmp_path / "c.sqlite"
+        cfg = AugmentConfig(augment_methods=["backtranslate"], translate_backend="llm",
+                            translate_pivots=["de"], llm_backend="anthropic",
+                            llm_model="claude-haiku-4-5", max_retries=1,
+                            augment_cache=str(cache), qc="seed")
+
+        def build():
+            methods = build_methods(cfg, llm_factory=lambda c: AnthropicBackend(
+                c, base_delay=0.001, max_delay=0.01))
+            return build_cache(DataConfig(), cfg, rows, progress=False, methods=methods)
+
+        def firsts():
+            return sum("into German" in r["body"]["system"] for r in srv.billed())
+
+        def spent():
+            t = VariantCache(cache).totals()
+            return t["input_tokens"], t["output_tokens"]
+
+        phase["back"] = "500"
+        assert build().failed == 4
+        assert firsts() == 4 and steps(cache) == (4, 4)   # kept, their spend counted
+        assert spent() == srv.billed_tokens() and spent()[0] > 0
+        phase["back"] = None
+        assert build().done == 4
+        assert firsts() == 4 and steps(cache) == (0, None)  # no first leg asked again
+        assert spent() == srv.billed_tokens()
+        # a content failure drops the first leg, and its retry asks again
+        rows = [Row(str(i), p, "ok") for i, p in enumerate(api_prompts(6)[4:])]
+        phase["back"] = "echo"
+        assert build().failed == 2 and steps(cache) == (0, None)
+        phase["back"] = None
+        assert build().done == 2
+        assert firsts() == 4 + 2 * 2 and spent() == srv.billed_tokens()

@@ -215,3 +215,107 @@ def test_sigkilled_rescore_resumes_after_the_last_batch_it_stored(tmp_path):
     q = ("SELECT id, accepted_project, reasons_json, round(similarity, 5) FROM variants "
          "ORDER BY id")
     assert sqlite3.connect(cache).execute(q).fetchall() == sqlite3.connect(whole).execute(q).fetchall()
+
+
+# ---- multi-call requests: the calls that answered before a kill are not paid again ----------
+
+def _rows_of(cache, sql):
+    if not os.path.exists(cache):
+        return []
+    con = sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    finally:
+        con.close()
+
+
+def _steps(cache) -> int:
+    return (_rows_of(cache, "SELECT count(*) FROM steps") or [(0,)])[0][0]
+
+
+def _killed_between_calls(tmp_path, srv, env, mode, stored_at_kill):
+    """A build whose later calls hang (`srv.hold` set) is SIGKILLed once `stored_at_kill`
+    earlier calls are stored as steps; the rerun (nothing hangs) finishes it. Returns the
+    cache path."""
+    n_rows = 12
+    cache = tmp_path / "c.sqlite"
+    srv.hold.set()
+    proc = _start(cache, n_rows, env, mode)
+    _wait(lambda: _steps(cache) >= stored_at_kill, proc, f"{stored_at_kill} calls stored")
+    assert _steps(cache) == stored_at_kill  # the workers are all waiting on a later call
+    assert _kill(proc)
+    seen = subprocess.run([sys.executable, "-m", "augment.inspect", str(cache)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert f"plus {stored_at_kill} paid calls" in seen.stdout, seen.stdout + seen.stderr
+    srv.hold.clear()
+    _final(cache, n_rows, env, mode)
+    assert _counts(cache)[0] == n_rows and _steps(cache) == 0
+    # every call was paid once, and the cache's spend counts each paid call exactly once
+    assert srv.paid_twice(srv.endpoint) == 0
+    spent = _rows_of(cache, "SELECT sum(input_tokens), sum(output_tokens) FROM requests")[0]
+    assert tuple(spent) == srv.billed_tokens(srv.endpoint)
+    return cache
+
+
+@pytest.mark.heavy
+def test_sigkill_between_backtranslation_legs_pays_no_first_leg_twice(tmp_path):
+    """translate_backend: llm on the Anthropic API: the way back hangs, so each of the 8
+    workers holds a request whose first leg (English -> German) is paid; SIGKILL then. The
+    rerun reuses those 8 first legs (provenance says so) and asks only the way back."""
+    import json
+    import threading
+
+    def translate(system, user, body=None):  # a round trip that comes back reworded
+        text = user.split("<text>\n", 1)[1].rsplit("\n</text>", 1)[0]
+        back = "into English" in system
+        return f"<text>{'Tell me: ' + text[5:] if back else '[de] ' + text}</text>"
+
+    def behaviour(endpoint, index, body):
+        back = "into English" in FakeAnthropicServer._system_text(body.get("system"))
+        return "hang" if srv.hold.is_set() and back else None
+
+    with FakeAnthropicServer(reply=translate, behaviour=behaviour, hang_seconds=60) as srv:
+        srv.hold, srv.endpoint = threading.Event(), "messages"
+        env = run_env(ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="sk-ant-fake")
+        cache = _killed_between_calls(tmp_path, srv, env, "backtranslate", CONCURRENCY)
+        firsts = [r for r in srv.billed() if "into German" in r["body"]["system"]]
+        assert len(firsts) == 12
+    metas = [json.loads(p)["meta"] for (p,) in _rows_of(cache, "SELECT provenance_json FROM variants")]
+    assert sum(m.get("reused_calls") == ["pivot"] for m in metas) == CONCURRENCY
+
+
+@pytest.mark.heavy
+def test_sigkill_between_single_style_samples_pays_no_sample_twice(tmp_path):
+    """paraphrase_style: single on an OpenAI-compatible server (n = 3 calls per request, each
+    with its own seed): the third call of every request hangs, so 8 workers hold 2 paid samples
+    each; SIGKILL then. The rerun asks only the third samples."""
+    import json
+    import threading
+
+    from tests.fakes import FakeOpenAIServer
+    from tests.fakes.anthropic_server import _REWRITES, extract_source
+
+    def reply(system, user, body=None):
+        return _REWRITES[int(body["seed"]) % len(_REWRITES)].format(s=extract_source(user))
+
+    asked: dict[str, int] = {}
+
+    def behaviour(endpoint, index, body):
+        user = srv._user_text(body["messages"])
+        with lock:
+            asked[user] = asked.get(user, 0) + 1
+            third = asked[user] >= 3
+        return "hang" if srv.hold.is_set() and third else None
+
+    lock = threading.Lock()
+    with FakeOpenAIServer(reply=reply, behaviour=behaviour, hang_seconds=60) as srv:
+        srv.hold, srv.endpoint = threading.Event(), "chat"
+        env = run_env(OPENAI_BASE_URL=srv.base_url, OPENAI_API_KEY="sk-fake")
+        cache = _killed_between_calls(tmp_path, srv, env, "single", 2 * CONCURRENCY)
+        assert len(srv.billed("chat")) == 3 * 12
+    metas = [json.loads(p)["meta"] for (p,) in _rows_of(cache, "SELECT provenance_json FROM variants")]
+    reused = [m for m in metas if "reused_calls" in m]
+    assert len(reused) == 2 * CONCURRENCY
+    assert all(m["reused_calls"] == [f"sample-{m['index']}"] and m["index"] < 2 for m in reused)

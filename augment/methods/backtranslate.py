@@ -8,7 +8,8 @@ augmentation.
 
 from __future__ import annotations
 
-from ..errors import CandidateError
+from ..errors import CandidateError, RetryableError
+from ..steps import Steps
 from ..types import Candidate, Request, Result, Row
 from .jsonlist import normalise
 
@@ -20,6 +21,7 @@ class Backtranslate:
     name = "backtranslate"
     field = "prompt"
     prompt_version = PROMPT_VERSION
+    multi_call = True  # the build hands run() a Steps store (augment.steps)
 
     def __init__(self, cfg, backend):
         """`backend` is a translator from `augment.backends.translate.make_translator`."""
@@ -37,30 +39,36 @@ class Backtranslate:
                              source_lang=SOURCE_LANG)
                 for row in rows for pivot in self.pivots]
 
-    async def _translate(self, text, source, target, usage):
+    async def _translate(self, text, source, target):
         detailed = getattr(self.backend, "translate_completion", None)
         if detailed is None:
             return await self.backend.translate(text, source, target)
-        comp = await detailed(text, source, target)
-        for k in usage:
-            usage[k] += getattr(comp, k)
-        return comp.text
+        return await detailed(text, source, target)
 
-    async def run(self, request: Request) -> Result:
+    async def run(self, request: Request, steps: Steps | None = None) -> Result:
+        """Two calls. The first leg's answer is stored as a step as soon as it arrives, so a
+        build killed before the way back reuses it instead of paying for it again."""
         p = request.param_dict
-        usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "retries": 0}
-        pivot_text = await self._translate(request.source, p["source_lang"], p["pivot"], usage)
-        if normalise(pivot_text) == normalise(request.source):
-            raise CandidateError(f"translation to {p['pivot']!r} returned the source unchanged")
-        back = await self._translate(pivot_text, p["pivot"], p["source_lang"], usage)
-        if not back.strip():
-            raise CandidateError("round trip returned an empty text")
-        if normalise(back) == normalise(request.source):
-            raise CandidateError("round trip returned the source unchanged")
-        return Result([Candidate(back.strip(), meta={"pivot": p["pivot"],
-                                                     "pivot_text": pivot_text})],
-                      usage["input_tokens"], usage["output_tokens"], usage["cost_usd"],
-                      usage["retries"])
+        steps = steps or Steps()
+        try:
+            pivot_text = (await steps.call("pivot", lambda: self._translate(
+                request.source, p["source_lang"], p["pivot"]))).text
+            if normalise(pivot_text) == normalise(request.source):
+                raise CandidateError(f"translation to {p['pivot']!r} returned the source unchanged")
+            back = (await steps.call("back", lambda: self._translate(
+                pivot_text, p["pivot"], p["source_lang"]))).text
+            if not back.strip():
+                raise CandidateError("round trip returned an empty text")
+            if normalise(back) == normalise(request.source):
+                raise CandidateError("round trip returned the source unchanged")
+        except (CandidateError, RetryableError) as exc:
+            raise steps.charge(exc)  # the legs that answered were billed
+        meta = {"pivot": p["pivot"], "pivot_text": pivot_text}
+        if steps.reused:
+            meta["reused_calls"] = list(steps.reused)
+        spend = steps.spend()
+        return Result([Candidate(back.strip(), meta=meta)], spend.input_tokens,
+                      spend.output_tokens, spend.cost_usd, spend.retries)
 
     def estimate(self, request: Request) -> tuple[int, int]:
         if getattr(self.backend, "translate_completion", None) is None:

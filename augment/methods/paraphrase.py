@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import CandidateError
+from ..errors import CandidateError, RetryableError
+from ..steps import Steps
 from ..types import Candidate, Request, Result, Row
 from .jsonlist import parse_string_list
 
@@ -86,6 +87,7 @@ class Paraphrase:
     name = "paraphrase"
     field = "prompt"
     prompt_version = PROMPT_VERSION
+    multi_call = True  # `single` style: the build hands run() a Steps store (augment.steps)
 
     def __init__(self, cfg, backend):
         self.cfg = cfg
@@ -109,10 +111,14 @@ class Paraphrase:
                                     **({"context": ctx} if ctx else {})))
         return out
 
-    async def run(self, request: Request) -> Result:
+    async def run(self, request: Request, steps: Steps | None = None) -> Result:
         p = request.param_dict
         if request.prompt_version == SINGLE_VERSION:
-            return await self._run_single(request, p)
+            steps = steps or Steps()
+            try:
+                return await self._run_single(request, p, steps)
+            except (CandidateError, RetryableError) as exc:
+                raise steps.charge(exc)  # the samples that answered were billed
         system, user, max_tokens, temperature = self.batch_prompt(request)
         comp = await self.backend.complete(system, user, max_tokens=max_tokens,
                                            temperature=temperature, seed=seed_from_key(request.key))
@@ -140,15 +146,16 @@ class Paraphrase:
                       comp.input_tokens, comp.output_tokens, comp.cost_usd, comp.retries,
                       problems)
 
-    async def _run_single(self, request: Request, p: dict) -> Result:
+    async def _run_single(self, request: Request, p: dict, steps: Steps) -> Result:
+        """n calls, one rewrite each. Each answer is stored as a step when it arrives, so a
+        build killed at sample 3 of 5 reuses samples 0-2 instead of paying for them again."""
         system, user = build_single_prompt(request.source, p.get("context", ""))
         base = seed_from_key(request.key)
-        cands, problems, tin, tout, cost, retries, seen = [], [], 0, 0, 0.0, 0, set()
+        cands, problems, seen = [], [], set()
         for i in range(p["n"]):
-            comp = await self.backend.complete(system, user, max_tokens=min(p["max_tokens"], 96),
-                                               temperature=p["temperature"], seed=base + i)
-            tin, tout, cost, retries = (tin + comp.input_tokens, tout + comp.output_tokens,
-                                        cost + comp.cost_usd, retries + comp.retries)
+            comp = await steps.call(f"sample-{i}", lambda i=i: self.backend.complete(
+                system, user, max_tokens=min(p["max_tokens"], 96),
+                temperature=p["temperature"], seed=base + i))
             # A rewrite is one message: keep its first paragraph, never a rambling tail, and
             # drop the wrappers small models put around it ("Rewrite: ...", quotes).
             text = comp.text.strip().split("\n\n")[0].strip()
@@ -165,12 +172,15 @@ class Paraphrase:
                 problems.append(f"sample {i}: duplicate of an earlier sample")
             else:
                 seen.add(key)
-                cands.append(Candidate(text, meta={"index": i, "seed": base + i, "style": "single"}))
+                meta = {"index": i, "seed": base + i, "style": "single"}
+                if f"sample-{i}" in steps.reused:  # paid for by an interrupted build
+                    meta["reused_calls"] = [f"sample-{i}"]
+                cands.append(Candidate(text, meta=meta))
         if not cands:
-            err = CandidateError("no usable sample: " + "; ".join(problems))
-            err.completion = comp
-            raise err
-        return Result(cands, tin, tout, cost, retries, problems)
+            raise CandidateError("no usable sample: " + "; ".join(problems))
+        spend = steps.spend()
+        return Result(cands, spend.input_tokens, spend.output_tokens, spend.cost_usd,
+                      spend.retries, problems)
 
     def estimate(self, request: Request) -> tuple[int, int]:
         if request.prompt_version == SINGLE_VERSION:

@@ -74,6 +74,7 @@ TRANSPORT_FAULTS = {"hang", "drop", "malformed_body"}
 CONTENT_FAULTS = {"prose_json", "malformed_json", "wrong_count", "empty", "empty_reply", "echo",
                   "answer"}
 FAULTS = HTTP_FAULTS | TRANSPORT_FAULTS | CONTENT_FAULTS
+TRUNCATED = "_truncated_body"  # a request body shorter than its Content-Length
 
 _REWRITES = (
     "Could you tell me: {s}",
@@ -161,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> dict:
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
+        if len(raw) < n:  # the client died mid-send: a real API answers nothing, bills nothing
+            return {TRUNCATED: True}
         try:
             return json.loads(raw) if raw else {}
         except ValueError:
@@ -257,6 +260,10 @@ class FakeAnthropicServer(FakeServerBase):
                                   "headers": headers, "body": body})
         if endpoint is None:
             return self._send_error(h, 404, f"no route for {method} {h.path}")
+        if body.get(TRUNCATED):
+            with self._lock:
+                self.requests[index]["fault"] = "truncated_body"
+            return None
         fault = self._next_fault(endpoint, index, body)
         fault = None if fault in (None, "ok") else str(fault)
         with self._lock:
@@ -279,6 +286,7 @@ class FakeAnthropicServer(FakeServerBase):
             if fault in HTTP_FAULTS:
                 return self._send_error(h, int(fault), message or f"injected {fault}")
             handler = getattr(self, f"_on_{endpoint}")
+            h.record = self.requests[index]  # the handler notes the usage it reported there
             return handler(h, body, arg, fault)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test); nothing to answer
@@ -289,6 +297,11 @@ class FakeAnthropicServer(FakeServerBase):
         with self._lock:
             return [r for r in self.requests if r["endpoint"] == endpoint
                     and (r.get("fault") is None or r.get("fault") in CONTENT_FAULTS)]
+
+    def billed_tokens(self, endpoint: str = "messages") -> tuple[int, int]:
+        """(input, output) tokens of every billed answer, as this server reported them."""
+        used = [r.get("usage", (0, 0)) for r in self.billed(endpoint)]
+        return sum(u[0] for u in used), sum(u[1] for u in used)
 
     def paid_twice(self, endpoint: str = "messages") -> int:
         """How many billed answers repeat an identical request body answered before: the money
@@ -364,7 +377,9 @@ class FakeAnthropicServer(FakeServerBase):
                 "usage": {"input_tokens": _tokens(system + user), "output_tokens": _tokens(text)}}
 
     def _on_messages(self, h, body, arg, fault):
-        self._send_json(h, 200, self._message(body, fault))
+        message = self._message(body, fault)
+        h.record["usage"] = (message["usage"]["input_tokens"], message["usage"]["output_tokens"])
+        self._send_json(h, 200, message)
 
     def _batch_json(self, b: dict) -> dict:
         ended = b["status"] == "ended"

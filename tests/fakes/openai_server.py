@@ -38,12 +38,16 @@ class FakeOpenAIServer(FakeAnthropicServer):
         return {"error": {"message": message, "type": _OPENAI_ERROR_TYPES.get(status, "error"),
                           "param": None, "code": str(status)}}
 
-    def _on_chat(self, h, body, arg, fault):
+    def _texts(self, body: dict) -> tuple[str, str]:
         messages = body.get("messages") or []
         system = "".join(m.get("content") or "" for m in messages if m.get("role") == "system")
-        user = self._user_text(messages)
+        return system, self._user_text(messages)
+
+    def _on_chat(self, h, body, arg, fault):
+        system, user = self._texts(body)
         text = self._reply_text(system, user, body, fault)
         p, c = _tokens(system + user), _tokens(text)
+        h.record["usage"] = (p, c)
         self._send_json(h, 200, {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake-model"),
