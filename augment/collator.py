@@ -14,7 +14,9 @@ tokens). At construction the template is probed to confirm the prompt rendering 
 the full one (else `AugtuneError`); when the template also renders a completion as plain
 substitution (no trimming or rewriting), prompt and response are tokenised from cached pieces
 without re-rendering jinja per example. Without a chat template the format is
-`prompt + "\\n\\n"` (after BOS when the tokenizer adds one) then `completion + EOS`.
+`prompt + "\\n\\n"` (after BOS when the tokenizer adds one) then `completion + EOS`. With
+`pair_format="trl"` a pair is tokenised the way TRL's SFTTrainer prepares plain prompt/completion
+data (no template, no separator: prompt + completion + EOS as one text; see `_trl_pairs`).
 
 Labels are -100 on the prompt and on padding, the token ids on the response (TRL's default for
 prompt-completion data). `completion_only_loss=False` trains on the prompt too, as in TRL;
@@ -79,6 +81,7 @@ tensor([[-100, -100,    5,    6,    1],
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -123,7 +126,8 @@ class AugmentingCollator:
                  use_chat_template: bool | None = None, cache_size: int = 65536,
                  pad_to_multiple_of: int | None = None, pad_collator=None,
                  padding_free: bool = False, completion_only_loss: bool | None = None,
-                 assistant_only_loss: bool = False, loss_turns: str = "all"):
+                 assistant_only_loss: bool = False, loss_turns: str = "all",
+                 pair_format: str = "chat"):
         try:
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
         except ImportError as err:  # pragma: no cover - trl is a core dependency
@@ -158,6 +162,17 @@ class AugmentingCollator:
         self.pad_collator = pad_collator or DataCollatorForLanguageModeling(
             pad_token_id=int(pad_id), pad_to_multiple_of=pad_to_multiple_of,
             padding_free=self.padding_free)
+        if pair_format not in ("chat", "trl"):
+            raise AugtuneError(f"pair_format={pair_format!r}: choose chat or trl.")
+        self.pair_format = pair_format
+        if pair_format == "trl":
+            if assistant_only_loss:
+                raise AugtuneError("assistant_only_loss=True trains the assistant turn, which "
+                                   "pair_format: trl does not render; use pair_format: chat.")
+            if tokenizer.eos_token is None:
+                raise AugtuneError("pair_format: trl appends the tokenizer's eos_token to every "
+                                   "completion, as TRL does; set tokenizer.eos_token.")
+            use_chat_template = False
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.use_chat_template = use_chat_template
@@ -166,14 +181,16 @@ class AugmentingCollator:
                                "is what it renders); give the tokenizer a chat_template or drop "
                                "assistant_only_loss.")
         self._prompt_cache, self._completion_cache = _LRU(cache_size), _LRU(cache_size)
+        self._pair_cache = _LRU(cache_size)  # pair_format: trl, (prompt, completion) -> ids
         self.stats = {"examples": 0, "completion_truncated": 0, "prompt_truncated": 0}
         self._fast = True  # chat template renders by plain substitution (see _probe_template)
         self._pieces = None  # template pieces as token ids, when joining is exact
         self._bos: list[int] = []
         self._eos: list[int] = []
+        self._warned_merge = False
         if use_chat_template:
             self._probe_template()
-        else:
+        elif pair_format == "chat":
             eos = tokenizer.eos_token_id
             if eos is None:
                 raise AugtuneError("AugmentingCollator: the tokenizer has no chat template and "
@@ -269,6 +286,8 @@ class AugmentingCollator:
     def _tokenize(self, examples: list[dict]) -> tuple[list, list]:
         prompts = [ex["prompt"] for ex in examples]
         completions = [ex["completion"] for ex in examples]
+        if self.pair_format == "trl":
+            return self._trl_pairs(prompts, completions)
         if self.use_chat_template and not self._fast:
             # Template is not plain substitution: render each pair (correct, just slower).
             pairs = [self._split(p, c) for p, c in zip(prompts, completions)]
@@ -283,6 +302,34 @@ class AugmentingCollator:
         p_ids = self._lookup(self._prompt_cache, prompts, self._prompt_text)
         c_ids = self._lookup(self._completion_cache, completions, self._completion_text)
         return p_ids, c_ids
+
+    def _trl_pairs(self, prompts: list[str], completions: list[str]) -> tuple[list, list]:
+        """TRL's own tokenisation of a plain prompt/completion pair (SFTTrainer's dataset
+        preparation, not conversational): EOS appended to the completion unless it ends with
+        it, the prompt and prompt + completion tokenised as text (special tokens such as BOS
+        included, no template), and the completion starting where the two tokenisations part
+        (`trl.data_utils.common_prefix_length`: tokens can merge across the boundary)."""
+        from trl.data_utils import common_prefix_length
+        eos = self.tokenizer.eos_token
+        keys = [(p, c if c.endswith(eos) else c + eos) for p, c in zip(prompts, completions)]
+        out = [self._pair_cache.get(k) for k in keys]
+        missing = list(dict.fromkeys(k for k, v in zip(keys, out) if v is None))
+        if missing:
+            p_ids = self.tokenizer([p for p, _ in missing])["input_ids"]
+            full = self.tokenizer([p + c for p, c in missing])["input_ids"]
+            fresh = {}
+            for k, pi, fi in zip(missing, p_ids, full):
+                n = common_prefix_length(pi, fi)
+                if n < len(pi) and not self._warned_merge:
+                    self._warned_merge = True
+                    warnings.warn("pair_format: trl: a tokenised prompt is not a prefix of its "
+                                  "prompt + completion (tokens merge across the boundary); as in "
+                                  "TRL, the completion starts where the two part.", stacklevel=2)
+                fi = np.asarray(fi, dtype=np.int32)
+                fresh[k] = (fi[:n], fi[n:])
+                self._pair_cache.put(k, fresh[k])
+            out = [v if v is not None else fresh[k] for k, v in zip(keys, out)]
+        return [p for p, _ in out], [c for _, c in out]
 
     # -- collation -------------------------------------------------------------------------
 

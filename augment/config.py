@@ -23,6 +23,7 @@ QC_MODES = ("project", "seed", "none")
 QC_JUDGES = ("none", "head", "llm")
 AUGMENT_MODES = ("expand", "replace")
 CONSISTENCY_DIVERGENCES = ("js", "sym_kl")
+PAIR_FORMATS = ("chat", "trl")  # augment.collator: a pair through the chat template, or as TRL
 
 # Where each API backend reads its key from. Keys live in the environment only.
 API_KEY_ENV = {
@@ -167,6 +168,15 @@ class AugmentConfig:
         default="all",
         metadata={"help": "Conversation rows: which assistant turns carry labels, as TRL's "
                   "assistant_only_loss: `all` assistant turns, or only the `last` one."})
+    pair_format: str = field(
+        default="chat",
+        metadata={"help": "How a prompt/completion pair becomes tokens. `chat`: a user turn and "
+                  "an assistant turn through the tokenizer's chat template (without one: "
+                  "prompt, a blank line, completion, EOS). `trl`: exactly what TRL does with "
+                  "plain prompt/completion data: prompt + completion + EOS as one text, no "
+                  "template, the prompt ending where the two tokenisations part (TRL's "
+                  "common_prefix_length). The robustness eval prompts the same way. "
+                  "Conversations use the chat template either way."})
     # --- per-method settings -------------------------------------------------------------
     paraphrase_n: int = field(default=3, metadata={"help": "Paraphrases asked for per prompt."})
     paraphrase_style: str = field(
@@ -305,6 +315,7 @@ class AugmentConfig:
         _choice("augment_mode", self.augment_mode, AUGMENT_MODES)
         _choice("augment_turns", self.augment_turns, ("last", "all"))
         _choice("loss_turns", self.loss_turns, ("all", "last"))
+        _choice("pair_format", self.pair_format, PAIR_FORMATS)
         for v in self.outputs_variants:
             _choice("outputs_variants", v, OUTPUT_VARIANTS)
         if self.augmented_per_original < 0:

@@ -63,7 +63,8 @@ class AugmentedData:
                         completion_only_loss=sft_args.completion_only_loss,
                         assistant_only_loss=sft_args.assistant_only_loss)
         opts.setdefault("max_length", 1024)
-        opts.update(loss_turns=self.aug_cfg.loss_turns, **kwargs)
+        opts.update(loss_turns=self.aug_cfg.loss_turns, pair_format=self.aug_cfg.pair_format,
+                    **kwargs)
         max_length = opts.pop("max_length")
         return IndexedCollator(self.source, AugmentingCollator(tokenizer, max_length, **opts))
 

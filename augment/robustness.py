@@ -257,12 +257,15 @@ def per_item_array(items: list[dict], name: str):
 
 # --------------------------------------------------------------------------- generation
 
-def format_prompt(tokenizer, prompt) -> str:
+def format_prompt(tokenizer, prompt, pair_format: str = "chat") -> str:
     """Exactly the prompt part the collator trains on: the user turn rendered with the chat
     template and `add_generation_prompt=True` (any default system prompt included), or
-    `prompt + "\\n\\n"` when the tokenizer has no chat template (BOS is added by tokenisation).
+    `prompt + "\\n\\n"` when the tokenizer has no chat template (BOS is added by tokenisation),
+    or with `pair_format="trl"` the prompt as it is (TRL's plain prompt/completion format).
     A conversation (a list of chat messages up to the last user turn) is rendered whole, so the
     answer is generated in its context, as it was trained."""
+    if pair_format == "trl" and not isinstance(prompt, list):
+        return prompt
     msgs = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -277,14 +280,16 @@ def _prompt_of(row):
 
 
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
-                     batch_size: int = 32) -> tuple[list[str], dict]:
+                     batch_size: int = 32, pair_format: str = "chat") -> tuple[list[str], dict]:
     """Greedy answers, batched (prompts sorted by length so a batch pads little; left padding so
     every row's answer starts at the same column). Returns (answers, timing/counts)."""
     import torch
     t0 = time.time()
     chat = bool(getattr(tokenizer, "chat_template", None))
-    texts = [format_prompt(tokenizer, p) for p in prompts]
-    enc = [tokenizer(t, add_special_tokens=not chat)["input_ids"] for t in texts]
+    texts = [format_prompt(tokenizer, p, pair_format) for p in prompts]
+    # A rendered template holds its special tokens; plain text gets them from tokenisation.
+    templated = [chat and (isinstance(p, list) or pair_format != "trl") for p in prompts]
+    enc = [tokenizer(t, add_special_tokens=not tpl)["input_ids"] for t, tpl in zip(texts, templated)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = {tokenizer.eos_token_id} | ({tokenizer.convert_tokens_to_ids("<|im_end|>")} if chat else set())
@@ -363,7 +368,7 @@ def paraphrase_links(path: str | None, paraphrases, eval_ids) -> list[str | None
 
 def evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, *, metric: str = "auto",
                         labels=(), max_new_tokens: int = 16, batch_size: int = 32,
-                        paraphrases_file: str | None = None) -> dict:
+                        paraphrases_file: str | None = None, pair_format: str = "chat") -> dict:
     """Generate for every eval prompt and paraphrase, score, and return the report that
     `robustness.json` holds (figures, counts, timing, and every answer per item)."""
     links = paraphrase_links(paraphrases_file, paraphrase_rows, [r.id for r in eval_rows])
@@ -377,7 +382,8 @@ def evaluate_robustness(model, tokenizer, eval_rows, paraphrase_rows, *, metric:
     scorer = make_scorer(metric, [r.completion for r in eval_rows], labels)
     prompts = ([_prompt_of(r) for r in eval_rows]
                + [_prompt_of(p) for r in eval_rows for p in by_item[r.id]])
-    answers, timing = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+    answers, timing = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size,
+                                       pair_format)
     it = iter(answers[len(eval_rows):])
     items, results = [], []
     for r, ans in zip(eval_rows, answers[: len(eval_rows)]):

@@ -271,3 +271,66 @@ def test_joined_template_pieces_give_the_same_batches_as_full_rendering(tiny_mod
     a, b = fast(ex), slow(ex)
     for key in ("input_ids", "labels", "attention_mask"):
         assert torch.equal(a[key], b[key]), key
+
+
+def test_pair_format_trl_gives_the_batches_plain_trl_gives(tiny_model_dir, tmp_path):
+    """pair_format="trl": the same input_ids and labels as TRL's SFTTrainer preparing the same
+    plain prompt/completion rows itself (its dataset map, then its collator), SmolLM2's real
+    tokenizer, which has a chat template that TRL does not use for plain pairs. The rows
+    include a completion already ending with EOS and boundaries where tokens could merge."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    exs = [{"prompt": "How do I cancel my subscription?", "completion": " Go to Settings."},
+           {"prompt": "Translate: chat", "completion": "ter box<|im_end|>"},
+           {"prompt": "Sum 2+2=", "completion": "4"},
+           {"prompt": "Hi there\n\nfriend ", "completion": " Hello!\nHow can I help?"}]
+    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False,
+                     report_to="none", max_length=None)
+    trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                     processing_class=tok, train_dataset=Dataset.from_list(exs))
+    theirs = trl.data_collator([trl.train_dataset[i] for i in range(len(exs))])
+    ours = AugmentingCollator(tok, max_length=None, pair_format="trl")(exs)
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(ours[key], theirs[key]), key
+    # and it is not what the chat format gives
+    chat = AugmentingCollator(tok, max_length=None)(exs)
+    assert chat["input_ids"].shape != ours["input_ids"].shape or not torch.equal(
+        chat["input_ids"], ours["input_ids"])
+    with pytest.raises(AugtuneError, match="assistant_only_loss"):
+        AugmentingCollator(tok, max_length=64, pair_format="trl", assistant_only_loss=True)
+
+
+def test_robustness_prompts_as_the_pair_format_trained(tiny_model_dir):
+    """The robustness eval asks the model in the format it was trained on: the chat template's
+    user turn, or with pair_format="trl" the bare prompt with the tokenizer's special tokens."""
+    from transformers import AutoTokenizer
+
+    from augment.robustness import format_prompt
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert format_prompt(tok, "Hi?", "trl") == "Hi?"
+    assert format_prompt(tok, "Hi?").endswith("<|im_start|>assistant\n")
+    conv = [{"role": "user", "content": "Hi?"}]
+    assert format_prompt(tok, conv, "trl") == format_prompt(tok, conv)
+    c = AugmentingCollator(tok, max_length=None, pair_format="trl")
+    p_ids, _ = c._tokenize([{"prompt": "Hi?", "completion": "Yes."}])
+    assert p_ids[0].tolist() == tok(format_prompt(tok, "Hi?", "trl"))["input_ids"]
+
+
+def test_pair_format_reaches_the_collator_from_the_run_config(tiny_model_dir):
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    from augment.config import AugmentConfig
+    from augment.errors import ConfigError
+    from augment.pipeline import AugmentedData
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for fmt in ("trl", "chat"):
+        data = AugmentedData(None, AugmentConfig(pair_format=fmt), None, None, None, [], 0)
+        made = data.collator(tok, SFTConfig(output_dir="unused", max_length=64, use_cpu=True))
+        assert made.collator.pair_format == fmt
+        assert made.collator.use_chat_template == (fmt == "chat")
+    with pytest.raises(ConfigError, match="pair_format"):
+        AugmentConfig(pair_format="plain")

@@ -208,7 +208,7 @@ def test_evaluate_robustness_figures_from_known_answers(monkeypatch):
                "why 2 charges": "shipping", "Has my package shipped yet?": "shipping"}
     seen = []
 
-    def fixed(model, tok, prompts, max_new_tokens, batch_size):
+    def fixed(model, tok, prompts, max_new_tokens, batch_size, pair_format):
         seen.extend(prompts)
         return [answers[p] for p in prompts], {"prompts": len(prompts)}
     monkeypatch.setattr(rb, "generate_answers", fixed)

@@ -209,13 +209,15 @@ def test_kill_after_checkpoint_and_resume_replays_the_same_examples(tiny_model_d
 
 @pytest.mark.slow  # the Alpaca loader is covered in test_data; this is the same launch path again
 def test_alpaca_json_trains_with_no_other_change(tiny_model_dir, tmp_path):
-    """A newcomer's Alpaca file (instruction/input/output, a JSON array) via --dataset_name."""
+    """A newcomer's Alpaca file (instruction/input/output, a JSON array) via --dataset_name,
+    formatted as plain TRL formats prompt/completion pairs (pair_format: trl)."""
     rows = [{"instruction": f"Summarise note {i} for the team.", "input": f"Note {i}: the VPN moves to vpn{i}.example.com on Monday.",
              "output": f"The VPN address changes to vpn{i}.example.com on Monday."} for i in range(16)]
     path = tmp_path / "alpaca_data.json"
     path.write_text(json.dumps(rows, indent=2))
     out = tmp_path / "alpaca-out"
-    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--dataset_name", str(path), "--max_steps", "2"),
+    proc = subprocess.run(sft_cmd(tiny_model_dir, out, "--dataset_name", str(path), "--max_steps", "2",
+                                  "--pair_format", "trl"),  # formatted as plain TRL would
                           cwd=ROOT, env=run_env(ACCELERATE_USE_CPU=1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "16 train rows" in proc.stdout and (out / "adapter_model.safetensors").exists()

@@ -120,7 +120,7 @@ def main(argv):
     if data_cfg.robustness_every_eval and split.eval and split.eval_paraphrases:
         from augment.robustness import make_callback
         trainer.add_callback(make_callback(tokenizer, split.eval, split.eval_paraphrases,
-                                           **robustness_kwargs(data_cfg)))
+                                           **robustness_kwargs(data_cfg, aug_cfg)))
 
     resume = sft_cfg.resume_from_checkpoint  # "last"/true: the newest complete checkpoint
     t0 = time.time()
@@ -133,7 +133,8 @@ def main(argv):
     if split.eval and not evaluated and data_cfg.loss_eval_at_end:  # eval_loss, eval_paraphrase_loss
         trainer.evaluate()
     if data_cfg.robustness_eval and split.eval and split.eval_paraphrases:
-        run_robustness(trainer, tokenizer, split, data_cfg, state, Path(sft_cfg.output_dir))
+        run_robustness(trainer, tokenizer, split, data_cfg, aug_cfg, state,
+                       Path(sft_cfg.output_dir))
     trainer.save_state()
 
     if state.is_main_process:
@@ -145,14 +146,15 @@ def main(argv):
         print_outro(out, trainer, summary, pngs, time.time() - t0)
 
 
-def robustness_kwargs(data_cfg) -> dict:
+def robustness_kwargs(data_cfg, aug_cfg) -> dict:
     return {"metric": data_cfg.robustness_metric, "labels": data_cfg.robustness_labels,
             "max_new_tokens": data_cfg.robustness_max_new_tokens,
             "batch_size": data_cfg.robustness_batch_size,
-            "paraphrases_file": data_cfg.eval_paraphrases_file}
+            "paraphrases_file": data_cfg.eval_paraphrases_file,
+            "pair_format": aug_cfg.pair_format}  # prompted as the collator trained it
 
 
-def run_robustness(trainer, tokenizer, split, data_cfg, state, out: Path) -> None:
+def run_robustness(trainer, tokenizer, split, data_cfg, aug_cfg, state, out: Path) -> None:
     """`robustness.json`: greedy answers to the eval prompts and their held-out paraphrases,
     scored (augment/robustness.py). Generated on the main process only (a sharded FSDP model
     would need every rank); the figures go through `Trainer.log`, so every integration sees them."""
@@ -160,7 +162,7 @@ def run_robustness(trainer, tokenizer, split, data_cfg, state, out: Path) -> Non
         from augment.robustness import evaluate_robustness, log_figures, summary_line, write_report
         model = trainer.accelerator.unwrap_model(trainer.model)
         report = evaluate_robustness(model, tokenizer, split.eval, split.eval_paraphrases,
-                                     **robustness_kwargs(data_cfg))
+                                     **robustness_kwargs(data_cfg, aug_cfg))
         write_report(report, out / "robustness.json")
         trainer.log(log_figures(report))
         print(f"augtune: {summary_line(report)}; per item in {out / 'robustness.json'}", flush=True)
