@@ -234,11 +234,11 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
     # Judging runs beside the requests from the start: first whatever earlier builds stored
     # but never judged (killed before QC), then each answer as it is stored.
     leftovers = cache.unjudged_count(aug_cfg.qc)
-    pending = cache.pending_steps()
-    if pending[1] and todo and progress:
-        print(f"augtune build: reusing {pending[1]} paid calls (${pending[2]:.4f}) that an "
-              f"interrupted build made for {pending[0]} unfinished multi-call requests",
-              file=sys.stderr)
+    pending = cache.pending_steps(r.key for _, r in todo)
+    if pending["calls"] and progress:
+        print(f"augtune build: reusing {pending['calls']} calls already paid for by "
+              f"{pending['requests']} unfinished multi-call requests (a killed build or a "
+              "transient failure left them)", file=sys.stderr)
     judge = JudgeThread(cache.path, checker, on_judged=report.add_judged).start()
     try:
         if todo:
@@ -471,24 +471,28 @@ class _Store:
         self.cache, self.judge, self.report, self.bar = cache, judge, report, bar
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="augtune-writer")
 
+    async def _run(self, fn, *args):
+        """`fn(*args)` on the writer thread. Shielded: a worker cancelled after a fatal error
+        must not cancel a write still queued behind others (a paid answer would be lost);
+        `close()` waits for every queued write."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self.pool, fn, *args))
+
     async def answer(self, req, result: Result) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.pool, self._answer, req, result)
+        await self._run(self._answer, req, result)
 
     async def failure(self, req, reason: str, spend: Result | None, keep_steps: bool = False
                       ) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.pool, self._failure, req, reason,
-                                                         spend, keep_steps)
+        await self._run(self._failure, req, reason, spend, keep_steps)
 
     def steps_for(self, req) -> Steps:
         """The store of `req`'s paid calls (augment.steps), read and written by this writer
         thread: each call's answer is committed before the method makes its next call."""
-        loop = asyncio.get_running_loop()
-
         async def load(step):
-            return await loop.run_in_executor(self.pool, self.cache.get_step, req.key, step)
+            return await self._run(self.cache.get_step, req.key, step)
 
         async def save(step, comp):
-            await loop.run_in_executor(self.pool, self.cache.put_step, req.key, step, comp)
+            await self._run(self.cache.put_step, req.key, step, comp)
         return Steps(load, save)
 
     def _answer(self, req, result: Result) -> None:

@@ -386,15 +386,21 @@ class VariantCache:
             return Completion(row[0])
         return Completion(row[0], row[1], row[2], Cost(row[3], known=bool(row[4])), row[5])
 
-    def pending_steps(self) -> tuple[int, int, float]:
-        """(requests, calls, USD) paid for in steps whose request has no stored outcome yet:
-        what an interrupted build left for the next one to reuse."""
+    def pending_steps(self, keys=None) -> dict:
+        """What unfinished multi-call requests (of `keys`, default all) hold in `steps`:
+        requests, calls, and of those the calls (and USD) whose spend no recorded attempt has
+        counted yet (a killed build's). Counted ones were kept by a transient failure."""
         try:
-            return self._conn().execute(
-                "SELECT count(DISTINCT request_key), count(*), "
-                "coalesce(sum(cost_usd * (1 - counted)), 0) FROM steps").fetchone()
+            rows = self._conn().execute(
+                "SELECT request_key, counted, cost_usd FROM steps").fetchall()
         except sqlite3.OperationalError:  # a cache from before steps, opened read-only
-            return (0, 0, 0.0)
+            rows = []
+        if keys is not None:
+            keys = set(keys)
+            rows = [r for r in rows if r[0] in keys]
+        fresh = [r for r in rows if not r[1]]
+        return {"requests": len({r[0] for r in rows}), "calls": len(rows),
+                "uncounted_calls": len(fresh), "uncounted_usd": sum(r[2] for r in fresh)}
 
     def set_verdicts(self, qc_mode: str, verdicts, *, rescored_through: tuple[str, str] | None = None
                      ) -> None:

@@ -115,10 +115,11 @@ def main(argv=None) -> None:
           f"(${totals['cost_failed_attempts']:.4f} of it on failed attempts), retries "
           f"{totals['retries']}")
     pending = cache.pending_steps()
-    if pending[1]:
-        print(f"plus {pending[1]} paid calls (${pending[2]:.4f} not counted above) of "
-              f"{pending[0]} multi-call requests an interrupted build left unfinished; the next "
-              "build reuses them")
+    if pending["calls"]:
+        print(f"plus {pending['calls']} paid calls of {pending['requests']} unfinished "
+              f"multi-call requests, kept for the next build that makes them: "
+              f"{pending['uncounted_calls']} from killed builds (${pending['uncounted_usd']:.4f}, "
+              "not in the totals above), the rest counted with failed attempts")
     reasons = cache.failure_reasons(args.top)
     if reasons:
         print("\nfailure reasons (top):")

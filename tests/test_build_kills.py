@@ -249,6 +249,7 @@ def _killed_between_calls(tmp_path, srv, env, mode, stored_at_kill):
     seen = subprocess.run([sys.executable, "-m", "augment.inspect", str(cache)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert f"plus {stored_at_kill} paid calls" in seen.stdout, seen.stdout + seen.stderr
+    assert f"{stored_at_kill} from killed builds" in seen.stdout
     srv.hold.clear()
     _final(cache, n_rows, env, mode)
     assert _counts(cache)[0] == n_rows and _steps(cache) == 0

@@ -296,3 +296,31 @@ def test_load_table_restricted_to_one_runs_request_keys(tmp_path):
     assert sorted(t.texts) == ["Can you reset my password?", "Please reset my password"]
     assert t.offsets.tolist() == [0, 2]
     assert len(c.load_table(rows, ["paraphrase"], "project", keys=[]).texts) == 0
+
+
+def test_steps_of_unfinished_requests_are_counted_once_and_go_with_the_outcome(tmp_path):
+    """`steps` (augment.steps): a kill leaves uncounted calls; a transient failure counts them
+    (kept, at no new spend); an answer or a content failure removes them. `pending_steps(keys)`
+    reports only the requests asked about, so a build never claims another config's calls."""
+    from augment.backends.pricing import Cost
+    from augment.types import Completion
+    c = VariantCache(tmp_path / "c.sqlite")
+    a, b = req("one"), req("two")
+    c.put_step(a.key, "pivot", Completion("eins", 10, 5, Cost(0.25, known=False), 1))
+    c.put_step(b.key, "pivot", Completion("zwei", 10, 5, 0.5))
+    got = c.get_step(a.key, "pivot")
+    assert (got.text, got.input_tokens, got.output_tokens, got.retries) == ("eins", 10, 5, 1)
+    assert float(got.cost_usd) == 0.25 and got.cost_usd.known is False
+    assert c.get_step(a.key, "back") is None
+    assert c.pending_steps() == {"requests": 2, "calls": 2, "uncounted_calls": 2,
+                                 "uncounted_usd": 0.75}
+    assert c.pending_steps([b.key]) == {"requests": 1, "calls": 1, "uncounted_calls": 1,
+                                        "uncounted_usd": 0.5}
+    c.put_failure(a, "RetryableError: 500", Result([], 10, 5, 0.25), keep_steps=True)
+    again = c.get_step(a.key, "pivot")
+    assert again.text == "eins" and (again.input_tokens, float(again.cost_usd)) == (0, 0.0)
+    assert c.pending_steps()["uncounted_calls"] == 1
+    c.put_answer(a, Result([Candidate("One, again")], 3, 3, 0.1))
+    c.put_failure(b, "CandidateError: unchanged", Result([], 10, 5, 0.5))
+    assert c.pending_steps()["calls"] == 0
+    assert c.totals()["input_tokens"] == 10 + 3 + 10  # each call counted once

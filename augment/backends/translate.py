@@ -58,6 +58,7 @@ class OfflineTranslator:
     """
 
     name = "offline"
+    free = True  # local and unmetered: backtranslation stores no steps for it (augment.steps)
 
     def __init__(self, cfg=None):
         try:

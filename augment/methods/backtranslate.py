@@ -28,6 +28,8 @@ class Backtranslate:
         self.cfg = cfg
         self.backend = backend
         self.pivots = list(cfg.translate_pivots)
+        # A free local translator (the offline one) costs nothing to ask again: no step writes.
+        self.multi_call = not getattr(backend, "free", False)
         # An LLM translator's prompt is part of what it returns: version it in the key.
         version = getattr(backend, "prompt_version", None)
         if version:

@@ -173,7 +173,7 @@ class Paraphrase:
             else:
                 seen.add(key)
                 meta = {"index": i, "seed": base + i, "style": "single"}
-                if f"sample-{i}" in steps.reused:  # paid for by an interrupted build
+                if f"sample-{i}" in steps.reused:  # paid for by an earlier attempt
                     meta["reused_calls"] = [f"sample-{i}"]
                 cands.append(Candidate(text, meta=meta))
         if not cands:
