@@ -145,6 +145,8 @@ def base_urls(monkeypatch, srv):
     monkeypatch.setitem(BASE_URLS, "GOOGLE_TRANSLATE", srv.url + "/m")
     monkeypatch.setitem(BASE_URLS, "MYMEMORY", srv.url + "/get")
     monkeypatch.setitem(BASE_URLS, "DEEPL_FREE", srv.url + "/{version}/")
+    monkeypatch.setitem(BASE_URLS, "MICROSOFT_TRANSLATE",
+                        srv.url + "/microsoft/translate?api-version=3.0")
     return srv
 
 
@@ -179,6 +181,41 @@ def test_deepl_key_from_env_and_bad_key_fatal(base_urls, monkeypatch):
     with pytest.raises(FatalBackendError) as info:
         run(t2.translate("Hello", "en", "pt"))
     assert "bad-deepl-key-987654" not in str(info.value) and "DEEPL_API_KEY" in str(info.value)
+
+
+def test_microsoft_round_trip_key_region_faults_and_one_language_list(base_urls, monkeypatch):
+    """translate_backend: microsoft through deep-translator's real MicrosoftTranslator: the key
+    and region go in Azure's headers, the language list is fetched once (deep-translator
+    fetched it for every translation, from a second fixed URL), 429 is retried, a 500 that
+    persists is a RetryableError, a bad key is fatal without the key in the message, and a
+    missing key is a one-line config error."""
+    srv = base_urls
+    srv.api_key = "good-azure-key"
+    monkeypatch.setenv("MICROSOFT_TRANSLATOR_KEY", "good-azure-key")
+    monkeypatch.setenv("MICROSOFT_TRANSLATOR_REGION", "westeurope")
+    t = make_translator(cfg_for("microsoft", translate_pivots=["pt-br"]))
+    method = Backtranslate(cfg_for("microsoft", translate_pivots=["pt-br"]), t)
+    [req] = method.requests([Row("r1", "How do I reset my password?", "")])
+    res = run(method.run(req))
+    assert [c.text for c in res.candidates] == ["How can I reset my password?"]
+    calls = [r for r in srv.requests if r["endpoint"] == "microsoft"]
+    assert [(r["params"]["from"], r["params"]["to"]) for r in calls] == [("en", "pt"), ("pt", "en")]
+    assert all(r["headers"]["ocp-apim-subscription-key"] == "good-azure-key"
+               and r["headers"]["ocp-apim-subscription-region"] == "westeurope" for r in calls)
+    srv.script = {"microsoft": ["429", "ok"]}
+    assert run(t.translate("Quick note", "en", "de")) == "[de] Quick note" and t.retries == 1
+    assert srv.count("microsoft_languages") == 1  # once, for every translation since
+    srv.script, srv._pos = {"microsoft": ["500"] * 4}, {}
+    with pytest.raises(RetryableError, match="code 500"):
+        run(t.translate("Quick note", "en", "de"))
+    monkeypatch.setenv("MICROSOFT_TRANSLATOR_KEY", "bad-azure-key-424242")
+    with pytest.raises(FatalBackendError) as info:
+        run(make_translator(cfg_for("microsoft")).translate("Hello", "en", "de"))
+    assert "bad-azure-key-424242" not in str(info.value)
+    assert "MICROSOFT_TRANSLATOR_KEY" in str(info.value)
+    monkeypatch.delenv("MICROSOFT_TRANSLATOR_KEY")
+    with pytest.raises(ConfigError, match="MICROSOFT_TRANSLATOR_KEY"):
+        make_translator(cfg_for("microsoft"))
 
 
 def test_deepl_without_key_is_config_error(monkeypatch):

@@ -241,6 +241,8 @@ class DeepTranslator:
 
     KEY_ENV = {"deepl": "DEEPL_API_KEY", "microsoft": "MICROSOFT_TRANSLATOR_KEY",
                "libre": "LIBRE_API_KEY"}
+    # Azure resources outside the global region need their region sent with every request.
+    REGION_ENV = "MICROSOFT_TRANSLATOR_REGION"
 
     def __init__(self, provider: str, cfg, *, base_delay: float = 1.0):
         if provider not in _PROVIDER_MODULES:
@@ -270,6 +272,9 @@ class DeepTranslator:
             self.model = f"libretranslate@{public_url(self.base_url)}"  # goes into provenance
         self.breaker = ConnectionBreaker(public_url(self.base_url) if self.base_url
                                          else f"translate_backend={provider}")
+        if provider == "microsoft":
+            self._region = os.environ.get(self.REGION_ENV) or None
+            self._cls = _microsoft_class(self._cls)
 
     def __repr__(self) -> str:  # never the key
         return f"DeepTranslator(provider={self.name!r}, timeout={self.timeout})"
@@ -282,8 +287,8 @@ class DeepTranslator:
                 for lang, v in codes.items():
                     if v.lower().split("-")[0] == code and " " not in lang:
                         return v
-        if self.name == "google" and code == "pt-br":
-            return "pt"
+        if self.name in ("google", "microsoft") and code == "pt-br":
+            return "pt"  # their Portuguese is Brazilian (Microsoft's European one is pt-pt)
         return code
 
     def _make(self, source: str, target: str):
@@ -295,7 +300,9 @@ class DeepTranslator:
             if not self._key:
                 obj.api_key = None
             return obj
-        if self.name in ("deepl", "microsoft"):
+        if self.name == "microsoft":
+            return self._cls(api_key=self._key, region=self._region, **kw)
+        if self.name == "deepl":
             return self._cls(api_key=self._key, **kw)
         return self._cls(**kw)
 
@@ -336,6 +343,35 @@ class DeepTranslator:
 
     async def aclose(self) -> None:
         return None
+
+
+def _microsoft_class(base):
+    """deep-translator's MicrosoftTranslator, but its language list (an unauthenticated GET it
+    makes whenever one is built, and we build one per call) is fetched once per process, from
+    the host its translate URL names (`BASE_URLS["MICROSOFT_TRANSLATE"]`), not a second fixed
+    URL: one request per translation, and a test server can stand in for both."""
+    import sys
+    import threading
+    lock, cache = threading.Lock(), {}
+
+    class MicrosoftTranslator(base):
+        def _get_supported_languages(self):
+            from deep_translator.constants import BASE_URLS
+            url = BASE_URLS["MICROSOFT_TRANSLATE"]
+            with lock:
+                if url not in cache:
+                    head, _, _ = url.partition("?")
+                    langs = head.rsplit("/translate", 1)[0] + "/languages?api-version=3.0&scope=translation"
+                    # the module's `requests` is our stand-in: our timeout, transport errors mapped
+                    reply = sys.modules[base.__module__].requests.get(langs)
+                    try:
+                        table = reply.json()["translation"]
+                        cache[url] = {v["name"].lower(): k.lower() for k, v in table.items()}
+                    except (KeyError, TypeError, AttributeError):
+                        raise ValueError("malformed language list") from None
+                return cache[url]
+
+    return MicrosoftTranslator
 
 
 # ------------------------------------------------------------------------------- LLM ----

@@ -12,11 +12,18 @@ It speaks four wire formats on one port:
 - MyMemory: `GET /get?langpair=en-GB|pt-PT&q=..` (BASE_URLS["MYMEMORY"] = srv.url + "/get").
 - DeepL v2: `GET /v2/translate?auth_key=..&source_lang=..&target_lang=..&text=..`
   (BASE_URLS["DEEPL_FREE"] = srv.url + "/{version}/"); 403 when `api_key` is set and differs.
+- Microsoft Translator v3: `POST /microsoft/translate?api-version=3.0&from=..&to=..` with a JSON
+  body `[{"text": ..}]` -> `[{"translations": [{"text": .., "to": ..}]}]`, and `GET
+  /microsoft/languages?api-version=3.0&scope=translation` (BASE_URLS["MICROSOFT_TRANSLATE"] =
+  srv.url + "/microsoft/translate?api-version=3.0"); errors in Azure's shape
+  `{"error": {"code": 401000, ..}}`, 401 when `api_key` is set and the
+  Ocp-Apim-Subscription-Key header differs.
 
 Knobs (constructor arguments, also settable while running), the same as the fake LLM servers:
 - `translate(text, source, target) -> str`: default `fake_translate` (deterministic; see there).
 - `script`: faults consumed one per translation request, in order, then requests succeed; a
-  list, or a dict {endpoint: list} with endpoints "libre", "google", "mymemory", "deepl".
+  list, or a dict {endpoint: list} with endpoints "libre", "google", "mymemory", "deepl",
+  "microsoft", "microsoft_languages".
 - `fault_rates`: {fault: probability}, drawn per request (seeded) when the script gives none.
 - `behaviour(endpoint, index, params) -> fault | None`: full control.
 - `retry_after`: Retry-After header on 429/503 (default "0.1"); `hang_seconds` (default 10).
@@ -79,9 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
             ctype = self.headers.get("Content-Type", "")
             if "json" in ctype:
                 try:
-                    params.update(json.loads(raw))
+                    body = json.loads(raw)
                 except ValueError:
-                    pass
+                    body = None
+                if isinstance(body, dict):
+                    params.update(body)
+                elif body is not None:  # Microsoft's [{"text": ...}]
+                    params["_body"] = body
             else:
                 params.update({k: v[-1] for k, v in parse_qs(raw.decode()).items()})
         return params
@@ -126,6 +137,10 @@ class FakeTranslateServer(FakeServerBase):
             return "mymemory"
         if method == "GET" and path == "/v2/translate":
             return "deepl"
+        if method == "POST" and path == "/microsoft/translate":
+            return "microsoft"
+        if method == "GET" and path == "/microsoft/languages":
+            return "microsoft_languages"
         return None
 
     def _next_fault(self, endpoint: str, index: int, params: dict):
@@ -150,7 +165,8 @@ class FakeTranslateServer(FakeServerBase):
         with self._lock:
             index = len(self.requests)
             self.requests.append({"endpoint": endpoint, "method": method, "path": h.path,
-                                  "params": params})
+                                  "params": params,
+                                  "headers": {k.lower(): v for k, v in h.headers.items()}})
         if endpoint is None:
             return self._send(h, 404, {"error": f"no route for {method} {h.path}"})
         fault = self._next_fault(endpoint, index, params)
@@ -167,11 +183,19 @@ class FakeTranslateServer(FakeServerBase):
                 headers = {}
                 if fault in ("429", "503") and self.retry_after is not None:
                     headers["Retry-After"] = str(self.retry_after)
+                if endpoint.startswith("microsoft"):  # Azure's error shape: 6-digit codes
+                    return self._send(h, int(fault), {"error": {
+                        "code": int(fault) * 1000, "message": f"injected {fault}"}}, headers)
                 return self._send(h, int(fault), {"error": f"injected {fault}"}, headers)
             if self.api_key is not None and endpoint in ("libre", "deepl"):
                 sent = params.get("api_key") or params.get("auth_key")
                 if sent != self.api_key:
                     return self._send(h, 403, {"error": "Invalid API key"})
+            if self.api_key is not None and endpoint == "microsoft":
+                if h.headers.get("Ocp-Apim-Subscription-Key") != self.api_key:
+                    return self._send(h, 401, {"error": {"code": 401000, "message": (
+                        "The request is not authorized because credentials are missing or "
+                        "invalid.")}})
             getattr(self, f"_on_{endpoint}")(h, params, fault)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
@@ -207,6 +231,23 @@ class FakeTranslateServer(FakeServerBase):
             return self._send_raw(h, 200, b'{"translations": [')
         out = self._text(params, "text", "source_lang", "target_lang", fault)
         self._send(h, 200, {"translations": [{"detected_source_language": "EN", "text": out}]})
+
+    MICROSOFT_LANGUAGES = {"en": "English", "de": "German", "fr": "French", "pt": "Portuguese (Brazil)",
+                           "pt-pt": "Portuguese (Portugal)", "es": "Spanish"}
+
+    def _on_microsoft_languages(self, h, params, fault):
+        if fault == "malformed_body":
+            return self._send_raw(h, 200, b'{"dictionary": {}}')
+        self._send(h, 200, {"translation": {k: {"name": v, "nativeName": v, "dir": "ltr"}
+                                            for k, v in self.MICROSOFT_LANGUAGES.items()}})
+
+    def _on_microsoft(self, h, params, fault):
+        if fault == "malformed_body":
+            return self._send_raw(h, 200, b'[{"translations": [')
+        items = params.get("_body") or [{}]
+        params = dict(params, _q=items[0].get("text") or items[0].get("Text") or "")
+        out = self._text(params, "_q", "from", "to", fault)
+        self._send(h, 200, [{"translations": [{"text": out, "to": params.get("to")}]}])
 
     def _send_raw(self, h, status: int, data: bytes, headers=None,
                   content_type: str = "application/json"):
