@@ -308,7 +308,9 @@ class AugmentingCollator:
         preparation, not conversational): EOS appended to the completion unless it ends with
         it, the prompt and prompt + completion tokenised as text (special tokens such as BOS
         included, no template), and the completion starting where the two tokenisations part
-        (`trl.data_utils.common_prefix_length`: tokens can merge across the boundary)."""
+        (`trl.data_utils.common_prefix_length`: tokens can merge across the boundary). Such a
+        merge also changes a completion's first tokens, so a consistency pair whose two prompts
+        end differently there shares no answer tokens and adds no consistency term."""
         from trl.data_utils import common_prefix_length
         eos = self.tokenizer.eos_token
         keys = [(p, c if c.endswith(eos) else c + eos) for p, c in zip(prompts, completions)]
@@ -324,7 +326,9 @@ class AugmentingCollator:
                     self._warned_merge = True
                     warnings.warn("pair_format: trl: a tokenised prompt is not a prefix of its "
                                   "prompt + completion (tokens merge across the boundary); as in "
-                                  "TRL, the completion starts where the two part.", stacklevel=2)
+                                  "TRL, the completion starts where the two part, and this end of "
+                                  f"the prompt is not trained as it is: "
+                                  f"{self.tokenizer.decode(pi[n:])!r}. Shown once.", stacklevel=2)
                 fi = np.asarray(fi, dtype=np.int32)
                 fresh[k] = (fi[:n], fi[n:])
                 self._pair_cache.put(k, fresh[k])

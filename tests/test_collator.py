@@ -273,28 +273,51 @@ def test_joined_template_pieces_give_the_same_batches_as_full_rendering(tiny_mod
         assert torch.equal(a[key], b[key]), key
 
 
-def test_pair_format_trl_gives_the_batches_plain_trl_gives(tiny_model_dir, tmp_path):
-    """pair_format="trl": the same input_ids and labels as TRL's SFTTrainer preparing the same
-    plain prompt/completion rows itself (its dataset map, then its collator), SmolLM2's real
-    tokenizer, which has a chat template that TRL does not use for plain pairs. The rows
-    include a completion already ending with EOS and boundaries where tokens could merge."""
+def _trl_tokenizer(tiny_model_dir, bos: bool):
+    """SmolLM2's tokenizer (it adds no BOS), or a copy that prepends BOS as Llama's do."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if bos:
+        bos_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        tok._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|endoftext|> $A", pair="<|endoftext|> $A $B",
+            special_tokens=[("<|endoftext|>", bos_id)])
+        tok.bos_token = "<|endoftext|>"
+        assert tok("x")["input_ids"][0] == bos_id
+    return tok
+
+
+@pytest.mark.parametrize("bos,padding_free,completion_only_loss",
+                         [(False, False, None), (True, False, None), (True, True, False)])
+def test_pair_format_trl_gives_the_batches_plain_trl_gives(tiny_model_dir, tmp_path, bos,
+                                                           padding_free, completion_only_loss):
+    """pair_format="trl": the same batch as TRL's SFTTrainer preparing the same plain
+    prompt/completion rows itself (its dataset map, then its collator), with SmolLM2's real
+    tokenizer (a chat template TRL does not use for plain pairs; no BOS) and a copy that adds
+    BOS, padded and padding-free, prompt masked or trained. The rows include a completion
+    already ending with EOS and a boundary where tokens merge ("chat" + "ter")."""
     from datasets import Dataset
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok = _trl_tokenizer(tiny_model_dir, bos)
     exs = [{"prompt": "How do I cancel my subscription?", "completion": " Go to Settings."},
            {"prompt": "Translate: chat", "completion": "ter box<|im_end|>"},
            {"prompt": "Sum 2+2=", "completion": "4"},
            {"prompt": "Hi there\n\nfriend ", "completion": " Hello!\nHow can I help?"}]
     args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False,
-                     report_to="none", max_length=None)
+                     report_to="none", max_length=None, padding_free=padding_free,
+                     completion_only_loss=completion_only_loss)
     trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
                      processing_class=tok, train_dataset=Dataset.from_list(exs))
     theirs = trl.data_collator([trl.train_dataset[i] for i in range(len(exs))])
-    ours = AugmentingCollator(tok, max_length=None, pair_format="trl")(exs)
-    for key in ("input_ids", "labels", "attention_mask"):
-        assert torch.equal(ours[key], theirs[key]), key
+    ours = AugmentingCollator(tok, max_length=None, pair_format="trl", padding_free=padding_free,
+                              completion_only_loss=completion_only_loss)(exs)
+    assert set(theirs) <= set(ours)
+    for key, value in theirs.items():  # padding-free adds cu_seq_lens_* and max_length_*
+        same = torch.equal(ours[key], value) if torch.is_tensor(value) else ours[key] == value
+        assert same, key
     # and it is not what the chat format gives
     chat = AugmentingCollator(tok, max_length=None)(exs)
     assert chat["input_ids"].shape != ours["input_ids"].shape or not torch.equal(
@@ -303,20 +326,38 @@ def test_pair_format_trl_gives_the_batches_plain_trl_gives(tiny_model_dir, tmp_p
         AugmentingCollator(tok, max_length=64, pair_format="trl", assistant_only_loss=True)
 
 
-def test_robustness_prompts_as_the_pair_format_trained(tiny_model_dir):
-    """The robustness eval asks the model in the format it was trained on: the chat template's
-    user turn, or with pair_format="trl" the bare prompt with the tokenizer's special tokens."""
-    from transformers import AutoTokenizer
+@pytest.mark.parametrize("bos", [False, True])
+def test_robustness_prompts_as_the_pair_format_trained(tiny_model_dir, bos):
+    """The robustness eval generates from exactly the prompt tokens training used: with
+    pair_format="trl" the bare prompt with the tokenizer's own special tokens (BOS when it adds
+    one), with "chat" the template's user turn; a conversation is templated either way. Read
+    off the input_ids `generate` receives."""
+    from augment.robustness import generate_answers
 
-    from augment.robustness import format_prompt
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert format_prompt(tok, "Hi?", "trl") == "Hi?"
-    assert format_prompt(tok, "Hi?").endswith("<|im_start|>assistant\n")
+    tok = _trl_tokenizer(tiny_model_dir, bos)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        training = False
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, attention_mask, **kw):
+            seen.extend(row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask))
+            return torch.cat([input_ids, torch.full((len(input_ids), 1), tok.eos_token_id)], 1)
+
     conv = [{"role": "user", "content": "Hi?"}]
-    assert format_prompt(tok, conv, "trl") == format_prompt(tok, conv)
-    c = AugmentingCollator(tok, max_length=None, pair_format="trl")
-    p_ids, _ = c._tokenize([{"prompt": "Hi?", "completion": "Yes."}])
-    assert p_ids[0].tolist() == tok(format_prompt(tok, "Hi?", "trl"))["input_ids"]
+    for fmt in ("trl", "chat"):
+        seen.clear()
+        generate_answers(Spy(), tok, ["Hi?", conv], max_new_tokens=2, pair_format=fmt)
+        c = AugmentingCollator(tok, max_length=None, pair_format=fmt)
+        trained = c.features([{"prompt": "Hi?", "completion": "Yes."},
+                              {"messages": conv + [{"role": "assistant", "content": "Yes."}]}])[0]
+        prompt_part = [f["input_ids"][f["labels"] < 0].tolist() for f in trained]
+        assert sorted(seen, key=len) == sorted(prompt_part, key=len), fmt
+        assert (seen[0][0] == tok.bos_token_id) == (bos and fmt == "trl") or fmt == "chat"
 
 
 def test_pair_format_reaches_the_collator_from_the_run_config(tiny_model_dir):
