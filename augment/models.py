@@ -49,13 +49,32 @@ def resolve_model_path(name: str | None) -> str:
     return name
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool | None = None):
+    """The model's tokenizer, from the same revision (TRL loads it the same way)."""
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(path)
+    kw = {k: v for k, v in (("revision", revision), ("trust_remote_code", trust_remote_code))
+          if v is not None}
+    tok = AutoTokenizer.from_pretrained(path, **kw)
     if tok.pad_token is None:
         # Padding never trains (labels are -100 there), so eos is a safe pad.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_quantization(model_args, training_args) -> bool:
+    """Whether ModelConfig asks for a quantised (QLoRA) model; refused in one line where it
+    cannot run, before anything expensive (train/sft.py calls this in its preflight)."""
+    if not (getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False)):
+        return False
+    import importlib.util
+
+    import torch
+    if training_args.use_cpu or not torch.cuda.is_available():
+        raise ConfigError("load_in_4bit / load_in_8bit quantise with bitsandbytes, which needs a "
+                          "CUDA GPU; drop the option to train in full precision.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("load_in_4bit / load_in_8bit need bitsandbytes: pip install bitsandbytes")
+    return True
 
 
 def load_model(path: str, model_args, training_args):
@@ -67,9 +86,16 @@ def load_model(path: str, model_args, training_args):
         dtype = torch.float32
     elif dtype in (None, "auto"):
         dtype = torch.bfloat16 if training_args.bf16 else "auto"
+    kw = dict(dtype=dtype, attn_implementation=model_args.attn_implementation,
+              revision=model_args.model_revision)
+    if getattr(training_args, "trust_remote_code", False):  # TrainingArguments' field
+        kw["trust_remote_code"] = True
+    if check_quantization(model_args, training_args):
+        # QLoRA as `trl sft` does it: TRL's own quantisation config and device map.
+        from trl import get_kbit_device_map, get_quantization_config
+        kw.update(quantization_config=get_quantization_config(model_args),
+                  device_map=get_kbit_device_map())
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation=model_args.attn_implementation,
-            revision=model_args.model_revision)
+        return AutoModelForCausalLM.from_pretrained(path, **kw)
     except OSError as exc:
         raise ConfigError(f"could not load model from {path!r}: {str(exc).splitlines()[0]}")

@@ -236,15 +236,28 @@ class IndexedCollator:
         return getattr(self.collator, "padding_free", False)
 
     def __call__(self, features):
-        items = [self.source[f["index"]] if "index" in f else
-                 {"prompt": f["prompt"], "completion": f["completion"], "source": "original",
-                  "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
-                 for f in features]
+        items = [self.source[f["index"]] if "index" in f else _eval_item(f) for f in features]
         batch = self.collator(items)
         if "index" in features[0]:
             import torch
             batch["aug_index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
         return batch
+
+
+def _eval_item(f: dict) -> dict:
+    """One row of an eval set, as an original: prompt/completion (strings, or TRL's
+    conversational prompt/completion message lists) or messages, as TRL accepts them."""
+    prompt, completion = f.get("prompt"), f.get("completion")
+    if isinstance(prompt, list) and isinstance(completion, list):
+        return {"messages": prompt + completion, "source": "original", "similarity": 1.0}
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return {"prompt": prompt, "completion": completion, "source": "original",
+                "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
+    if isinstance(f.get("messages"), list):
+        return {"messages": f["messages"], "source": "original", "similarity": 1.0}
+    raise AugtuneError(f"an eval row has fields {sorted(f)}: eval sets need prompt/completion "
+                       "(text, or lists of chat messages) or messages; text-only and "
+                       "pre-tokenised eval sets are not read with augmentation.")
 
 
 def _as_eval(rows):

@@ -60,8 +60,10 @@ class AugmentedSFTTrainer(SFTTrainer):
                  consistency_weight: float | None = None, consistency_divergence: str | None = None,
                  **kwargs):
         from .pipeline import AugmentedData
+        pad_model = False
         if isinstance(kwargs.get("train_dataset"), AugmentedData):
             kwargs, extra = _wire(kwargs)
+            pad_model = extra["pad_model"]
             ratio_sampler = ratio_sampler or extra["ratio_sampler"]
             paraphrase_eval_dataset = paraphrase_eval_dataset or extra["paraphrase_eval_dataset"]
             if consistency_weight is None:
@@ -101,6 +103,12 @@ class AugmentedSFTTrainer(SFTTrainer):
                 sft_args.padding_free = True  # what the saved config and the logs say
             if assistant_only:
                 sft_args.assistant_only_loss = True
+        if pad_model:  # as TRL does when it makes the collator: model and tokenizer agree
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            pad_id = self.processing_class.pad_token_id
+            base.config.get_text_config().pad_token_id = pad_id
+            if getattr(base, "generation_config", None) is not None:
+                base.generation_config.pad_token_id = pad_id
         if self.consistency_weight and (self.is_fsdp_enabled or _zero3(self)):
             from .errors import ConfigError
             raise ConfigError(f"consistency_weight={self.consistency_weight} calls the LM head "
@@ -139,11 +147,19 @@ class AugmentedSFTTrainer(SFTTrainer):
 
     # ----------------------------------------------------------------- sampling
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        """`resume_from_checkpoint=True` (or "last") resumes from the newest COMPLETE checkpoint:
-        a run killed while saving leaves a checkpoint folder whose trainer_state.json is missing
-        or cut off, and transformers would pick it and fail on its JSON."""
+        """`resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint: a run killed
+        while saving leaves a checkpoint folder whose trainer_state.json is missing or cut off,
+        and transformers would pick it and fail on its JSON. With none, True stops, as the
+        Trainer does; `"last"` starts a new run instead (a restart loop's first start)."""
         if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True", "last"):
+            asked = resume_from_checkpoint
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None and asked != "last":
+                from .errors import AugtuneError  # the Trainer's own behaviour, in one line
+                raise AugtuneError(f"resume_from_checkpoint: no complete checkpoint in "
+                                   f"{self.args.output_dir} to resume from. Drop the option to "
+                                   "start a new run, or use `last` (resume if there is one, "
+                                   "else start).")
         self._check_same_plan(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
@@ -188,6 +204,13 @@ class AugmentedSFTTrainer(SFTTrainer):
         if self.ratio_sampler is not None and epoch is not None:
             self.ratio_sampler.set_epoch(epoch)
         return super()._run_epoch(*args, **kwargs)
+
+    def num_examples(self, dataloader) -> int:
+        """An epoch trains the sampler's plan, not the index dataset (every original, variant
+        and refusal): the Trainer's "Num examples" and train_samples_per_second use this."""
+        if self.ratio_sampler is not None and getattr(dataloader, "dataset", None) is self.train_dataset:
+            return len(self.ratio_sampler)
+        return super().num_examples(dataloader)
 
     def _get_train_sampler(self, train_dataset=None):
         return self.ratio_sampler if self.ratio_sampler is not None else super()._get_train_sampler(train_dataset)
@@ -378,6 +401,18 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
                         "args=SFTConfig(...) (its max_length, padding and loss options shape the "
                         "augmenting collator).")
     check_sft_config(args)
+    from .errors import ConfigError
+    if kwargs.get("formatting_func") is not None:
+        raise ConfigError("formatting_func is not applied with augment.prepare(...): augmentation "
+                          "rewrites the prompt of prompt/completion (or messages) rows, so map "
+                          "your rows to those fields before prepare (its column_mapping, or a "
+                          "datasets.map) instead.")
+    data_seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+    if data.seed != data_seed:
+        raise ConfigError(f"train_dataset was prepared with seed={data.seed}, but this SFTConfig "
+                          f"orders data with {'data_seed' if args.data_seed is not None else 'seed'}"
+                          f"={data_seed}: the ratio sampler plans every epoch from prepare's seed, "
+                          f"so call augment.prepare(..., seed={data_seed}).")
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     args.remove_unused_columns = False
     model = kwargs.get("model")
@@ -393,14 +428,22 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
         model = kwargs["model"] = resolve_model_path(model)
     tokenizer = kwargs.get("processing_class")
     if tokenizer is None:
+        init = dict(getattr(args, "model_init_kwargs", None) or {})
         tokenizer = kwargs["processing_class"] = load_tokenizer(
-            model if isinstance(model, str) else model.config._name_or_path)
-    if kwargs.get("data_collator") is None:
+            model if isinstance(model, str) else model.config._name_or_path,
+            revision=init.get("revision"),
+            trust_remote_code=init.get("trust_remote_code", getattr(args, "trust_remote_code", None)))
+    made_collator = kwargs.get("data_collator") is None
+    if made_collator:
+        # TRL's rule when it makes the collator: the tokenizer's pad, else its EOS (SFTConfig's
+        # pad_token is refused by check_sft_config); the model gets it too (see __init__).
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         kwargs["data_collator"] = data.collator(tokenizer, args)
     kwargs["train_dataset"] = data.train_dataset()
     if kwargs.get("eval_dataset") is None:
         kwargs["eval_dataset"] = data.eval_dataset()
-    return kwargs, {"ratio_sampler": data.sampler,
+    return kwargs, {"ratio_sampler": data.sampler, "pad_model": made_collator,
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
                     "consistency_weight": data.aug_cfg.consistency_weight,
                     "consistency_divergence": data.aug_cfg.consistency_divergence}

@@ -444,6 +444,14 @@ def test_entry_point_negative_numbers(tmp_path, sft_entry, args, pattern):
     assert re.search(pattern, line), line
 
 
+def test_entry_point_quantisation_where_it_cannot_run(tmp_path, sft_entry):
+    """`--load_in_4bit true` (TRL's QLoRA option) is honoured on a GPU with bitsandbytes and
+    refused in one line elsewhere, before any data is read: never silently full precision."""
+    line = one_error_line(sft_entry.run(sft_args(tmp_path, "--load_in_4bit", "true",
+                                                 "--use_cpu", "true")))
+    assert "load_in_4bit / load_in_8bit quantise with bitsandbytes, which needs a CUDA GPU" in line
+
+
 def test_entry_point_unknown_yaml_key(tmp_path, sft_entry):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"base: {ROOT / 'configs/tiny.yaml'}\nparaphrase_nn: 4\n")

@@ -38,8 +38,10 @@ def parse(argv):
     # Every TRL option that touches data, batching or the loss is kept or refused here, with one
     # line (augment/trl_options.py). On-the-fly collation: TRL must neither prepare nor prune the
     # dataset (TRL 1.16 needs both settings); our collator truncates to max_length.
+    from augment.models import check_quantization
     from augment.trl_options import check_sft_config
     check_sft_config(sft_cfg)
+    check_quantization(model_cfg, sft_cfg)  # load_in_4bit/8bit: where bitsandbytes can run
     if aug_cfg.consistency_weight:  # batch parity, padding_free: refused before anything runs
         from augment.trainer import check_consistency_args
         check_consistency_args(aug_cfg.consistency_weight, aug_cfg.consistency_divergence, sft_cfg)
@@ -48,6 +50,10 @@ def parse(argv):
     if aug_cfg.augment_seed is None:
         aug_cfg.augment_seed = sft_cfg.seed
     return data_cfg, aug_cfg, sft_cfg, model_cfg
+
+
+def data_order_seed(sft_cfg) -> int:
+    return sft_cfg.data_seed if sft_cfg.data_seed is not None else sft_cfg.seed
 
 
 def check_output_dir(path: str) -> None:
@@ -96,8 +102,9 @@ def main(argv):
 
     # ---- variants (built on the main process, broadcast) and the epoch plan -----------------
     from augment.pipeline import prepare
-    data = prepare(data=data_cfg, augment=aug_cfg, seed=sft_cfg.seed, split=split, state=state,
-                   say=say)
+    # The sampler's plans follow TRL's data order seed: data_seed when set, else seed.
+    data = prepare(data=data_cfg, augment=aug_cfg, seed=data_order_seed(sft_cfg), split=split,
+                   state=state, say=say)
     rep = data.sampler.report(0)
     say(f"augtune: epoch plan {rep['length']} examples ({aug_cfg.augment_mode} mode): "
         + json.dumps({k: v for k, v in rep.items() if k not in ("epoch", "mode", "length")}))
@@ -112,7 +119,8 @@ def main(argv):
     from augment.models import load_model, load_tokenizer, resolve_model_path
     from augment.trainer import AugmentedSFTTrainer
     path = resolve_model_path(model_cfg.model_name_or_path)
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(path, revision=model_cfg.model_revision,
+                               trust_remote_code=sft_cfg.trust_remote_code)
     model = load_model(path, model_cfg, sft_cfg)
     trainer = AugmentedSFTTrainer(model=model, args=sft_cfg, processing_class=tokenizer,
                                   train_dataset=data, peft_config=get_peft_config(model_cfg))

@@ -1,0 +1,99 @@
+"""What a plain-TRL user keeps when `train_dataset=augment.prepare(...)` (the library path of the
+README): options TRL would honour are honoured or refused in one line, never silently dropped.
+Tiny Llama with SmolLM2's tokenizer; templates made on the fly, so no cache is built."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from augment.errors import AugtuneError, ConfigError
+
+pytestmark = pytest.mark.reliability
+
+
+def _data(tmp_path, seed=42, **aug):
+    import augment
+    rows = [{"prompt": f"How do I reset the password of account {i}?",
+             "completion": f"Open settings for account {i}."} for i in range(12)]
+    path, evals = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
+    evals.write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
+    cfg = augment.AugmentConfig(augment_methods=["templates"], templates_on_the_fly=True,
+                                augment_cache=str(tmp_path / "c.sqlite"), **aug)
+    return augment.prepare(str(path), cfg, seed=seed, eval_dataset=str(evals), say=lambda *a: None)
+
+
+def _trainer(tiny_model_dir, tmp_path, data, tokenizer=None, model=None, **args):
+    from transformers import LlamaForCausalLM
+    from trl import SFTConfig
+
+    import augment
+    model = model or LlamaForCausalLM.from_pretrained(tiny_model_dir)
+    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none",
+                max_length=64, per_device_train_batch_size=4, seed=42)
+    base.update(args)
+    extra = {"processing_class": tokenizer} if tokenizer is not None else {}
+    return augment.AugmentedSFTTrainer(model=model, args=SFTConfig(**base), train_dataset=data,
+                                       **extra)
+
+
+def test_formatting_func_and_a_seed_the_plan_does_not_follow_are_refused(tiny_model_dir,
+                                                                         tmp_path):
+    """TRL applies formatting_func and orders data by data_seed (else seed); the sampler plans
+    from prepare's seed, so a trainer whose seeds disagree with it says so instead of silently
+    training another order."""
+    from transformers import LlamaForCausalLM
+    from trl import SFTConfig
+
+    import augment
+    data = _data(tmp_path, seed=42)
+    with pytest.raises(ConfigError, match="formatting_func"):
+        augment.AugmentedSFTTrainer(
+            model=LlamaForCausalLM.from_pretrained(tiny_model_dir),
+            args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none"),
+            train_dataset=data, formatting_func=lambda ex: ex["prompt"])
+    with pytest.raises(ConfigError, match=r"prepare\(\.\.\., seed=7\)"):
+        _trainer(tiny_model_dir, tmp_path, data, seed=7)
+    with pytest.raises(ConfigError, match=r"data_seed=9"):
+        _trainer(tiny_model_dir, tmp_path, data, data_seed=9)
+    _trainer(tiny_model_dir, tmp_path, _data(tmp_path, seed=9), data_seed=9)  # agreeing: fine
+
+
+def test_pad_token_examples_count_and_resume_as_in_trl(tiny_model_dir, tmp_path):
+    """A tokenizer without a pad token gets EOS as pad on the tokenizer, the model config and
+    the generation config (TRL's rule when it makes the collator); the Trainer counts an epoch
+    as the sampler's plan, not the index dataset; resume_from_checkpoint=True with no checkpoint
+    stops as the Trainer does, and "last" starts a new run."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token = None
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.pad_token_id = model.generation_config.pad_token_id = None
+    data = _data(tmp_path)
+    trainer = _trainer(tiny_model_dir, tmp_path, data, tokenizer=tok, model=model, max_steps=1)
+    assert tok.pad_token == tok.eos_token
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == tok.eos_token_id
+    loader = trainer.get_train_dataloader()
+    assert len(trainer.train_dataset) > len(data.sampler)  # originals + every variant
+    assert trainer.num_examples(loader) == len(data.sampler)
+    with pytest.raises(AugtuneError, match="no complete checkpoint"):
+        trainer.train(resume_from_checkpoint=True)
+    trainer.train(resume_from_checkpoint="last")
+    assert trainer.state.global_step == 1
+
+
+def test_eval_sets_in_trl_conversational_forms_are_evaluated(tiny_model_dir, tmp_path):
+    """TRL evaluates messages rows and conversational prompt/completion rows; so does the
+    trainer here (rendered with the chat template, as training renders conversations). A
+    text-only eval set is refused with one line."""
+    from datasets import Dataset
+    data = _data(tmp_path)
+    trainer = _trainer(tiny_model_dir, tmp_path, data)
+    conv = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    msgs = trainer.evaluate(Dataset.from_list([{"messages": conv}] * 2))
+    split = trainer.evaluate(Dataset.from_list([{"prompt": conv[:1], "completion": conv[1:]}] * 2))
+    assert msgs["eval_loss"] > 0 and split["eval_loss"] == pytest.approx(msgs["eval_loss"])
+    with pytest.raises(AugtuneError, match="eval row has fields"):
+        trainer.evaluate(Dataset.from_list([{"text": "Hi? Hello."}] * 2))
