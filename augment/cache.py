@@ -190,7 +190,7 @@ class VariantCache:
                 con = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True, timeout=60,
                                       isolation_level=None, check_same_thread=False)
             else:
-                p.parent.mkdir(parents=True, exist_ok=True)
+                _make_parent(p)
                 con = sqlite3.connect(str(p), timeout=60, isolation_level=None,
                                       check_same_thread=False)
             con.execute("PRAGMA busy_timeout=60000")
@@ -809,21 +809,46 @@ def init_cache_from(path, init) -> bool:
         return False
     if not os.path.exists(init):
         raise AugtuneError(f"augment_cache_init={init!r} does not exist; fix the path or unset it.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:  # a folder, or not an augtune cache: one line
+        probe = VariantCache(init, readonly=True)
+        probe._conn()
+        probe.close()
+    except AugtuneError as exc:
+        raise AugtuneError(f"augment_cache_init: {exc}") from None
+    _make_parent(path)
     tmp = f"{path}.init-{os.getpid()}"
-    src = sqlite3.connect(f"file:{init}?mode=ro", uri=True)
-    dst = sqlite3.connect(tmp)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
-    try:  # atomic and never over a cache another process made meanwhile (os.replace would
-        os.link(tmp, path)  # swap the file under that process's open connection)
-    except FileExistsError:
-        return False
+    try:
+        src = sqlite3.connect(f"file:{init}?mode=ro", uri=True)
+        dst = sqlite3.connect(tmp)
+        try:
+            with dst:
+                src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        try:  # atomic and never over a cache another process made meanwhile (os.replace would
+            os.link(tmp, path)  # swap the file under that process's open connection)
+        except FileExistsError:
+            return False
+    except sqlite3.DatabaseError as exc:
+        raise AugtuneError(f"augment_cache_init={init!r} could not be copied ({exc}).") from None
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return True
+
+
+def _make_parent(path) -> None:
+    """The cache file's folder, or one line saying why it cannot be made."""
+    parent = Path(path).resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise AugtuneError(f"augment_cache={str(path)!r}: a file stands where its folder should "
+                           "be; point augment_cache elsewhere.") from None
+    except OSError as exc:
+        raise AugtuneError(f"augment_cache={str(path)!r}: cannot make its folder "
+                           f"({exc.strerror}).") from None
 
 
 class JudgeVerdicts:

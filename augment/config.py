@@ -94,6 +94,7 @@ class DataConfig:
                   "log_history as robustness_*), not only after training."})
 
     def __post_init__(self):
+        _finite(self)
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1). "
                               "Use e.g. 0.1, or give eval_dataset_name.")
@@ -304,6 +305,7 @@ class AugmentConfig:
                   "sharper on confident disagreements)."})
 
     def __post_init__(self):
+        _finite(self)
         unknown = [m for m in self.augment_methods if m not in METHOD_NAMES]
         if unknown:
             raise ConfigError(f"augment_methods has unknown {unknown}; choose from {METHOD_NAMES}.")
@@ -453,28 +455,46 @@ class AugmentConfig:
                               "only), or pick an offline backend.")
 
 
-def _check_url(name: str, url: str | None) -> None:
+def _check_url(name: str, url: str | None, credentials_allowed: bool = False) -> None:
     """A server URL from the config: it must parse (scheme, host, a numeric port) and carry no
     credentials, since the config is saved with the run and the URL names the server in
-    messages; keys come from the environment only."""
+    messages; keys come from the environment only. A URL from the environment
+    (`credentials_allowed`) may carry them; either way a message shows it without them."""
     if url is None:
         return
     from urllib.parse import parse_qs, urlsplit
+
+    from .backends.limits import public_url
+    shown = public_url(str(url))
     try:
         parts = urlsplit(str(url))
         parts.port  # raises ValueError for a port that is not a number in range
     except ValueError as e:
-        raise ConfigError(f"{name}={url!r} is not a usable URL ({e}); e.g. "
+        raise ConfigError(f"{name}={shown!r} is not a usable URL ({public_url(str(e))}); e.g. "
                           "http://localhost:8000/v1.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}={url!r}: give an http(s) URL with a host, e.g. "
+        raise ConfigError(f"{name}={shown!r}: give an http(s) URL with a host, e.g. "
                           "http://localhost:8000/v1.")
+    if credentials_allowed:
+        return
     keyish = {"key", "api_key", "apikey", "api-key", "auth_key", "token", "access_token",
               "password"}
     if parts.username or parts.password or keyish & {k.lower() for k in parse_qs(parts.query)}:
         raise ConfigError(f"{name} carries credentials; put the key in the environment "
                           "(OPENAI_API_KEY, LIBRE_API_KEY) instead: the config is saved with the "
                           "run, and keys never go into saved configs.")
+
+
+def _finite(cfg) -> None:
+    """NaN compares false with every bound, so `nan` (or `.nan` in YAML) slipped through range
+    checks and trained as 0; infinity overflowed later. Refuse both for every number field."""
+    import dataclasses
+    import math
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{f.name}={value!r} is not a finite number.")
 
 
 def _choice(name: str, value: str, allowed: tuple) -> None:

@@ -326,6 +326,10 @@ def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
         prompt, extra = _text(data, "instruction", rec), _text(data, "context", rec, optional=True)
         return Row(row_id, prompt + ("\n\n" + extra if extra.strip() else ""), _text(data, "response", rec))
     key = "conversations" if fmt == "sharegpt" else "messages"
+    if data.get(key) is None:  # a row in another format than the file's first row
+        raise InputError(f"missing (the file's first row is in the {fmt} format)", file=rec.file,
+                         line=rec.line, field=key,
+                         fix="Give every row the same format (or --skip_bad_rows true to skip such rows)")
     messages = _conversation(data[key], rec, key, sharegpt=fmt == "sharegpt")
     user, answer = messages[-2][1], messages[-1][1]
     # A plain user/assistant pair stays a plain row (same cache keys as prompt/completion data);

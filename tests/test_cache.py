@@ -324,3 +324,19 @@ def test_steps_of_unfinished_requests_are_counted_once_and_go_with_the_outcome(t
     c.put_failure(b, "CandidateError: unchanged", Result([], 10, 5, 0.5))
     assert c.pending_steps()["calls"] == 0
     assert c.totals()["input_tokens"] == 10 + 3 + 10  # each call counted once
+
+
+def test_bad_cache_paths_are_one_line_errors(tmp_path):
+    """augment_cache_init that is a folder or not a cache, and an augment_cache whose folder is
+    a file: AugtuneError naming the path (were sqlite3 / FileExistsError tracebacks), and no
+    half-copied file left behind."""
+    from augment.cache import init_cache_from
+    text = tmp_path / "train.jsonl"
+    text.write_text('{"prompt": "a", "completion": "b"}\n')
+    with pytest.raises(AugtuneError, match=r"augment_cache_init: .*train\.jsonl is not an augtune cache"):
+        init_cache_from(str(tmp_path / "x.sqlite"), str(text))
+    with pytest.raises(AugtuneError, match=r"augment_cache_init: .* is a folder"):
+        init_cache_from(str(tmp_path / "x.sqlite"), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+    with pytest.raises(AugtuneError, match=r"a file stands where its folder should be"):
+        VariantCache(text / "c.sqlite").stats("project")

@@ -193,12 +193,33 @@ def test_skip_bad_rows_also_skips_lines_that_are_not_json(tmp_path):
     ({"llm_base_url": "http://host:notaport/v1"}, r"not a usable URL"),
     ({"llm_base_url": "localhost:8000"}, r"give an http\(s\) URL with a host"),
     ({"requests_per_minute": 0}, r"requests_per_minute=0 must be > 0"),
+    ({"augmented_per_original": float("nan")}, r"augmented_per_original=nan is not a finite"),
+    ({"refusal_fraction": float("inf")}, r"refusal_fraction=inf is not a finite"),
+    ({"qc_judge_band": [0.2, float("nan")]}, r"qc_judge_band=\[0\.2, nan\] is not a finite"),
     ({"augment_methods": ["refusals"], "refusals_file": "x.jsonl", "refusals_n": 9},
      r"refusals_n=9: there are 8 refusal wordings"),
 ])
 def test_bad_augment_config(kw, pattern):
     with pytest.raises(ConfigError, match=pattern):
         AugmentConfig(**kw)
+
+
+@pytest.mark.parametrize("url", ["http://alice:s3cret@127.0.0.1:80a0/v1",
+                                 "ftp://alice:s3cret@127.0.0.1/v1",
+                                 "http://127.0.0.1:99999/?api_key=s3cret"])
+def test_an_unusable_url_is_named_without_its_credentials(url, monkeypatch):
+    """In the config, and in OPENAI_BASE_URL / ANTHROPIC_BASE_URL (where credentials are
+    allowed): a URL that does not parse is refused in one line that never shows them."""
+    from augment.backends import make_llm
+    with pytest.raises(ConfigError) as info:
+        AugmentConfig(llm_base_url=url)
+    assert "s3cret" not in str(info.value) and "llm_base_url=" in str(info.value)
+    for env, backend in (("OPENAI_BASE_URL", "openai_compatible"), ("ANTHROPIC_BASE_URL", "anthropic")):
+        monkeypatch.setenv(env, url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        with pytest.raises(ConfigError) as info:
+            make_llm(AugmentConfig(llm_backend=backend, llm_model="m"))
+        assert "s3cret" not in str(info.value) and env in str(info.value)
 
 
 def test_missing_api_key_is_reported_before_work(monkeypatch):
@@ -352,3 +373,17 @@ def test_other_input_files_that_are_not_utf8_or_not_files_get_one_line(tmp_path)
             load(bad)
     with pytest.raises(AugtuneError, match=r"is a folder; augment_cache names the cache file"):
         VariantCache(tmp_path).totals()
+
+
+def test_a_row_in_another_format_than_the_first_is_a_line_error(tmp_path):
+    """A messages file with a prompt/completion row: file:line, field 'messages' (was a
+    KeyError traceback), or a counted skip with skip_bad_rows."""
+    conv = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"messages": conv}) + "\n" + json.dumps({"messages": conv}) + "\n"
+                    + json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    with pytest.raises(InputError, match=r"m\.jsonl:3, field 'messages': missing \(the file's "
+                                         r"first row is in the messages format\)"):
+        load_rows(cfg(str(path), eval_fraction=0))
+    split = load_rows(cfg(str(path), eval_fraction=0, skip_bad_rows=True))
+    assert len(split.train) == 2 and split.report["skipped_total"] == 1

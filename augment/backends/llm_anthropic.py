@@ -101,6 +101,8 @@ class AnthropicBackend:
         self._service = f"anthropic ({self.model})"
         # The SDK's own default when ANTHROPIC_BASE_URL is unset.
         self.base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        from ..config import _check_url
+        _check_url("ANTHROPIC_BASE_URL", self.base_url, credentials_allowed=True)
         self.breaker = ConnectionBreaker(f"the Anthropic API at {public_url(self.base_url)}")
         self.send_temperature = True  # cleared when the model rejects it (see module docstring)
 

@@ -43,6 +43,9 @@ class OpenAICompatibleBackend:
         if not base_url:
             raise ConfigError("llm_backend=openai_compatible needs llm_base_url (e.g. "
                               f"http://localhost:8000/v1 for vLLM) or {BASE_URL_ENV} set.")
+        if not cfg.llm_base_url:  # the config's was checked when it loaded
+            from ..config import _check_url
+            _check_url(BASE_URL_ENV, base_url, credentials_allowed=True)
         self.cfg = cfg
         self.model = cfg.llm_model
         self.base_url = base_url
