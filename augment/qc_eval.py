@@ -64,6 +64,7 @@ from augment.qc_sets import STSB_CHANGED, STSB_PARAPHRASE, read_pairs
 from augment.qc_stats import (BOOTSTRAP, at_recall, interval, judge_sweep, resample,
                               t_interval, threshold_far_at_recall, wilson)
 from augment.quality import QualityChecker, QualityConfig
+from augment.types import METHOD_NAMES
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
@@ -372,6 +373,13 @@ def run(path: str | Path, method: str | None, model=None, show_errors: bool = Fa
     keep = [i for i, x in enumerate(unfloored)
             if not drop_copies or x["semantic_similarity"] < NEAR_DUPLICATE]
     rows, unfloored = [rows[i] for i in keep], [unfloored[i] for i in keep]
+    labels = {r["label"] for r in rows}
+    if len(labels) < 2:
+        from .errors import InputError
+        raise InputError(f"{len(rows)} pairs to score" + (" after leaving out near-duplicates"
+                                                          if drop_copies else "")
+                         + f", labelled {sorted(labels) or 'nothing'}: recall and false accepts "
+                         "need both paraphrases and meaning changes", file=str(path))
     origs, cands = [r["original"] for r in rows], [r["candidate"] for r in rows]
     judged = QualityChecker(replace(base, sim_min=-1.0, judge="head"), model=model).score_pairs(
         origs, cands, method)
@@ -474,7 +482,8 @@ def format_pooled(names: Sequence[str], sets: Sequence[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", default=[str(p) for p in DEFAULT_PATHS])
-    ap.add_argument("--method", default=None, help="augmentation method (default: paraphrase rules)")
+    ap.add_argument("--method", default=None, choices=METHOD_NAMES,
+                    help="augmentation method (default: paraphrase rules)")
     ap.add_argument("--target-far", type=float, default=TARGET_FAR,
                     help="the false-accept target the suggested floor is chosen for")
     ap.add_argument("--show-errors", action="store_true",

@@ -50,7 +50,8 @@ def read_pairs(path: str | Path) -> tuple[list[dict], dict]:
                          fix="Pass a JSONL file of original/candidate/label pairs, or MRPC's or "
                              "STS-B's TSV")
     from augment.data import _decode  # a file that is not UTF-8: an InputError naming it
-    lines = _decode(Path(path)).splitlines()
+    # "\n" only: str.splitlines also breaks at U+2028 and other separators JSON strings may hold
+    lines = [ln.rstrip("\r") for ln in _decode(Path(path)).split("\n")]
     first = lines[0] if lines else ""
     if first.startswith(MRPC_HEADER):
         return _read_mrpc(path, lines), {"format": "MRPC", "skipped": 0}
@@ -85,6 +86,10 @@ def _read_jsonl(path, lines: list[str]) -> list[dict]:
                 or row["label"] not in LABELS):
             raise InputError(f"need original/candidate/label in {LABELS}; got {row}",
                              file=str(path), line=n)
+        for field in ("original", "candidate"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise InputError(f"need a non-empty text, got {row[field]!r}", file=str(path),
+                                 line=n, field=field)
         rows.append(row)
     return rows
 

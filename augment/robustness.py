@@ -42,7 +42,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from .errors import AugtuneError, ConfigError, InputError
 
 METRICS = ("auto", "exact_match", "label_match", "token_f1")
 FIGURES = ("original", "avgp", "worst", "spread", "pdr", "consistency", "all_agree")
@@ -453,14 +453,60 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     keep = None
     if args.paraphrases:
-        keep = [json.loads(x)["id"] for x in Path(args.paraphrases).read_text(encoding="utf-8").splitlines()
-                if x.strip()]
-    report = rescore(json.loads(Path(args.report).read_text(encoding="utf-8")), args.metric,
-                     args.labels, keep)
+        keep = [rec.get("id") for rec in _read_jsonl(args.paraphrases)]
+    report = _read_report(args.report)
+    if keep is not None:
+        stored = {p["id"] for it in report["items"] for p in it["paraphrases"]}
+        if not stored & set(keep):
+            raise AugtuneError(f"{args.paraphrases}: none of its ids is a paraphrase in "
+                               f"{args.report}; give the paraphrases file that run was "
+                               "evaluated on (or a subset of it).")
+    report = rescore(report, args.metric, args.labels, keep)
     print(summary_line(report))
     if args.write:
         write_report(report, args.report)
     return 0
+
+
+def _read_text(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise AugtuneError(f"{path}: no such file" + (" (it is a folder)" if p.is_dir() else ""))
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AugtuneError(f"{path}: cannot read it ({exc})") from None
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    out = []
+    for n, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise AugtuneError(f"{path}:{n}: not JSON ({exc})") from None
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise AugtuneError(f"{path}:{n}: each line needs an object with an 'id'")
+        out.append(rec)
+    return out
+
+
+def _read_report(path: str) -> dict:
+    """A robustness.json that `evaluate_robustness` wrote, or one line saying what it is not."""
+    try:
+        report = json.loads(_read_text(path))
+    except ValueError as exc:
+        raise AugtuneError(f"{path}: not JSON ({exc}); is the file cut off?") from None
+    ok = (isinstance(report, dict) and isinstance(report.get("items"), list)
+          and all(isinstance(it, dict) and {"id", "reference", "original", "paraphrases"} <= set(it)
+                  for it in report["items"])
+          and {"metric", "counts", "generation"} <= set(report))
+    if not ok:
+        raise AugtuneError(f"{path} is not a robustness report (robustness.json from a run with "
+                           "eval_paraphrases_file set).")
+    return report
 
 
 def item_table(report: dict) -> list[dict]:
@@ -513,4 +559,5 @@ def make_callback(tokenizer, eval_rows, paraphrase_rows, **kwargs):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run_cli
+    run_cli(main)

@@ -51,6 +51,42 @@ def test_a_bad_public_line_names_file_and_line(tmp_path, text, where):
         read_pairs(tmp_path / "m.txt")
 
 
+@pytest.mark.parametrize("line,where", [
+    ('{"original": "Hi", "candidate": null, "label": "paraphrase"}',
+     r"p\.jsonl:1, field 'candidate': need a non-empty text, got None"),
+    ('{"original": 42, "candidate": "Hi", "label": "paraphrase"}',
+     r"p\.jsonl:1, field 'original': need a non-empty text, got 42")])
+def test_a_bad_project_pair_names_file_line_and_field(tmp_path, line, where):
+    (tmp_path / "p.jsonl").write_text(line + "\n")
+    with pytest.raises(InputError, match=where):
+        read_pairs(tmp_path / "p.jsonl")
+
+
+def test_a_text_with_a_line_separator_is_one_pair(tmp_path):
+    """U+2028 is legal inside a JSON string; str.splitlines broke the line there."""
+    (tmp_path / "p.jsonl").write_text(
+        '{"original": "Line one\u2028line two", "candidate": "Two lines", "label": "paraphrase"}\n',
+        encoding="utf-8")
+    rows, _ = read_pairs(tmp_path / "p.jsonl")
+    assert rows[0]["original"] == "Line one\u2028line two"
+
+
+def test_a_set_without_both_labels_or_a_bad_method_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, run_env
+    (tmp_path / "empty.jsonl").write_text("")
+    bad = subprocess.run([sys.executable, "-m", "augment.qc_eval", str(tmp_path / "empty.jsonl"),
+                          "--method", "templatez"], cwd=ROOT, env=run_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'templatez'" in bad.stderr
+    from augment.qc_eval import run
+    with pytest.raises(InputError, match=r"empty\.jsonl: 0 pairs to score after leaving out "
+                                         r"near-duplicates, labelled nothing"):
+        run(tmp_path / "empty.jsonl", None)
+
+
 def test_training_refuses_a_public_set(tmp_path):
     """load_pairs feeds train_judge: the public sets measure the judge and never train it."""
     (tmp_path / "m.txt").write_text(MRPC)

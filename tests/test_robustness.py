@@ -224,3 +224,38 @@ def test_evaluate_robustness_figures_from_known_answers(monkeypatch):
     assert f["original"] == 0.5 and f["avgp"] == 0.75 and f["worst"] == 0 and f["spread"] == 1
     assert f["consistency"] == pytest.approx(1 / 6) and f["all_agree"] == 0
     assert f["pdr"] == pytest.approx(1 - 0.75 / 0.5)
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path):
+    """`python -m augment.robustness` on a missing file, a folder, something that is not a
+    report, a cut-off report, a bad metric and a paraphrases file whose ids match nothing:
+    exit 2 and one line each (were tracebacks, and the last printed empty figures)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, run_env
+    good = tmp_path / "robustness.json"
+    rb.write_report({"metric": "exact_match", "figures": {}, "counts": {"items": 1},
+                     "generation": {"prompts": 2, "seconds": 1.0, "hit_cap": 0,
+                                    "max_new_tokens": 16},
+                     "items": [{"id": "e1", "reference": "a",
+                                "original": {"prompt": "p", "answer": "a", "score": 1.0},
+                                "paraphrases": [{"id": "e1-p", "prompt": "q", "answer": "a",
+                                                 "score": 1.0}]}]}, good)
+    (tmp_path / "state.json").write_text('{"log_history": []}')
+    (tmp_path / "cut.json").write_text(good.read_text()[:40])
+    (tmp_path / "other.jsonl").write_text('{"id": "x1"}\n')
+    cases = [([str(tmp_path / "nope.json")], "no such file"),
+             ([str(tmp_path)], "no such file (it is a folder)"),
+             ([str(tmp_path / "state.json")], "is not a robustness report"),
+             ([str(tmp_path / "cut.json")], "not JSON"),
+             ([str(good), "--metric", "foo"], "foo"),
+             ([str(good), "--paraphrases", str(tmp_path / "other.jsonl")], "none of its ids")]
+    for args, text in cases:
+        proc = subprocess.run([sys.executable, "-m", "augment.robustness", *args], cwd=ROOT,
+                              env=run_env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert text in proc.stderr and proc.stderr.startswith("augtune: error:"), (args, proc.stderr)
+    ok = subprocess.run([sys.executable, "-m", "augment.robustness", str(good)], cwd=ROOT,
+                        env=run_env(), capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
