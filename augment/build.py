@@ -711,6 +711,8 @@ def main(argv: list[str]) -> BuildReport:
     if aug_cfg.augment_seed is None:
         aug_cfg.augment_seed = sft_cfg.seed  # exactly as training resolves it: same cache keys
     split = load_rows(data_cfg, seed=sft_cfg.seed)
+    from .data import split_line
+    print("augtune build: " + split_line(split.report), file=sys.stderr)
     from .conversation import TurnUnits  # the same units (user turns) that training loads
     units = TurnUnits.of(split.train, aug_cfg.augment_turns)
     report = build_cache(data_cfg, aug_cfg, units.rows, progress=True)

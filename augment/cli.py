@@ -52,6 +52,13 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
         yaml_args, where = _yaml_to_args(config_path)
     parser = _parser(types)
     known = {a.dest for a in parser._actions}
+    defaults = {a.dest: a.default for a in parser._actions}
+    for key in [k[5:] for k in where if k.startswith("null:")]:
+        # `key:` with no value is read as YAML null; where the default is a value (a dataset, a
+        # cache path), skipping it would silently run on that default instead.
+        if key in defaults and defaults[key] not in (None, [], ()):
+            raise ConfigError(f"{where['null:' + key]}: '{key}' has no value; give one, or remove "
+                              f"the line for its default ({defaults[key]!r}).")
     _check_keys(yaml_args, known, config_path, where)
     _check_keys(argv, known, None, {})
     try:
@@ -84,6 +91,16 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of key: value.")
+    if not data:  # empty or comments only: a run on every default is never what was meant
+        raise ConfigError(f"{path}: sets nothing (empty, or comments only); give at least "
+                          "dataset_name, or leave --config out to run on the defaults.")
+    lines = {}
+    for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M):
+        key, line = m.group(1), text[: m.start()].count("\n") + 1
+        if key in lines:  # YAML keeps the last silently
+            raise ConfigError(f"{path}:{line}: '{key}' is set twice (first at line "
+                              f"{lines[key]}); keep one.")
+        lines[key] = line
     args, where = [], {}
     if "base" in data:
         # `base: other.yaml` (relative to this file): that file's settings first, this file's win.
@@ -96,7 +113,8 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
         args, where = _yaml_to_args(str(base), seen)
     for key, value in data.items():
         flag = f"--{key}"
-        if value is None:
+        if value is None:  # parse_config refuses it where the default is not "nothing"
+            where[f"null:{key}"] = f"{path}:{lines.get(key, '?')}"
             continue
         if isinstance(value, bool):
             args += [flag, "true" if value else "false"]

@@ -274,6 +274,16 @@ def detect_format(keys) -> str | None:
     return None
 
 
+def split_line(report: dict) -> str:
+    """What loading kept and dropped, one line (training and the build both print it)."""
+    return (f"{report['train_rows']} train rows, {report['eval_rows']} eval rows, "
+            f"{report['eval_paraphrase_rows']} held-out paraphrases"
+            + (f"; skipped {report['skipped_total']} bad rows: {report['skipped']}"
+               if report["skipped_total"] else "")
+            + (f"; removed {report['removed_train_duplicates_of_eval']} train rows duplicating "
+               "eval prompts" if report["removed_train_duplicates_of_eval"] else ""))
+
+
 def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict) -> list[Row]:
     rows, fmt = [], None
     for rec in records:

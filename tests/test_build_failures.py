@@ -360,3 +360,20 @@ def test_a_backtranslation_failing_on_its_way_back_keeps_the_paid_first_leg(tmp_
         phase["back"] = None
         assert build().done == 2
         assert firsts() == 4 + 2 * 2 and spent() == srv.billed_tokens()
+
+
+def test_the_build_reports_the_rows_it_skipped(tmp_path):
+    """`python -m augment.build --skip_bad_rows true` says what loading skipped, as training
+    does (it built silently on what was left)."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "How do I reset my password?", "completion": "Settings."}\n'
+                    '{"prompt": null, "completion": "x"}\n'
+                    '{"prompt": "How do I cancel my order?", "completion": "Orders page."}\n')
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"dataset_name: {data}\neval_fraction: 0.0\naugment_methods: [templates]\n"
+                   f"augment_cache: {tmp_path / 'c.sqlite'}\nqc: none\nskip_bad_rows: true\n")
+    proc = subprocess.run([sys.executable, "-m", "augment.build", "--config", str(cfg)], cwd=ROOT,
+                          env=run_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "augtune build: 2 train rows, 0 eval rows, 0 held-out paraphrases; skipped 1 bad rows" \
+        in proc.stderr, proc.stderr[-2000:]

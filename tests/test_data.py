@@ -250,6 +250,18 @@ def test_config_parser_rejects_unknown_and_mistyped_keys(tmp_path):
     latin = write(tmp_path / "l.yaml", b"output_dir: caf\xe9\n", "wb")
     with pytest.raises(ConfigError, match=r"l\.yaml: not UTF-8 text \(byte 15\); save it as UTF-8"):
         parse_config(["--config", latin], types)
+    # silently the defaults: a key with no value, an empty file, a key given twice
+    y = write(tmp_path / "n.yaml", "output_dir: o\ndataset_name:\neval_dataset_name: null\n")
+    with pytest.raises(ConfigError, match=r"n\.yaml:2: 'dataset_name' has no value; give one, or "
+                                          r"remove the line for its default \('data/demo"):
+        parse_config(["--config", y], types)
+    ok = write(tmp_path / "n2.yaml", "output_dir: o\nbf16: false\neval_dataset_name: null\n")  # default None
+    assert parse_config(["--config", ok], types)[0].eval_dataset_name is None
+    with pytest.raises(ConfigError, match=r"e\.yaml: sets nothing"):
+        parse_config(["--config", write(tmp_path / "e.yaml", "# only a comment\n")], types)
+    y = write(tmp_path / "d.yaml", "seed: 1\noutput_dir: o\nseed: 2\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml:3: 'seed' is set twice \(first at line 1\)"):
+        parse_config(["--config", y], types)
 
 
 # ------------------------------------------------------------------ through the real entry point

@@ -452,6 +452,18 @@ def test_entry_point_quantisation_where_it_cannot_run(tmp_path, sft_entry):
     assert "load_in_4bit / load_in_8bit quantise with bitsandbytes, which needs a CUDA GPU" in line
 
 
+def test_entry_point_paraphrases_that_name_no_eval_row(tmp_path, sft_entry):
+    """Held-out paraphrases whose source_id (and id) match no eval row would be scored by
+    nothing, found out only after training: refused before it, in one line."""
+    import json as _json
+    rows = [_json.loads(x) for x in (ROOT / "data/demo/eval_paraphrases.jsonl").read_text().splitlines()]
+    bad = tmp_path / "para.jsonl"
+    bad.write_text("".join(_json.dumps({**r, "id": "x" + r["id"], "source_id": "x" + r["source_id"]})
+                           + "\n" for r in rows))
+    line = one_error_line(sft_entry.run(sft_args(tmp_path, "--eval_paraphrases_file", str(bad))))
+    assert f"para.jsonl: none of its {len(rows)} paraphrases names an eval row" in line, line
+
+
 def test_entry_point_unknown_yaml_key(tmp_path, sft_entry):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"base: {ROOT / 'configs/tiny.yaml'}\nparaphrase_nn: 4\n")

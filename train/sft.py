@@ -52,6 +52,26 @@ def parse(argv):
     return data_cfg, aug_cfg, sft_cfg, model_cfg
 
 
+def check_paraphrase_links(data_cfg, split) -> None:
+    """The robustness eval scores each held-out paraphrase against the eval row it rewords
+    (`source_id`, or the `<eval id>-<suffix>` id convention). Before training, not after it:
+    none linked is an error; some unlinked are counted and named on one line."""
+    if not (data_cfg.robustness_eval or data_cfg.robustness_every_eval) or not split.eval_paraphrases:
+        return
+    from augment.robustness import paraphrase_links
+    links = paraphrase_links(data_cfg.eval_paraphrases_file, split.eval_paraphrases,
+                             [r.id for r in split.eval])
+    lost = [p.id for p, src in zip(split.eval_paraphrases, links) if src is None]
+    if len(lost) == len(links):
+        raise ConfigError(f"{data_cfg.eval_paraphrases_file}: none of its {len(links)} "
+                          "paraphrases names an eval row (a source_id column, or ids like "
+                          "<eval id>-p1), so the robustness eval would score nothing. Fix the "
+                          "ids, or set robustness_eval: false.")
+    if lost:
+        print(f"augtune: {len(lost)} of {len(links)} held-out paraphrases name no eval row and are "
+              f"left out of the robustness figures (e.g. {', '.join(lost[:3])})", file=sys.stderr)
+
+
 def data_order_seed(sft_cfg) -> int:
     return sft_cfg.data_seed if sft_cfg.data_seed is not None else sft_cfg.seed
 
@@ -90,15 +110,12 @@ def main(argv):
                                                   or aug_cfg.refusal_fraction > 0):
         from augment.methods.refusals import load_harmful_cases
         load_harmful_cases(aug_cfg.refusals_file)  # validates the file (file:line errors)
+    check_paraphrase_links(data_cfg, split)
     if os.environ.get("AUGTUNE_PREFLIGHT") == "1":
         return  # launch.sh checked config, data and keys before starting N processes
     say = state.print
-    say(f"augtune: {split.report['train_rows']} train rows, {split.report['eval_rows']} eval rows, "
-        f"{split.report['eval_paraphrase_rows']} held-out paraphrases"
-        + (f"; skipped {split.report['skipped_total']} bad rows: {split.report['skipped']}"
-           if split.report["skipped_total"] else "")
-        + (f"; removed {split.report['removed_train_duplicates_of_eval']} train rows duplicating "
-           "eval prompts" if split.report["removed_train_duplicates_of_eval"] else ""))
+    from augment.data import split_line
+    say("augtune: " + split_line(split.report))
 
     # ---- variants (built on the main process, broadcast) and the epoch plan -----------------
     from augment.pipeline import prepare
