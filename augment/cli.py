@@ -61,9 +61,19 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
                               f"the line for its default ({defaults[key]!r}).")
     _check_keys(yaml_args, known, config_path, where)
     _check_keys(argv, known, None, {})
+    nargs = {a.dest: a.nargs for a in parser._actions}
+    for key in [k[5:] for k in where if k.startswith("list:")]:
+        if key in nargs and nargs[key] in (None, "?"):
+            raise ConfigError(f"{where['list:' + key]}: '{key}' takes one value, not a list.")
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(yaml_args + argv,
                                                                 return_remaining_strings=True)
+    except ConfigError as exc:  # argparse's own refusals (our parser's error()), or ours
+        m = re.search(r"^argument --(\w+)", str(exc))  # a value of a YAML key: say where
+        from_cli = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+        if m and m.group(1) in where and m.group(1) not in from_cli:
+            raise ConfigError(f"{where[m.group(1)]}: {exc}") from None
+        raise
     except (ValueError, TypeError) as exc:  # TRL/transformers validate in __post_init__
         where = f"{config_path}: " if config_path else ""
         raise ConfigError(where + str(exc).strip().splitlines()[0])
@@ -119,6 +129,7 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
         if isinstance(value, bool):
             args += [flag, "true" if value else "false"]
         elif isinstance(value, list):
+            where[f"list:{key}"] = f"{path}:{lines.get(key, '?')}"
             args += [flag, *[json.dumps(v) if isinstance(v, dict) else str(v) for v in value]]
         elif isinstance(value, dict):
             args += [flag, json.dumps(value)]

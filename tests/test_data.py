@@ -238,7 +238,12 @@ def test_config_parser_rejects_unknown_and_mistyped_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"c\.yaml:2: unknown config key 'lerning_rate'\. Did you mean 'learning_rate'\?"):
         parse_config(["--config", y], types)
     y = write(tmp_path / "c2.yaml", "output_dir: o\naugmented_per_original: lots\n")
-    with pytest.raises(ConfigError, match=r"augmented_per_original.*invalid float value: 'lots'"):
+    with pytest.raises(ConfigError, match=r"c2\.yaml:2: argument --augmented_per_original.*"
+                                          r"invalid float value: 'lots'"):
+        parse_config(["--config", y], types)
+    y = write(tmp_path / "c4.yaml", "output_dir: o\naugmented_per_original: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"c4\.yaml:2: 'augmented_per_original' takes one value, "
+                                          r"not a list"):
         parse_config(["--config", y], types)
     with pytest.raises(ConfigError, match=r"unknown option '--seeed'\. Did you mean 'seed'\?"):
         parse_config(["--config", write(tmp_path / "c3.yaml", "output_dir: o\n"), "--seeed", "3"], types)
