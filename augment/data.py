@@ -174,8 +174,8 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"not a readable Parquet file ({exc})", file=str(path),
                              fix="Re-export it, or give the data as .jsonl/.csv")
-        for i, rec in enumerate(table.to_pylist()):
-            yield _Record(rec, str(path), None, f"row {i}")
+        for i, rec in enumerate(table.to_pylist()):  # errors name the row, 1-based: file:3
+            yield _Record(rec, str(path), i + 1, f"row {i + 1}")
         return
     text = _decode(path)
     if kind == "jsonl":
@@ -187,9 +187,12 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
+                array = lineno == 1 and line.lstrip().startswith("[")
                 _skip_or_raise(InputError(f"broken JSON ({exc.msg} at column {exc.colno})",
                                           file=str(path), line=lineno,
-                                          fix="Fix or remove that line (or --skip_bad_rows true)"),
+                                          fix="This looks like a JSON array: name the file .json, "
+                                          "or write one object per line" if array else
+                                          "Fix or remove that line (or --skip_bad_rows true)"),
                                skip_bad, skipped)
                 continue
             if not isinstance(rec, dict):

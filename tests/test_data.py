@@ -404,3 +404,17 @@ def test_a_row_in_another_format_than_the_first_is_a_line_error(tmp_path):
         load_rows(cfg(str(path), eval_fraction=0))
     split = load_rows(cfg(str(path), eval_fraction=0, skip_bad_rows=True))
     assert len(split.train) == 2 and split.report["skipped_total"] == 1
+
+
+def test_parquet_errors_name_the_row_and_a_jsonl_array_gets_a_hint(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"prompt": ["p1", None], "completion": ["c1", "c2"]}),
+                   tmp_path / "d.parquet")
+    with pytest.raises(InputError, match=r"d\.parquet:2, field 'prompt': missing"):
+        load_rows(cfg(str(tmp_path / "d.parquet"), eval_fraction=0))
+    (tmp_path / "a.jsonl").write_text('[{"prompt": "p", "completion": "c"},\n'
+                                      ' {"prompt": "q", "completion": "d"}]\n')
+    with pytest.raises(InputError, match=r"a\.jsonl:1: broken JSON .*This looks like a JSON "
+                                         r"array: name the file \.json"):
+        load_rows(cfg(str(tmp_path / "a.jsonl"), eval_fraction=0))
