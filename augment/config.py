@@ -453,6 +453,10 @@ class AugmentConfig:
             raise ConfigError(f"{', '.join(missing)} not set in the environment, but the selected "
                               "backends need it. Export it (keys are read from the environment "
                               "only), or pick an offline backend.")
+        padded = [k for k in self.required_api_keys() if os.environ[k] != os.environ[k].strip()]
+        if padded:  # a key file's newline: every request would fail, and echo it in the error
+            raise ConfigError(f"{', '.join(padded)} starts or ends with whitespace (often the "
+                              "newline of the file it was read from); export it without.")
 
 
 def _check_url(name: str, url: str | None, credentials_allowed: bool = False) -> None:

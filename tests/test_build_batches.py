@@ -96,3 +96,21 @@ def test_a_recorded_batch_is_collected_by_the_build_it_belongs_to_never_paid_aga
         rep = build_cache(DataConfig(), cfg(tmp_path), rows_a, progress=False)
         assert rep.done == 3 and srv.count("batch_create") == creates  # collected, not resent
         assert not state.exists()
+
+
+def test_a_batch_item_error_that_quotes_the_key_is_stored_without_it(tmp_path, monkeypatch):
+    """The API's per-item error text is copied into the failure reason (stderr, the cache): a
+    text that quotes the key (or a key-bearing URL) is redacted first."""
+    rows = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS[:2])]
+    with FakeAnthropicServer(batch_item_result=lambda cid, params:
+                             "errored:bad key sk-ant-CANARY-42 at https://u:pw@x.example") as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-CANARY-42")
+        rep = build_cache(DataConfig(), cfg(tmp_path, max_retries=0), rows, progress=False)
+    assert rep.failed == 2
+    reasons = [e for _, e, _ in VariantCache(tmp_path / "c.sqlite").failure_reasons()]
+    assert reasons and all("CANARY" not in r and "pw@" not in r for r in reasons), reasons
+    assert "bad key *** at https://***@x.example" in reasons[0]
+    import sqlite3
+    dump = "\n".join(sqlite3.connect(tmp_path / "c.sqlite").iterdump())
+    assert "CANARY" not in dump

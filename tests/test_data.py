@@ -222,6 +222,39 @@ def test_an_unusable_url_is_named_without_its_credentials(url, monkeypatch):
         assert "s3cret" not in str(info.value) and env in str(info.value)
 
 
+def test_a_key_with_a_newline_is_refused_without_echoing_it(monkeypatch):
+    """A key read from a file often keeps its newline: every request would fail, and the HTTP
+    library's message would print the key (as `...\\n`). Refused, never shown."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-CANARY-7\n")
+    c = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5")
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY starts or ends with whitespace") as info:
+        c.check_api_keys()
+    assert "CANARY" not in str(info.value)
+
+
+def test_library_logs_and_error_texts_never_show_keys_or_url_credentials(monkeypatch, caplog):
+    """httpx logs every request URL at INFO and urllib3 every query string at DEBUG (on with the
+    SDKs' *_LOG variables or a caller's basicConfig): the backends mask credentials there. And
+    `public_url` masks a password holding "@" and the Azure/S3-style key parameters."""
+    import logging
+
+    from augment.backends import make_llm
+    from augment.backends.limits import public_url, redact
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-CANARY-9")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://u:pw-CANARY@127.0.0.1:9/")
+    make_llm(AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5"))
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("httpx").info("HTTP Request: POST %s", "http://u:pw-CANARY@127.0.0.1:9/v1")
+        logging.getLogger("urllib3.connectionpool").debug('"GET /v2/translate?auth_key=%s HTTP/1.1"',
+                                                          "dl-CANARY")
+        logging.getLogger("anthropic._base_client").debug("key %s", "sk-ant-CANARY-9")
+    assert caplog.records and "CANARY" not in caplog.text, caplog.text
+    assert public_url("https://user:p@ss-CANARY@host/x?subscription-key=A&x-api-key=B&sig=C&q=1") \
+        == "https://***@host/x?subscription-key=***&x-api-key=***&sig=***&q=1"
+    assert redact("Illegal header value b'Bearer sk-CANARY\\n'", ["sk-CANARY\n"]) == \
+        "Illegal header value b'Bearer ***'"
+
+
 def test_missing_api_key_is_reported_before_work(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     c = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5")

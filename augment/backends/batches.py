@@ -72,8 +72,12 @@ def _reason(result) -> str:
     kind = result.type
     if kind == "errored":
         err = getattr(getattr(result, "error", None), "error", None)
-        if err is not None:
-            return f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}".strip(": ")
+        if err is not None:  # the API's words, which may quote the request: never the key
+            import os
+
+            from .limits import redact
+            return redact(f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}"
+                          .strip(": "), [os.environ.get("ANTHROPIC_API_KEY", "")])
         return "the API reported an error for this request"
     if kind == "expired":
         return "the batch expired before this request was processed"

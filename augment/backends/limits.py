@@ -275,9 +275,11 @@ def is_httpx_connect_error(cause) -> bool:
 
 
 #: user:password@ in a URL, and query parameters that carry a key.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-_URL_KEY_PARAM = re.compile(r"(?i)([?&](?:api[_-]?key|auth[_-]?key|key|token|access[_-]?token|"
-                            r"password)=)[^&#\s]+")
+# userinfo up to the LAST "@" before the path: a password may hold a raw "@"
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+_URL_KEY_PARAM = re.compile(r"(?i)([?&](?:[a-z-]*api[_-]?key|auth[_-]?key|key|token|"
+                            r"access[_-]?token|password|secret|subscription[_-]?key|sig|"
+                            r"signature|code)=)[^&#\s\"']+")
 
 
 def public_url(text: str) -> str:
@@ -288,12 +290,51 @@ def public_url(text: str) -> str:
 
 
 def redact(text: str, secrets) -> str:
-    """Replace every non-empty secret value in `text`, and any URL's credentials (belt and
-    braces for error messages)."""
+    """Replace every non-empty secret value in `text`, also as a repr would print it (a key
+    read with a trailing newline shows up as `...\\n` in an HTTP library's message), and any
+    URL's credentials (belt and braces for error messages)."""
     for s in secrets:
         if s and len(s) >= 4:
-            text = text.replace(s, "***")
+            for form in sorted({s, repr(s)[1:-1], s.strip()}, key=len, reverse=True):
+                if len(form) >= 4:
+                    text = text.replace(form, "***")
     return public_url(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks URL credentials and the given secrets in every record of a library logger: httpx
+    logs each request URL at INFO, urllib3 each query string (DeepL's auth_key=) at DEBUG, and
+    the SDKs' *_LOG variables or a caller's basicConfig turn those on."""
+
+    def __init__(self, secrets=()):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record: leave it to logging
+            return True
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+# A logger's filters do not apply to its children's records: name the loggers that log.
+_LIBRARY_LOGGERS = ("httpx", "httpcore.http11", "httpcore.connection", "urllib3.connectionpool",
+                    "anthropic._base_client", "openai._base_client", "anthropic", "openai")
+
+
+def install_log_redaction(secrets=()) -> None:
+    """Add a RedactingFilter (once; its secrets updated) to the HTTP and SDK loggers."""
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        existing = [f for f in logger.filters if isinstance(f, RedactingFilter)]
+        if existing:
+            existing[0].secrets = sorted({*existing[0].secrets, *[s for s in secrets if s]})
+        else:
+            logger.addFilter(RedactingFilter(secrets))
 
 
 def estimate_tokens(*texts: str) -> int:

@@ -23,7 +23,8 @@ from ..errors import ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
                      classify_http_error, connect_failure, estimate_tokens,
-                     is_httpx_connect_error, parse_retry_after, public_url, redact)
+                     install_log_redaction, is_httpx_connect_error, parse_retry_after,
+                     public_url, redact)
 from .pricing import cost
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class AnthropicBackend:
         from ..config import _check_url
         _check_url("ANTHROPIC_BASE_URL", self.base_url, credentials_allowed=True)
         self.breaker = ConnectionBreaker(f"the Anthropic API at {public_url(self.base_url)}")
+        install_log_redaction([key])  # httpx logs request URLs (with any credentials) at INFO
         self.send_temperature = True  # cleared when the model rejects it (see module docstring)
 
     def __repr__(self) -> str:

@@ -16,7 +16,8 @@ from ..errors import ConfigError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
                      classify_http_error, connect_failure, estimate_tokens,
-                     is_httpx_connect_error, parse_retry_after, public_url, redact)
+                     install_log_redaction, is_httpx_connect_error, parse_retry_after,
+                     public_url, redact)
 from .pricing import cost
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -59,6 +60,7 @@ class OpenAICompatibleBackend:
             base_url=base_url, api_key=key, max_retries=0, timeout=timeout))
         self._calls = 0
         shown = public_url(base_url)  # OPENAI_BASE_URL may carry credentials
+        install_log_redaction([os.environ.get(KEY_ENV, "")])  # httpx logs request URLs at INFO
         self._service = f"openai-compatible server {shown} ({self.model})"
         self.breaker = ConnectionBreaker(f"the OpenAI-compatible server at {shown}")
 

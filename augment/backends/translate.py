@@ -26,7 +26,7 @@ from importlib import metadata
 from ..errors import CandidateError, ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
 from .limits import (ConnectionBreaker, RateLimiter, call_with_retries, connect_failure,
-                     estimate_tokens, public_url, redact)
+                     estimate_tokens, install_log_redaction, public_url, redact)
 
 API_EXTRA = "pip install 'augtune[api]'"
 OFFLINE_EXTRA = "pip install 'augtune[offline]'"
@@ -260,6 +260,7 @@ class DeepTranslator:
         self.retries = 0  # total transient failures survived, for the report
         self.key_env = self.KEY_ENV.get(provider)
         self._key = os.environ.get(self.key_env) if self.key_env else None
+        install_log_redaction([self._key or ""])  # urllib3 logs query strings (auth_key=) at DEBUG
         self.base_url = None
         if provider in ("deepl", "microsoft") and not self._key:
             raise ConfigError(f"translate_backend={provider} needs {self.key_env} in the "

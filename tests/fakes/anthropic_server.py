@@ -412,9 +412,10 @@ class FakeAnthropicServer(FakeServerBase):
             outcome = self.batch_item_result(cid, params) if self.batch_item_result else None
             if outcome is None or outcome == "succeeded":
                 result = {"type": "succeeded", "message": self._message(params, None)}
-            elif outcome == "errored":
+            elif outcome == "errored" or str(outcome).startswith("errored:"):
+                message = str(outcome).partition(":")[2] or "injected item error"
                 result = {"type": "errored", "error": {"type": "error", "error": {
-                    "type": "invalid_request_error", "message": "injected item error"}}}
+                    "type": "invalid_request_error", "message": message}}}
             elif outcome in ("expired", "canceled"):
                 result = {"type": outcome}
             else:
