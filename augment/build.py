@@ -1,6 +1,6 @@
 """Build the variant cache: run every missing (row, method) request, store it, judge it.
 
-    python -m augment.build --config configs/base.yaml [--key value ...] [--dry-run]
+    python -m augment.build --config configs/demo.yaml [--key value ...] [--dry-run]
 
 Exit codes: 0 every request done (or `--allow_failures true`); 3 the build finished but some
 requests failed (their reasons are printed grouped; rerun to retry them); 2 a config, data or

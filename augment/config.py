@@ -482,7 +482,8 @@ def _check_url(name: str, url: str | None, credentials_allowed: bool = False) ->
     if credentials_allowed:
         return
     keyish = {"key", "api_key", "apikey", "api-key", "auth_key", "token", "access_token",
-              "password"}
+              "password", "secret", "subscription-key", "subscription_key", "x-api-key", "sig",
+              "signature"}
     if parts.username or parts.password or keyish & {k.lower() for k in parse_qs(parts.query)}:
         raise ConfigError(f"{name} carries credentials; put the key in the environment "
                           "(OPENAI_API_KEY, LIBRE_API_KEY) instead: the config is saved with the "
