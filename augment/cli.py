@@ -53,6 +53,10 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
     parser = _parser(types)
     known = {a.dest for a in parser._actions}
     defaults = {a.dest: a.default for a in parser._actions}
+    from_cli = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    for key in from_cli:  # the command line sets it: a file's empty key does not matter
+        where.pop(f"null:{key}", None)
+    _refuse_non_finite(yaml_args + argv, where)
     for key in [k[5:] for k in where if k.startswith("null:")]:
         # `key:` with no value is read as YAML null; where the default is a value (a dataset, a
         # cache path), skipping it would silently run on that default instead.
@@ -70,7 +74,6 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
                                                                 return_remaining_strings=True)
     except ConfigError as exc:  # argparse's own refusals (our parser's error()), or ours
         m = re.search(r"^argument --(\w+)", str(exc))  # a value of a YAML key: say where
-        from_cli = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
         if m and m.group(1) in where and m.group(1) not in from_cli:
             raise ConfigError(f"{where[m.group(1)]}: {exc}") from None
         raise
@@ -80,6 +83,25 @@ def parse_config(argv: list[str], types: tuple) -> tuple:
     if remaining:
         raise ConfigError(f"unrecognised arguments {remaining}.")
     return tuple(parsed)
+
+
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _refuse_non_finite(args: list[str], where: dict) -> None:
+    """`nan` or `inf` for any setting (YAML's .nan/.inf included), TRL's and transformers' too:
+    NaN passes every range check (it compares false) and trains as garbage."""
+    key = None
+    for a in args:
+        if a.startswith("--"):
+            key, _, value = a[2:].partition("=")
+            if not value:
+                continue
+        else:
+            value = a
+        if key and value.strip().lower() in _NON_FINITE:
+            at = f"{where[key]}: " if key in where else ""
+            raise ConfigError(f"{at}{key}={value} is not a finite number.")
 
 
 def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, str]]:
@@ -123,13 +145,15 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
         args, where = _yaml_to_args(str(base), seen)
     for key, value in data.items():
         flag = f"--{key}"
+        where.pop(f"null:{key}", None)  # this file sets it again: a base file's empty key goes
         if value is None:  # parse_config refuses it where the default is not "nothing"
             where[f"null:{key}"] = f"{path}:{lines.get(key, '?')}"
             continue
         if isinstance(value, bool):
             args += [flag, "true" if value else "false"]
         elif isinstance(value, list):
-            where[f"list:{key}"] = f"{path}:{lines.get(key, '?')}"
+            if len(value) > 1:  # one item is one value, for a list field or not
+                where[f"list:{key}"] = f"{path}:{lines.get(key, '?')}"
             args += [flag, *[json.dumps(v) if isinstance(v, dict) else str(v) for v in value]]
         elif isinstance(value, dict):
             args += [flag, json.dumps(value)]

@@ -59,8 +59,9 @@ def load_rows(data_cfg, seed: int = 42) -> DataSplit:
     """Read train (and eval) data as configured and split it. Raises InputError on bad input."""
     mapping = dict(item.split("=", 1) for item in data_cfg.column_mapping)
     skipped: dict[str, int] = {}
+    formats: set[str] = set()
     train = _load_source(data_cfg.dataset_name, mapping, data_cfg, skipped,
-                         split=data_cfg.dataset_train_split)
+                         split=data_cfg.dataset_train_split, formats=formats)
     if data_cfg.max_rows:
         train = train[: data_cfg.max_rows]
     if data_cfg.eval_dataset_name:
@@ -88,7 +89,8 @@ def load_rows(data_cfg, seed: int = 42) -> DataSplit:
     report = {"train_rows": len(train), "eval_rows": len(eval_rows),
               "eval_paraphrase_rows": len(paraphrases),
               "removed_train_duplicates_of_eval": len(dup),
-              "skipped": dict(skipped), "skipped_total": sum(skipped.values())}
+              "skipped": dict(skipped), "skipped_total": sum(skipped.values()),
+              "train_formats": sorted(formats)}
     return DataSplit(train, eval_rows, paraphrases, report)
 
 
@@ -98,7 +100,8 @@ def _norm(text: str) -> str:
 
 # --------------------------------------------------------------------------- reading files
 
-def _load_source(name: str, mapping: dict, data_cfg, skipped: dict, split: str = "train") -> list[Row]:
+def _load_source(name: str, mapping: dict, data_cfg, skipped: dict, split: str = "train",
+                 formats: set | None = None) -> list[Row]:
     path = Path(name)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
@@ -111,14 +114,15 @@ def _load_source(name: str, mapping: dict, data_cfg, skipped: dict, split: str =
                              fix=f"Use one of {sorted(SUFFIXES)}")
         files = [path]
     elif _looks_like_hub_id(name):
-        return _rows_from_records(_hub_records(name, data_cfg, split), mapping, data_cfg, skipped)
+        return _rows_from_records(_hub_records(name, data_cfg, split), mapping, data_cfg, skipped,
+                                  formats)
     else:
         raise InputError("file not found", file=name,
                          fix="Check the path (relative paths start at the working directory)")
     rows = []
     for f in files:
         rows += _rows_from_records(_read_records(f, data_cfg.skip_bad_rows, skipped), mapping,
-                                   data_cfg, skipped)
+                                   data_cfg, skipped, formats)
     if not rows:
         raise InputError("zero usable rows", file=name, fix="The file is empty or every row was "
                          "skipped; check the format (see data/README.md)")
@@ -175,7 +179,7 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
             raise InputError(f"not a readable Parquet file ({exc})", file=str(path),
                              fix="Re-export it, or give the data as .jsonl/.csv")
         for i, rec in enumerate(table.to_pylist()):  # errors name the row, 1-based: file:3
-            yield _Record(rec, str(path), i + 1, f"row {i + 1}")
+            yield _Record(rec, str(path), i + 1, f"row {i}")  # `where` makes ids: unchanged
         return
     text = _decode(path)
     if kind == "jsonl":
@@ -287,12 +291,15 @@ def split_line(report: dict) -> str:
                "eval prompts" if report["removed_train_duplicates_of_eval"] else ""))
 
 
-def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict) -> list[Row]:
+def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict,
+                       formats: set | None = None) -> list[Row]:
     rows, fmt = [], None
     for rec in records:
         data = {mapping.get(k, k): v for k, v in rec.data.items()}
         if fmt is None:
             fmt = detect_format(data)
+            if fmt is not None and formats is not None:
+                formats.add(fmt)
             if fmt is None:
                 raise InputError(
                     f"cannot tell the format from the columns {sorted(data)}", file=rec.file,

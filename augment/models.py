@@ -61,7 +61,7 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     return tok
 
 
-def check_quantization(model_args, training_args) -> bool:
+def check_quantization(model_args, training_args, need_cuda: bool = True) -> bool:
     """Whether ModelConfig asks for a quantised (QLoRA) model; refused in one line where it
     cannot run, before anything expensive (train/sft.py calls this in its preflight)."""
     if not (getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False)):
@@ -69,7 +69,7 @@ def check_quantization(model_args, training_args) -> bool:
     import importlib.util
 
     import torch
-    if training_args.use_cpu or not torch.cuda.is_available():
+    if need_cuda and (training_args.use_cpu or not torch.cuda.is_available()):
         raise ConfigError("load_in_4bit / load_in_8bit quantise with bitsandbytes, which needs a "
                           "CUDA GPU; drop the option to train in full precision.")
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -88,7 +88,7 @@ def load_model(path: str, model_args, training_args):
         dtype = torch.bfloat16 if training_args.bf16 else "auto"
     kw = dict(dtype=dtype, attn_implementation=model_args.attn_implementation,
               revision=model_args.model_revision)
-    if getattr(training_args, "trust_remote_code", False):  # TrainingArguments' field
+    if getattr(training_args, "trust_remote_code", False):  # an SFTConfig field in TRL 1.16
         kw["trust_remote_code"] = True
     if check_quantization(model_args, training_args):
         # QLoRA as `trl sft` does it: TRL's own quantisation config and device map.

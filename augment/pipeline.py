@@ -111,7 +111,8 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     its variants as `augment` says, and return an `AugmentedData` for the trainer.
 
     `seed` seeds the split, the augmentation choices (unless `augment.augment_seed` is set) and
-    the sampler's plans: use the same value as `SFTConfig.seed`. Give `data` (a DataConfig)
+    the sampler's plans: use `SFTConfig.data_seed` if you set it, else `SFTConfig.seed` (the
+    trainer refuses another value: TRL orders data by it). Give `data` (a DataConfig)
     instead of the keyword arguments for every data option; `split` skips loading (the recipe
     has already loaded it to check the data before anything expensive)."""
     from accelerate import PartialState
@@ -135,6 +136,7 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     if split is None:
         aug.check_api_keys()
         split = load_rows(data, seed=seed)
+    check_pair_format(aug, split)
     methods = (list(aug.augment_methods)
                if aug.augmented_per_original > 0 or aug.refusal_fraction > 0 else [])
     if "refusals" in methods:
@@ -177,6 +179,18 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     sampler = RatioSampler.from_config(aug, len(split.train), table, refusals, seed=seed)
     source = AugmentedDataset(split.train, table, refusals)
     return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
+
+
+def check_pair_format(aug, split) -> None:
+    """pair_format: trl is TRL's format for plain prompt/completion data. TRL renders chat data
+    with the template; augtune keeps a one-exchange conversation as a plain pair, which trl
+    would then format as plain text: refused, before anything is built."""
+    chat = {"messages", "sharegpt"} & set(split.report.get("train_formats", ()))
+    if aug.pair_format == "trl" and chat:
+        from .errors import ConfigError
+        raise ConfigError(f"pair_format: trl formats plain prompt/completion pairs as TRL does; "
+                          f"this data is conversations ({', '.join(sorted(chat))}), which TRL "
+                          "renders with the chat template: use pair_format: chat.")
 
 
 def _build_on_main(data, aug, split, units, cached, say):

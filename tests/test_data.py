@@ -451,3 +451,35 @@ def test_parquet_errors_name_the_row_and_a_jsonl_array_gets_a_hint(tmp_path):
     with pytest.raises(InputError, match=r"a\.jsonl:1: broken JSON .*This looks like a JSON "
                                          r"array: name the file \.json"):
         load_rows(cfg(str(tmp_path / "a.jsonl"), eval_fraction=0))
+
+
+def test_config_marks_follow_the_last_setter_and_non_finite_values_are_refused(tmp_path):
+    """A base file's empty key is fine once the child file or the command line sets it; a
+    one-item list stands for one value; nan/inf is refused for TRL's settings too."""
+    from trl import ModelConfig, SFTConfig
+
+    from augment.cli import parse_config
+    types = (DataConfig, AugmentConfig, SFTConfig, ModelConfig)
+    write(tmp_path / "base.yaml", "output_dir: o\nbf16: false\ndataset_name:\nseed:\n")
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ndataset_name: d.jsonl\n")
+    parsed = parse_config(["--config", child, "--seed", "3"], types)
+    assert parsed[0].dataset_name == "d.jsonl" and parsed[2].seed == 3
+    one = write(tmp_path / "one.yaml", "output_dir: o\nbf16: false\nreport_to: [none]\n")
+    assert parse_config(["--config", one], types)[2].report_to == []
+    nan = write(tmp_path / "nan.yaml", "output_dir: o\nbf16: false\nlearning_rate: .nan\n")
+    with pytest.raises(ConfigError, match=r"nan\.yaml:3: learning_rate=nan is not a finite number"):
+        parse_config(["--config", nan], types)
+    with pytest.raises(ConfigError, match=r"lora_dropout=inf is not a finite number"):
+        parse_config(["--config", one, "--lora_dropout", "inf"], types)
+
+
+def test_pair_format_trl_is_refused_for_conversation_data(tmp_path):
+    from augment.pipeline import check_pair_format
+    conv = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"messages": conv}) + "\n")
+    split = load_rows(cfg(str(path), eval_fraction=0))
+    assert split.report["train_formats"] == ["messages"]
+    check_pair_format(AugmentConfig(), split)
+    with pytest.raises(ConfigError, match="this data is conversations \\(messages\\)"):
+        check_pair_format(AugmentConfig(pair_format="trl"), split)

@@ -41,7 +41,8 @@ def parse(argv):
     from augment.models import check_quantization
     from augment.trl_options import check_sft_config
     check_sft_config(sft_cfg)
-    check_quantization(model_cfg, sft_cfg)  # load_in_4bit/8bit: where bitsandbytes can run
+    # load_in_4bit/8bit: where bitsandbytes can run (launch.sh's preflight runs on the CPU)
+    check_quantization(model_cfg, sft_cfg, need_cuda=os.environ.get("AUGTUNE_PREFLIGHT") != "1")
     if aug_cfg.consistency_weight:  # batch parity, padding_free: refused before anything runs
         from augment.trainer import check_consistency_args
         check_consistency_args(aug_cfg.consistency_weight, aug_cfg.consistency_divergence, sft_cfg)
@@ -52,7 +53,18 @@ def parse(argv):
     return data_cfg, aug_cfg, sft_cfg, model_cfg
 
 
-def check_paraphrase_links(data_cfg, split) -> None:
+def check_resume(sft_cfg) -> None:
+    """resume_from_checkpoint: true with nothing to resume stops here, before the build and the
+    model load (the trainer would stop too, later)."""
+    if str(sft_cfg.resume_from_checkpoint).lower() == "true":
+        from augment.trainer import last_complete_checkpoint
+        if last_complete_checkpoint(sft_cfg.output_dir) is None:
+            raise ConfigError(f"resume_from_checkpoint: no complete checkpoint in "
+                              f"{sft_cfg.output_dir} to resume from. Drop the option to start a "
+                              "new run, or use `last` (resume if there is one, else start).")
+
+
+def check_paraphrase_links(data_cfg, split, state=None) -> None:
     """The robustness eval scores each held-out paraphrase against the eval row it rewords
     (`source_id`, or the `<eval id>-<suffix>` id convention). Before training, not after it:
     none linked is an error; some unlinked are counted and named on one line."""
@@ -67,7 +79,7 @@ def check_paraphrase_links(data_cfg, split) -> None:
                           "paraphrases names an eval row (a source_id column, or ids like "
                           "<eval id>-p1), so the robustness eval would score nothing. Fix the "
                           "ids, or set robustness_eval: false.")
-    if lost:
+    if lost and (state is None or state.is_main_process):
         print(f"augtune: {len(lost)} of {len(links)} held-out paraphrases name no eval row and are "
               f"left out of the robustness figures (e.g. {', '.join(lost[:3])})", file=sys.stderr)
 
@@ -110,7 +122,10 @@ def main(argv):
                                                   or aug_cfg.refusal_fraction > 0):
         from augment.methods.refusals import load_harmful_cases
         load_harmful_cases(aug_cfg.refusals_file)  # validates the file (file:line errors)
-    check_paraphrase_links(data_cfg, split)
+    check_paraphrase_links(data_cfg, split, state)
+    from augment.pipeline import check_pair_format
+    check_pair_format(aug_cfg, split)
+    check_resume(sft_cfg)
     if os.environ.get("AUGTUNE_PREFLIGHT") == "1":
         return  # launch.sh checked config, data and keys before starting N processes
     say = state.print

@@ -348,7 +348,7 @@ class DeepTranslator:
 
 def _microsoft_class(base):
     """deep-translator's MicrosoftTranslator, but its language list (an unauthenticated GET it
-    makes whenever one is built, and we build one per call) is fetched once per process, from
+    makes whenever one is built, and we build one per call) is fetched once per translator, from
     the host its translate URL names (`BASE_URLS["MICROSOFT_TRANSLATE"]`), not a second fixed
     URL: one request per translation, and a test server can stand in for both."""
     import sys
