@@ -814,7 +814,12 @@ def init_cache_from(path, init) -> bool:
         probe._conn()
         probe.close()
     except AugtuneError as exc:
-        raise AugtuneError(f"augment_cache_init: {exc}") from None
+        # the cache's own wording is about augment_cache; never advise deleting this file
+        text = (f"augment_cache_init: {exc}"
+                .replace("delete it or point augment_cache elsewhere",
+                         "point augment_cache_init at a variant cache")
+                .replace("augment_cache names the cache file itself", "it names a cache file"))
+        raise AugtuneError(text) from None
     _make_parent(path)
     tmp = f"{path}.init-{os.getpid()}"
     try:
