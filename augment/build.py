@@ -239,6 +239,7 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
         print(f"augtune build: reusing {pending['calls']} calls already paid for by "
               f"{pending['requests']} unfinished multi-call requests (a killed build or a "
               "transient failure left them)", file=sys.stderr)
+    _forget_collected_batches(methods, aug_cfg, cache)
     judge = JudgeThread(cache.path, checker, on_judged=report.add_judged).start()
     try:
         if todo:
@@ -597,6 +598,19 @@ async def _run_batches(queue, methods, store, aug_cfg, report) -> None:
 def _batch_state(aug_cfg, backend_name: str) -> Path:
     """Where the ids of a backend's submitted batches are kept beside the cache."""
     return Path(f"{aug_cfg.augment_cache}.{backend_name}-batch.json")
+
+
+def _forget_collected_batches(methods, aug_cfg, cache) -> None:
+    """A build killed after storing every answer of its batch, but before deleting the record,
+    leaves a record whose answers the cache already holds: the next build forgets it (else a
+    build with nothing to do kept it forever, and a batches-off build refused to run)."""
+    from .backends.batches import clear_state, recorded_custom_ids
+    names = {getattr(getattr(m, "backend", None), "name", None) for m in methods.values()}
+    for name in sorted(n for n in names if n):
+        state = _batch_state(aug_cfg, name)
+        held = recorded_custom_ids(state) if state.is_file() else None
+        if held and len(cache._done_keys(held)) == len(held):
+            clear_state(state)
 
 
 def _refuse_unfetched_batches(methods, aug_cfg) -> None:

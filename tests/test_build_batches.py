@@ -114,3 +114,36 @@ def test_a_batch_item_error_that_quotes_the_key_is_stored_without_it(tmp_path, m
     import sqlite3
     dump = "\n".join(sqlite3.connect(tmp_path / "c.sqlite").iterdump())
     assert "CANARY" not in dump
+
+
+def test_a_record_whose_answers_are_all_stored_is_forgotten_by_a_build_with_nothing_to_do(
+        tmp_path, monkeypatch):
+    """A build killed after storing its batch's last answer but before deleting the record (a
+    race the SIGKILL test hits now and then): the next build, with nothing left to do, forgets
+    the record without calling the API, so a later llm_use_batches: false build is not refused.
+    A record from before custom ids were kept, or with an answer the cache lacks, stays."""
+    import json
+
+    import pytest
+
+    from augment.errors import AugtuneError
+    from augment.methods import build_methods
+    rows = [Row(str(i), p, "ok") for i, p in enumerate(PROMPTS[:3])]
+    state = tmp_path / "c.sqlite.anthropic-batch.json"
+    with FakeAnthropicServer() as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        build_cache(DataConfig(), cfg(tmp_path), rows, progress=False)
+        assert not state.exists()
+        keys = [r.key for r in build_methods(cfg(tmp_path))["paraphrase"].requests(rows)]
+        record = {"version": 1, "batch_ids": ["msgbatch_x"], "custom_ids": keys}
+        asked = len(srv.requests)
+        for held, kept in ((keys, False), (keys + ["f" * 64], True), (None, True)):
+            state.write_text(json.dumps({**record, "custom_ids": held} if held else
+                                        {"version": 1, "batch_ids": ["msgbatch_x"]}))
+            rep = build_cache(DataConfig(), cfg(tmp_path), rows, progress=False)
+            assert rep.already_done == 3 and state.exists() == kept, held
+        assert len(srv.requests) == asked                # no API call for any of it
+        with pytest.raises(AugtuneError, match="records a batch an earlier build submitted"):
+            build_cache(DataConfig(), cfg(tmp_path, llm_use_batches=False),
+                        rows + [Row("9", "How do I close my account?", "ok")], progress=False)

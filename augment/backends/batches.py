@@ -59,6 +59,14 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one, never half
 
 
+def recorded_custom_ids(path) -> list[str] | None:
+    """The custom ids a state file's batches hold; None if there is no file or it predates
+    them (then only fetching the batches tells)."""
+    state = _load_state(Path(path))
+    ids = state.get("custom_ids") if isinstance(state, dict) else None
+    return [c for c in ids if isinstance(c, str)] if isinstance(ids, list) else None
+
+
 def clear_state(path) -> None:
     """Forget the recorded batches (call once every result of them is stored)."""
     try:
@@ -220,8 +228,12 @@ async def run_batch(client, requests, state_path, poll_interval: float = 30.0, *
             if results.get(cid, ("",))[0] != "succeeded"]
     n = max(1, int(max_batch_requests))
     batch_ids = list(recorded)
+    # custom ids of every request the recorded batches hold: a later build that finds each of
+    # them stored can forget the record without asking the API (`recorded_custom_ids`)
+    held = sorted({*[c for c in state.get("custom_ids", []) if isinstance(c, str)],
+                   *[cid for cid, _ in todo]})
     state = {"version": STATE_VERSION, "fingerprint": fingerprint(requests), "chunk_size": n,
-             "batch_ids": batch_ids, "n_requests": len(requests)}
+             "batch_ids": batch_ids, "n_requests": len(requests), "custom_ids": held}
     new_ids = []
     for i in range(0, len(todo), n):
         body = [{"custom_id": cid, "params": params} for cid, params in todo[i:i + n]]
