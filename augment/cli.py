@@ -159,8 +159,7 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
             args += [flag, json.dumps(value)]
         else:
             args += [flag, str(value)]
-    where.update({m.group(1): f"{path}:{text[: m.start()].count(chr(10)) + 1}"
-                  for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", text, re.M)})
+    where.update({key: f"{path}:{line}" for key, line in lines.items()})
     return args, where
 
 

@@ -155,11 +155,7 @@ class AugmentedSFTTrainer(SFTTrainer):
             asked = resume_from_checkpoint
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None and asked != "last":
-                from .errors import AugtuneError  # the Trainer's own behaviour, in one line
-                raise AugtuneError(f"resume_from_checkpoint: no complete checkpoint in "
-                                   f"{self.args.output_dir} to resume from. Drop the option to "
-                                   "start a new run, or use `last` (resume if there is one, "
-                                   "else start).")
+                raise no_checkpoint_error(self.args.output_dir)  # as the Trainer stops, in one line
         self._check_same_plan(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
@@ -407,7 +403,7 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
                           "rewrites the prompt of prompt/completion (or messages) rows, so map "
                           "your rows to those fields before prepare (its column_mapping, or a "
                           "datasets.map) instead.")
-    data_seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+    data_seed = data_order_seed(args)
     if data.seed != data_seed:
         raise ConfigError(f"train_dataset was prepared with seed={data.seed}, but this SFTConfig "
                           f"orders data with {'data_seed' if args.data_seed is not None else 'seed'}"
@@ -447,6 +443,19 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
                     "consistency_weight": data.aug_cfg.consistency_weight,
                     "consistency_divergence": data.aug_cfg.consistency_divergence}
+
+
+def data_order_seed(args) -> int:
+    """The seed TRL orders data by: `data_seed` when set, else `seed`."""
+    return args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+
+
+def no_checkpoint_error(output_dir):
+    """The one message for resume_from_checkpoint: true with nothing to resume."""
+    from .errors import ConfigError
+    return ConfigError(f"resume_from_checkpoint: no complete checkpoint in {output_dir} to "
+                       "resume from. Drop the option to start a new run, or use `last` (resume "
+                       "if there is one, else start).")
 
 
 def _zero3(trainer) -> bool:

@@ -57,11 +57,9 @@ def check_resume(sft_cfg) -> None:
     """resume_from_checkpoint: true with nothing to resume stops here, before the build and the
     model load (the trainer would stop too, later)."""
     if str(sft_cfg.resume_from_checkpoint).lower() == "true":
-        from augment.trainer import last_complete_checkpoint
+        from augment.trainer import last_complete_checkpoint, no_checkpoint_error
         if last_complete_checkpoint(sft_cfg.output_dir) is None:
-            raise ConfigError(f"resume_from_checkpoint: no complete checkpoint in "
-                              f"{sft_cfg.output_dir} to resume from. Drop the option to start a "
-                              "new run, or use `last` (resume if there is one, else start).")
+            raise no_checkpoint_error(sft_cfg.output_dir)
 
 
 def check_paraphrase_links(data_cfg, split, state=None) -> None:
@@ -82,10 +80,6 @@ def check_paraphrase_links(data_cfg, split, state=None) -> None:
     if lost and (state is None or state.is_main_process):
         print(f"augtune: {len(lost)} of {len(links)} held-out paraphrases name no eval row and are "
               f"left out of the robustness figures (e.g. {', '.join(lost[:3])})", file=sys.stderr)
-
-
-def data_order_seed(sft_cfg) -> int:
-    return sft_cfg.data_seed if sft_cfg.data_seed is not None else sft_cfg.seed
 
 
 def check_output_dir(path: str) -> None:
@@ -135,6 +129,7 @@ def main(argv):
     # ---- variants (built on the main process, broadcast) and the epoch plan -----------------
     from augment.pipeline import prepare
     # The sampler's plans follow TRL's data order seed: data_seed when set, else seed.
+    from augment.trainer import data_order_seed
     data = prepare(data=data_cfg, augment=aug_cfg, seed=data_order_seed(sft_cfg), split=split,
                    state=state, say=say)
     rep = data.sampler.report(0)
