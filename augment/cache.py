@@ -804,6 +804,7 @@ def init_cache_from(path, init) -> bool:
     backup API (a plain file copy could miss pages still in the source's WAL). Returns whether
     it copied."""
     import os
+    import re
     import sqlite3
     if not init or os.path.exists(path):
         return False
@@ -815,10 +816,9 @@ def init_cache_from(path, init) -> bool:
         probe.close()
     except AugtuneError as exc:
         # the cache's own wording is about augment_cache; never advise deleting this file
-        text = (f"augment_cache_init: {exc}"
-                .replace("delete it or point augment_cache elsewhere",
-                         "point augment_cache_init at a variant cache")
-                .replace("augment_cache names the cache file itself", "it names a cache file"))
+        text = re.sub(r"(delete it or )?point augment_cache\s+elsewhere",
+                      "point augment_cache_init at a variant cache", f"augment_cache_init: {exc}")
+        text = text.replace("augment_cache names the cache file itself", "it names a cache file")
         raise AugtuneError(text) from None
     _make_parent(path)
     tmp = f"{path}.init-{os.getpid()}"

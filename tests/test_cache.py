@@ -337,6 +337,14 @@ def test_bad_cache_paths_are_one_line_errors(tmp_path):
         init_cache_from(str(tmp_path / "x.sqlite"), str(text))
     with pytest.raises(AugtuneError, match=r"augment_cache_init: .* is a folder"):
         init_cache_from(str(tmp_path / "x.sqlite"), str(tmp_path))
+    import sqlite3
+    foreign = tmp_path / "foreign.db"  # a SQLite file, but not a cache: no meta table
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
+    for bad in (text, foreign):  # the advice is about augment_cache_init, never augment_cache
+        with pytest.raises(AugtuneError) as err:
+            init_cache_from(str(tmp_path / "x.sqlite"), str(bad))
+        assert str(err.value).endswith("point augment_cache_init at a variant cache.")
+    foreign.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
     with pytest.raises(AugtuneError, match=r"a file stands where its folder should be"):
         VariantCache(text / "c.sqlite").stats("project")
