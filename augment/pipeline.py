@@ -98,8 +98,8 @@ class AugmentedData:
         summary = {"methods": stats, "epochs": epochs, "sampler": self.sampler.report(),
                    "qc": qc_summary(self.aug_cfg)}
         if trainer.is_world_process_zero():
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "augmentation_summary.json").write_text(json.dumps(summary, indent=2))
+            from .atomic import write_text_atomic
+            write_text_atomic(out / "augmentation_summary.json", json.dumps(summary, indent=2))
         return summary
 
 

@@ -156,5 +156,6 @@ def write_report(cache, out_dir, qc_mode: str) -> dict:
               "similarity_mean": {m: float(np.mean(d["accepted"] + d["rejected"]))
                                   for m, d in sims.items() if d["accepted"] + d["rejected"]},
               "plots": ["similarity.png", "acceptance.png", "length_ratio.png"]}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    from .atomic import write_text_atomic
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report

@@ -515,7 +515,9 @@ def item_table(report: dict) -> list[dict]:
 
 
 def write_report(report: dict, path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    """Saved whole or not at all: `--write` replaces a report a kill must not destroy."""
+    from .atomic import write_text_atomic
+    write_text_atomic(path, json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def log_figures(report: dict, prefix: str = "robustness_") -> dict:

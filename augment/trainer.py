@@ -186,10 +186,8 @@ class AugmentedSFTTrainer(SFTTrainer):
                         "Start a new run (another output_dir), or resume against the cache as it "
                         "was then.")
         if self.is_world_process_zero():
-            record.parent.mkdir(parents=True, exist_ok=True)
-            tmp = record.with_name(record.name + ".tmp")
-            tmp.write_text(json.dumps(here) + "\n")
-            os.replace(tmp, record)
+            from .atomic import write_text_atomic
+            write_text_atomic(record, json.dumps(here) + "\n")
 
     def _run_epoch(self, *args, **kwargs):
         # The epoch's plan follows the epoch whatever wraps the sampler: after a resume the

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from augment.atomic import write_text_atomic  # noqa: E402
 from bench.harness import ROOT, Sizes, loadavg, machine, perf, print_table, rnd  # noqa: E402
 from bench.figures import (build, cache, collator, consistency, padding_free, qc, sampler,  # noqa: E402
                            training, vs_trl)
@@ -51,10 +51,7 @@ FIGURES = {
 def _write(out: Path, mach: dict, results: dict) -> dict:
     """The results file, written whole or not at all (`--only` reads it back)."""
     ordered = {"_machine": mach, **{k: results[k] for k in FIGURES if k in results}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(ordered, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(ordered, indent=2) + "\n")
     return ordered
 
 

@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from augment.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 ROBUST = ("original", "avgp", "worst", "spread", "pdr", "consistency")
 COLUMNS = ["config", "mode", "ratio", "methods", "qc", "neftune", "seed", "status", "eval_loss",
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     write_csv(out_root / "results.csv", rows + summary)
     pngs = plot_sweep(rows, out_root)
     if any(r.get("avgp") is not None for r in summary):
-        (out_root / "results.md").write_text(markdown_table(summary))
+        write_text_atomic(out_root / "results.md", markdown_table(summary))
         pngs.append(plot_robustness(rows, summary, out_root))
         print(markdown_table(summary))
         refs = [c.stem for c in configs if _header(c, "reference") is not None]
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
             other = summarize(rows, out_root, ref, args.bootstrap)
             other.sort(key=lambda r: (r["config"] != ref, *rank.get(r["config"], (True, True, 0))))
             path = out_root / f"results_vs_{ref}.md"
-            path.write_text(markdown_table(other, ref))
+            write_text_atomic(path, markdown_table(other, ref))
             print(f"augtune: differences from {ref}: {path}")
     print(f"augtune: wrote {out_root / 'results.csv'} and {', '.join(str(p) for p in pngs)}")
     return 0
@@ -260,12 +262,9 @@ def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
         return row
     row.update(read_metrics(run_dir))
     row["status"] = "ok"
-    run_dir.mkdir(parents=True, exist_ok=True)
     # A run counts as finished by this file alone: write it whole or not at all, so a sweep
     # killed here reruns the run instead of failing on half a file.
-    tmp = result_file.with_name(result_file.name + ".tmp")
-    tmp.write_text(json.dumps(row, indent=2))
-    os.replace(tmp, result_file)
+    write_text_atomic(result_file, json.dumps(row, indent=2))
     return row
 
 

@@ -213,7 +213,8 @@ def write_resolved_config(out: Path, *cfgs) -> None:
     from augment.backends.limits import public_url
     clean = {k: public_url(v) if isinstance(v, str) else v for k, v in merged.items()
              if not any(w in k.lower() for w in SECRET_WORDS) and _plain(v)}
-    (out / "augtune_config.yaml").write_text(yaml.safe_dump(clean, sort_keys=True))
+    from augment.atomic import write_text_atomic
+    write_text_atomic(out / "augtune_config.yaml", yaml.safe_dump(clean, sort_keys=True))
 
 
 def _plain(v) -> bool:

@@ -53,10 +53,8 @@ def _load_state(path: Path) -> dict | None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)  # atomic: a kill leaves the old state or the new one, never half
+    from ..atomic import write_text_atomic
+    write_text_atomic(path, json.dumps(state, indent=1))  # a kill leaves the old state or the new
 
 
 def recorded_custom_ids(path) -> list[str] | None:

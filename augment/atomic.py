@@ -1,0 +1,24 @@
+"""Write a file whole or not at all.
+
+Reports, results and state files are read back by later runs (a resume, a sweep's rerun,
+`augment.robustness --write`); a kill while one is being written must leave the old file or the
+new one, never half of one. The text goes to a sibling temporary file named after this process
+(two processes writing the same file never share one), then `os.replace` swaps it in: atomic on
+one filesystem, which a sibling always is."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically, making its folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding=encoding)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing or replacing failed
+    return path
