@@ -284,7 +284,10 @@ class AugmentConfig:
     refusal_fraction: float = field(
         default=0.0, metadata={"help": "Share of each epoch given to refusal examples."})
     augment_seed: int | None = field(
-        default=None, metadata={"help": "Seed for augmentation choices; defaults to `seed`."})
+        default=None, metadata={"help": "Seed for what variants are made (template and refusal "
+                                "wordings; part of the cache keys); defaults to `seed`. The "
+                                "epoch plans follow the data order seed (`data_seed`, else "
+                                "`seed`)."})
     # --- consistency training (augment/consistency.py) ------------------------------------
     consistency_weight: float = field(
         default=0.0,

@@ -110,8 +110,8 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     """Load `dataset` (a file, folder or hub id in any format augtune reads), build and load
     its variants as `augment` says, and return an `AugmentedData` for the trainer.
 
-    `seed` seeds the split, the augmentation choices (unless `augment.augment_seed` is set) and
-    the sampler's plans: use `SFTConfig.data_seed` if you set it, else `SFTConfig.seed` (the
+    `seed` seeds the split, the sampler's plans and, unless `augment.augment_seed` is set, what
+    variants are made: use `SFTConfig.data_seed` if you set it, else `SFTConfig.seed` (the
     trainer refuses another value: TRL orders data by it). Give `data` (a DataConfig)
     instead of the keyword arguments for every data option; `split` skips loading (the recipe
     has already loaded it to check the data before anything expensive)."""

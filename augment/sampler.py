@@ -418,12 +418,14 @@ class RatioSampler(torch.utils.data.Sampler[int]):
     @classmethod
     def from_config(cls, cfg, n_rows: int, variants: VariantTable | None,
                     refusals: RefusalTable | None, seed: int, shuffle: bool = True):
-        """Build from an `AugmentConfig`; `seed` is `cfg.augment_seed` or the run's seed."""
+        """Build from an `AugmentConfig`. `seed` is the run's data order seed (TRL's `data_seed`,
+        else `seed`), never `cfg.augment_seed`: that one seeds what variants are made (and is
+        part of their cache keys), so fixing it to keep a cache must not pin the data order."""
         return cls(n_rows, variants, refusals,
                    augmented_per_original=cfg.augmented_per_original,
                    max_augmented_fraction=cfg.max_augmented_fraction,
                    augment_mode=cfg.augment_mode, method_weights=cfg.weights,
                    refusal_fraction=cfg.refusal_fraction,
-                   seed=cfg.augment_seed if cfg.augment_seed is not None else seed,
+                   seed=seed,
                    shuffle=shuffle,
                    consistency_pairs=cfg.consistency_pairs)

@@ -61,6 +61,34 @@ def test_formatting_func_and_a_seed_the_plan_does_not_follow_are_refused(tiny_mo
     _trainer(tiny_model_dir, tmp_path, _data(tmp_path, seed=9), data_seed=9)  # agreeing: fine
 
 
+def test_the_plans_follow_the_data_order_seed_not_augment_seed(tmp_path):
+    """augment_seed fixes what variants are made (a cache's keys); the epoch plans follow the
+    seed prepare is given, which the trainer checks against data_seed. When the sampler took
+    augment_seed instead, data_seed changed nothing (train/sft.py always sets augment_seed)."""
+    import numpy as np
+    a = _data(tmp_path, seed=7, augment_seed=42)
+    b = _data(tmp_path, seed=42, augment_seed=42)
+    assert a.sampler.seed == 7 and b.sampler.seed == 42
+    assert not np.array_equal(a.sampler.plan(0), b.sampler.plan(0))
+
+
+def test_sft_recipe_plans_from_data_seed(tmp_path):
+    """train/sft.py: seed 7, data_seed 9 -> variants made with 7, plans from 9."""
+    import importlib.util
+    from pathlib import Path
+
+    from augment.trainer import data_order_seed
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("augtune_sft_seed", root / "train" / "sft.py")
+    sft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft)
+    _, aug_cfg, sft_cfg, _ = sft.parse(["--config", str(root / "configs/tiny.yaml"), "--seed", "7",
+                                        "--data_seed", "9", "--output_dir", str(tmp_path)])
+    assert aug_cfg.augment_seed == 7 and data_order_seed(sft_cfg) == 9
+    assert _data(tmp_path, seed=data_order_seed(sft_cfg),
+                 augment_seed=aug_cfg.augment_seed).sampler.seed == 9
+
+
 def test_pad_token_examples_count_and_resume_as_in_trl(tiny_model_dir, tmp_path):
     """A tokenizer without a pad token gets EOS as pad on the tokenizer, the model config and
     the generation config (TRL's rule when it makes the collator); the Trainer counts an epoch
