@@ -75,11 +75,11 @@ def load_rows(data_cfg, seed: int = 42) -> DataSplit:
         train = [r for i, r in enumerate(train) if i not in held]
     else:
         eval_rows = []
-    # Leakage guard: a train row whose prompt equals an eval prompt would train on the eval set.
-    eval_prompts = {_norm(r.prompt) for r in eval_rows}
-    dup = [r for r in train if _norm(r.prompt) in eval_prompts]
+    # Leakage guard: a train row whose input equals an eval row's would train on the eval set.
+    eval_inputs = {_input_key(r) for r in eval_rows}
+    dup = [r for r in train if _input_key(r) in eval_inputs]
     if dup:
-        train = [r for r in train if _norm(r.prompt) not in eval_prompts]
+        train = [r for r in train if _input_key(r) not in eval_inputs]
     if not train:
         raise InputError("no training rows left after loading and splitting",
                          file=data_cfg.dataset_name, fix="Check the file and eval_fraction")
@@ -96,6 +96,13 @@ def load_rows(data_cfg, seed: int = 42) -> DataSplit:
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _input_key(row: Row) -> tuple:
+    """What the model is given for `row`: the last user turn and, for a conversation, every
+    message before it. Two conversations that end with the same follow-up ("Thanks!") are
+    different examples."""
+    return tuple((role, _norm(text)) for role, text in row.context) + (_norm(row.prompt),)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -196,7 +203,7 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
                                           file=str(path), line=lineno,
                                           fix="This looks like a JSON array: name the file .json, "
                                           "or write one object per line" if array else
-                                          "Fix or remove that line (or --skip_bad_rows true)"),
+                                          "Fix or remove that line (or skip_bad_rows: true)"),
                                skip_bad, skipped)
                 continue
             if not isinstance(rec, dict):
@@ -287,8 +294,8 @@ def split_line(report: dict) -> str:
             f"{report['eval_paraphrase_rows']} held-out paraphrases"
             + (f"; skipped {report['skipped_total']} bad rows: {report['skipped']}"
                if report["skipped_total"] else "")
-            + (f"; removed {report['removed_train_duplicates_of_eval']} train rows duplicating "
-               "eval prompts" if report["removed_train_duplicates_of_eval"] else ""))
+            + (f"; removed {report['removed_train_duplicates_of_eval']} train rows whose input "
+               "equals an eval row's" if report["removed_train_duplicates_of_eval"] else ""))
 
 
 def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict,
@@ -305,7 +312,7 @@ def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict,
                     f"cannot tell the format from the columns {sorted(data)}", file=rec.file,
                     line=rec.line, fix="Use prompt/completion, messages, instruction/input/output "
                     "or instruction/context/response, or map columns with "
-                    "--column_mapping 'question=prompt' 'answer=completion'")
+                    "column_mapping: ['question=prompt', 'answer=completion']")
         try:
             rows.append(_to_row(fmt, data, rec))
         except InputError as err:
@@ -318,15 +325,15 @@ def _text(data: dict, key: str, rec: _Record, optional: bool = False) -> str:
         if optional:
             return ""
         raise InputError("missing", file=rec.file, line=rec.line, field=key,
-                         fix="Every row needs it (or use --skip_bad_rows true to skip such rows)")
+                         fix="Every row needs it (or use skip_bad_rows: true to skip such rows)")
     value = data[key]
     if not isinstance(value, str):
         raise InputError(f"expected a string, got {type(value).__name__}", file=rec.file,
                          line=rec.line, field=key,
-                         fix="Write it as text in quotes (or --skip_bad_rows true to skip such rows)")
+                         fix="Write it as text in quotes (or skip_bad_rows: true to skip such rows)")
     if not value.strip() and not optional:
         raise InputError("empty text", file=rec.file, line=rec.line, field=key,
-                         fix="Fill it in or remove the row (or --skip_bad_rows true)")
+                         fix="Fill it in or remove the row (or skip_bad_rows: true)")
     if len(value) > MAX_FIELD_CHARS:
         raise InputError(f"text is {len(value):,} characters, above the {MAX_FIELD_CHARS:,} limit",
                          file=rec.file, line=rec.line, field=key,
@@ -349,7 +356,7 @@ def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
     if data.get(key) is None:  # a row in another format than the file's first row
         raise InputError(f"missing (the file's first row is in the {fmt} format)", file=rec.file,
                          line=rec.line, field=key,
-                         fix="Give every row the same format (or --skip_bad_rows true to skip such rows)")
+                         fix="Give every row the same format (or skip_bad_rows: true to skip such rows)")
     messages = _conversation(data[key], rec, key, sharegpt=fmt == "sharegpt")
     user, answer = messages[-2][1], messages[-1][1]
     # A plain user/assistant pair stays a plain row (same cache keys as prompt/completion data);
@@ -395,7 +402,7 @@ def _conversation(msgs, rec: _Record, key: str, sharegpt: bool) -> tuple:
             raise InputError(f"message {i} is a tool or function call ({role_key}={raw!r}), "
                              "which augtune does not train on yet", file=rec.file, line=rec.line,
                              field=key, fix="Drop the tool messages and the turns that depend on "
-                             "them, or --skip_bad_rows true to skip such rows")
+                             "them, or skip_bad_rows: true to skip such rows")
         if role not in ("system", "user", "assistant"):
             raise InputError(f"message {i} has {role_key}={raw!r}; expected "
                              + ("system, human or gpt" if sharegpt else "system, user or assistant"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,8 +106,8 @@ class AugmentedData:
 
 def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
             eval_dataset: str | None = None, eval_paraphrases: str | None = None,
-            max_rows: int | None = None, seed: int = 42, data: DataConfig | None = None,
-            split=None, state=None, say=print) -> AugmentedData:
+            max_rows: int | None = None, eval_fraction: float | None = None, seed: int = 42,
+            data: DataConfig | None = None, split=None, state=None, say=print) -> AugmentedData:
     """Load `dataset` (a file, folder or hub id in any format augtune reads), build and load
     its variants as `augment` says, and return an `AugmentedData` for the trainer.
 
@@ -114,7 +115,9 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     variants are made: use `SFTConfig.data_seed` if you set it, else `SFTConfig.seed` (the
     trainer refuses another value: TRL orders data by it). Give `data` (a DataConfig)
     instead of the keyword arguments for every data option; `split` skips loading (the recipe
-    has already loaded it to check the data before anything expensive)."""
+    has already loaded it to check the data before anything expensive). Without `eval_dataset`,
+    `eval_fraction` of the rows (default 0.1) is held out as the eval set; pass 0 when the
+    trainer gets its own eval set."""
     from accelerate import PartialState
 
     from .conversation import TurnUnits
@@ -125,17 +128,30 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     from .variants import RefusalTable, VariantTable
 
     if data is None:
+        for name, value in (("dataset", dataset), ("eval_dataset", eval_dataset),
+                            ("eval_paraphrases", eval_paraphrases)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise AugtuneError(
+                    f"prepare({name}=...) takes a file, a folder or a hub id, not a "
+                    f"{type(value).__name__}: augtune reads the rows itself (errors name file and "
+                    "line; row ids stay stable across runs). Write it out first, e.g. "
+                    "ds.to_json('train.jsonl') for a datasets.Dataset, and pass the path.")
         if not dataset:
             raise AugtuneError("prepare() needs a dataset: a file, a folder or a hub id.")
-        data = DataConfig(dataset_name=dataset, eval_dataset_name=eval_dataset,
-                          eval_paraphrases_file=eval_paraphrases, max_rows=max_rows)
+        extra = {} if eval_fraction is None else {"eval_fraction": eval_fraction}
+        data = DataConfig(dataset_name=str(dataset), eval_dataset_name=eval_dataset and str(eval_dataset),
+                          eval_paraphrases_file=eval_paraphrases and str(eval_paraphrases),
+                          max_rows=max_rows, **extra)
     aug = dataclasses.replace(augment or AugmentConfig())
     if aug.augment_seed is None:
         aug.augment_seed = seed
     state = state or PartialState()
     if split is None:
+        from .data import split_line
         aug.check_api_keys()
         split = load_rows(data, seed=seed)
+        if state.is_main_process:
+            say("augtune: " + split_line(split.report))
     check_pair_format(aug, split)
     methods = (list(aug.augment_methods)
                if aug.augmented_per_original > 0 or aug.refusal_fraction > 0 else [])
@@ -272,6 +288,25 @@ def _eval_item(f: dict) -> dict:
     raise AugtuneError(f"an eval row has fields {sorted(f)}: eval sets need prompt/completion "
                        "(text, or lists of chat messages) or messages; text-only and "
                        "pre-tokenised eval sets are not read with augmentation.")
+
+
+def check_eval_dataset(eval_dataset) -> None:
+    """An eval set given to the trainer, checked when the trainer is made rather than at the
+    first evaluation (`eval_steps` into training): its first row must be one `_eval_item`
+    reads (a datasets.Dataset's columns have one type each). A dict of eval sets (TRL's
+    `eval_dataset={name: ds}`) is checked per set."""
+    from .errors import ConfigError
+    sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [(None, eval_dataset)]
+    for name, ds in sets:
+        label = "eval_dataset" + (f"[{name!r}]" if name is not None else "")
+        try:
+            if len(ds):
+                _eval_item(ds[0])
+        except AugtuneError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        except (TypeError, KeyError, IndexError):
+            raise ConfigError(f"{label}: a {type(ds).__name__} is not a dataset of rows; give a "
+                              "datasets.Dataset of prompt/completion or messages rows.") from None
 
 
 def _as_eval(rows):

@@ -427,7 +427,13 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
             model if isinstance(model, str) else model.config._name_or_path,
             revision=init.get("revision"),
             trust_remote_code=init.get("trust_remote_code", getattr(args, "trust_remote_code", None)))
+    from .pipeline import IndexedCollator, check_eval_dataset
     made_collator = kwargs.get("data_collator") is None
+    if not made_collator and not isinstance(kwargs["data_collator"], IndexedCollator):
+        raise ConfigError("data_collator: with train_dataset=augment.prepare(...) the batches are "
+                          "made by augtune's collator (it turns each planned index into an "
+                          "original or a variant, then tokenises, masks and pads with TRL's); "
+                          "drop data_collator, or pass data.collator(tokenizer, args).")
     if made_collator:
         # TRL's rule when it makes the collator: the tokenizer's pad, else its EOS (SFTConfig's
         # pad_token is refused by check_sft_config); the model gets it too (see __init__).
@@ -437,6 +443,14 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
     kwargs["train_dataset"] = data.train_dataset()
     if kwargs.get("eval_dataset") is None:
         kwargs["eval_dataset"] = data.eval_dataset()
+    else:
+        check_eval_dataset(kwargs["eval_dataset"])
+        held = len(data.split.eval) if not data.data_cfg.eval_dataset_name else 0
+        if held and args.process_index == 0:
+            print(f"augtune: prepare held out {held} training rows as its eval set "
+                  f"(eval_fraction {data.data_cfg.eval_fraction}), but eval_dataset is given "
+                  "here: those rows neither train nor evaluate. Call prepare(..., "
+                  "eval_fraction=0) to train on them.", flush=True)
     return kwargs, {"ratio_sampler": data.sampler, "pad_model": made_collator,
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
                     "consistency_weight": data.aug_cfg.consistency_weight,

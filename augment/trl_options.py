@@ -76,7 +76,7 @@ OPTIONS: list[Option] = [
     Option("dataset_text_field", "refused", "augtune reads prompt/completion rows",
            lambda c: c.dataset_text_field != "text",
            "dataset_text_field cannot combine with augmentation: variants are made from "
-           "prompt/completion pairs; map your columns with --column_mapping instead.", "content"),
+           "prompt/completion pairs; map your columns with column_mapping (DataConfig, or the config file) instead.", "content"),
     Option("shuffle_dataset", "refused", "the ratio sampler orders every epoch from (seed, epoch)",
            lambda c: bool(c.shuffle_dataset),
            "shuffle_dataset=True cannot combine with augmentation: the ratio sampler already "

@@ -89,6 +89,24 @@ def test_eval_duplicates_of_train_are_removed_and_reported(tmp_path):
     assert GOOD[0]["prompt"] not in {r.prompt for r in split.train}
 
 
+def test_conversations_ending_alike_are_not_duplicates(tmp_path):
+    """The guard compares what the model is given: a conversation's last user turn with the
+    turns before it. Keying on the last turn alone dropped every train conversation that ended
+    with the eval set's "Thanks!" (a review lost half of a chat set that way)."""
+    def chat(topic, last="Thanks!"):
+        return {"messages": [{"role": "user", "content": f"How do I {topic}?"},
+                             {"role": "assistant", "content": f"To {topic}, open settings."},
+                             {"role": "user", "content": last},
+                             {"role": "assistant", "content": "You're welcome."}]}
+    train = jsonl(tmp_path / "t.jsonl", [chat(t) for t in ("reset my password", "export data",
+                                                            "delete my account")])
+    ev = jsonl(tmp_path / "e.jsonl", [chat("change my e-mail"), chat("EXPORT  data")])
+    split = load_rows(DataConfig(dataset_name=train, eval_dataset_name=ev))
+    assert split.report["removed_train_duplicates_of_eval"] == 1  # the same conversation, re-cased
+    assert sorted(r.messages[0][1] for r in split.train) == ["How do I delete my account?",
+                                                            "How do I reset my password?"]
+
+
 # ------------------------------------------------------------------ bad input, in-process
 
 BAD_CASES = {
@@ -177,7 +195,7 @@ def test_skip_bad_rows_also_skips_lines_that_are_not_json(tmp_path):
     split = load_rows(cfg(str(path), eval_fraction=0, skip_bad_rows=True))
     assert len(split.train) == 2 and split.report["skipped_total"] == 2
     assert any("broken JSON" in k for k in split.report["skipped"]), split.report["skipped"]
-    with pytest.raises(InputError, match=r"s\.jsonl:2: broken JSON .*--skip_bad_rows true"):
+    with pytest.raises(InputError, match=r"s\.jsonl:2: broken JSON .*skip_bad_rows: true"):
         load_rows(cfg(str(path), eval_fraction=0))
 
 
@@ -471,6 +489,66 @@ def test_config_marks_follow_the_last_setter_and_non_finite_values_are_refused(t
         parse_config(["--config", nan], types)
     with pytest.raises(ConfigError, match=r"lora_dropout=inf is not a finite number"):
         parse_config(["--config", one, "--lora_dropout", "inf"], types)
+
+
+def _parse(tmp_path, text, *argv, files=()):
+    from trl import ModelConfig, SFTConfig
+
+    from augment.cli import parse_config
+    for name, body in files:
+        write(tmp_path / name, body)
+    y = write(tmp_path / "c.yaml", text)
+    return parse_config(["--config", y, *argv], (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
+
+
+BASE = "output_dir: o\nbf16: false\n"
+
+
+def test_only_number_settings_are_checked_for_nan_and_inf(tmp_path):
+    """`run_name: inf` is a name; an unknown key with .nan is named as unknown; max_grad_norm
+    takes +inf (clip nothing, still log the norm, as TRL and torch allow), never NaN or -inf."""
+    assert _parse(tmp_path, BASE + "run_name: inf\n")[2].run_name == "inf"
+    assert _parse(tmp_path, "bf16: false\noutput_dir: nan\n")[2].output_dir == "nan"
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown config key 'lerning_rate'"):
+        _parse(tmp_path, BASE + "lerning_rate: .nan\n")
+    assert _parse(tmp_path, BASE + "max_grad_norm: .inf\n")[2].max_grad_norm == float("inf")
+    assert _parse(tmp_path, BASE, "--max_grad_norm", "inf")[2].max_grad_norm == float("inf")
+    for bad in (".nan", "-.inf"):
+        with pytest.raises(ConfigError, match=r"c\.yaml:3: max_grad_norm=-?(nan|inf) is not a finite"):
+            _parse(tmp_path, BASE + f"max_grad_norm: {bad}\n")
+    with pytest.raises(ConfigError, match=r"^learning_rate=nan is not a finite number"):
+        _parse(tmp_path, BASE + "learning_rate: 0.1\n", "--learning_rate", "nan")  # no YAML line
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: max_length=inf is not a finite"):
+        _parse(tmp_path, BASE + "max_length: .inf\n")
+
+
+def test_an_empty_yaml_value_means_what_none_means_on_the_command_line(tmp_path):
+    """`max_length:` (or null, ~) is None like `--max_length None` (no truncation); a misspelled
+    empty key is an unknown key; an empty key over a base file's value unsets it or names the
+    base's value (what removing the line gives), not the parser default."""
+    for empty in ("", " null", " ~"):
+        assert _parse(tmp_path, BASE + f"max_length:{empty}\n")[2].max_length is None
+    assert _parse(tmp_path, BASE, "--max_length", "None")[2].max_length is None
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown config key 'lerning_rate'\. Did you mean"):
+        _parse(tmp_path, BASE + "lerning_rate:\n")
+    base = [("b.yaml", BASE + "dataset_name: mine.jsonl\nmax_length: 10\neval_dataset_name: e.jsonl\n")]
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: 'dataset_name' has no value; give one, or "
+                                          r"remove the line for the value from .*b\.yaml:3 \('mine\.jsonl'\)\.$"):
+        _parse(tmp_path, "base: b.yaml\ndataset_name:\n", files=base)
+    data, _, sft, _ = _parse(tmp_path, "base: b.yaml\nmax_length:\neval_dataset_name:\n", files=base)
+    assert sft.max_length is None and data.eval_dataset_name is None and data.dataset_name == "mine.jsonl"
+    assert _parse(tmp_path, BASE + 'run_name: "null"\n')[2].run_name == "null"  # quoted: text
+
+
+def test_duplicate_keys_are_found_by_the_yaml_parser(tmp_path):
+    """A quoted string over two lines is one value, not two keys; `"seed"` and `seed` are the same
+    key; lines in messages come from the parsed nodes."""
+    parsed = _parse(tmp_path, BASE + 'run_name: "a\nseed: b"\nseed: 3\n')
+    assert parsed[2].run_name == "a seed: b" and parsed[2].seed == 3
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: 'seed' is set twice \(first at line 3\); keep one"):
+        _parse(tmp_path, BASE + '"seed": 1\nseed: 2\n')
+    with pytest.raises(ConfigError, match=r"c\.yaml:5: unknown config key 'lerning_rate'"):
+        _parse(tmp_path, BASE + 'run_name: "a\nb"\nlerning_rate: 3\n')
 
 
 def test_pair_format_trl_is_refused_for_conversation_data(tmp_path):

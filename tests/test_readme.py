@@ -71,7 +71,7 @@ def test_demo_command_on_bad_rows_fails_fast_with_one_line(tmp_path):
         assert "Traceback" not in out.stderr + out.stdout, out.stderr[-2000:]
         lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
         assert lines == [f"augtune: error: {bad}:2, field 'completion': missing. Every row needs it "
-                         "(or use --skip_bad_rows true to skip such rows)"], lines
+                         "(or use skip_bad_rows: true to skip such rows)"], lines
 
 
 @pytest.mark.heavy

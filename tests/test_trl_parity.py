@@ -125,3 +125,49 @@ def test_eval_sets_in_trl_conversational_forms_are_evaluated(tiny_model_dir, tmp
     assert msgs["eval_loss"] > 0 and split["eval_loss"] == pytest.approx(msgs["eval_loss"])
     with pytest.raises(AugtuneError, match="eval row has fields"):
         trainer.evaluate(Dataset.from_list([{"text": "Hi? Hello."}] * 2))
+
+
+def test_library_inputs_a_trl_user_brings_are_refused_or_reported_up_front(tiny_model_dir,
+                                                                          tmp_path, capsys):
+    """From a review written as a plain-TRL user: a datasets.Dataset handed to prepare, their own
+    data_collator, and a text-only eval set each stop with one line when the trainer is made
+    (the collator failed with KeyError 'input_ids' at the first step, the eval set at the first
+    evaluation); prepare says what loading kept; rows held out by eval_fraction while the
+    trainer gets its own eval set are reported, and eval_fraction=0 keeps them for training."""
+    from datasets import Dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    import augment
+    with pytest.raises(AugtuneError, match=r"prepare\(dataset=\.\.\.\) .* not a Dataset.*to_json"):
+        augment.prepare(Dataset.from_dict({"prompt": ["a"], "completion": ["b"]}))
+    said = []
+    rows = [{"prompt": f"How do I reset the password of account {i}?",
+             "completion": f"Open settings for account {i}."} for i in range(10)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = augment.AugmentConfig(augment_methods=["templates"], templates_on_the_fly=True,
+                                augment_cache=str(tmp_path / "c.sqlite"))
+    held = augment.prepare(str(path), cfg, say=said.append)
+    assert said[0] == "augtune: 9 train rows, 1 eval rows, 0 held-out paraphrases"
+    kept = augment.prepare(str(path), cfg, eval_fraction=0, say=said.append)
+    assert len(kept.split.train) == 10 and not kept.split.eval
+    with pytest.raises(ConfigError, match="data_collator: .*drop data_collator"):
+        augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=held,
+                                    data_collator=DataCollatorForLanguageModeling(pad_token_id=0))
+    with pytest.raises(ConfigError, match=r"eval_dataset: an eval row has fields \['text'\]"):
+        augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=held,
+                                    eval_dataset=Dataset.from_dict({"text": ["a b"]}))
+    capsys.readouterr()
+    own_eval = Dataset.from_dict({"prompt": ["x?"], "completion": ["y."]})
+    augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=held,
+                                eval_dataset=own_eval)
+    assert "held out 1 training rows" in capsys.readouterr().out
+    augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=kept,
+                                eval_dataset=own_eval)
+    assert "held out" not in capsys.readouterr().out
+
+
+def _args(tmp_path):
+    from trl import SFTConfig
+    return SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none",
+                     max_length=64, per_device_train_batch_size=4, seed=42)
