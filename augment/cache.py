@@ -187,7 +187,7 @@ class VariantCache:
                                "`python -m augment.build --config CONFIG`.")
         try:
             if self.readonly:
-                con = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True, timeout=60,
+                con = sqlite3.connect(_readonly_uri(p), uri=True, timeout=60,
                                       isolation_level=None, check_same_thread=False)
             else:
                 _make_parent(p)
@@ -823,7 +823,7 @@ def init_cache_from(path, init) -> bool:
     _make_parent(path)
     tmp = f"{path}.init-{os.getpid()}"
     try:
-        src = sqlite3.connect(f"file:{init}?mode=ro", uri=True)
+        src = sqlite3.connect(_readonly_uri(init), uri=True)
         dst = sqlite3.connect(tmp)
         try:
             with dst:
@@ -841,6 +841,12 @@ def init_cache_from(path, init) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return True
+
+
+def _readonly_uri(path) -> str:
+    """A read-only SQLite URI for `path`. `as_uri` percent-encodes: a "#", "?" or "%" written
+    raw into "file:..." would end the path (cache#1.sqlite opened, and created, "cache")."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
 
 
 def _make_parent(path) -> None:

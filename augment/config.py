@@ -469,9 +469,9 @@ def _check_url(name: str, url: str | None, credentials_allowed: bool = False) ->
     (`credentials_allowed`) may carry them; either way a message shows it without them."""
     if url is None:
         return
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import urlsplit
 
-    from .backends.limits import public_url
+    from .backends.limits import public_url, secret_params
     shown = public_url(str(url))
     try:
         parts = urlsplit(str(url))
@@ -484,11 +484,12 @@ def _check_url(name: str, url: str | None, credentials_allowed: bool = False) ->
                           "http://localhost:8000/v1.")
     if credentials_allowed:
         return
-    keyish = {"key", "api_key", "apikey", "api-key", "auth_key", "token", "access_token",
-              "password", "secret", "subscription-key", "subscription_key", "x-api-key", "sig",
-              "signature"}
-    if parts.username or parts.password or keyish & {k.lower() for k in parse_qs(parts.query)}:
-        raise ConfigError(f"{name} carries credentials; put the key in the environment "
+    # the same rule as public_url's (limits.is_secret_param): whatever it would mask in a
+    # message is refused here, so it never reaches the saved config
+    params = secret_params(str(url))
+    if parts.username or parts.password or params or shown != str(url):
+        what = f" (parameter {', '.join(dict.fromkeys(params))})" if params else ""
+        raise ConfigError(f"{name} carries credentials{what}; put the key in the environment "
                           "(OPENAI_API_KEY, LIBRE_API_KEY) instead: the config is saved with the "
                           "run, and keys never go into saved configs.")
 

@@ -348,3 +348,34 @@ def test_bad_cache_paths_are_one_line_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
     with pytest.raises(AugtuneError, match=r"a file stands where its folder should be"):
         VariantCache(text / "c.sqlite").stats("project")
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("name", ["cache#1.sqlite", "c?mode=rw.sqlite", "c%41 b#2?x%3F.sqlite"])
+def test_a_cache_path_with_uri_characters_opens_readonly_and_inits(tmp_path, name):
+    """A SQLite URI built by pasting the path in: "#", "?" and "%" ended it, so
+    augment_cache_init: cache#1.sqlite opened (and created) "cache", and copied an empty
+    database without error. The path is percent-encoded: the right file, read-only, no stray."""
+    from augment.cache import init_cache_from
+    folder = tmp_path / "odd #dir ?a %20"
+    folder.mkdir()
+    src = folder / name
+    c = VariantCache(src)
+    a = req("How do I reset my password?")
+    put(c, a, ["How can I reset my password?", "Password reset: how?"])
+    c.close()
+    ro = VariantCache(src, readonly=True)
+    assert [v["text"] for v in ro.get(a)["variants"]] == ["How can I reset my password?",
+                                                          "Password reset: how?"]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro._conn().execute("DELETE FROM variants")
+    ro.close()
+    dst = tmp_path / "copy.sqlite"
+    assert init_cache_from(str(dst), str(src))
+    copy = VariantCache(dst)
+    assert copy.get(a) == VariantCache(src, readonly=True).get(a) and copy.get(a) is not None
+    copy.close()
+    # only the source (and SQLite's -wal/-shm beside it) and the copy: no file named by a cut path
+    assert {p.name for p in tmp_path.iterdir()} <= {folder.name, "copy.sqlite", "copy.sqlite-wal",
+                                                    "copy.sqlite-shm"}
+    assert {p.name for p in folder.iterdir()} <= {name, name + "-wal", name + "-shm"}

@@ -243,3 +243,85 @@ def test_unknown_model_costs_zero_with_a_flag():
     assert float(c) == 0.0 and isinstance(c, Cost) and c.known is False
     assert price_for("qwen2.5-7b") is None
     assert describe(c) == "price unknown" and describe(cost("claude-haiku-4-5", 1, 1)).startswith("$")
+
+
+# ---- URL credentials: one rule for public_url and the config's URL check ---------------------
+
+_SECRET_PARAMS = ["key", "api_key", "apikey", "api-key", "x-api-key", "x-goog-api-key", "auth_key",
+                  "auth-key", "subscription-key", "token", "access_token", "access-token",
+                  "refresh_token", "id_token", "private_token", "client_secret", "secret",
+                  "password", "sig", "signature", "code", "X-Amz-Signature",
+                  "X-Amz-Security-Token", "X-Amz-Credential", "X-Goog-Signature", "API_KEY",
+                  "Client-Secret", "api%5Fkey"]
+_ORDINARY_PARAMS = ["api-version", "api_version", "deployment", "model", "region", "format",
+                    "lang", "q", "from", "to", "scope", "version", "project", "location", "alt",
+                    "stream", "timeout", "user", "max_tokens", "tokenizer", "keyword",
+                    "country_code"]
+
+
+@pytest.mark.parametrize("param", _SECRET_PARAMS)
+def test_a_secret_param_is_masked_by_public_url_and_refused_in_the_config(param):
+    """public_url (logs, error messages, the cache's failure reasons) and the config's URL check
+    used two lists that disagreed: the check let x-goog-api-key, access-token, auth-key and code
+    through (and the config saved them), and neither knew client_secret, refresh_token,
+    id_token, private_token or the X-Amz-* signature. One rule now: what one masks, the other
+    refuses."""
+    from augment.backends.limits import is_secret_param, public_url
+    from augment.config import ConfigError, _check_url
+    assert is_secret_param(param)
+    url = f"https://api.example.com/v1?api-version=2024-02-01&{param}=CANARY-77&lang=en"
+    assert public_url(url) == \
+        f"https://api.example.com/v1?api-version=2024-02-01&{param}=***&lang=en"
+    with pytest.raises(ConfigError, match=r"^llm_base_url carries credentials") as info:
+        _check_url("llm_base_url", url)
+    assert "CANARY" not in str(info.value) and "\n" not in str(info.value)
+    _check_url("OPENAI_BASE_URL", url, credentials_allowed=True)  # the environment may hold keys
+
+
+@pytest.mark.parametrize("param", _ORDINARY_PARAMS)
+def test_ordinary_base_url_params_are_neither_masked_nor_refused(param):
+    """Azure / OpenAI-compatible servers need api-version (and deployment, model...) in the
+    base URL: those stay in messages and are allowed in the config."""
+    from augment.backends.limits import is_secret_param, public_url
+    from augment.config import _check_url
+    assert not is_secret_param(param)
+    url = f"https://api.example.com/v1?{param}=2024-02-01"
+    assert public_url(url) == url
+    _check_url("llm_base_url", url)
+
+
+@pytest.mark.parametrize("text,shown", [
+    # the reported case: the userinfo regex ran on to the e-mail's "@", dropping host and field
+    ('{"url":"http://localhost:8000","contact":"ops@example.com"}',
+     '{"url":"http://localhost:8000","contact":"ops@example.com"}'),
+    ("{'url': 'http://localhost:8000', 'contact': 'ops@example.com'}",
+     "{'url': 'http://localhost:8000', 'contact': 'ops@example.com'}"),
+    ('{"base_url": "http://u:pw-CANARY@h:1/v1?api-version=1&api-key=K-CANARY", "by": "a@b.c"}',
+     '{"base_url": "http://***@h:1/v1?api-version=1&api-key=***", "by": "a@b.c"}'),
+    # log lines
+    ("INFO HTTP Request: POST http://localhost:8000/v1/chat user=ops@example.com",
+     "INFO HTTP Request: POST http://localhost:8000/v1/chat user=ops@example.com"),
+    ('host=http://localhost:8000,owner=ops@example.com',
+     'host=http://localhost:8000,owner=ops@example.com'),
+    ("<http://localhost:8000><ops@example.com>", "<http://localhost:8000><ops@example.com>"),
+    ("[http://localhost:8000](mailto:ops@example.com)",
+     "[http://localhost:8000](mailto:ops@example.com)"),
+    ('DEBUG "GET /v2/translate?auth_key=dl-CANARY&text=hi HTTP/1.1" 200',
+     'DEBUG "GET /v2/translate?auth_key=***&text=hi HTTP/1.1" 200'),
+    # error messages
+    ("connection error: http://alice:s3cret-CANARY@localhost:8000/v1 refused; ask ops@example.com",
+     "connection error: http://***@localhost:8000/v1 refused; ask ops@example.com"),
+    ("base_url='http://localhost:8000' (reported by ops@example.com)",
+     "base_url='http://localhost:8000' (reported by ops@example.com)"),
+    ("presigned https://b.s3.amazonaws.com/o?X-Amz-Date=1&X-Amz-Signature=CANARY expired",
+     "presigned https://b.s3.amazonaws.com/o?X-Amz-Date=***&X-Amz-Signature=*** expired"),
+    ("oauth redirect http://h/cb#access_token=CANARY&state=s",
+     "oauth redirect http://h/cb#access_token=***&state=s"),
+    # a password may hold a raw "@": the userinfo ends at the last "@" before the host
+    ("https://user:p@ss-CANARY@host/x?q=1", "https://***@host/x?q=1"),
+    ("https://user:p@ss@CANARY@host:8443", "https://***@host:8443"),
+])
+def test_public_url_masks_credentials_and_leaves_the_text_around_a_url(text, shown):
+    from augment.backends.limits import public_url, redact
+    assert public_url(text) == shown
+    assert redact(text, []) == shown

@@ -274,19 +274,51 @@ def is_httpx_connect_error(cause) -> bool:
     return cause is not None and any(c.__name__ == "ConnectError" for c in type(cause).__mro__)
 
 
-#: user:password@ in a URL, and query parameters that carry a key.
-# userinfo up to the LAST "@" before the path: a password may hold a raw "@"
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
-_URL_KEY_PARAM = re.compile(r"(?i)([?&](?:[a-z-]*api[_-]?key|auth[_-]?key|key|token|"
-                            r"access[_-]?token|password|secret|subscription[_-]?key|sig|"
-                            r"signature|code)=)[^&#\s\"']+")
+#: Query parameters that carry a key, a token, a password or a signature. One rule, used by
+#: `public_url` (masks them in logs, error messages, the cache's failure reasons) and by the
+#: config's URL check (refuses a configured URL that has one: the config is saved with the run).
+_SECRET_PARAM_NAMES = frozenset({
+    "key", "sig", "code", "auth", "jwt", "pass", "passwd", "pwd", "x_goog_credential"})
+_SECRET_PARAM_SUFFIXES = ("key", "secret", "token", "signature", "password")
+_SECRET_PARAM_PREFIXES = ("x_amz_",)
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query parameter named `name` carries a secret: API keys (`key`, `api-key`,
+    `x-goog-api-key`, `subscription-key`, DeepL's `auth_key`), tokens (`access_token`,
+    `refresh_token`, `id_token`, `private_token`), `client_secret`, passwords, signatures (`sig`,
+    `X-Goog-Signature`) and every AWS SigV4 `X-Amz-*` parameter. Case-insensitive; "-" and "_"
+    are the same; a percent-encoded name is decoded first. Ordinary base-URL parameters
+    (`api-version`, `deployment`, `model`, `region`, `format`, `lang`) are not secrets."""
+    from urllib.parse import unquote_plus
+    n = unquote_plus(name).strip().lower().replace("-", "_")
+    return (n in _SECRET_PARAM_NAMES or n.endswith(_SECRET_PARAM_SUFFIXES)
+            or n.startswith(_SECRET_PARAM_PREFIXES))
+
+
+#: user:password@ in a URL. The userinfo ends at the LAST "@" before the host (a password may
+#: hold a raw "@"), but it never holds "/", "?", "#" (RFC 3986), whitespace, quotes, ",", "<",
+#: ">", brackets or braces: text after a URL ('...:8000","contact":"ops@example.com"') is not
+#: part of its userinfo.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s\"'`,<>\[\]{}|\\^]*@")
+#: a query (or fragment) parameter and its value; `is_secret_param` decides whether to mask it.
+_URL_PARAM = re.compile(r"([?&#;])([^=&#;?\s\"'<>]+)=([^&#\s\"'<>]+)")
+
+
+def _mask_param(m: re.Match) -> str:
+    return f"{m.group(1)}{m.group(2)}=***" if is_secret_param(m.group(2)) else m.group(0)
+
+
+def secret_params(text: str) -> list[str]:
+    """The names of the parameters in `text` whose values `public_url` masks."""
+    return [m.group(2) for m in _URL_PARAM.finditer(text) if is_secret_param(m.group(2))]
 
 
 def public_url(text: str) -> str:
     """`text` with the credentials of any URL in it replaced by ***: a base URL taken from the
     environment (OPENAI_BASE_URL, ANTHROPIC_BASE_URL) may carry them, and it names the server
     in error messages, logs and the cache's failure reasons."""
-    return _URL_KEY_PARAM.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", text))
+    return _URL_PARAM.sub(_mask_param, _URL_USERINFO.sub(r"\1***@", text))
 
 
 def redact(text: str, secrets) -> str:
