@@ -491,7 +491,7 @@ def test_config_marks_follow_the_last_setter_and_non_finite_values_are_refused(t
         parse_config(["--config", one, "--lora_dropout", "inf"], types)
 
 
-def _parse(tmp_path, text, *argv, files=()):
+def _parse_yaml(tmp_path, text, *argv, files=()):
     from trl import ModelConfig, SFTConfig
 
     from augment.cli import parse_config
@@ -501,25 +501,25 @@ def _parse(tmp_path, text, *argv, files=()):
     return parse_config(["--config", y, *argv], (DataConfig, AugmentConfig, SFTConfig, ModelConfig))
 
 
-BASE = "output_dir: o\nbf16: false\n"
+YAML_BASE = "output_dir: o\nbf16: false\n"
 
 
 def test_only_number_settings_are_checked_for_nan_and_inf(tmp_path):
     """`run_name: inf` is a name; an unknown key with .nan is named as unknown; max_grad_norm
     takes +inf (clip nothing, still log the norm, as TRL and torch allow), never NaN or -inf."""
-    assert _parse(tmp_path, BASE + "run_name: inf\n")[2].run_name == "inf"
-    assert _parse(tmp_path, "bf16: false\noutput_dir: nan\n")[2].output_dir == "nan"
+    assert _parse_yaml(tmp_path, YAML_BASE + "run_name: inf\n")[2].run_name == "inf"
+    assert _parse_yaml(tmp_path, "bf16: false\noutput_dir: nan\n")[2].output_dir == "nan"
     with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown config key 'lerning_rate'"):
-        _parse(tmp_path, BASE + "lerning_rate: .nan\n")
-    assert _parse(tmp_path, BASE + "max_grad_norm: .inf\n")[2].max_grad_norm == float("inf")
-    assert _parse(tmp_path, BASE, "--max_grad_norm", "inf")[2].max_grad_norm == float("inf")
+        _parse_yaml(tmp_path, YAML_BASE + "lerning_rate: .nan\n")
+    assert _parse_yaml(tmp_path, YAML_BASE + "max_grad_norm: .inf\n")[2].max_grad_norm == float("inf")
+    assert _parse_yaml(tmp_path, YAML_BASE, "--max_grad_norm", "inf")[2].max_grad_norm == float("inf")
     for bad in (".nan", "-.inf"):
         with pytest.raises(ConfigError, match=r"c\.yaml:3: max_grad_norm=-?(nan|inf) is not a finite"):
-            _parse(tmp_path, BASE + f"max_grad_norm: {bad}\n")
+            _parse_yaml(tmp_path, YAML_BASE + f"max_grad_norm: {bad}\n")
     with pytest.raises(ConfigError, match=r"^learning_rate=nan is not a finite number"):
-        _parse(tmp_path, BASE + "learning_rate: 0.1\n", "--learning_rate", "nan")  # no YAML line
+        _parse_yaml(tmp_path, YAML_BASE + "learning_rate: 0.1\n", "--learning_rate", "nan")  # no YAML line
     with pytest.raises(ConfigError, match=r"c\.yaml:3: max_length=inf is not a finite"):
-        _parse(tmp_path, BASE + "max_length: .inf\n")
+        _parse_yaml(tmp_path, YAML_BASE + "max_length: .inf\n")
 
 
 def test_an_empty_yaml_value_means_what_none_means_on_the_command_line(tmp_path):
@@ -527,28 +527,28 @@ def test_an_empty_yaml_value_means_what_none_means_on_the_command_line(tmp_path)
     empty key is an unknown key; an empty key over a base file's value unsets it or names the
     base's value (what removing the line gives), not the parser default."""
     for empty in ("", " null", " ~"):
-        assert _parse(tmp_path, BASE + f"max_length:{empty}\n")[2].max_length is None
-    assert _parse(tmp_path, BASE, "--max_length", "None")[2].max_length is None
+        assert _parse_yaml(tmp_path, YAML_BASE + f"max_length:{empty}\n")[2].max_length is None
+    assert _parse_yaml(tmp_path, YAML_BASE, "--max_length", "None")[2].max_length is None
     with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown config key 'lerning_rate'\. Did you mean"):
-        _parse(tmp_path, BASE + "lerning_rate:\n")
-    base = [("b.yaml", BASE + "dataset_name: mine.jsonl\nmax_length: 10\neval_dataset_name: e.jsonl\n")]
+        _parse_yaml(tmp_path, YAML_BASE + "lerning_rate:\n")
+    base = [("b.yaml", YAML_BASE + "dataset_name: mine.jsonl\nmax_length: 10\neval_dataset_name: e.jsonl\n")]
     with pytest.raises(ConfigError, match=r"c\.yaml:2: 'dataset_name' has no value; give one, or "
                                           r"remove the line for the value from .*b\.yaml:3 \('mine\.jsonl'\)\.$"):
-        _parse(tmp_path, "base: b.yaml\ndataset_name:\n", files=base)
-    data, _, sft, _ = _parse(tmp_path, "base: b.yaml\nmax_length:\neval_dataset_name:\n", files=base)
+        _parse_yaml(tmp_path, "base: b.yaml\ndataset_name:\n", files=base)
+    data, _, sft, _ = _parse_yaml(tmp_path, "base: b.yaml\nmax_length:\neval_dataset_name:\n", files=base)
     assert sft.max_length is None and data.eval_dataset_name is None and data.dataset_name == "mine.jsonl"
-    assert _parse(tmp_path, BASE + 'run_name: "null"\n')[2].run_name == "null"  # quoted: text
+    assert _parse_yaml(tmp_path, YAML_BASE + 'run_name: "null"\n')[2].run_name == "null"  # quoted: text
 
 
 def test_duplicate_keys_are_found_by_the_yaml_parser(tmp_path):
     """A quoted string over two lines is one value, not two keys; `"seed"` and `seed` are the same
     key; lines in messages come from the parsed nodes."""
-    parsed = _parse(tmp_path, BASE + 'run_name: "a\nseed: b"\nseed: 3\n')
+    parsed = _parse_yaml(tmp_path, YAML_BASE + 'run_name: "a\nseed: b"\nseed: 3\n')
     assert parsed[2].run_name == "a seed: b" and parsed[2].seed == 3
     with pytest.raises(ConfigError, match=r"c\.yaml:4: 'seed' is set twice \(first at line 3\); keep one"):
-        _parse(tmp_path, BASE + '"seed": 1\nseed: 2\n')
+        _parse_yaml(tmp_path, YAML_BASE + '"seed": 1\nseed: 2\n')
     with pytest.raises(ConfigError, match=r"c\.yaml:5: unknown config key 'lerning_rate'"):
-        _parse(tmp_path, BASE + 'run_name: "a\nb"\nlerning_rate: 3\n')
+        _parse_yaml(tmp_path, YAML_BASE + 'run_name: "a\nb"\nlerning_rate: 3\n')
 
 
 def test_pair_format_trl_is_refused_for_conversation_data(tmp_path):
