@@ -22,6 +22,10 @@ Labels are -100 on the prompt and on padding, the token ids on the response (TRL
 prompt-completion data). `completion_only_loss=False` trains on the prompt too, as in TRL;
 `assistant_only_loss=True` keeps only the assistant turn (the response), which for a
 prompt/completion pair rendered with a chat template is exactly the default masking.
+`language_modeling=True` says the rows come from conversation files (messages, ShareGPT), which
+TRL trains as language modelling: every token carries labels unless `assistant_only_loss=True`
+(then the assistant turns only, `loss_turns` of them), and `completion_only_loss=True` is
+refused, as TRL refuses it there.
 
 Padding-free (`padding_free=True`, TRL's option of the same name): the batch is ONE flattened row
 with `position_ids` restarting at 0 for each example and no `attention_mask`, made by TRL's own
@@ -127,7 +131,7 @@ class AugmentingCollator:
                  pad_to_multiple_of: int | None = None, pad_collator=None,
                  padding_free: bool = False, completion_only_loss: bool | None = None,
                  assistant_only_loss: bool = False, loss_turns: str = "all",
-                 pair_format: str = "chat"):
+                 pair_format: str = "chat", language_modeling: bool = False):
         try:
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
         except ImportError as err:  # pragma: no cover - trl is a core dependency
@@ -149,9 +153,17 @@ class AugmentingCollator:
         self._conversations = None    # ConversationEncoder, made on the first conversation
         self.min_completion_tokens = int(min_completion_tokens)
         self.padding_free = bool(padding_free)
-        # Prompt tokens get no loss unless TRL's completion_only_loss is explicitly False; with
-        # assistant_only_loss the response (the assistant turn) is all that trains either way.
-        self.mask_prompt = completion_only_loss is not False or bool(assistant_only_loss)
+        if language_modeling and completion_only_loss:
+            raise AugtuneError("completion_only_loss=True is for prompt/completion data; this data "
+                               "is conversations, which TRL trains as language modelling (it "
+                               "refuses the option too): use assistant_only_loss=True to train "
+                               "the assistant turns only.")
+        if language_modeling:  # TRL on conversations: every token, or the assistant turns only
+            self.mask_prompt = bool(assistant_only_loss)
+        else:
+            # Prompt tokens get no loss unless TRL's completion_only_loss is explicitly False;
+            # with assistant_only_loss the response (the assistant turn) is all that trains.
+            self.mask_prompt = completion_only_loss is not False or bool(assistant_only_loss)
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             # Padding positions are masked (attention 0, label -100): their id never matters.

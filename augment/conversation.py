@@ -9,8 +9,10 @@ exactly one turn. An `outputs` variant replaces the last assistant turn. QC judg
 against that turn alone; LLM methods see the earlier turns as context, so a follow-up ("And
 what if it shipped yesterday?") is rewritten as a follow-up, not as a standalone question.
 
-Labels follow TRL's `assistant_only_loss`: only assistant turns carry labels, every assistant
-turn by default (`loss_turns="all"`) or only the final one (`"last"`). The assistant spans are
+Labels: TRL trains conversations as language modelling (every token) unless
+`assistant_only_loss`; the collator applies that choice (`language_modeling`), and this encoder
+gives the assistant-turn labels: every assistant turn by default (`loss_turns="all"`) or only
+the final one (`"last"`). The assistant spans are
 found by rendering the chat template on growing prefixes of the conversation (the text that
 rendering `messages[:i+1]` adds after `messages[:i]` with `add_generation_prompt=True` is
 assistant turn i, its end-of-turn token included), so any template whose prefixes render as

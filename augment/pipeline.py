@@ -53,6 +53,12 @@ class AugmentedData:
     def paraphrase_eval_dataset(self):
         return _as_eval(self.split.eval_paraphrases)
 
+    def conversation_data(self) -> bool:
+        """Whether the training files are conversations (messages or ShareGPT), which TRL trains
+        as language modelling, not as prompt/completion pairs."""
+        formats = set(getattr(self.split, "report", {}).get("train_formats", ()))
+        return bool(formats) and formats <= {"messages", "sharegpt"}
+
     def collator(self, tokenizer, sft_args=None, **kwargs):
         """The augmenting collator for `tokenizer`, with the TRL options of `sft_args` that act
         in collation (max_length, padding_free, completion_only_loss, ...) applied."""
@@ -64,8 +70,15 @@ class AugmentedData:
                         completion_only_loss=sft_args.completion_only_loss,
                         assistant_only_loss=sft_args.assistant_only_loss)
         opts.setdefault("max_length", 1024)
+        chat = self.conversation_data()
+        if chat and self.aug_cfg.consistency_weight and not opts.get("assistant_only_loss"):
+            from .errors import ConfigError
+            raise ConfigError(f"consistency_weight={self.aug_cfg.consistency_weight} compares the "
+                              "answers given two prompts; on conversations TRL labels every token "
+                              "(the reworded user turns too) unless assistant_only_loss: true. "
+                              "Set it.")
         opts.update(loss_turns=self.aug_cfg.loss_turns, pair_format=self.aug_cfg.pair_format,
-                    **kwargs)
+                    language_modeling=chat, **kwargs)
         max_length = opts.pop("max_length")
         return IndexedCollator(self.source, AugmentingCollator(tokenizer, max_length, **opts))
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 import pytest
 
 from augment.errors import AugtuneError, ConfigError
@@ -171,3 +173,60 @@ def _args(tmp_path):
     from trl import SFTConfig
     return SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none",
                      max_length=64, per_device_train_batch_size=4, seed=42)
+
+
+@pytest.mark.parametrize("assistant_only_loss", [False, True])
+def test_conversations_are_labelled_as_trl_labels_them(tiny_model_dir, tmp_path,
+                                                       assistant_only_loss):
+    """Conversation files are language modelling to TRL: every token trains unless
+    assistant_only_loss. augtune used to train the assistant turns only whatever the option
+    said (a review compared 37 of 87 labelled tokens against TRL's 87). With the option off, the
+    batch equals TRL's own preparation and collator, a one-exchange conversation (which augtune
+    keeps as a plain pair) included; with it on, exactly the assistant turns train (TRL itself
+    needs {% generation %} markers in the template for that, which SmolLM2's lacks)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    import augment
+    convs = [[{"role": "system", "content": "You are ShopCo's assistant."},
+              {"role": "user", "content": "Where is my order?"},
+              {"role": "assistant", "content": "It ships tomorrow."},
+              {"role": "user", "content": "And how long does that take?"},
+              {"role": "assistant", "content": "Two to three days."}],
+             [{"role": "user", "content": "How do I reset my password?"},
+              {"role": "assistant", "content": "Open Settings, then Security."}]]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in convs))
+    data = augment.prepare(str(path), augment.AugmentConfig(
+        augment_methods=["templates"], templates_on_the_fly=True,
+        augment_cache=str(tmp_path / "c.sqlite")), eval_fraction=0, say=lambda *a: None)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False,
+                     report_to="none", max_length=None, assistant_only_loss=assistant_only_loss)
+    originals = [data.source[i] for i in range(len(data.source))
+                 if data.source[i]["source"] == "original"]
+    assert len(originals) == 2 and sum("messages" in ex for ex in originals) == 1
+    ours = data.collator(tok, args).collator(sorted(originals, key=lambda ex: "messages" in ex,
+                                                    reverse=True))
+    if not assistant_only_loss:
+        trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         processing_class=tok, train_dataset=Dataset.from_list(
+                             [{"messages": m} for m in convs]))
+        theirs = trl.data_collator([trl.train_dataset[i] for i in range(2)])
+        for key in ("input_ids", "labels", "attention_mask"):
+            assert torch.equal(ours[key], theirs[key]), key
+        assert ours["labels"].ne(-100).sum() == ours["attention_mask"].sum()
+    else:
+        text = tok.decode(ours["labels"][0][ours["labels"][0] != -100])
+        assert "Two to three days." in text and "It ships tomorrow." in text
+        assert "Where is my order" not in text and "ShopCo" not in text
+    with pytest.raises(AugtuneError, match="completion_only_loss=True is for prompt/completion"):
+        data.collator(tok, SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True,
+                                     completion_only_loss=True))
+    data.aug_cfg.consistency_weight = 0.1  # compares answers: the user turns must not train
+    if not assistant_only_loss:
+        with pytest.raises(ConfigError, match="consistency_weight=0.1 .* assistant_only_loss"):
+            data.collator(tok, args)
+    else:
+        data.collator(tok, args)
