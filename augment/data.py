@@ -345,6 +345,14 @@ def _to_row(fmt: str, data: dict, rec: _Record) -> Row:
     row_id = data.get("id")
     row_id = str(row_id) if row_id not in (None, "") else f"{Path(rec.file).name}:{rec.where}"
     if fmt == "prompt_completion":
+        if isinstance(data.get("prompt"), list) and isinstance(data.get("completion"), list):
+            raise InputError(
+                "prompt and completion are lists of messages (TRL's conversational "
+                "prompt/completion), which augtune reads for eval sets but not for training",
+                file=rec.file, line=rec.line, field="prompt",
+                fix='Write each row as {"messages": prompt + completion}; set '
+                    'assistant_only_loss: true to train the answers only (TRL trains only the '
+                    'completion of this format)')
         return Row(row_id, _text(data, "prompt", rec), _text(data, "completion", rec))
     if fmt == "alpaca":
         prompt, extra = _text(data, "instruction", rec), _text(data, "input", rec, optional=True)

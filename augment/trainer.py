@@ -411,8 +411,8 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
     args.remove_unused_columns = False
     model = kwargs.get("model")
     if isinstance(model, str) and model in EMBEDDED:
-        # The embedded model's folder is a GGUF conversion, which TRL's loader cannot read
-        # (no `architectures` in its config): load it the way train/sft.py does.
+        # `embedded:smollm2` is a name only augtune resolves (to its converted folder): load
+        # it the way train/sft.py does.
         from types import SimpleNamespace
         init = dict(getattr(args, "model_init_kwargs", None) or {})
         model = kwargs["model"] = load_model(resolve_model_path(model), SimpleNamespace(

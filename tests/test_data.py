@@ -107,6 +107,18 @@ def test_conversations_ending_alike_are_not_duplicates(tmp_path):
                                                             "How do I reset my password?"]
 
 
+def test_conversational_prompt_completion_for_training_says_how_to_write_it(tmp_path):
+    """TRL's conversational prompt/completion (lists of messages) trains only the completion;
+    augtune reads it for eval sets, and for training says how to write it, instead of
+    "expected a string, got list. Write it as text in quotes"."""
+    row = {"prompt": [{"role": "user", "content": "Hi?"}],
+           "completion": [{"role": "assistant", "content": "Hello."}]}
+    path = jsonl(tmp_path / "pc.jsonl", [row])
+    with pytest.raises(InputError, match=r"pc\.jsonl:1, field 'prompt': .*lists of messages.*"
+                                         r'\{"messages": prompt \+ completion\}'):
+        load_rows(cfg(path, eval_fraction=0))
+
+
 # ------------------------------------------------------------------ bad input, in-process
 
 BAD_CASES = {

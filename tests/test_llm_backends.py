@@ -423,10 +423,28 @@ def test_embedded_smollm2_conversion_loads_and_answers(tmp_path):
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     assert tok.chat_template and sum(p.numel() for p in model.parameters()) > 130_000_000
+    import json
+    assert json.loads((tmp_path / "smol" / "config.json").read_text())["architectures"] == [
+        "LlamaForCausalLM"]  # what TRL's loader reads to build the model from the folder
     b = LocalHFBackend(cfg_for("local", llm_model=path), device="cpu")
     c = asyncio.run(b.complete("", "What is the capital of France?", max_tokens=20,
                                temperature=0))
     assert "Paris" in c.text
+
+
+def test_a_folder_converted_before_the_architecture_was_named_gets_it(tmp_path):
+    """Converted folders that predate `architectures` in config.json get it on the next call
+    (a plain TRL SFTTrainer given the folder failed on config.architectures[0])."""
+    import json
+
+    from augment.backends.llm_local import _DONE_MARKER, embedded_smollm2_path
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    (folder / _DONE_MARKER).write_text("converted\n")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    assert embedded_smollm2_path(folder) == str(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config == {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8}
 
 
 def test_local_backend_batches_concurrent_requests(tiny_model_dir):

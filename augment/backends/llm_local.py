@@ -63,6 +63,7 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     """
     target = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
     if (target / _DONE_MARKER).exists():
+        _name_architecture(target)
         return str(target)
     gguf = _find_gguf()
     try:
@@ -91,6 +92,7 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
+        config.architectures = [type(model).__name__]  # GGUF loading leaves it unset
         config.save_pretrained(str(tmp))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(str(tmp))
@@ -101,6 +103,22 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def _name_architecture(folder: Path) -> None:
+    """Folders converted before the conversion named the architecture: add it. TRL's and
+    transformers' loaders read `config.architectures` (a plain SFTTrainer given the folder
+    failed with "'NoneType' object is not subscriptable")."""
+    import json
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # unreadable: from_pretrained says so, naming the file
+    if not config.get("architectures") and config.get("model_type") == "llama":
+        from ..atomic import write_text_atomic
+        config["architectures"] = ["LlamaForCausalLM"]
+        write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_model_path(model: str) -> str:
