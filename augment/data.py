@@ -192,13 +192,15 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
     if kind == "jsonl":
         # split on newlines only: str.splitlines also breaks at U+2028 and friends, which JSON
         # allows raw inside strings
+        first = True  # the first non-blank line: where a JSON array would start
         for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
+            at_start, first = first, False
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                array = lineno == 1 and line.lstrip().startswith("[")
+                array = at_start and line.lstrip().startswith("[")
                 _skip_or_raise(InputError(f"broken JSON ({exc.msg} at column {exc.colno})",
                                           file=str(path), line=lineno,
                                           fix="This looks like a JSON array: name the file .json, "
@@ -207,9 +209,12 @@ def _read_records(path: Path, skip_bad: bool = False, skipped: dict | None = Non
                                skip_bad, skipped)
                 continue
             if not isinstance(rec, dict):
+                whole = at_start and isinstance(rec, list) and rec and isinstance(rec[0], dict)
                 _skip_or_raise(InputError(f"expected a JSON object, got {type(rec).__name__}",
                                           file=str(path), line=lineno,
-                                          fix='Each line must be one object such as {"prompt": ..., '
+                                          fix="This is a JSON array of rows on one line: name the "
+                                          "file .json, or write one object per line" if whole else
+                                          'Each line must be one object such as {"prompt": ..., '
                                           '"completion": ...}'), skip_bad, skipped)
                 continue
             yield _Record(rec, str(path), lineno, f"line {lineno}")

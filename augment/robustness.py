@@ -499,8 +499,13 @@ def _read_report(path: str) -> dict:
         report = json.loads(_read_text(path))
     except ValueError as exc:
         raise AugtuneError(f"{path}: not JSON ({exc}); is the file cut off?") from None
+    def answered(entry, *keys):  # what rescore reads from an original or a paraphrase
+        return isinstance(entry, dict) and {"answer", *keys} <= set(entry)
+
     ok = (isinstance(report, dict) and isinstance(report.get("items"), list)
           and all(isinstance(it, dict) and {"id", "reference", "original", "paraphrases"} <= set(it)
+                  and answered(it["original"]) and isinstance(it["paraphrases"], list)
+                  and all(answered(p, "id") for p in it["paraphrases"])
                   for it in report["items"])
           and {"metric", "counts", "generation"} <= set(report))
     if not ok:

@@ -151,8 +151,9 @@ class AugmentedSFTTrainer(SFTTrainer):
         while saving leaves a checkpoint folder whose trainer_state.json is missing or cut off,
         and transformers would pick it and fail on its JSON. With none, True stops, as the
         Trainer does; `"last"` starts a new run instead (a restart loop's first start)."""
-        if resume_from_checkpoint is True or resume_from_checkpoint in ("true", "True", "last"):
-            asked = resume_from_checkpoint
+        if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, str) and
+                                              resume_from_checkpoint.lower() in ("true", "last")):
+            asked = str(resume_from_checkpoint).lower()
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None and asked != "last":
                 raise no_checkpoint_error(self.args.output_dir)  # as the Trainer stops, in one line

@@ -86,6 +86,13 @@ def test_a_recorded_batch_is_collected_by_the_build_it_belongs_to_never_paid_aga
         with pytest.raises(FatalBackendError):
             build_cache(DataConfig(), cfg(tmp_path), rows_a, progress=False)
         assert srv.count("batch_create") == 1 and state.exists()
+        # the record names the requests its batch holds: what lets a later build forget it
+        # once their answers are stored, without asking the API
+        import json
+
+        from augment.methods import build_methods
+        keys = [r.key for r in build_methods(cfg(tmp_path))["paraphrase"].requests(rows_a)]
+        assert json.loads(state.read_text())["custom_ids"] == sorted(keys)
         build_cache(DataConfig(), cfg(tmp_path), rows_b, progress=False)
         assert state.exists()                       # rows_a's answers are still to be stored
         with pytest.raises(AugtuneError, match=r"records a batch an earlier build submitted"):

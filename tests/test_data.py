@@ -278,6 +278,8 @@ def test_library_logs_and_error_texts_never_show_keys_or_url_credentials(monkeyp
         logging.getLogger("urllib3.connectionpool").debug('"GET /v2/translate?auth_key=%s HTTP/1.1"',
                                                           "dl-CANARY")
         logging.getLogger("anthropic._base_client").debug("key %s", "sk-ant-CANARY-9")
+        logging.getLogger("urllib3.util.retry").debug(  # a child logger: its own filter
+            "Incremented Retry for (url='%s')", "/v2/translate?auth_key=dl-CANARY")
     assert caplog.records and "CANARY" not in caplog.text, caplog.text
     assert public_url("https://user:p@ss-CANARY@host/x?subscription-key=A&x-api-key=B&sig=C&q=1") \
         == "https://***@host/x?subscription-key=***&x-api-key=***&sig=***&q=1"
@@ -481,6 +483,14 @@ def test_parquet_errors_name_the_row_and_a_jsonl_array_gets_a_hint(tmp_path):
     with pytest.raises(InputError, match=r"a\.jsonl:1: broken JSON .*This looks like a JSON "
                                          r"array: name the file \.json"):
         load_rows(cfg(str(tmp_path / "a.jsonl"), eval_fraction=0))
+    # after a blank line too, and on one line (what json.dump(rows, f) writes)
+    (tmp_path / "b.jsonl").write_text('\n[{"prompt": "p",\n"completion": "c"}]\n')
+    with pytest.raises(InputError, match=r"b\.jsonl:2: broken JSON .*looks like a JSON array"):
+        load_rows(cfg(str(tmp_path / "b.jsonl"), eval_fraction=0))
+    (tmp_path / "c.jsonl").write_text('[{"prompt": "p", "completion": "c"}]')
+    with pytest.raises(InputError, match=r"c\.jsonl:1: expected a JSON object, got list\. This "
+                                         r"is a JSON array of rows on one line: name the file"):
+        load_rows(cfg(str(tmp_path / "c.jsonl"), eval_fraction=0))
 
 
 def test_config_marks_follow_the_last_setter_and_non_finite_values_are_refused(tmp_path):

@@ -245,7 +245,11 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "state.json").write_text('{"log_history": []}')
     (tmp_path / "cut.json").write_text(good.read_text()[:40])
     (tmp_path / "other.jsonl").write_text('{"id": "x1"}\n')
-    cases = [([str(tmp_path / "nope.json")], "no such file"),
+    no_id = json.loads(good.read_text())  # a paraphrase without its id: was KeyError 'id'
+    del no_id["items"][0]["paraphrases"][0]["id"]
+    (tmp_path / "no_id.json").write_text(json.dumps(no_id))
+    cases = [([str(tmp_path / "no_id.json"), "--paraphrases", str(tmp_path / "other.jsonl")],
+              "is not a robustness report"),([str(tmp_path / "nope.json")], "no such file"),
              ([str(tmp_path)], "no such file (it is a folder)"),
              ([str(tmp_path / "state.json")], "is not a robustness report"),
              ([str(tmp_path / "cut.json")], "not JSON"),

@@ -354,7 +354,11 @@ class RedactingFilter(logging.Filter):
 
 
 # A logger's filters do not apply to its children's records: name the loggers that log.
-_LIBRARY_LOGGERS = ("httpx", "httpcore.http11", "httpcore.connection", "urllib3.connectionpool",
+# A logger's filter sees only the records logged on that logger, not its children's: every
+# module logger that can print a URL is listed (urllib3.util.retry logs the retried URL).
+_LIBRARY_LOGGERS = ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection",
+                    "httpcore.proxy", "urllib3.connectionpool", "urllib3.connection",
+                    "urllib3.poolmanager", "urllib3.response", "urllib3.util.retry",
                     "anthropic._base_client", "openai._base_client", "anthropic", "openai")
 
 
