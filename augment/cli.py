@@ -237,7 +237,12 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
     if "base" in data:
         # `base: other.yaml` (relative to this file): that file's settings first, this file's win.
         # Ablation configs use it so each one shows only the idea it changes.
-        base = p.parent / str(data.pop("base"))
+        name = data.pop("base")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}:{lines.get('base', '?')}: `base` names the config file "
+                              "this one builds on (e.g. base: ../demo.yaml); give one or remove "
+                              "the line.")
+        base = p.parent / name
         seen = (*chain, p.resolve())
         if base.resolve() in seen:
             loop = " -> ".join(str(x) for x in (*seen, base.resolve()))
@@ -260,7 +265,8 @@ def _yaml_to_args(path: str, chain: tuple = ()) -> tuple[list[str], dict[str, st
             args += [flag, json.dumps(value)]
         else:
             args += [flag, str(value)]
-    where.update({key: f"{path}:{line}" for key, line in lines.items()})
+    # keys from a YAML merge (`<<: *defaults`) have no line of their own: the file, at least
+    where.update({key: f"{path}:{lines.get(key, '?')}" for key in data})
     return args, where
 
 

@@ -24,8 +24,8 @@ prompt-completion data). `completion_only_loss=False` trains on the prompt too, 
 prompt/completion pair rendered with a chat template is exactly the default masking.
 `language_modeling=True` says the rows come from conversation files (messages, ShareGPT), which
 TRL trains as language modelling: every token carries labels unless `assistant_only_loss=True`
-(then the assistant turns only, `loss_turns` of them), and `completion_only_loss=True` is
-refused, as TRL refuses it there.
+(then the assistant turns only, `loss_turns` of them), and `completion_only_loss=True`, which
+TRL ignores there, is refused rather than silently ignored.
 
 Padding-free (`padding_free=True`, TRL's option of the same name): the batch is ONE flattened row
 with `position_ids` restarting at 0 for each example and no `attention_mask`, made by TRL's own
@@ -156,7 +156,7 @@ class AugmentingCollator:
         if language_modeling and completion_only_loss:
             raise AugtuneError("completion_only_loss=True is for prompt/completion data; this data "
                                "is conversations, which TRL trains as language modelling (it "
-                               "refuses the option too): use assistant_only_loss=True to train "
+                               "ignores the option there): use assistant_only_loss=True to train "
                                "the assistant turns only.")
         if language_modeling:  # TRL on conversations: every token, or the assistant turns only
             self.mask_prompt = bool(assistant_only_loss)

@@ -167,8 +167,9 @@ class AugmentConfig:
                   "context."})
     loss_turns: str = field(
         default="all",
-        metadata={"help": "Conversation rows: which assistant turns carry labels, as TRL's "
-                  "assistant_only_loss: `all` assistant turns, or only the `last` one."})
+        metadata={"help": "Conversation rows with assistant_only_loss: true: which assistant "
+                  "turns carry labels, `all` or only the `last` one (without "
+                  "assistant_only_loss every token trains, as in TRL)."})
     pair_format: str = field(
         default="chat",
         metadata={"help": "How a prompt/completion pair becomes tokens. `chat`: a user turn and "

@@ -39,6 +39,7 @@ class AugmentedData:
     cache: object = None      # VariantCache, on the main process only
     run_keys: list = field(default_factory=list)  # this run's request keys (summary counts)
     build_report: object = None  # augment.build.BuildReport of the build it ran, if any
+    _eval: object = field(default=None, repr=False)  # eval_dataset(), made once
 
     # --- what TRL's SFTTrainer is handed ------------------------------------------------------
     def train_dataset(self):
@@ -48,7 +49,10 @@ class AugmentedData:
         return Dataset.from_dict({"index": list(range(len(self.source)))})
 
     def eval_dataset(self):
-        return _as_eval(self.split.eval)
+        """The held-out rows as TRL's eval set (the same object on every call)."""
+        if self._eval is None:
+            self._eval = _as_eval(self.split.eval)
+        return self._eval
 
     def paraphrase_eval_dataset(self):
         return _as_eval(self.split.eval_paraphrases)
@@ -56,8 +60,7 @@ class AugmentedData:
     def conversation_data(self) -> bool:
         """Whether the training files are conversations (messages or ShareGPT), which TRL trains
         as language modelling, not as prompt/completion pairs."""
-        formats = set(getattr(self.split, "report", {}).get("train_formats", ()))
-        return bool(formats) and formats <= {"messages", "sharegpt"}
+        return conversation_data(self.split)
 
     def collator(self, tokenizer, sft_args=None, **kwargs):
         """The augmenting collator for `tokenizer`, with the TRL options of `sft_args` that act
@@ -70,15 +73,10 @@ class AugmentedData:
                         completion_only_loss=sft_args.completion_only_loss,
                         assistant_only_loss=sft_args.assistant_only_loss)
         opts.setdefault("max_length", 1024)
-        chat = self.conversation_data()
-        if chat and self.aug_cfg.consistency_weight and not opts.get("assistant_only_loss"):
-            from .errors import ConfigError
-            raise ConfigError(f"consistency_weight={self.aug_cfg.consistency_weight} compares the "
-                              "answers given two prompts; on conversations TRL labels every token "
-                              "(the reworded user turns too) unless assistant_only_loss: true. "
-                              "Set it.")
+        if sft_args is not None:
+            check_loss_options(self.aug_cfg, sft_args, self.split)
         opts.update(loss_turns=self.aug_cfg.loss_turns, pair_format=self.aug_cfg.pair_format,
-                    language_modeling=chat, **kwargs)
+                    language_modeling=self.conversation_data(), **kwargs)
         max_length = opts.pop("max_length")
         return IndexedCollator(self.source, AugmentingCollator(tokenizer, max_length, **opts))
 
@@ -210,6 +208,35 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
     return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
 
 
+def conversation_data(split) -> bool:
+    """Whether every training file of `split` is conversations (messages or ShareGPT)."""
+    formats = set(getattr(split, "report", {}).get("train_formats", ()))
+    return bool(formats) and formats <= {"messages", "sharegpt"}
+
+
+def check_loss_options(aug, sft_args, split) -> None:
+    """Loss options that mean nothing, or something else, on conversations (which TRL trains as
+    language modelling: every token, or the assistant turns with assistant_only_loss). Called by
+    the collator factory and by train/sft.py's preflight, before any build or model load."""
+    from .errors import ConfigError
+    if not conversation_data(split):
+        return
+    if getattr(sft_args, "completion_only_loss", None):
+        raise ConfigError("completion_only_loss: true is for prompt/completion data; on "
+                          "conversations TRL ignores it (every token trains, or the assistant "
+                          "turns with assistant_only_loss: true). Drop it.")
+    if getattr(sft_args, "assistant_only_loss", False):
+        return
+    if aug.consistency_weight:
+        raise ConfigError(f"consistency_weight={aug.consistency_weight} compares the answers given "
+                          "two prompts; on conversations TRL labels every token (the reworded "
+                          "user turns too) unless assistant_only_loss: true. Set it.")
+    if aug.loss_turns != "all":
+        raise ConfigError(f"loss_turns: {aug.loss_turns} picks which assistant turns train, which "
+                          "needs assistant_only_loss: true; without it every token of a "
+                          "conversation trains, as in TRL.")
+
+
 def check_pair_format(aug, split) -> None:
     """pair_format: trl is TRL's format for plain prompt/completion data. TRL renders chat data
     with the template; augtune keeps a one-exchange conversation as a plain pair, which trl
@@ -313,8 +340,12 @@ def check_eval_dataset(eval_dataset) -> None:
     for name, ds in sets:
         label = "eval_dataset" + (f"[{name!r}]" if name is not None else "")
         try:
-            if len(ds):
-                _eval_item(ds[0])
+            try:
+                first = ds[0] if len(ds) else None
+            except TypeError:  # an IterableDataset: no len(), no indexing; peek at one row
+                first = next(iter(ds), None)
+            if first is not None:
+                _eval_item(first)
         except AugtuneError as exc:
             raise ConfigError(f"{label}: {exc}") from None
         except (TypeError, KeyError, IndexError):

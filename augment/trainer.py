@@ -445,13 +445,23 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
     if kwargs.get("eval_dataset") is None:
         kwargs["eval_dataset"] = data.eval_dataset()
     else:
-        check_eval_dataset(kwargs["eval_dataset"])
-        held = len(data.split.eval) if not data.data_cfg.eval_dataset_name else 0
+        given = kwargs["eval_dataset"]
+        check_eval_dataset(given)
+        ours = data.eval_dataset()
+        used = given is ours or (isinstance(given, dict) and any(v is ours for v in given.values()))
+        held = len(data.split.eval) if not data.data_cfg.eval_dataset_name and not used else 0
         if held and args.process_index == 0:
             print(f"augtune: prepare held out {held} training rows as its eval set "
                   f"(eval_fraction {data.data_cfg.eval_fraction}), but eval_dataset is given "
                   "here: those rows neither train nor evaluate. Call prepare(..., "
                   "eval_fraction=0) to train on them.", flush=True)
+    if (data.split.eval_paraphrases and args.process_index == 0
+            and getattr(getattr(kwargs["data_collator"], "collator", None), "mask_prompt", True) is False):
+        print("augtune: the prompts carry labels here (completion_only_loss: false, or "
+              "conversations without assistant_only_loss: true), so eval_paraphrase_loss includes "
+              "the reworded prompts' own tokens and eval_paraphrase_gap compares different texts. "
+              "For an answer-only comparison set assistant_only_loss: true (conversations) or "
+              "leave completion_only_loss at its default.", flush=True)
     return kwargs, {"ratio_sampler": data.sampler, "pad_model": made_collator,
                     "paraphrase_eval_dataset": data.paraphrase_eval_dataset(),
                     "consistency_weight": data.aug_cfg.consistency_weight,

@@ -48,7 +48,7 @@ OPTIONS: list[Option] = [
     Option("pad_to_multiple_of", "kept", "passed to TRL's padding collator inside ours",
            test="test_max_length_and_pad_to_multiple_of_shape_the_batch"),
     Option("completion_only_loss", "kept", "None/True: prompt masked (TRL's default for prompt-completion); "
-           "False: the prompt trains too; True on conversations refused, as TRL refuses it",
+           "False: the prompt trains too; True on conversations refused (TRL ignores it there)",
            test="test_completion_and_assistant_only_loss_set_the_labels"),
     Option("assistant_only_loss", "kept", "conversations: every token trains unless True (then the "
            "assistant turns); pairs: prompt masked even with completion_only_loss=False; needs a "

@@ -346,11 +346,17 @@ def run_sft(*args, timeout=120):
     (["--augmented_per_original", "5"], r"largest allowed value is 2\.333"),
     (["--output_dir", "/proc/augtune-cannot-write"], r"output_dir '/proc/augtune-cannot-write' is not writable"),
     (["--learning_rat", "0.1"], r"unknown option '--learning_rat'\. Did you mean 'learning_rate'\?"),
+    # conversations: loss options TRL ignores there, refused before the build and the model load
+    (["--completion_only_loss", "true", "--dataset_name", "{chat}"],
+     r"completion_only_loss: true is for prompt/completion data"),
+    (["--loss_turns", "last", "--dataset_name", "{chat}"],
+     r"loss_turns: last picks which assistant turns train, which needs assistant_only_loss"),
 ])
 def test_entry_point_fails_fast_with_one_line(tmp_path, sft_entry, args, pattern):
     """The first case runs as a real process; the rest share one (`tests/sft_entry.py`)."""
     bad = jsonl(tmp_path / "bad.jsonl", [GOOD[0], {"prompt": "no completion here"}])
-    args = [a.replace("{bad}", bad) for a in args]
+    args = [a.replace("{bad}", bad).replace("{chat}", str(ROOT / "data/chat/train.jsonl"))
+            for a in args]
     if "--output_dir" not in args:
         args += ["--output_dir", str(tmp_path / "out")]
     if args[0] == "--dataset_name":
@@ -550,6 +556,11 @@ def test_an_empty_yaml_value_means_what_none_means_on_the_command_line(tmp_path)
     base's value (what removing the line gives), not the parser default."""
     for empty in ("", " null", " ~"):
         assert _parse_yaml(tmp_path, YAML_BASE + f"max_length:{empty}\n")[2].max_length is None
+    # an empty key from a YAML merge has no line of its own: the file, not a KeyError
+    with pytest.raises(ConfigError, match=r"c\.yaml:\?: 'seed' has no value"):
+        _parse_yaml(tmp_path, YAML_BASE + "<<: {seed: }\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: `base` names the config file"):
+        _parse_yaml(tmp_path, YAML_BASE + "base:\n")
     assert _parse_yaml(tmp_path, YAML_BASE, "--max_length", "None")[2].max_length is None
     with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown config key 'lerning_rate'\. Did you mean"):
         _parse_yaml(tmp_path, YAML_BASE + "lerning_rate:\n")

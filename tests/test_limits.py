@@ -317,6 +317,12 @@ def test_ordinary_base_url_params_are_neither_masked_nor_refused(param):
      "presigned https://b.s3.amazonaws.com/o?X-Amz-Date=***&X-Amz-Signature=*** expired"),
     ("oauth redirect http://h/cb#access_token=CANARY&state=s",
      "oauth redirect http://h/cb#access_token=***&state=s"),
+    # a value holding a raw "?" must not swallow the secret after it (a review found these
+    # unmasked, and the config check let them through)
+    ("https://h/p?next=/a?token=CANARY&x=1", "https://h/p?next=/a?token=***&x=1"),
+    ("https://h/p?redirect=https://x/cb?key=CANARY", "https://h/p?redirect=https://x/cb?key=***"),
+    ("http://localhost:8000/v1?x=1?api_key=CANARY", "http://localhost:8000/v1?x=1?api_key=***"),
+    ("http://h/v1;jsessionid=1;token=CANARY", "http://h/v1;jsessionid=1;token=***"),
     # a password may hold a raw "@": the userinfo ends at the last "@" before the host
     ("https://user:p@ss-CANARY@host/x?q=1", "https://***@host/x?q=1"),
     ("https://user:p@ss@CANARY@host:8443", "https://***@host:8443"),

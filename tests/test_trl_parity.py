@@ -167,6 +167,16 @@ def test_library_inputs_a_trl_user_brings_are_refused_or_reported_up_front(tiny_
     augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=kept,
                                 eval_dataset=own_eval)
     assert "held out" not in capsys.readouterr().out
+    augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=held,
+                                eval_dataset={"held": held.eval_dataset(), "own": own_eval})
+    assert "held out" not in capsys.readouterr().out  # prepare's rows are evaluated after all
+    # an IterableDataset is read by peeking at its first row (it has no len())
+    augment.AugmentedSFTTrainer(model=tiny_model_dir, args=_args(tmp_path), train_dataset=kept,
+                                eval_dataset=own_eval.to_iterable_dataset())
+    with pytest.raises(ConfigError, match=r"eval_dataset: an eval row has fields \['text'\]"):
+        augment.AugmentedSFTTrainer(
+            model=tiny_model_dir, args=_args(tmp_path), train_dataset=kept,
+            eval_dataset=Dataset.from_dict({"text": ["a b"]}).to_iterable_dataset())
 
 
 def _args(tmp_path):
@@ -221,7 +231,7 @@ def test_conversations_are_labelled_as_trl_labels_them(tiny_model_dir, tmp_path,
         text = tok.decode(ours["labels"][0][ours["labels"][0] != -100])
         assert "Two to three days." in text and "It ships tomorrow." in text
         assert "Where is my order" not in text and "ShopCo" not in text
-    with pytest.raises(AugtuneError, match="completion_only_loss=True is for prompt/completion"):
+    with pytest.raises(AugtuneError, match="completion_only_loss: true is for prompt/completion"):
         data.collator(tok, SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True,
                                      completion_only_loss=True))
     data.aug_cfg.consistency_weight = 0.1  # compares answers: the user turns must not train
@@ -230,3 +240,22 @@ def test_conversations_are_labelled_as_trl_labels_them(tiny_model_dir, tmp_path,
             data.collator(tok, args)
     else:
         data.collator(tok, args)
+
+
+def test_a_paraphrase_eval_whose_prompts_carry_labels_is_flagged(tiny_model_dir, tmp_path, capsys):
+    """eval_paraphrase_gap compares answers given reworded prompts; with the prompts labelled
+    (completion_only_loss: false here) it would compare different texts: the trainer says so."""
+    import augment
+    from augment.config import DataConfig
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "data/demo"
+    data = augment.prepare(data=DataConfig(
+        dataset_name=str(root / "train.jsonl"), eval_dataset_name=str(root / "eval.jsonl"),
+        eval_paraphrases_file=str(root / "eval_paraphrases.jsonl"), max_rows=8),
+        augment=augment.AugmentConfig(augment_methods=["templates"], templates_on_the_fly=True,
+                                      augment_cache=str(tmp_path / "c.sqlite")),
+        say=lambda *a: None)
+    for labelled, flagged in ((None, False), (False, True)):
+        args = _args(tmp_path)
+        args.completion_only_loss = labelled
+        augment.AugmentedSFTTrainer(model=tiny_model_dir, args=args, train_dataset=data)
+        assert ("eval_paraphrase_gap compares different texts" in capsys.readouterr().out) == flagged

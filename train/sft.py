@@ -117,8 +117,9 @@ def main(argv):
         from augment.methods.refusals import load_harmful_cases
         load_harmful_cases(aug_cfg.refusals_file)  # validates the file (file:line errors)
     check_paraphrase_links(data_cfg, split, state)
-    from augment.pipeline import check_pair_format
+    from augment.pipeline import check_loss_options, check_pair_format
     check_pair_format(aug_cfg, split)
+    check_loss_options(aug_cfg, sft_cfg, split)  # conversations: before the build, not after
     check_resume(sft_cfg)
     if os.environ.get("AUGTUNE_PREFLIGHT") == "1":
         return  # launch.sh checked config, data and keys before starting N processes

@@ -302,16 +302,18 @@ def is_secret_param(name: str) -> bool:
 #: part of its userinfo.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s\"'`,<>\[\]{}|\\^]*@")
 #: a query (or fragment) parameter and its value; `is_secret_param` decides whether to mask it.
-_URL_PARAM = re.compile(r"([?&#;])([^=&#;?\s\"'<>]+)=([^&#\s\"'<>]+)")
+#: The separator is looked behind, not consumed, and a value stops at the next separator: in
+#: "?next=/a?token=S" the value of `next` must not swallow `token` (it did: left unmasked).
+_URL_PARAM = re.compile(r"(?<=[?&#;])([^=&#;?\s\"'<>/]+)=([^&#;?\s\"'<>]+)")
 
 
 def _mask_param(m: re.Match) -> str:
-    return f"{m.group(1)}{m.group(2)}=***" if is_secret_param(m.group(2)) else m.group(0)
+    return f"{m.group(1)}=***" if is_secret_param(m.group(1)) else m.group(0)
 
 
 def secret_params(text: str) -> list[str]:
     """The names of the parameters in `text` whose values `public_url` masks."""
-    return [m.group(2) for m in _URL_PARAM.finditer(text) if is_secret_param(m.group(2))]
+    return [m.group(1) for m in _URL_PARAM.finditer(text) if is_secret_param(m.group(1))]
 
 
 def public_url(text: str) -> str:
