@@ -35,7 +35,7 @@ class AugmentedData:
     source: object            # augment.dataset.AugmentedDataset: plan index -> example
     sampler: object           # augment.sampler.RatioSampler
     methods: list             # the methods this run augments with
-    seed: int
+    seed: int                 # the data order seed the sampler plans from (data_seed, else seed)
     cache: object = None      # VariantCache, on the main process only
     run_keys: list = field(default_factory=list)  # this run's request keys (summary counts)
     build_report: object = None  # augment.build.BuildReport of the build it ran, if any
@@ -118,13 +118,15 @@ class AugmentedData:
 def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
             eval_dataset: str | None = None, eval_paraphrases: str | None = None,
             max_rows: int | None = None, eval_fraction: float | None = None, seed: int = 42,
-            data: DataConfig | None = None, split=None, state=None, say=print) -> AugmentedData:
+            data_seed: int | None = None, data: DataConfig | None = None, split=None,
+            state=None, say=print) -> AugmentedData:
     """Load `dataset` (a file, folder or hub id in any format augtune reads), build and load
     its variants as `augment` says, and return an `AugmentedData` for the trainer.
 
-    `seed` seeds the split, the sampler's plans and, unless `augment.augment_seed` is set, what
-    variants are made: use `SFTConfig.data_seed` if you set it, else `SFTConfig.seed` (the
-    trainer refuses another value: TRL orders data by it). Give `data` (a DataConfig)
+    Seeds as TRL's: pass `SFTConfig.seed` as `seed` and `SFTConfig.data_seed` as `data_seed`
+    (the trainer refuses other values). `seed` seeds the split and, unless
+    `augment.augment_seed` is set, what variants are made; the sampler's plans follow
+    `data_seed`, else `seed`, as TRL's data order does. Give `data` (a DataConfig)
     instead of the keyword arguments for every data option; `split` skips loading (the recipe
     has already loaded it to check the data before anything expensive). Without `eval_dataset`,
     `eval_fraction` of the rows (default 0.1) is held out as the eval set; pass 0 when the
@@ -203,9 +205,11 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
         table = with_on_the_fly_templates(table, split.train, aug.templates_n, aug.augment_seed)
     if not row_methods:
         aug.augmented_per_original = 0.0  # only refusals (or nothing) augment this run
-    sampler = RatioSampler.from_config(aug, len(split.train), table, refusals, seed=seed)
+    order_seed = seed if data_seed is None else data_seed
+    sampler = RatioSampler.from_config(aug, len(split.train), table, refusals, seed=order_seed)
     source = AugmentedDataset(split.train, table, refusals)
-    return AugmentedData(data, aug, split, source, sampler, methods, seed, cache, run_keys, report)
+    return AugmentedData(data, aug, split, source, sampler, methods, order_seed, cache, run_keys,
+                         report)
 
 
 def conversation_data(split) -> bool:

@@ -15,7 +15,7 @@ from augment.errors import AugtuneError, ConfigError
 pytestmark = pytest.mark.reliability
 
 
-def _data(tmp_path, seed=42, **aug):
+def _data(tmp_path, seed=42, data_seed=None, **aug):
     import augment
     rows = [{"prompt": f"How do I reset the password of account {i}?",
              "completion": f"Open settings for account {i}."} for i in range(12)]
@@ -24,7 +24,8 @@ def _data(tmp_path, seed=42, **aug):
     evals.write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
     cfg = augment.AugmentConfig(augment_methods=["templates"], templates_on_the_fly=True,
                                 augment_cache=str(tmp_path / "c.sqlite"), **aug)
-    return augment.prepare(str(path), cfg, seed=seed, eval_dataset=str(evals), say=lambda *a: None)
+    return augment.prepare(str(path), cfg, seed=seed, data_seed=data_seed, eval_dataset=str(evals),
+                           say=lambda *a: None)
 
 
 def _trainer(tiny_model_dir, tmp_path, data, tokenizer=None, model=None, **args):
@@ -58,9 +59,10 @@ def test_formatting_func_and_a_seed_the_plan_does_not_follow_are_refused(tiny_mo
             train_dataset=data, formatting_func=lambda ex: ex["prompt"])
     with pytest.raises(ConfigError, match=r"prepare\(\.\.\., seed=7\)"):
         _trainer(tiny_model_dir, tmp_path, data, seed=7)
-    with pytest.raises(ConfigError, match=r"data_seed=9"):
+    with pytest.raises(ConfigError, match=r"data_seed=9: call augment\.prepare\(\.\.\., seed=42, "
+                                          r"data_seed=9\)"):
         _trainer(tiny_model_dir, tmp_path, data, data_seed=9)
-    _trainer(tiny_model_dir, tmp_path, _data(tmp_path, seed=9), data_seed=9)  # agreeing: fine
+    _trainer(tiny_model_dir, tmp_path, _data(tmp_path, data_seed=9), data_seed=9)  # agreeing
 
 
 def test_the_plans_follow_the_data_order_seed_not_augment_seed(tmp_path):
@@ -87,8 +89,9 @@ def test_sft_recipe_plans_from_data_seed(tmp_path):
     _, aug_cfg, sft_cfg, _ = sft.parse(["--config", str(root / "configs/tiny.yaml"), "--seed", "7",
                                         "--data_seed", "9", "--output_dir", str(tmp_path)])
     assert aug_cfg.augment_seed == 7 and data_order_seed(sft_cfg) == 9
-    assert _data(tmp_path, seed=data_order_seed(sft_cfg),
-                 augment_seed=aug_cfg.augment_seed).sampler.seed == 9
+    # as train/sft.py calls prepare, and as the README tells a library user to
+    data = _data(tmp_path, seed=sft_cfg.seed, data_seed=sft_cfg.data_seed)
+    assert data.sampler.seed == 9 and data.aug_cfg.augment_seed == 7
 
 
 def test_pad_token_examples_count_and_resume_as_in_trl(tiny_model_dir, tmp_path):

@@ -130,9 +130,8 @@ def main(argv):
     # ---- variants (built on the main process, broadcast) and the epoch plan -----------------
     from augment.pipeline import prepare
     # The sampler's plans follow TRL's data order seed: data_seed when set, else seed.
-    from augment.trainer import data_order_seed
-    data = prepare(data=data_cfg, augment=aug_cfg, seed=data_order_seed(sft_cfg), split=split,
-                   state=state, say=say)
+    data = prepare(data=data_cfg, augment=aug_cfg, seed=sft_cfg.seed, data_seed=sft_cfg.data_seed,
+                   split=split, state=state, say=say)
     rep = data.sampler.report(0)
     say(f"augtune: epoch plan {rep['length']} examples ({aug_cfg.augment_mode} mode): "
         + json.dumps({k: v for k, v in rep.items() if k not in ("epoch", "mode", "length")}))
