@@ -158,12 +158,17 @@ class AugmentingCollator:
                                "is conversations, which TRL trains as language modelling (it "
                                "ignores the option there): use assistant_only_loss=True to train "
                                "the assistant turns only.")
-        if language_modeling:  # TRL on conversations: every token, or the assistant turns only
-            self.mask_prompt = bool(assistant_only_loss)
-        else:
-            # Prompt tokens get no loss unless TRL's completion_only_loss is explicitly False;
-            # with assistant_only_loss the response (the assistant turn) is all that trains.
-            self.mask_prompt = completion_only_loss is not False or bool(assistant_only_loss)
+        # Whether a row's prompt side gets no labels, by the format TRL would see it in: a
+        # conversation (language modelling: every token, or the assistant turns only), or a
+        # prompt/completion pair (the prompt masked unless completion_only_loss is False; with
+        # assistant_only_loss the response, the assistant turn, is all that trains).
+        self._masks = {"language_modeling": bool(assistant_only_loss),
+                       "prompt_completion": completion_only_loss is not False
+                       or bool(assistant_only_loss)}
+        self._masks["conversational_prompt_completion"] = self._masks["prompt_completion"]
+        # training rows follow the run's data; eval rows say their own format (`label_as`)
+        self.mask_prompt = self._masks["language_modeling" if language_modeling
+                                       else "prompt_completion"]
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             # Padding positions are masked (attention 0, label -100): their id never matters.
@@ -359,7 +364,7 @@ class AugmentingCollator:
         eos = np.asarray(self._eos, np.int64)
         L, k = self.max_length, self.min_completion_tokens
         feats, flags = [], []
-        for p, c in zip(p_ids, c_ids):
+        for ex, p, c in zip(examples, p_ids, c_ids):
             if len(bos):
                 p = np.concatenate([bos, p])
             if len(eos):
@@ -373,7 +378,7 @@ class AugmentingCollator:
                     p, c, flag = p[len(p) - (L - keep_c):], c[:keep_c], 2
             ids = np.concatenate([p, c]).astype(np.int64)
             labels = ids.copy()
-            if self.mask_prompt:
+            if self._mask_for(ex):
                 labels[:len(p)] = -100
             feats.append({"input_ids": ids, "labels": labels})
             flags.append(flag)
@@ -397,14 +402,33 @@ class AugmentingCollator:
                 feats[i], flags[i] = a, b
         for i, ex in enumerate(examples):
             if feats[i] is None:
-                ids, labels, flag = self._conversations.encode(ex["messages"])
-                if getattr(self, "mask_prompt", True) is False:  # completion_only_loss=False
+                encoder = self._conversations
+                if ex.get("label_as") == "conversational_prompt_completion":
+                    encoder = self._completion_encoder()  # the completion: the last turn
+                ids, labels, flag = encoder.encode(ex["messages"])
+                if not self._mask_for(ex):  # every token, as TRL labels this row
                     labels = ids.copy()
                 feats[i], flags[i] = {"input_ids": ids, "labels": labels}, flag
                 self.stats["examples"] += 1
                 self.stats["completion_truncated"] += flag == 1
                 self.stats["prompt_truncated"] += flag == 2
         return feats, flags
+
+    def _mask_for(self, ex: dict) -> bool:
+        """Whether `ex`'s prompt side gets no labels: training rows follow the run's data
+        (`mask_prompt`); an eval row in another format says so (`label_as`, set by
+        `pipeline._eval_item`) and is labelled as TRL labels that format."""
+        how = ex.get("label_as")
+        return getattr(self, "mask_prompt", True) if how is None else self._masks[how]
+
+    def _completion_encoder(self):
+        """TRL's conversational prompt/completion trains the completion only: the final
+        assistant turn (a completion of several messages keeps only its last one)."""
+        if getattr(self, "_last_turn_encoder", None) is None:
+            from .conversation import ConversationEncoder
+            self._last_turn_encoder = ConversationEncoder(
+                self.tokenizer, self.max_length, self.min_completion_tokens, "last")
+        return self._last_turn_encoder
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch

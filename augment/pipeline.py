@@ -320,15 +320,21 @@ class IndexedCollator:
 
 def _eval_item(f: dict) -> dict:
     """One row of an eval set, as an original: prompt/completion (strings, or TRL's
-    conversational prompt/completion message lists) or messages, as TRL accepts them."""
+    conversational prompt/completion message lists) or messages, as TRL accepts them. Rows of
+    prepare's own eval set (`augtune_row`) are labelled as training is; a user's own rows say
+    their format (`label_as`), so each is labelled as TRL labels that format."""
     prompt, completion = f.get("prompt"), f.get("completion")
+    own = {} if f.get("augtune_row") else None
     if isinstance(prompt, list) and isinstance(completion, list):
-        return {"messages": prompt + completion, "source": "original", "similarity": 1.0}
+        return {"messages": prompt + completion, "source": "original", "similarity": 1.0,
+                **(own if own is not None else {"label_as": "conversational_prompt_completion"})}
     if isinstance(prompt, str) and isinstance(completion, str):
         return {"prompt": prompt, "completion": completion, "source": "original",
-                "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {})}
+                "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {}),
+                **(own if own is not None else {"label_as": "prompt_completion"})}
     if isinstance(f.get("messages"), list):
-        return {"messages": f["messages"], "source": "original", "similarity": 1.0}
+        return {"messages": f["messages"], "source": "original", "similarity": 1.0,
+                **(own if own is not None else {"label_as": "language_modeling"})}
     raise AugtuneError(f"an eval row has fields {sorted(f)}: eval sets need prompt/completion "
                        "(text, or lists of chat messages) or messages; text-only and "
                        "pre-tokenised eval sets are not read with augmentation.")
@@ -361,7 +367,8 @@ def _as_eval(rows):
     if not rows:
         return None
     from datasets import Dataset
-    cols = {"prompt": [r.prompt for r in rows], "completion": [r.completion for r in rows]}
+    cols = {"prompt": [r.prompt for r in rows], "completion": [r.completion for r in rows],
+            "augtune_row": [True] * len(rows)}  # labelled as training is (see _eval_item)
     if any(r.messages for r in rows):  # conversations are evaluated whole, like training
         cols["messages"] = [[{"role": a, "content": b} for a, b in r.messages] or None
                             for r in rows]

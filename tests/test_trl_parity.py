@@ -119,15 +119,18 @@ def test_pad_token_examples_count_and_resume_as_in_trl(tiny_model_dir, tmp_path)
 
 def test_eval_sets_in_trl_conversational_forms_are_evaluated(tiny_model_dir, tmp_path):
     """TRL evaluates messages rows and conversational prompt/completion rows; so does the
-    trainer here (rendered with the chat template, as training renders conversations). A
-    text-only eval set is refused with one line."""
+    trainer here (rendered with the chat template, as training renders conversations), each
+    labelled as TRL labels it (every token of the messages row, the completion of the other:
+    the losses differ; the labels themselves are compared with TRL's below). A text-only eval
+    set is refused with one line."""
     from datasets import Dataset
     data = _data(tmp_path)
     trainer = _trainer(tiny_model_dir, tmp_path, data)
     conv = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
     msgs = trainer.evaluate(Dataset.from_list([{"messages": conv}] * 2))
     split = trainer.evaluate(Dataset.from_list([{"prompt": conv[:1], "completion": conv[1:]}] * 2))
-    assert msgs["eval_loss"] > 0 and split["eval_loss"] == pytest.approx(msgs["eval_loss"])
+    assert msgs["eval_loss"] > 0 and split["eval_loss"] > 0
+    assert split["eval_loss"] != pytest.approx(msgs["eval_loss"])
     with pytest.raises(AugtuneError, match="eval row has fields"):
         trainer.evaluate(Dataset.from_list([{"text": "Hi? Hello."}] * 2))
 
@@ -262,3 +265,34 @@ def test_a_paraphrase_eval_whose_prompts_carry_labels_is_flagged(tiny_model_dir,
         args.completion_only_loss = labelled
         augment.AugmentedSFTTrainer(model=tiny_model_dir, args=args, train_dataset=data)
         assert ("eval_paraphrase_gap compares different texts" in capsys.readouterr().out) == flagged
+
+
+def test_a_users_eval_rows_are_labelled_as_trl_labels_their_format(tiny_model_dir, tmp_path):
+    """Training on prompt/completion pairs, an eval set of the user's own in another format is
+    labelled as TRL labels that format (a review: messages got 9 of 40 tokens against TRL's 40;
+    conversational prompt/completion 16 of 60, every assistant turn of the prompt included,
+    against TRL's 5, the completion only); prepare's own eval rows follow training."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    chat = [{"role": "user", "content": "Where is my order?"},
+            {"role": "assistant", "content": "It ships tomorrow."},
+            {"role": "user", "content": "And how long does that take?"}]
+    answer = [{"role": "assistant", "content": "Two to three days."}]
+    rows = {"messages": [{"messages": chat + answer}],
+            "conversational_prompt_completion": [{"prompt": chat, "completion": answer}]}
+    data = _data(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False,
+                     report_to="none", max_length=None)
+    ours = data.collator(tok, args)
+    for name, ds in rows.items():
+        trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         processing_class=tok, train_dataset=Dataset.from_list(ds))
+        theirs = trl.data_collator([trl.train_dataset[0]])
+        mine = ours(Dataset.from_list(ds).to_list())
+        assert torch.equal(mine["input_ids"], theirs["input_ids"]), name
+        assert torch.equal(mine["labels"], theirs["labels"]), name
+    own = ours([data.eval_dataset()[0]])  # prepare's held-out pair: the prompt masked
+    assert 0 < own["labels"].ne(-100).sum() < own["attention_mask"].sum()
