@@ -158,17 +158,17 @@ class AugmentingCollator:
                                "is conversations, which TRL trains as language modelling (it "
                                "ignores the option there): use assistant_only_loss=True to train "
                                "the assistant turns only.")
-        # Whether a row's prompt side gets no labels, by the format TRL would see it in: a
-        # conversation (language modelling: every token, or the assistant turns only), or a
-        # prompt/completion pair (the prompt masked unless completion_only_loss is False; with
-        # assistant_only_loss the response, the assistant turn, is all that trains).
-        self._masks = {"language_modeling": bool(assistant_only_loss),
-                       "prompt_completion": completion_only_loss is not False
-                       or bool(assistant_only_loss)}
-        self._masks["conversational_prompt_completion"] = self._masks["prompt_completion"]
-        # training rows follow the run's data; eval rows say their own format (`label_as`)
-        self.mask_prompt = self._masks["language_modeling" if language_modeling
-                                       else "prompt_completion"]
+        # TRL resolves completion_only_loss once, from the TRAINING data's format (None: True
+        # for prompt/completion, False for conversations) and applies it to every eval set;
+        # assistant_only_loss keeps the assistant turns (for a pair rendered with a chat template,
+        # the response).
+        self._col = completion_only_loss if completion_only_loss is not None \
+            else not language_modeling
+        self._aol = bool(assistant_only_loss)
+        # Whether a training row's prompt side gets no labels: conversations are language
+        # modelling (every token, or the assistant turns); pairs mask the prompt unless
+        # completion_only_loss is False.
+        self.mask_prompt = self._aol if language_modeling else (self._col or self._aol)
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             # Padding positions are masked (attention 0, label -100): their id never matters.
@@ -402,12 +402,15 @@ class AugmentingCollator:
                 feats[i], flags[i] = a, b
         for i, ex in enumerate(examples):
             if feats[i] is None:
-                encoder = self._conversations
-                if ex.get("label_as") == "conversational_prompt_completion":
-                    encoder = self._completion_encoder()  # the completion: the last turn
-                ids, labels, flag = encoder.encode(ex["messages"])
-                if not self._mask_for(ex):  # every token, as TRL labels this row
-                    labels = ids.copy()
+                if ex.get("label_as") == "conversational_prompt_completion" and self._col:
+                    # TRL's completion mask: every message of the completion (within the
+                    # assistant turns with assistant_only_loss)
+                    ids, labels, flag = self._conversations.encode(
+                        ex["messages"], tail=ex["completion_turns"], assistant=self._aol)
+                else:
+                    ids, labels, flag = self._conversations.encode(ex["messages"])
+                    if not self._mask_for(ex):  # every token, as TRL labels this row
+                        labels = ids.copy()
                 feats[i], flags[i] = {"input_ids": ids, "labels": labels}, flag
                 self.stats["examples"] += 1
                 self.stats["completion_truncated"] += flag == 1
@@ -415,20 +418,15 @@ class AugmentingCollator:
         return feats, flags
 
     def _mask_for(self, ex: dict) -> bool:
-        """Whether `ex`'s prompt side gets no labels: training rows follow the run's data
-        (`mask_prompt`); an eval row in another format says so (`label_as`, set by
-        `pipeline._eval_item`) and is labelled as TRL labels that format."""
+        """Whether `ex`'s prompt side (everything but the assistant turns) gets no labels.
+        Training rows follow the run's data (`mask_prompt`); a user's eval row says its format
+        (`label_as`, set by `pipeline._eval_item`) and is labelled as TRL labels it in this run:
+        a pair by completion_only_loss as TRL resolved it from the training data, a conversation
+        as language modelling."""
         how = ex.get("label_as")
-        return getattr(self, "mask_prompt", True) if how is None else self._masks[how]
-
-    def _completion_encoder(self):
-        """TRL's conversational prompt/completion trains the completion only: the final
-        assistant turn (a completion of several messages keeps only its last one)."""
-        if getattr(self, "_last_turn_encoder", None) is None:
-            from .conversation import ConversationEncoder
-            self._last_turn_encoder = ConversationEncoder(
-                self.tokenizer, self.max_length, self.min_completion_tokens, "last")
-        return self._last_turn_encoder
+        if how is None:
+            return getattr(self, "mask_prompt", True)
+        return self._aol if how != "prompt_completion" else (self._col or self._aol)
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch

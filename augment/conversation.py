@@ -139,8 +139,19 @@ class ConversationEncoder:
         return self.tokenizer.apply_chat_template(msgs, tokenize=False,
                                                   add_generation_prompt=generation_prompt)
 
-    def _spans(self, msgs: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    def _spans(self, msgs: list[dict], tail: int | None = None,
+               assistant: bool = True) -> tuple[str, list[tuple[int, int]]]:
+        """The rendering and the character spans that carry labels: the assistant turns
+        (`loss_turns` of them), or, with `tail`, the last `tail` messages (TRL's completion of a
+        conversational prompt/completion row: everything after the prompt rendered with the
+        generation prompt), within the assistant turns when `assistant`."""
         full = self._render(msgs)
+        if tail is not None:
+            region = (len(self._render(msgs[:-tail], generation_prompt=True)), len(full))
+            if not assistant:
+                return full, [region]
+            return full, [(max(a, region[0]), b) for a, b in self._spans(msgs)[1]
+                          if b > region[0]]
         spans = []
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":
@@ -157,8 +168,8 @@ class ConversationEncoder:
             spans = spans[-1:]
         return full, spans
 
-    def _encode(self, msgs: list[dict]):
-        full, spans = self._spans(msgs)
+    def _encode(self, msgs: list[dict], tail: int | None = None, assistant: bool = True):
+        full, spans = self._spans(msgs, tail, assistant)
         enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = np.asarray(enc["input_ids"], np.int64)
         starts = np.asarray([s for s, _ in enc["offset_mapping"]], np.int64)
@@ -169,18 +180,21 @@ class ConversationEncoder:
         last_start = int(np.searchsorted(starts, spans[-1][0], side="left")) if spans else len(ids)
         return ids, labels, last_start
 
-    def encode(self, messages: list[dict]) -> tuple[np.ndarray, np.ndarray, int]:
+    def encode(self, messages: list[dict], tail: int | None = None,
+               assistant: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+        """`tail`: label only the last `tail` messages (a conversational prompt/completion
+        row's completion), within the assistant turns when `assistant`; see `_spans`."""
         msgs = list(messages)
-        ids, labels, a = self._encode(msgs)
+        ids, labels, a = self._encode(msgs, tail, assistant)
         L = self.max_length
         if L is None or len(ids) <= L:
             return ids, labels, 0
         # Drop the oldest exchanges (never the system message, never the last exchange).
         first = 1 if msgs and msgs[0]["role"] == "system" else 0
         dropped = False
-        while len(ids) > L and len(msgs) - first > 2:
+        while len(ids) > L and len(msgs) - first > max(2, (tail or 0) + 1):
             msgs, dropped = msgs[:first] + msgs[first + 2:], True
-            ids, labels, a = self._encode(msgs)
+            ids, labels, a = self._encode(msgs, tail, assistant)
         if len(ids) <= L:
             return ids, labels, 2
         keep_c = min(len(ids) - a, self.k)

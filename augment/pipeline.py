@@ -117,16 +117,19 @@ class AugmentedData:
 
 def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
             eval_dataset: str | None = None, eval_paraphrases: str | None = None,
-            max_rows: int | None = None, eval_fraction: float | None = None, seed: int = 42,
-            data_seed: int | None = None, data: DataConfig | None = None, split=None,
-            state=None, say=print) -> AugmentedData:
+            max_rows: int | None = None, eval_fraction: float | None = None,
+            seed: int | None = None, data_seed: int | None = None, args=None,
+            data: DataConfig | None = None, split=None, state=None,
+            say=print) -> AugmentedData:
     """Load `dataset` (a file, folder or hub id in any format augtune reads), build and load
     its variants as `augment` says, and return an `AugmentedData` for the trainer.
 
-    Seeds as TRL's: pass `SFTConfig.seed` as `seed` and `SFTConfig.data_seed` as `data_seed`
-    (the trainer refuses other values). `seed` seeds the split and, unless
-    `augment.augment_seed` is set, what variants are made; the sampler's plans follow
-    `data_seed`, else `seed`, as TRL's data order does. Give `data` (a DataConfig)
+    `args`, the run's SFTConfig (optional, recommended): its loss options are checked against
+    the data before anything is built (a refusal after a paid build wastes it), and `seed` and
+    `data_seed` default to its own. Seeds as TRL's (42 without `args`): `seed` seeds the split
+    and, unless `augment.augment_seed` is set, what variants are made; the sampler's plans
+    follow `data_seed`, else `seed`, as TRL's data order does (the trainer refuses a plan whose
+    seed is not its own data order seed). Give `data` (a DataConfig)
     instead of the keyword arguments for every data option; `split` skips loading (the recipe
     has already loaded it to check the data before anything expensive). Without `eval_dataset`,
     `eval_fraction` of the rows (default 0.1) is held out as the eval set; pass 0 when the
@@ -155,6 +158,12 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
         data = DataConfig(dataset_name=str(dataset), eval_dataset_name=eval_dataset and str(eval_dataset),
                           eval_paraphrases_file=eval_paraphrases and str(eval_paraphrases),
                           max_rows=max_rows, **extra)
+    if args is not None:
+        from .trl_options import check_sft_config
+        check_sft_config(args)
+        seed = args.seed if seed is None else seed
+        data_seed = getattr(args, "data_seed", None) if data_seed is None else data_seed
+    seed = 42 if seed is None else seed
     aug = dataclasses.replace(augment or AugmentConfig())
     if aug.augment_seed is None:
         aug.augment_seed = seed
@@ -166,6 +175,8 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
         if state.is_main_process:
             say("augtune: " + split_line(split.report))
     check_pair_format(aug, split)
+    if args is not None:
+        check_loss_options(aug, args, split)
     methods = (list(aug.augment_methods)
                if aug.augmented_per_original > 0 or aug.refusal_fraction > 0 else [])
     if "refusals" in methods:
@@ -310,9 +321,12 @@ class IndexedCollator:
         return getattr(self.collator, "padding_free", False)
 
     def __call__(self, features):
-        items = [self.source[f["index"]] if "index" in f else _eval_item(f) for f in features]
+        # a training feature is the plan index alone; an eval row may have an `index` column
+        # of its own (pandas' reset_index makes one) and is read as an eval row
+        plan = [set(f) == {"index"} for f in features]
+        items = [self.source[f["index"]] if p else _eval_item(f) for f, p in zip(features, plan)]
         batch = self.collator(items)
-        if "index" in features[0]:
+        if plan[0]:
             import torch
             batch["aug_index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
         return batch
@@ -327,7 +341,8 @@ def _eval_item(f: dict) -> dict:
     own = {} if f.get("augtune_row") else None
     if isinstance(prompt, list) and isinstance(completion, list):
         return {"messages": prompt + completion, "source": "original", "similarity": 1.0,
-                **(own if own is not None else {"label_as": "conversational_prompt_completion"})}
+                **(own if own is not None else {"label_as": "conversational_prompt_completion",
+                                                "completion_turns": len(completion)})}
     if isinstance(prompt, str) and isinstance(completion, str):
         return {"prompt": prompt, "completion": completion, "source": "original",
                 "similarity": 1.0, **({"messages": f["messages"]} if f.get("messages") else {}),

@@ -405,11 +405,10 @@ def _wire(kwargs: dict) -> tuple[dict, dict]:
     data_seed = data_order_seed(args)
     if data.seed != data_seed:
         which = "data_seed" if args.data_seed is not None else "seed"
-        fix = (f"seed={args.seed}, data_seed={args.data_seed}" if args.data_seed is not None
-               else f"seed={args.seed}")
         raise ConfigError(f"train_dataset's epochs are planned with seed {data.seed}, but this "
                           f"SFTConfig orders data with {which}={data_seed}: call "
-                          f"augment.prepare(..., {fix}), as in the SFTConfig.")
+                          f"augment.prepare(..., args=<this SFTConfig>) (or seed={args.seed}, "
+                          f"data_seed={args.data_seed}).")
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     args.remove_unused_columns = False
     model = kwargs.get("model")

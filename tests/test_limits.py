@@ -323,6 +323,10 @@ def test_ordinary_base_url_params_are_neither_masked_nor_refused(param):
     ("https://h/p?redirect=https://x/cb?key=CANARY", "https://h/p?redirect=https://x/cb?key=***"),
     ("http://localhost:8000/v1?x=1?api_key=CANARY", "http://localhost:8000/v1?x=1?api_key=***"),
     ("http://h/v1;jsessionid=1;token=CANARY", "http://h/v1;jsessionid=1;token=***"),
+    # ...and a secret holding a raw ";" or "?" is masked whole
+    ("http://h/?token=ab;CANARY&x=1", "http://h/?token=***&x=1"),
+    ("http://h/?password=ab?CANARY", "http://h/?password=***"),
+    ("http://h/?pwd=a;b;CANARY&x=1", "http://h/?pwd=***&x=1"),
     # a password may hold a raw "@": the userinfo ends at the last "@" before the host
     ("https://user:p@ss-CANARY@host/x?q=1", "https://***@host/x?q=1"),
     ("https://user:p@ss@CANARY@host:8443", "https://***@host:8443"),

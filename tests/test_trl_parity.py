@@ -15,7 +15,7 @@ from augment.errors import AugtuneError, ConfigError
 pytestmark = pytest.mark.reliability
 
 
-def _data(tmp_path, seed=42, data_seed=None, **aug):
+def _data(tmp_path, seed=42, data_seed=None, args=None, **aug):
     import augment
     rows = [{"prompt": f"How do I reset the password of account {i}?",
              "completion": f"Open settings for account {i}."} for i in range(12)]
@@ -24,8 +24,8 @@ def _data(tmp_path, seed=42, data_seed=None, **aug):
     evals.write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
     cfg = augment.AugmentConfig(augment_methods=["templates"], templates_on_the_fly=True,
                                 augment_cache=str(tmp_path / "c.sqlite"), **aug)
-    return augment.prepare(str(path), cfg, seed=seed, data_seed=data_seed, eval_dataset=str(evals),
-                           say=lambda *a: None)
+    return augment.prepare(str(path), cfg, seed=seed, data_seed=data_seed, args=args,
+                           eval_dataset=str(evals), say=lambda *a: None)
 
 
 def _trainer(tiny_model_dir, tmp_path, data, tokenizer=None, model=None, **args):
@@ -57,10 +57,10 @@ def test_formatting_func_and_a_seed_the_plan_does_not_follow_are_refused(tiny_mo
             model=LlamaForCausalLM.from_pretrained(tiny_model_dir),
             args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none"),
             train_dataset=data, formatting_func=lambda ex: ex["prompt"])
-    with pytest.raises(ConfigError, match=r"prepare\(\.\.\., seed=7\)"):
+    with pytest.raises(ConfigError, match=r"args=<this SFTConfig>\) \(or seed=7, data_seed=None\)"):
         _trainer(tiny_model_dir, tmp_path, data, seed=7)
-    with pytest.raises(ConfigError, match=r"data_seed=9: call augment\.prepare\(\.\.\., seed=42, "
-                                          r"data_seed=9\)"):
+    with pytest.raises(ConfigError, match=r"data_seed=9: call augment\.prepare\(\.\.\., args=<this "
+                                          r"SFTConfig>\) \(or seed=42, data_seed=9\)"):
         _trainer(tiny_model_dir, tmp_path, data, data_seed=9)
     _trainer(tiny_model_dir, tmp_path, _data(tmp_path, data_seed=9), data_seed=9)  # agreeing
 
@@ -267,32 +267,79 @@ def test_a_paraphrase_eval_whose_prompts_carry_labels_is_flagged(tiny_model_dir,
         assert ("eval_paraphrase_gap compares different texts" in capsys.readouterr().out) == flagged
 
 
-def test_a_users_eval_rows_are_labelled_as_trl_labels_their_format(tiny_model_dir, tmp_path):
-    """Training on prompt/completion pairs, an eval set of the user's own in another format is
-    labelled as TRL labels that format (a review: messages got 9 of 40 tokens against TRL's 40;
-    conversational prompt/completion 16 of 60, every assistant turn of the prompt included,
-    against TRL's 5, the completion only); prepare's own eval rows follow training."""
+@pytest.mark.parametrize("train_format", ["prompt_completion", "messages"])
+def test_a_users_eval_rows_are_labelled_as_trl_labels_their_format(tiny_model_dir, tmp_path,
+                                                                   train_format):
+    """An eval set of the user's own is labelled as TRL labels it in the same run: TRL resolves
+    completion_only_loss from the TRAINING data (True for pairs, False for conversations) and
+    labels each eval row by its own format with it. Reviews found a messages row with 9 of 40
+    tokens against TRL's 40, a conversational pair with every assistant turn of its prompt, and
+    pairs masked where TRL, training on conversations, labels every token. Each row's input
+    ids and labels are compared with TRL's own preparation and collator; prepare's own eval
+    rows follow training."""
     from datasets import Dataset
     from transformers import AutoTokenizer, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    import augment
     chat = [{"role": "user", "content": "Where is my order?"},
             {"role": "assistant", "content": "It ships tomorrow."},
             {"role": "user", "content": "And how long does that take?"}]
     answer = [{"role": "assistant", "content": "Two to three days."}]
-    rows = {"messages": [{"messages": chat + answer}],
-            "conversational_prompt_completion": [{"prompt": chat, "completion": answer}]}
-    data = _data(tmp_path)
+    evals = {"pair": {"prompt": "Where is my order?", "completion": "It ships tomorrow."},
+             "messages": {"messages": chat + answer},
+             "conversational": {"prompt": chat, "completion": answer},
+             "conversational, long completion": {"prompt": chat[:1], "completion": chat[1:2] + [
+                 {"role": "user", "content": "Thanks!"}, *answer]}}
+    if train_format == "messages":
+        train = [{"messages": chat + answer}, {"messages": chat[:2]}]
+        path = tmp_path / "chat.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in train))
+        data = augment.prepare(str(path), augment.AugmentConfig(
+            augment_methods=["templates"], templates_on_the_fly=True,
+            augment_cache=str(tmp_path / "c.sqlite")), eval_fraction=0, say=lambda *a: None)
+    else:
+        train = [{"prompt": "Where is my order?", "completion": "It ships tomorrow."}]
+        data = _data(tmp_path)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False,
                      report_to="none", max_length=None)
     ours = data.collator(tok, args)
-    for name, ds in rows.items():
-        trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
-                         processing_class=tok, train_dataset=Dataset.from_list(ds))
-        theirs = trl.data_collator([trl.train_dataset[0]])
-        mine = ours(Dataset.from_list(ds).to_list())
+    trl = SFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                     processing_class=tok, train_dataset=Dataset.from_list(train),
+                     eval_dataset={k: Dataset.from_list([v]) for k, v in evals.items()})
+    for name, row in evals.items():
+        theirs = trl.data_collator([trl.eval_dataset[name][0]])
+        mine = ours([row])
+        if name == "pair":  # rendered with the chat template (pair_format: chat), TRL's without
+            assert mine["labels"].ne(-100).all() == theirs["labels"].ne(-100).all()
+            continue
         assert torch.equal(mine["input_ids"], theirs["input_ids"]), name
         assert torch.equal(mine["labels"], theirs["labels"]), name
-    own = ours([data.eval_dataset()[0]])  # prepare's held-out pair: the prompt masked
-    assert 0 < own["labels"].ne(-100).sum() < own["attention_mask"].sum()
+    if train_format == "prompt_completion":
+        own = ours([data.eval_dataset()[0]])  # prepare's held-out pair: the prompt masked
+        assert 0 < own["labels"].ne(-100).sum() < own["attention_mask"].sum()
+        # an eval row with an `index` column of its own (pandas' reset_index) is an eval row,
+        # not training example 0 of the plan
+        assert torch.equal(ours([{**evals["messages"], "index": 0}])["input_ids"],
+                           ours([evals["messages"]])["input_ids"])
+
+
+def test_prepare_with_the_runs_sftconfig_checks_first_and_takes_its_seeds(tmp_path):
+    """prepare(args=SFTConfig): a loss option that means nothing on this data is refused before
+    anything is built (no cache made), and the seeds are the SFTConfig's."""
+    from trl import SFTConfig
+
+    import augment
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi?"},
+                                             {"role": "assistant", "content": "Hello."}]}) + "\n")
+    cfg = augment.AugmentConfig(augment_methods=["templates"],
+                                augment_cache=str(tmp_path / "c.sqlite"))
+    with pytest.raises(ConfigError, match="completion_only_loss: true is for prompt/completion"):
+        augment.prepare(str(chat), cfg, eval_fraction=0, say=lambda *a: None, args=SFTConfig(
+            output_dir=str(tmp_path / "o"), use_cpu=True, completion_only_loss=True))
+    assert not (tmp_path / "c.sqlite").exists()
+    args = SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, seed=7, data_seed=9)
+    data = _data(tmp_path, seed=None, args=args)
+    assert data.sampler.seed == 9 and data.aug_cfg.augment_seed == 7

@@ -302,9 +302,12 @@ def is_secret_param(name: str) -> bool:
 #: part of its userinfo.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s\"'`,<>\[\]{}|\\^]*@")
 #: a query (or fragment) parameter and its value; `is_secret_param` decides whether to mask it.
-#: The separator is looked behind, not consumed, and a value stops at the next separator: in
-#: "?next=/a?token=S" the value of `next` must not swallow `token` (it did: left unmasked).
-_URL_PARAM = re.compile(r"(?<=[?&#;])([^=&#;?\s\"'<>/]+)=([^&#;?\s\"'<>]+)")
+#: The separator is looked behind, not consumed, and a value runs to the next "&", "#" or
+#: space, or to a "?" or ";" that starts another `name=`: in "?next=/a?token=S" the value of
+#: `next` must not swallow `token` (it did: left unmasked), while "?token=ab;cd" masks all
+#: of "ab;cd".
+_URL_PARAM = re.compile(r"(?<=[?&#;])([^=&#;?\s\"'<>/]+)="
+                        r"((?:(?![?;][^=&#;?\s\"'<>/]+=)[^&#\s\"'<>])+)")
 
 
 def _mask_param(m: re.Match) -> str:
