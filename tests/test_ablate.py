@@ -24,16 +24,13 @@ def test_rerun_reuses_finished_runs_and_records_rejections(tmp_path, monkeypatch
         {"config": "r1", "seed": 42, "status": "ok", "ratio": 1.0, "mode": "replace", "methods": "templates",
          "eval_loss": 3.1, "eval_paraphrase_loss": 3.2, "gap": 0.1, "steps": 16}))
     launched = []
-    real_run = ablate.subprocess.run
+    real_launch = ablate._launch
 
     def spy(cmd, **kw):
-        # Only training launches count: on a fresh machine matplotlib also shells out
-        # (fc-list, to build its font cache) through the same subprocess module.
-        if str(cmd[0]).endswith("launch.sh"):
-            launched.append(cmd)
-        return real_run(cmd, **kw)
+        launched.append(cmd)
+        return real_launch(cmd, **kw)
 
-    monkeypatch.setattr(ablate.subprocess, "run", spy)
+    monkeypatch.setattr(ablate, "_launch", spy)
     assert ablate.main([str(sweep), "--seeds", "1", "--runs_dir", str(runs)]) == 0
     # the finished run was reused; only the over-cap config was launched, and it was rejected
     assert len(launched) == 1 and "r3.yaml" in launched[0][1]
@@ -115,5 +112,78 @@ def test_summary_gives_seed_means_and_paired_intervals_against_the_baseline(tmp_
     vs = (runs / "rob" / "results_vs_augment.md").read_text()
     assert vs.index("| augment | 2 seeds (baseline) |") < vs.index("| originals | 2 seeds |")
     assert f"Δ {-100 * sum(diffs) / 4:+.1f}" in vs and "difference from augment" in vs
-    with pytest.raises(SystemExit, match="not a config"):
-        ablate.main([str(sweep), "--runs_dir", str(runs), "--report_only", "--compare", "nope"])
+    assert ablate.main([str(sweep), "--runs_dir", str(runs), "--report_only", "--compare",
+                        "nope"]) == 2
+
+
+def test_sweep_input_is_checked_before_any_run_and_failures_fail_the_sweep(tmp_path, monkeypatch,
+                                                                           capsys):
+    """From a review run as a user: a missing base crashed the sweep part-way with a traceback,
+    --seeds 0 replaced a finished sweep's results.csv with a header, --only with a missing name
+    said the folder had no configs, a --baseline typo surfaced after every run had trained, and
+    a sweep with failed runs exited 0. Each is now one line before anything runs, or exit 1."""
+    import subprocess
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    base = ROOT / "configs/ablation/base.yaml"
+    (sweep / "a.yaml").write_text(f"base: {base}\naugmented_per_original: 0.0\n")
+    (sweep / "b.yaml").write_text(f"base: {base}\naugmented_per_original: 1.0\n")
+    runs = tmp_path / "runs"
+    launched = []
+    monkeypatch.setattr(ablate, "_launch", lambda cmd, **kw: launched.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 1, "", ""))
+    for extra, text in ((["--seeds", "0"], "--seeds 0: give 1 or more"),
+                        (["--only", "a,zz"], "--only zz: not a config of"),
+                        (["--baseline", "aa"], "--baseline 'aa' is not a config of this sweep"),
+                        (["--compare", "a,bb"], "--compare 'bb' is not a config")):
+        assert ablate.main([str(sweep), "--runs_dir", str(runs), *extra]) == 2, extra
+        assert text in capsys.readouterr().err, extra
+    (sweep / "c.yaml").write_text("base: missing.yaml\nseed: 1\n")
+    assert ablate.main([str(sweep), "--runs_dir", str(runs)]) == 2
+    assert f"{sweep / 'c.yaml'}: its base {sweep / 'missing.yaml'} does not exist" in \
+        capsys.readouterr().err
+    assert not launched and not runs.exists()  # nothing ran, nothing written
+    (sweep / "c.yaml").unlink()
+    done = runs / "s" / "a" / "seed42"
+    done.mkdir(parents=True)
+    (done / "run_result.json").write_text(json.dumps(
+        {"config": "a", "seed": 42, "status": "ok", "ratio": 0.0, "eval_loss": 3.0, "steps": 4}))
+    assert ablate.main([str(sweep), "--seeds", "1", "--runs_dir", str(runs)]) == 1
+    out = capsys.readouterr().out
+    assert len(launched) == 1 and "1 runs ok, 0 rejected as expected, 1 failed: b seed 42" in out
+    # --only runs a subset; the report stays the sweep's (a's finished run is in it)
+    assert ablate.main([str(sweep), "--seeds", "1", "--runs_dir", str(runs), "--only", "b"]) == 1
+    rows = list(csv.DictReader(open(runs / "s" / "results.csv")))
+    assert {r["config"] for r in rows if r["seed"] != "mean"} == {"a", "b"}
+
+
+def test_an_interrupted_sweep_stops_the_training_under_it(tmp_path):
+    """SIGTERM to the sweep alone left launch.sh's accelerate and training running with no
+    parent (seen by a review); a run now sits in a process group of its own, which the sweep
+    stops on SIGTERM or Ctrl-C before saying so in one line (exit 130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    pidfile = tmp_path / "child.pid"
+    code = ("import signal, sys; sys.path.insert(0, %r); from train import ablate; "
+            "signal.signal(signal.SIGTERM, ablate._on_sigterm)\n"
+            "try:\n    ablate._launch(['bash', '-c', 'sleep 60 & echo $! > %s; wait'], capture=False)\n"
+            "except KeyboardInterrupt:\n    sys.exit(130)") % (str(ROOT), pidfile)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    for _ in range(100):  # the grandchild was signalled with its group; give it a moment
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the run's child process outlived the interrupted sweep")

@@ -12,10 +12,15 @@ checks that it is and records it as `rejected`.
 
 A config whose header says `ablate: seeds=1` runs with one seed whatever --seeds says (for
 a deterministic arm, such as the untrained base model: `learning_rate: 0`). The baseline
-setting is the config whose header says `ablate: baseline`, else --baseline, else the first
-config without augmentation and without NEFTune. A config whose header says `ablate: reference`
+setting is the one --baseline names, else the config whose header says `ablate: baseline`,
+else the first config without augmentation and without NEFTune. A config whose header says `ablate: reference`
 (or one named by --compare) is a second point of comparison: every setting's robustness
 differences from it, with their intervals, go to `results_vs_<name>.md`.
+
+Everything the sweep is given (the configs and their bases, --only, --baseline, --compare,
+--seeds) is checked before the first run. The sweep exits 1 when a run failed or a config
+that must be rejected was not (the table still shows the rest), 130 when interrupted (the
+running training stops with it; finished runs are kept).
 
 Writes `<runs_dir>/<sweep>/results.csv` (one row per run, then one `seed=mean` row per setting)
 and plots: eval losses against the ratio (mean and spread over seeds) and, for one run, the
@@ -69,17 +74,59 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="--key value overrides passed to every run (put last)")
     args = ap.parse_args(argv)
-
-    sweep = Path(args.sweep)
-    configs = sorted(p for p in sweep.glob("*.yaml"))
-    if args.only:
-        keep = set(args.only.split(","))
-        configs = [p for p in configs if p.stem in keep]
-    if not configs:
-        print(f"augtune: error: no *.yaml configs in {sweep}", file=sys.stderr)
+    try:
+        return _sweep(args)
+    except SweepError as err:
+        print(f"augtune: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _on_sigterm): the run was stopped
+        print("\naugtune: sweep interrupted; finished runs are kept, and rerunning the same "
+              "command runs only what is missing.", file=sys.stderr)
+        return 130
+
+
+class SweepError(Exception):
+    """Bad sweep input, found before anything runs: one line."""
+
+
+def _check_sweep(args, sweep: Path, all_configs: list[Path]) -> list[Path]:
+    """Everything that can be wrong with the sweep's input, before the first run trains (a
+    typo in --baseline used to surface after every run had trained)."""
+    if args.seeds < 1:
+        raise SweepError(f"--seeds {args.seeds}: give 1 or more.")
+    if not sweep.is_dir():
+        raise SweepError(f"{sweep}: no such folder.")
+    if not all_configs:
+        raise SweepError(f"no *.yaml configs in {sweep}")
+    names = [c.stem for c in all_configs]
+    configs = all_configs
+    if args.only:
+        wanted = [n for n in args.only.split(",") if n]
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise SweepError(f"--only {', '.join(missing)}: not a config of {sweep} "
+                             f"({', '.join(names)}).")
+        configs = [c for c in all_configs if c.stem in wanted]
+    for flag, value in (("--baseline", args.baseline), ("--compare", args.compare)):
+        for n in [v for v in value.split(",") if v]:
+            if n not in names:
+                raise SweepError(f"{flag} {n!r} is not a config of this sweep ({', '.join(names)}).")
+    for c in all_configs:
+        describe(c)  # an unreadable config or a missing base: its file, one line
+    return configs
+
+
+def _on_sigterm(*_):
+    raise KeyboardInterrupt  # stop the running child's process group too (see _launch)
+
+
+def _sweep(args) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sweep = Path(args.sweep)
+    all_configs = sorted(p for p in sweep.glob("*.yaml"))
+    configs = _check_sweep(args, sweep, all_configs)
     out_root = Path(args.runs_dir) / sweep.name
-    out_root.mkdir(parents=True, exist_ok=True)
     rows = []
     # seed-major: every setting's first seed before any second seed, so a sweep stopped early
     # still compares every setting
@@ -88,7 +135,9 @@ def main(argv=None) -> int:
         run_dir = out_root / cfg.stem / f"seed{seed}"
         tag = f"[{i}/{len(plan)}] {cfg.stem} seed {seed}"
         if args.dry_run:
-            print(f"{tag}: {'done' if (run_dir / 'run_result.json').exists() else 'to run'} -> {run_dir}")
+            expect = " (must be rejected)" if _expect_error(cfg) else ""
+            print(f"{tag}: {'done' if (run_dir / 'run_result.json').exists() else 'to run'}"
+                  f"{expect} -> {run_dir}")
             continue
         if args.report_only and not (run_dir / "run_result.json").exists():
             print(f"{tag}: not finished, left out of the report")
@@ -96,6 +145,22 @@ def main(argv=None) -> int:
         rows.append(run_one(cfg, seed, run_dir, args, tag))
     if args.dry_run:
         return 0
+    # the report is the sweep's: the finished runs of configs --only left out belong in it
+    chosen = {c.stem for c in configs}
+    for cfg in all_configs:
+        if cfg.stem in chosen:
+            continue
+        for seed in range(42, 42 + min(args.seeds, seeds_cap(cfg))):
+            done = out_root / cfg.stem / f"seed{seed}" / "run_result.json"
+            if done.exists():
+                rows.append(json.loads(done.read_text()))
+    configs = all_configs
+    counts = {k: sum(1 for r in rows if r.get("status") == k) for k in ("ok", "rejected")}
+    bad = [r for r in rows if r.get("status") not in ("ok", "rejected")]
+    if not counts["ok"]:
+        print(f"augtune: no run finished; nothing to report ({len(bad)} failed).", file=sys.stderr)
+        return 1
+    out_root.mkdir(parents=True, exist_ok=True)
     baseline = pick_baseline(configs, rows, args.baseline)
     summary = summarize(rows, out_root, baseline, args.bootstrap)
     # the baseline first, then the compared settings, then one-seed reference arms
@@ -111,15 +176,20 @@ def main(argv=None) -> int:
         refs += [n for n in args.compare.split(",") if n and n not in refs]
         for ref in refs:
             if ref not in {r["config"] for r in rows}:
-                raise SystemExit(f"augtune: error: --compare {ref!r} is not a config of this sweep "
-                                 f"({', '.join(c.stem for c in configs)}).")
+                print(f"augtune: --compare {ref}: no finished run to compare with", file=sys.stderr)
+                continue
             other = summarize(rows, out_root, ref, args.bootstrap)
             other.sort(key=lambda r: (r["config"] != ref, *rank.get(r["config"], (True, True, 0))))
             path = out_root / f"results_vs_{ref}.md"
             write_text_atomic(path, markdown_table(other, ref))
             print(f"augtune: differences from {ref}: {path}")
-    print(f"augtune: wrote {out_root / 'results.csv'} and {', '.join(str(p) for p in pngs)}")
-    return 0
+    written = [out_root / "results.csv", *([out_root / "results.md"]
+                                            if (out_root / "results.md").exists() else []), *pngs]
+    print(f"augtune: wrote {', '.join(str(p) for p in written)}")
+    print(f"augtune: {counts['ok']} runs ok, {counts['rejected']} rejected as expected, "
+          f"{len(bad)} failed" + (": " + ", ".join(f"{r['config']} seed {r['seed']} ({r['status']})"
+                                                  for r in bad) if bad else ""))
+    return 1 if bad else 0  # a table with failed runs in it is not a finished sweep
 
 
 def _header(cfg: Path, key: str) -> str | None:
@@ -241,14 +311,14 @@ def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
     if result_file.exists():
         print(f"{tag}: finished earlier, reusing {result_file}")
         return json.loads(result_file.read_text())
-    expect = re.search(r"expect-error:\s*(.+)", cfg.read_text())
-    cmd = [str(ROOT / "launch.sh"), str(cfg), "--seed", str(seed), "--output_dir", str(run_dir),
-           "--num_processes", str(args.num_processes), *args.extra]
+    expect = _expect_error(cfg)
+    cmd = [str(ROOT / "launch.sh"), str(cfg.resolve()), "--seed", str(seed), "--output_dir",
+           str(run_dir.resolve()), "--num_processes", str(args.num_processes), *args.extra]
     print(f"{tag}: running -> {run_dir}", flush=True)
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=bool(expect), text=True)
+    proc = _launch(cmd, capture=bool(expect))
     wall = time.time() - t0
-    meta = describe(cfg)
+    meta = describe(cfg, args.extra)
     row = {**meta, "config": cfg.stem, "seed": seed, "wall_s": round(wall, 1)}
     if expect:
         msg = (proc.stderr or "").strip().splitlines()[-1:] or [""]
@@ -268,15 +338,62 @@ def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
     return row
 
 
-def describe(cfg: Path) -> dict:
-    """The swept settings of a config (base merged), for the csv."""
+def _expect_error(cfg: Path):
+    return re.search(r"expect-error:\s*(.+)", cfg.read_text())
+
+
+def _launch(cmd: list[str], capture: bool) -> subprocess.CompletedProcess:
+    """One run, in a process group of its own: an interrupted sweep (Ctrl-C, or SIGTERM to
+    this process alone) stops launch.sh, accelerate and the training under it, instead of
+    leaving them training with no parent."""
+    import signal
+    proc = subprocess.Popen(cmd, cwd=ROOT, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE if capture else None,
+                            stderr=subprocess.PIPE if capture else None)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def describe(cfg: Path, extra: list[str] = ()) -> dict:
+    """The swept settings of a config (base merged, then the sweep's --extra), for the csv."""
     import yaml
     data: dict = {}
     chain = [cfg]
-    while "base" in (d := yaml.safe_load(chain[-1].read_text()) or {}):
-        chain.append(chain[-1].parent / d["base"])
+
+    def load(p: Path) -> dict:
+        try:
+            d = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise SweepError(f"{chain[-2] if len(chain) > 1 else p}: its base {p} does not "
+                             "exist.") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise SweepError(f"{p}: not a readable YAML config ({exc}).") from None
+        if d is not None and not isinstance(d, dict):
+            raise SweepError(f"{p}: must be a YAML mapping of key: value.")
+        return d or {}
+
+    while "base" in (d := load(chain[-1])):
+        if len(chain) > 20:
+            raise SweepError(f"{cfg}: `base` makes a loop.")
+        chain.append(chain[-1].parent / str(d["base"]))
     for p in reversed(chain):
-        data.update({k: v for k, v in (yaml.safe_load(p.read_text()) or {}).items() if k != "base"})
+        data.update({k: v for k, v in load(p).items() if k != "base"})
+    key = None  # --extra --key value ...: what the runs were given wins over the files
+    for tok in extra:
+        if tok.startswith("--"):
+            key = tok[2:]
+        elif key:
+            data[key] = yaml.safe_load(tok)
     return {"mode": data.get("augment_mode", "expand"),
             "ratio": float(data.get("augmented_per_original", 2.0)),
             "methods": "+".join(data.get("augment_methods", [])),
