@@ -323,7 +323,8 @@ def run_one(cfg: Path, seed: int, run_dir: Path, args, tag: str) -> dict:
     if expect:
         msg = (proc.stderr or "").strip().splitlines()[-1:] or [""]
         ok = proc.returncode == 2 and re.search(expect.group(1).strip(), msg[0])
-        row["status"] = "rejected" if ok else f"NOT REJECTED (exit {proc.returncode})"
+        row["status"] = ("rejected" if ok else "rejected with another message"
+                         if proc.returncode == 2 else f"NOT REJECTED (exit {proc.returncode})")
         print(f"{tag}: {row['status']}: {msg[0]}")
         return row  # not cached: cheap, and a config change should be re-checked
     if proc.returncode != 0:
