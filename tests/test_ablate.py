@@ -90,6 +90,8 @@ def test_summary_gives_seed_means_and_paired_intervals_against_the_baseline(tmp_
     # AvgP per seed: originals (0.5+0.5+0.5+0)/4 = 0.375 and (0+0.5+0.5+0)/4 = 0.25; augment 1.0
     assert float(summ["originals"]["avgp"]) == pytest.approx(0.3125)
     assert float(summ["originals"]["avgp_sd"]) == pytest.approx(0.0883883, abs=1e-5)
+    # eval losses get their sd over seeds too; one seed has none (it was written as 0.0)
+    assert float(summ["originals"]["eval_loss_sd"]) == 0.0 and summ["untrained"]["avgp_sd"] == ""
     # the paired difference: per item, augment's seed mean minus originals' seed mean
     per_item_base = [0.5, 0.5, 0.5, 0.0]
     per_item_base[0] = (0.5 + 0.0) / 2

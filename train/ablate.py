@@ -48,8 +48,9 @@ from augment.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 ROBUST = ("original", "avgp", "worst", "spread", "pdr", "consistency")
-COLUMNS = ["config", "mode", "ratio", "methods", "qc", "neftune", "seed", "status", "eval_loss",
-           "eval_paraphrase_loss", "gap", "steps", "tokens", "wall_s", "metric", *ROBUST,
+LOSSES = ("eval_loss", "eval_paraphrase_loss", "gap")
+COLUMNS = ["config", "mode", "ratio", "methods", "qc", "neftune", "seed", "status", *LOSSES,
+           *[f"{k}_sd" for k in LOSSES], "steps", "tokens", "wall_s", "metric", *ROBUST,
            "robust_items", "robust_paraphrases", "robust_gen_s",
            *[f"{f}_{k}" for f in ROBUST for k in ("sd", "diff", "lo", "hi")]]
 
@@ -254,7 +255,7 @@ def summarize(rows: list[dict], out_root: Path, baseline: str | None, n_boot: in
             if vals:
                 m, sd = _mean_sd(vals)
                 row[k] = round(m, 5)
-                if k in ROBUST:
+                if (k in ROBUST or k in LOSSES) and len(vals) > 1:  # one seed has no sd
                     row[f"{k}_sd"] = round(sd, 5)
         if cfg != baseline and baseline in items and cfg in items:
             ids = [i for i in items[baseline] if i in items[cfg]]
