@@ -150,13 +150,20 @@ class ConversationEncoder:
             region = (len(self._render(msgs[:-tail], generation_prompt=True)), len(full))
             if not assistant:
                 return full, [region]
-            return full, [(max(a, region[0]), b) for a, b in self._spans(msgs)[1]
-                          if b > region[0]]
+            return full, [(max(a, region[0]), b) for a, b in self._assistant_spans(msgs, full)
+                          if b > region[0]]  # every assistant turn of it, whatever loss_turns
+        spans = self._assistant_spans(msgs, full)
+        if self.loss_turns == "last":
+            spans = spans[-1:]
+        return full, spans
+
+    def _assistant_spans(self, msgs: list[dict], full: str) -> list[tuple[int, int]]:
         spans = []
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":
                 continue
-            head = self._render(msgs[:i], generation_prompt=True)
+            # an assistant turn first (an eval row opening with a greeting) has nothing before it
+            head = self._render(msgs[:i], generation_prompt=True) if i else ""
             upto = self._render(msgs[: i + 1])
             if not (upto.startswith(head) and full.startswith(upto)):
                 raise AugtuneError(
@@ -164,9 +171,7 @@ class ConversationEncoder:
                     "of the whole (it rewrites earlier turns), so assistant turns cannot be "
                     "located; use a template that renders turns in order.")
             spans.append((len(head), len(upto)))
-        if self.loss_turns == "last":
-            spans = spans[-1:]
-        return full, spans
+        return spans
 
     def _encode(self, msgs: list[dict], tail: int | None = None, assistant: bool = True):
         full, spans = self._spans(msgs, tail, assistant)
@@ -193,7 +198,10 @@ class ConversationEncoder:
         first = 1 if msgs and msgs[0]["role"] == "system" else 0
         dropped = False
         while len(ids) > L and len(msgs) - first > max(2, (tail or 0) + 1):
-            msgs, dropped = msgs[:first] + msgs[first + 2:], True
+            # an exchange (user + assistant); a leading non-user turn (an eval row may open
+            # with the assistant's greeting) alone, so the rest still opens with a user turn
+            n = 2 if msgs[first]["role"] == "user" else 1
+            msgs, dropped = msgs[:first] + msgs[first + n:], True
             ids, labels, a = self._encode(msgs, tail, assistant)
         if len(ids) <= L:
             return ids, labels, 2

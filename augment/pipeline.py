@@ -340,6 +340,9 @@ def _eval_item(f: dict) -> dict:
     prompt, completion = f.get("prompt"), f.get("completion")
     own = {} if f.get("augtune_row") else None
     if isinstance(prompt, list) and isinstance(completion, list):
+        if not prompt or not completion:
+            raise AugtuneError("an eval row's prompt or completion is an empty list of messages; "
+                               "give each at least one message.")
         return {"messages": prompt + completion, "source": "original", "similarity": 1.0,
                 **(own if own is not None else {"label_as": "conversational_prompt_completion",
                                                 "completion_turns": len(completion)})}

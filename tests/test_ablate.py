@@ -189,3 +189,20 @@ def test_an_interrupted_sweep_stops_the_training_under_it(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("the run's child process outlived the interrupted sweep")
+
+
+def test_describe_reads_extra_as_the_training_cli_does_and_main_restores_sigterm(tmp_path):
+    """--extra with several values, key=value and YAML-unfriendly text is recorded as the runs
+    got it (it was joined letter by letter, or a ScannerError after the run had trained); a
+    ratio the run will reject is left as written; main() leaves the caller's SIGTERM handler
+    as it found it."""
+    import signal
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("augmented_per_original: lots\naugment_methods: [templates]\n")
+    assert ablate.describe(cfg)["ratio"] == "lots"
+    d = ablate.describe(cfg, ["--augment_methods", "paraphrase", "templates",
+                              "--augment_mode=replace", "--system_prompt", "Rule: answer: briefly"])
+    assert (d["methods"], d["mode"]) == ("paraphrase+templates", "replace")
+    before = signal.getsignal(signal.SIGTERM)
+    ablate.main([str(tmp_path / "none"), "--runs_dir", str(tmp_path / "runs")])
+    assert signal.getsignal(signal.SIGTERM) is before

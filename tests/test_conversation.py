@@ -137,3 +137,27 @@ def test_augment_turns_all_gives_every_user_turn_its_own_variants(tok):
     assert [m["content"] for m in late["messages"]] == [
         CONV[0][1], CONV[1][1], CONV[2][1], "What if it left yesterday?", CONV[4][1]]
     assert "messages" not in ds[2]                            # the plain row's template variant
+
+
+def test_truncation_keeps_a_user_turn_first_and_a_completion_whole(tiny_model_dir):
+    """An eval conversation opening with the assistant's greeting, cut to fit, still opens with
+    a user turn (dropping in pairs left the assistant alone: 'empty conversation'); a
+    completion of several messages trains whole, whatever loss_turns says (TRL's rule)."""
+    from transformers import AutoTokenizer
+
+    from augment.conversation import ConversationEncoder
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    msgs = [{"role": "assistant", "content": "Hi, how can I help you today with your order?"},
+            {"role": "user", "content": "Where is my order?"},
+            {"role": "assistant", "content": "It ships tomorrow."}]
+    for tail in (None, 1):
+        ids, labels, flag = ConversationEncoder(tok, 40).encode(msgs, tail=tail)
+        assert len(ids) <= 40 and flag == 2 and "It ships tomorrow." in tok.decode(
+            [t for t in labels if t != -100])
+    chat = [{"role": "user", "content": "Where is my order?"},
+            {"role": "assistant", "content": "Let me check."},
+            {"role": "user", "content": "Thanks!"},
+            {"role": "assistant", "content": "It ships tomorrow."}]
+    _, labels, _ = ConversationEncoder(tok, None, loss_turns="last").encode(chat, tail=3)
+    text = tok.decode([t for t in labels if t != -100])
+    assert "Let me check." in text and "It ships tomorrow." in text and "Thanks" not in text

@@ -18,9 +18,10 @@ else the first config without augmentation and without NEFTune. A config whose h
 differences from it, with their intervals, go to `results_vs_<name>.md`.
 
 Everything the sweep is given (the configs and their bases, --only, --baseline, --compare,
---seeds) is checked before the first run. The sweep exits 1 when a run failed or a config
-that must be rejected was not (the table still shows the rest), 130 when interrupted (the
-running training stops with it; finished runs are kept).
+--seeds) is checked before the first run (each run still validates its own settings). The
+sweep exits 2 on such input, 1 when a run failed or a config that must be rejected was not
+(the table still shows the rest), 130 when interrupted: the running training's process group
+gets SIGTERM, then SIGKILL after 30 s (or at a second Ctrl-C); finished runs are kept.
 
 Writes `<runs_dir>/<sweep>/results.csv` (one row per run, then one `seed=mean` row per setting)
 and plots: eval losses against the ratio (mean and spread over seeds) and, for one run, the
@@ -123,7 +124,17 @@ def _on_sigterm(*_):
 
 def _sweep(args) -> int:
     import signal
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    import threading
+    if threading.current_thread() is not threading.main_thread():  # a host program's thread
+        return _sweep_body(args)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _sweep_body(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep_body(args) -> int:
     sweep = Path(args.sweep)
     all_configs = sorted(p for p in sweep.glob("*.yaml"))
     configs = _check_sweep(args, sweep, all_configs)
@@ -159,8 +170,9 @@ def _sweep(args) -> int:
     counts = {k: sum(1 for r in rows if r.get("status") == k) for k in ("ok", "rejected")}
     bad = [r for r in rows if r.get("status") not in ("ok", "rejected")]
     if not counts["ok"]:
-        print(f"augtune: no run finished; nothing to report ({len(bad)} failed).", file=sys.stderr)
-        return 1
+        print(f"augtune: no run finished, nothing to report: {counts['rejected']} rejected as "
+              f"expected, {len(bad)} failed.", file=sys.stderr)
+        return 1 if bad else 0
     out_root.mkdir(parents=True, exist_ok=True)
     baseline = pick_baseline(configs, rows, args.baseline)
     summary = summarize(rows, out_root, baseline, args.bootstrap)
@@ -355,15 +367,40 @@ def _launch(cmd: list[str], capture: bool) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate()
     except BaseException:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        print("\naugtune: stopping the run ...", file=sys.stderr, flush=True)
+        _stop_group(proc)
         raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _stop_group(proc) -> None:
+    """SIGTERM the run's process group, then SIGKILL whatever of it is left after 30 s: the
+    group, not only its leader (accelerate's training can outlive launch.sh). A second Ctrl-C
+    while waiting goes straight to SIGKILL instead of leaving the run behind."""
+    import signal
+
+    def alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 30
+        while alive() and time.time() < deadline:
+            proc.poll()  # reap the leader, so an empty group reads as gone
+            time.sleep(0.1)
+    except ProcessLookupError:
+        return
+    except KeyboardInterrupt:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.poll()
 
 
 def describe(cfg: Path, extra: list[str] = ()) -> dict:
@@ -390,15 +427,33 @@ def describe(cfg: Path, extra: list[str] = ()) -> dict:
         chain.append(chain[-1].parent / str(d["base"]))
     for p in reversed(chain):
         data.update({k: v for k, v in load(p).items() if k != "base"})
-    key = None  # --extra --key value ...: what the runs were given wins over the files
+    given: dict[str, list] = {}  # --extra: what the runs were given wins over the files
+    key = None
     for tok in extra:
         if tok.startswith("--"):
-            key = tok[2:]
+            key, _, value = tok[2:].partition("=")
+            given[key] = [value] if value else []
         elif key:
-            data[key] = yaml.safe_load(tok)
+            given[key].append(tok)
+    for key, values in given.items():
+        parsed = []
+        for v in values:
+            try:
+                parsed.append(yaml.safe_load(v))
+            except yaml.YAMLError:
+                parsed.append(v)
+        data[key] = parsed if len(parsed) > 1 or key == "augment_methods" else \
+            (parsed[0] if parsed else True)
+    ratio = data.get("augmented_per_original", 2.0)
+    try:
+        ratio = float(ratio)
+    except (TypeError, ValueError):
+        pass  # left as written: the run's own validation says what is wrong with it
     return {"mode": data.get("augment_mode", "expand"),
-            "ratio": float(data.get("augmented_per_original", 2.0)),
-            "methods": "+".join(data.get("augment_methods", [])),
+            "ratio": ratio,
+            "methods": "+".join(str(m) for m in (data.get("augment_methods") or [])
+                                if isinstance(data.get("augment_methods"), list)) or
+                       str(data.get("augment_methods") or ""),
             "qc": data.get("qc", "project"),
             "neftune": data.get("neftune_noise_alpha") or 0}
 
