@@ -310,14 +310,14 @@ def _rows_from_records(records, mapping: dict, data_cfg, skipped: dict,
         data = {mapping.get(k, k): v for k, v in rec.data.items()}
         if fmt is None:
             fmt = detect_format(data)
-            if fmt is not None and formats is not None:
-                formats.add(fmt)
             if fmt is None:
                 raise InputError(
                     f"cannot tell the format from the columns {sorted(data)}", file=rec.file,
                     line=rec.line, fix="Use prompt/completion, messages, instruction/input/output "
                     "or instruction/context/response, or map columns with "
                     "column_mapping: ['question=prompt', 'answer=completion']")
+            if formats is not None:
+                formats.add(fmt)
         try:
             rows.append(_to_row(fmt, data, rec))
         except InputError as err:

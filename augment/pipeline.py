@@ -57,11 +57,6 @@ class AugmentedData:
     def paraphrase_eval_dataset(self):
         return _as_eval(self.split.eval_paraphrases)
 
-    def conversation_data(self) -> bool:
-        """Whether the training files are conversations (messages or ShareGPT), which TRL trains
-        as language modelling, not as prompt/completion pairs."""
-        return conversation_data(self.split)
-
     def collator(self, tokenizer, sft_args=None, **kwargs):
         """The augmenting collator for `tokenizer`, with the TRL options of `sft_args` that act
         in collation (max_length, padding_free, completion_only_loss, ...) applied."""
@@ -76,7 +71,7 @@ class AugmentedData:
         if sft_args is not None:
             check_loss_options(self.aug_cfg, sft_args, self.split)
         opts.update(loss_turns=self.aug_cfg.loss_turns, pair_format=self.aug_cfg.pair_format,
-                    language_modeling=self.conversation_data(), **kwargs)
+                    language_modeling=conversation_data(self.split), **kwargs)
         max_length = opts.pop("max_length")
         return IndexedCollator(self.source, AugmentingCollator(tokenizer, max_length, **opts))
 
@@ -223,10 +218,18 @@ def prepare(dataset: str | None = None, augment: AugmentConfig | None = None, *,
                          report)
 
 
+CHAT_FORMATS = frozenset({"messages", "sharegpt"})  # what TRL renders with the chat template
+
+
+def _train_formats(split) -> set:
+    return set(getattr(split, "report", {}).get("train_formats", ()))
+
+
 def conversation_data(split) -> bool:
-    """Whether every training file of `split` is conversations (messages or ShareGPT)."""
-    formats = set(getattr(split, "report", {}).get("train_formats", ()))
-    return bool(formats) and formats <= {"messages", "sharegpt"}
+    """Whether every training file of `split` is conversations (messages or ShareGPT), which
+    TRL trains as language modelling, not as prompt/completion pairs."""
+    formats = _train_formats(split)
+    return bool(formats) and formats <= CHAT_FORMATS
 
 
 def check_loss_options(aug, sft_args, split) -> None:
@@ -256,7 +259,7 @@ def check_pair_format(aug, split) -> None:
     """pair_format: trl is TRL's format for plain prompt/completion data. TRL renders chat data
     with the template; augtune keeps a one-exchange conversation as a plain pair, which trl
     would then format as plain text: refused, before anything is built."""
-    chat = {"messages", "sharegpt"} & set(split.report.get("train_formats", ()))
+    chat = CHAT_FORMATS & _train_formats(split)
     if aug.pair_format == "trl" and chat:
         from .errors import ConfigError
         raise ConfigError(f"pair_format: trl formats plain prompt/completion pairs as TRL does; "

@@ -140,9 +140,7 @@ def _sweep_body(args) -> int:
     configs = _check_sweep(args, sweep, all_configs)
     out_root = Path(args.runs_dir) / sweep.name
     rows = []
-    # seed-major: every setting's first seed before any second seed, so a sweep stopped early
-    # still compares every setting
-    plan = [(c, 42 + s) for s in range(args.seeds) for c in configs if s < seeds_cap(c)]
+    plan = _plan(configs, args.seeds)
     for i, (cfg, seed) in enumerate(plan, 1):
         run_dir = out_root / cfg.stem / f"seed{seed}"
         tag = f"[{i}/{len(plan)}] {cfg.stem} seed {seed}"
@@ -158,14 +156,10 @@ def _sweep_body(args) -> int:
     if args.dry_run:
         return 0
     # the report is the sweep's: the finished runs of configs --only left out belong in it
-    chosen = {c.stem for c in configs}
-    for cfg in all_configs:
-        if cfg.stem in chosen:
-            continue
-        for seed in range(42, 42 + min(args.seeds, seeds_cap(cfg))):
-            done = out_root / cfg.stem / f"seed{seed}" / "run_result.json"
-            if done.exists():
-                rows.append(json.loads(done.read_text()))
+    for cfg, seed in _plan([c for c in all_configs if c not in configs], args.seeds):
+        done = out_root / cfg.stem / f"seed{seed}" / "run_result.json"
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
     configs = all_configs
     counts = {k: sum(1 for r in rows if r.get("status") == k) for k in ("ok", "rejected")}
     bad = [r for r in rows if r.get("status") not in ("ok", "rejected")]
@@ -203,6 +197,12 @@ def _sweep_body(args) -> int:
           f"{len(bad)} failed" + (": " + ", ".join(f"{r['config']} seed {r['seed']} ({r['status']})"
                                                   for r in bad) if bad else ""))
     return 1 if bad else 0  # a table with failed runs in it is not a finished sweep
+
+
+def _plan(configs: list[Path], seeds: int) -> list[tuple[Path, int]]:
+    """(config, seed) runs, seed-major: every setting's first seed before any second seed, so a
+    sweep stopped early still compares every setting."""
+    return [(c, 42 + s) for s in range(seeds) for c in configs if s < seeds_cap(c)]
 
 
 def _header(cfg: Path, key: str) -> str | None:
@@ -427,15 +427,12 @@ def describe(cfg: Path, extra: list[str] = ()) -> dict:
         chain.append(chain[-1].parent / str(d["base"]))
     for p in reversed(chain):
         data.update({k: v for k, v in load(p).items() if k != "base"})
-    given: dict[str, list] = {}  # --extra: what the runs were given wins over the files
-    key = None
+    from augment.cli import _groups  # how the training CLI reads `--key v1 v2`
+    tokens = []  # --extra, `--key=value` too: what the runs were given wins over the files
     for tok in extra:
-        if tok.startswith("--"):
-            key, _, value = tok[2:].partition("=")
-            given[key] = [value] if value else []
-        elif key:
-            given[key].append(tok)
-    for key, values in given.items():
+        head, *value = tok.split("=", 1) if tok.startswith("--") else [tok]
+        tokens += [head, *[v for v in value if v]]
+    for key, values in _groups(tokens):
         parsed = []
         for v in values:
             try:
@@ -449,11 +446,10 @@ def describe(cfg: Path, extra: list[str] = ()) -> dict:
         ratio = float(ratio)
     except (TypeError, ValueError):
         pass  # left as written: the run's own validation says what is wrong with it
+    methods = data.get("augment_methods") or []
     return {"mode": data.get("augment_mode", "expand"),
             "ratio": ratio,
-            "methods": "+".join(str(m) for m in (data.get("augment_methods") or [])
-                                if isinstance(data.get("augment_methods"), list)) or
-                       str(data.get("augment_methods") or ""),
+            "methods": "+".join(map(str, methods)) if isinstance(methods, list) else str(methods),
             "qc": data.get("qc", "project"),
             "neftune": data.get("neftune_noise_alpha") or 0}
 

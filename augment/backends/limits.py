@@ -358,7 +358,6 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# A logger's filters do not apply to its children's records: name the loggers that log.
 # A logger's filter sees only the records logged on that logger, not its children's: every
 # module logger that can print a URL is listed (urllib3.util.retry logs the retried URL).
 _LIBRARY_LOGGERS = ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection",
