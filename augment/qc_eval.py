@@ -72,7 +72,7 @@ DEFAULT_PATHS = tuple(DATA / f"{name}.jsonl" for name in (
     "instruction_pairs_fresh3", "instruction_pairs_fresh4", "instruction_pairs_fresh5",
     "instruction_pairs_fresh6", "instruction_pairs_read7", "instruction_pairs_fresh7",
     "instruction_pairs_read8", "instruction_pairs_fresh8", "instruction_pairs_read9",
-    "instruction_pairs_fresh9"))
+    "instruction_pairs_fresh9", "instruction_pairs_fresh10", "instruction_pairs_fresh11"))
 NEAR_DUPLICATE = 0.98
 FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 #: The false-accept target of the floor each run suggests (`--target-far`): the largest recall
