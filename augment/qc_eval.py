@@ -3,14 +3,14 @@ project QC (with and without the judge) against the cosine threshold alone, and 
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
 [--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
-pooled at the end (the default run pools the nine held-out sets,
+pooled at the end (the default run pools the eleven held-out sets,
 ``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one
 panel per set and one for the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
 
 Each PATH is a JSONL file with ``original``, ``candidate``, ``label`` (``paraphrase`` |
 ``meaning_change`` | ``unrelated``), ``kind`` and ``domain`` fields (default: the project's
 labelled sets ``tests/data/qc_pairs.jsonl``, ``instruction_pairs.jsonl``, the eighth to tenth
-writers' read halves ``instruction_pairs_read7.jsonl`` ... ``_read9.jsonl`` and the nine held-out
+writers' read halves ``instruction_pairs_read7.jsonl`` ... ``_read9.jsonl`` and the eleven held-out
 instruction sets
 ``instruction_pairs_fresh*.jsonl``; pairs whose cosine is >= 0.98 are dropped
 as near-duplicates), or a public set in its own published format, scored whole: MRPC
@@ -37,8 +37,8 @@ table gives each at its own threshold and both at equal recall: each judge's thr
 as far as it goes while the QC keeps the shipped QC's recall on that set, so that only the
 judges' ranking is compared (`judge_at_recall`).
 
-How sure the figures are: a held-out set has 110-130 pairs of each kind, so a false-accept share
-of 0.15 is known to about +-0.06. Each instruction set's line at the target gives 95% Wilson
+How sure the figures are: a held-out set has 59-130 pairs of each kind, so a false-accept share
+of 0.15 is known to about +-0.06 to +-0.09. Each instruction set's line at the target gives 95% Wilson
 intervals of its recall and false accepts, and every change in the judges' table a 95% interval
 from 2,000 paired resamples of the set (the same originals, with all their pairs, for both
 judges; the mean's from resampling every set at once). A change whose interval spans 0 is not
