@@ -62,7 +62,8 @@ class BuildReport:
     elapsed_s: float = 0.0
     rejudged: int = 0           # candidates stored earlier, judged by this build (QC change,
                                 # or a killed build's leftovers)
-    judge_requests: int = 0     # dry run with qc_judge: llm: verdict requests, at most
+    judge_requests: int = 0     # qc_judge: llm: verdict requests sent (dry run: at most)
+    judge_failures: int = 0     # qc_judge: llm: requests that gave no verdict (asked again)
     qc: dict = field(default_factory=dict)   # `qc_summary`: mode, language, checks off
     per_method: dict = field(default_factory=dict)   # dry run: estimates; build: stats
     failure_reasons: dict = field(default_factory=dict)   # reason -> count (grouped)
@@ -211,6 +212,8 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
         return report
     t0 = time.monotonic()
     checker = checker or make_checker(aug_cfg)
+    llm = _llm_judge_of(checker)
+    before = _judge_counts(llm)
     if not sys.stderr.isatty():
         _quiet_progress_bars()
     # Verdicts made under other QC rules or settings (an upgrade, a changed threshold) are
@@ -247,18 +250,55 @@ def _build_cache(data_cfg, aug_cfg, rows, progress, dry_run, methods, checker, c
     except BaseException:
         judge.abort()  # what is stored stays; the next build judges the rest
         report.elapsed_s = time.monotonic() - t0
+        _add_judge_spend(report, llm, before, progress)
         if progress:
             _print_summary(report)
         raise
     judge.finish()
     report.rejudged += leftovers
     report.elapsed_s = time.monotonic() - t0
+    _add_judge_spend(report, llm, before, progress)
     if judge.error is not None:
         raise judge.error
     report.per_method = cache.stats(aug_cfg.qc, methods=list(methods))
     if progress:
         _print_summary(report)
     return report
+
+
+def _llm_judge_of(checker):
+    """The checker's LLM judge (`qc_judge: llm` under qc=project), for its counts and spend;
+    None otherwise (asking a seed-mode checker for its judge would build one)."""
+    cfg = getattr(checker, "config", None)
+    if getattr(cfg, "judge", None) != "llm" or getattr(cfg, "mode", None) != "project":
+        return None
+    judge = checker.judge
+    return judge if hasattr(judge, "spend") else None
+
+
+def _judge_counts(llm) -> dict:
+    """The LLM judge's running counts (requests, failures, spend) at this moment."""
+    if llm is None:
+        return {}
+    return {"requests": llm.requests, "failures": llm.failures, **llm.spend}
+
+
+def _add_judge_spend(report, llm, before: dict, progress: bool) -> None:
+    """Add what the LLM judge sent and spent during this build to the report (its verdict
+    requests are paid like the methods' requests), and say so in one line."""
+    if llm is None:
+        return
+    now = _judge_counts(llm)
+    report.judge_requests = now["requests"] - before["requests"]
+    report.judge_failures = now["failures"] - before["failures"]
+    for k in ("input_tokens", "output_tokens", "retries"):
+        setattr(report, k, getattr(report, k) + now[k] - before[k])
+    report.cost_usd += now["cost_usd"] - before["cost_usd"]
+    report.cost_known = report.cost_known and now["cost_known"]
+    if progress:
+        print(f"augtune build: LLM judge: {report.judge_requests} verdict requests sent, "
+              f"{report.judge_failures} gave no verdict (those candidates are rejected; the "
+              "next build asks again)", file=sys.stderr)
 
 
 def _print_summary(report: BuildReport) -> None:

@@ -91,6 +91,15 @@ CREATE TABLE IF NOT EXISTS judge_verdicts(key TEXT PRIMARY KEY, verdict_json TEX
                                           created REAL)
 """
 _SCHEMA += _JUDGE_DDL + ";"
+# What each LLM-judge verdict request cost (`ok` = 0: the reply was no verdict), so the cache's
+# totals include the judge's spend like the generation attempts'. Added like `attempts`.
+_JUDGE_SPEND_DDL = """
+CREATE TABLE IF NOT EXISTS judge_spend(id INTEGER PRIMARY KEY, key TEXT NOT NULL,
+    ok INTEGER NOT NULL, input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+    cost_known INTEGER NOT NULL DEFAULT 1, retries INTEGER NOT NULL DEFAULT 0, time REAL)
+"""
+_SCHEMA += _JUDGE_SPEND_DDL + ";"
 # The paid calls of a multi-call request whose outcome is not stored yet (`augment.steps`): a
 # build killed between backtranslation's two legs reuses the first. `counted` = 1 once a
 # recorded failed attempt has counted their spend. Added like `attempts`, without a schema bump.
@@ -220,6 +229,8 @@ class VariantCache:
             con.execute("COMMIT")
         if tables and not self.readonly and "judge_verdicts" not in tables:
             con.execute(_JUDGE_DDL)
+        if tables and not self.readonly and "judge_spend" not in tables:
+            con.execute(_JUDGE_SPEND_DDL)
         if tables and not self.readonly and "steps" not in tables:
             con.execute(_STEPS_DDL)
         elif not tables and not self.readonly:
@@ -629,9 +640,29 @@ class VariantCache:
                 "WHERE status='failed' OR cost_known = 0").fetchone()
         except sqlite3.OperationalError:  # a cache from before per-attempt spend, read-only
             failed, unknown = 0.0, 0
-        out["cost_failed_attempts"] = failed
-        out["cost_known"] = not unknown
+        judge = self._judge_totals(con)
+        for k in ("input_tokens", "output_tokens", "cost_usd", "retries"):
+            out[k] += judge[k]
+        out["judge_requests"], out["judge_cost_usd"] = judge["requests"], judge["cost_usd"]
+        out["cost_failed_attempts"] = failed + judge["cost_failed"]
+        out["cost_known"] = not unknown and not judge["unknown"]
         return out
+
+    @staticmethod
+    def _judge_totals(con) -> dict:
+        """The LLM judge's verdict requests: count, tokens, cost (that of replies that were no
+        verdict apart), retries; zeros for a cache without the table (read-only, older)."""
+        names = ["requests", "input_tokens", "output_tokens", "cost_usd", "retries",
+                 "cost_failed", "unknown"]
+        try:
+            row = con.execute(
+                "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
+                "coalesce(sum(cost_usd),0), coalesce(sum(retries),0), "
+                "coalesce(sum(CASE WHEN ok = 0 THEN cost_usd ELSE 0 END),0), "
+                "coalesce(sum(cost_known = 0),0) FROM judge_spend").fetchone()
+        except sqlite3.OperationalError:
+            row = (0, 0, 0, 0.0, 0, 0.0, 0)
+        return dict(zip(names, row))
 
     def failure_reasons(self, top: int = 10) -> list[tuple[str, str, int]]:
         """Most common failures per method, grouped by `failure_kind`."""
@@ -705,25 +736,27 @@ class VariantCache:
         """Candidates rejected under `qc_mode` only because the LLM judge gave no verdict (a
         timeout, a reply that was no verdict) lose that verdict, so the build judges them
         again and asks the LLM once more. Returns how many."""
-        from .qc.llm_judge import NO_VERDICT
-        col = _verdict_col(qc_mode)
+        where, args = _no_verdict_where(qc_mode)
         with self._write() as con:
-            return con.execute(
-                f"UPDATE variants SET {col}=NULL WHERE {col}=0 AND "
-                f"json_extract(reasons_json, '$.' || ?) LIKE ?",
-                (qc_mode, f'%"{NO_VERDICT} (%')).rowcount
+            return con.execute(f"UPDATE variants SET {_verdict_col(qc_mode)}=NULL WHERE {where}",
+                               args).rowcount
 
     def pairs_to_judge(self, qc_mode: str, methods, only_missing: bool = True
                        ) -> list[tuple[str, str]]:
         """(original, candidate) of the stored candidates of `methods` that a build judges
-        next under `qc_mode`: those with no verdict, or (`only_missing=False`, after a QC
-        change) all of them. For `--dry-run`'s count of LLM-judge requests."""
+        next under `qc_mode`: those with no verdict, and those rejected because the LLM judge
+        gave none (the build reopens them first: `reopen_llm_judge_failures`), or
+        (`only_missing=False`, after a QC change) all of them. For `--dry-run`'s count of
+        LLM-judge requests."""
         methods = list(methods)
         sql = (f"SELECT source, text FROM variants WHERE method IN "
                f"({','.join('?' * len(methods))})")
+        args = list(methods)
         if only_missing:
-            sql += f" AND {_verdict_col(qc_mode)} IS NULL"
-        return self._conn().execute(sql, methods).fetchall()
+            where, more = _no_verdict_where(qc_mode)
+            sql += f" AND ({_verdict_col(qc_mode)} IS NULL OR ({where}))"
+            args += more
+        return self._conn().execute(sql, args).fetchall()
 
     def check(self) -> str:
         """`PRAGMA integrity_check`: "ok", or SQLite's list of problems."""
@@ -743,6 +776,16 @@ class VariantCache:
         """Accepted refusal pairs: see `augment.tables.load_refusals`."""
         from .tables import load_refusals
         return load_refusals(self, methods, qc_mode, keys)
+
+def _no_verdict_where(qc_mode: str) -> tuple[str, list]:
+    """SQL condition (and its arguments) for candidates rejected under `qc_mode` only because
+    the LLM judge gave no verdict: one definition for the build's reopening and the dry run's
+    count, so the dry run counts what the build asks."""
+    from .qc.llm_judge import NO_VERDICT
+    col = _verdict_col(qc_mode)
+    return (f"{col}=0 AND json_extract(reasons_json, '$.' || ?) LIKE ?",
+            [qc_mode, f'%"{NO_VERDICT} (%'])
+
 
 def _method_order(m: str):
     return (METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES), m)
@@ -887,6 +930,15 @@ class JudgeVerdicts:
         with self._cache()._write() as con:
             con.execute("INSERT OR REPLACE INTO judge_verdicts VALUES (?,?,?)",
                         (key, json.dumps(verdict, sort_keys=True), time.time()))
+
+    def record_spend(self, key: str, ok: bool, input_tokens: int, output_tokens: int,
+                     cost_usd: float, cost_known: bool = True, retries: int = 0) -> None:
+        """Keep what one verdict request cost (`ok`: it gave a verdict), for `totals()`."""
+        with self._cache()._write() as con:
+            con.execute("INSERT INTO judge_spend (key, ok, input_tokens, output_tokens, "
+                        "cost_usd, cost_known, retries, time) VALUES (?,?,?,?,?,?,?,?)",
+                        (key, int(bool(ok)), int(input_tokens), int(output_tokens),
+                         float(cost_usd), int(bool(cost_known)), int(retries), time.time()))
 
     def __len__(self) -> int:
         return self._cache()._conn().execute("SELECT count(*) FROM judge_verdicts").fetchone()[0]

@@ -445,7 +445,10 @@ class AugmentConfig:
         llm_methods = {"paraphrase"} | ({"outputs"} if self.outputs_backend == "llm" else set())
         llm_methods |= {"backtranslate"} if self.translate_backend == "llm" else set()
         llm_methods |= {"refusals"} if self.refusals_paraphrase else set()
-        if llm_methods & set(self.augment_methods) and self.llm_backend == "anthropic":
+        # the LLM judge asks the LLM backend too: its key must be there before anything is paid
+        llm_judge = self.qc_judge == "llm" and self.qc == "project"
+        if (llm_methods & set(self.augment_methods) or llm_judge) and \
+                self.llm_backend == "anthropic":
             needed.add(API_KEY_ENV["anthropic"])
         if "backtranslate" in self.augment_methods and self.translate_backend in API_KEY_ENV:
             needed.add(API_KEY_ENV[self.translate_backend])

@@ -13,6 +13,7 @@ import email.utils
 import logging
 import random
 import re
+import threading
 import time
 from typing import Awaitable, Callable, Mapping, TypeVar
 
@@ -77,6 +78,7 @@ class RateLimiter:
             self._buckets.append([r, cap, cap, True])
         self._last = clock()
         self._lock = LoopLocal(asyncio.Lock)
+        self._thread_lock = threading.Lock()
 
     def _refill(self) -> None:
         now = self._clock()
@@ -90,17 +92,26 @@ class RateLimiter:
             return
         async with self._lock.get():
             while True:
-                self._refill()
-                wait = 0.0
-                for rate, cap, level, is_tokens in self._buckets:
-                    need = min(float(tokens), cap) if is_tokens else 1.0
-                    if level < need - 1e-9:  # tolerance: float refill must not spin
-                        wait = max(wait, (need - level) / rate)
+                wait = self._take(tokens)
                 if wait <= 0:
-                    for b in self._buckets:
-                        b[2] -= float(tokens) if b[3] else 1.0
                     return
                 await self._sleep(wait)
+
+    def _take(self, tokens: int) -> float:
+        """Take one request (and `tokens`) if the buckets hold them and return 0, else return
+        how long to wait. Under a thread lock: the buckets are shared by every event loop that
+        uses this limiter (the LLM judge's passes run in a thread of their own)."""
+        with self._thread_lock:
+            self._refill()
+            wait = 0.0
+            for rate, cap, level, is_tokens in self._buckets:
+                need = min(float(tokens), cap) if is_tokens else 1.0
+                if level < need - 1e-9:  # tolerance: float refill must not spin
+                    wait = max(wait, (need - level) / rate)
+            if wait <= 0:
+                for b in self._buckets:
+                    b[2] -= float(tokens) if b[3] else 1.0
+            return wait
 
 
 def backoff_delay(attempt: int, rng: random.Random, base_delay: float, max_delay: float,

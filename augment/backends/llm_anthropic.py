@@ -185,8 +185,10 @@ class AnthropicBackend:
         in_tok, out_tok = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
         usd = cost(self.model, in_tok, out_tok, override=self.cfg.price_per_mtok or None,
                    batch=batch)
-        return Completion(text=message_text(message), input_tokens=in_tok,
+        comp = Completion(text=message_text(message), input_tokens=in_tok,
                           output_tokens=out_tok, cost_usd=usd, retries=retries)
+        comp.stop_reason = getattr(message, "stop_reason", None)  # "max_tokens": cut short
+        return comp
 
     async def complete_many(self, items, *, state_path: str | os.PathLike | None = None,
                             poll_interval: float = 30.0, keep_state: bool = False) -> dict:
@@ -212,3 +214,7 @@ class AnthropicBackend:
     async def aclose(self) -> None:
         """Close the running loop's client (clients of finished loops died with them)."""
         await self._clients.pop_close()
+
+    #: Closing the loop's client is all a pass has to release: the backend (its rate limiter)
+    #: stays usable from the next event loop.
+    release_loop = aclose

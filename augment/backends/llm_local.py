@@ -185,8 +185,17 @@ class LocalHFBackend:
         out = self._sample(enc, max_tokens, temperature, seed)
         new = out[0, enc["input_ids"].shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True).strip()
-        return Completion(text=answer, input_tokens=int(enc["input_ids"].shape[1]),
+        comp = Completion(text=answer, input_tokens=int(enc["input_ids"].shape[1]),
                           output_tokens=int(new.shape[0]), cost_usd=0.0, retries=0)
+        comp.stop_reason = self._stop_reason(new, max_tokens)
+        return comp
+
+    def _stop_reason(self, new, max_tokens: int) -> str:
+        """"max_tokens" when generation used every token it had and did not end on its own
+        (what the API backends report), else "stop"."""
+        eos = self._tok.eos_token_id
+        ended = eos is not None and bool((new == eos).any())
+        return "max_tokens" if int(new.shape[0]) >= int(max_tokens) and not ended else "stop"
 
     async def complete(self, system: str, user: str, *, max_tokens: int, temperature: float,
                        seed: int | None = None) -> Completion:
@@ -266,7 +275,11 @@ class LocalHFBackend:
                 out[i] = Completion(text=tok.decode(new, skip_special_tokens=True).strip(),
                                     input_tokens=int(enc["attention_mask"][row].sum()),
                                     output_tokens=n_new, cost_usd=0.0, retries=0)
+                out[i].stop_reason = self._stop_reason(new, max_tokens)
         return out
+
+    async def release_loop(self) -> None:
+        """The end of one pass (the LLM judge's): the model stays loaded for the next."""
 
     async def aclose(self) -> None:
         self._hf_model = None

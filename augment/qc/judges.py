@@ -271,18 +271,13 @@ class HeadJudge:
 
 def make_judge(cfg, run_cfg=None, store=None):
     """The judge for `cfg.judge`: 'head', or 'llm' (the head plus the run's LLM backend for the
-    borderline band; needs `run_cfg`, the run's `AugmentConfig`, for the backend settings)."""
+    borderline band; needs `run_cfg`, the run's `AugmentConfig`, for the backend settings).
+
+    The LLM's wiring lives in `llm_judge.make_llm_judge`, outside `checker.RULE_MODULES`: this
+    file's code is part of every cache's QC fingerprint, and a change to how verdicts are
+    requested must not make every head-judged cache judge its candidates again."""
     head = HeadJudge(cfg.judge_threshold, device=cfg.device)
     if cfg.judge != "llm":
         return head
-    if run_cfg is None or not hasattr(run_cfg, "llm_backend"):
-        from ..errors import ConfigError
-        raise ConfigError("qc_judge=llm needs the run's LLM backend settings: build the checker "
-                          "with augment.quality.make_checker(aug_cfg).")
-    from .llm_judge import LLMJudge
-
-    def factory():
-        from ..backends import make_llm
-        return make_llm(run_cfg)
-    return LLMJudge(head, cfg.judge_band, factory, backend_name=run_cfg.llm_backend,
-                    model=run_cfg.llm_model, store=store)
+    from .llm_judge import make_llm_judge
+    return make_llm_judge(head, cfg, run_cfg, store)
