@@ -382,9 +382,9 @@ def _stop_group(proc) -> None:
     def alive() -> bool:
         try:
             os.killpg(proc.pid, 0)
-            return True
         except ProcessLookupError:
             return False
+        return _group_running(proc.pid)
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -401,6 +401,24 @@ def _stop_group(proc) -> None:
     except ProcessLookupError:
         pass
     proc.poll()
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running, not only a zombie: a child killed
+    with its group whose parent died first waits for PID 1 to reap it, and in a container PID 1
+    may take its time (a sweep then waited 30 s for a process that had ended). Without /proc
+    (not Linux) every process that answers a signal counts."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return True
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def describe(cfg: Path, extra: list[str] = ()) -> dict:
