@@ -134,10 +134,13 @@ def text_hash(text: str) -> str:
 
 @dataclass
 class Completion:
-    """One LLM answer with its accounting. `retries` counts transient failures survived."""
+    """One LLM answer with its accounting. `retries` counts transient failures survived.
+    `stop_reason` is what the backend said ended the reply ("max_tokens" from Anthropic and the
+    local backend, "length" from OpenAI-compatible servers: the reply was cut), None if untold."""
 
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    stop_reason: str | None = None

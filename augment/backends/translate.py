@@ -1,8 +1,11 @@
 """Translation backends for backtranslation: offline MT, deep-translator providers, any LLM.
 
 Protocol (all of them): attributes `name`, `model`; `async translate(text, source, target) ->
-str`. Each raises RetryableError for transient trouble (after its own retries are spent),
-CandidateError for an unusable answer, FatalBackendError for auth/quota/config problems.
+str`; those that can say what a call took (tokens, retries survived) also have `async
+translate_completion(...) -> Completion`, which backtranslation prefers so its Result (and the
+build summary) counts them. Each raises RetryableError for transient trouble (after its own
+retries are spent), CandidateError for an unusable answer, FatalBackendError for
+auth/quota/config problems.
 
 deep-translator sets no timeout on its HTTP calls and swallows or mislabels transport errors
 (LibreTranslator catches the builtin ConnectionError, not requests'; MicrosoftTranslator logs
@@ -232,6 +235,11 @@ def map_deep_translator_error(exc: Exception, provider: str, key_env: str | None
     return exc
 
 
+# Per-request text limits that deep-translator enforces (validate.is_input_valid: fewer than
+# max_chars characters); the other providers' limits are the server's to report.
+MAX_CHARS = {"google": 5000, "mymemory": 500}
+
+
 class DeepTranslator:
     """One deep-translator provider with our timeout, rate limit and retries around it.
 
@@ -335,12 +343,27 @@ class DeepTranslator:
             raise CandidateError(f"translate_backend={self.name}: empty translation")
         return out.strip()
 
-    async def translate(self, text: str, source: str, target: str) -> str:
+    async def translate_completion(self, text: str, source: str, target: str) -> Completion:
+        """The translation with the retries it took (no tokens: these APIs bill characters),
+        so backtranslation's Result, and the build summary, count the 429s and 503s survived."""
+        self._check_length(text)
         out, retries = await call_with_retries(
             lambda: self._once(text, source, target), max_retries=self.max_retries,
             base_delay=self.base_delay, seed=_seed(text, target), breaker=self.breaker)
         self.retries += retries
-        return out
+        return Completion(out, retries=retries)
+
+    async def translate(self, text: str, source: str, target: str) -> str:
+        return (await self.translate_completion(text, source, target)).text
+
+    def _check_length(self, text: str) -> None:
+        """Before any request: deep-translator's own check says only "NotValidLength", and the
+        text fails the same way on every build until someone shortens it."""
+        limit = MAX_CHARS.get(self.name)
+        if limit and len(text) >= limit:
+            raise CandidateError(f"text has {len(text)} characters; {self.name} takes fewer "
+                                 f"than {limit} per request: shorten it, or use "
+                                 "translate_backend: llm")
 
     async def aclose(self) -> None:
         return None
@@ -398,10 +421,14 @@ class LLMTranslator:
     async def translate_completion(self, text: str, source: str, target: str) -> Completion:
         lang = LANGUAGE_NAMES.get(_norm_lang(target), target)
         safe = text.replace("</text>", "</ text>")
+        cap = min(self.max_tokens, estimate_tokens(text) * 3 + 32)
         comp = await self.llm.complete(
             LLM_TRANSLATE_SYSTEM.format(lang=lang), f"<text>\n{safe}\n</text>",
-            max_tokens=min(self.max_tokens, estimate_tokens(text) * 3 + 32), temperature=0.0,
-            seed=0)
+            max_tokens=cap, temperature=0.0, seed=0)
+        # A translation cut at the cap would come back as a variant missing its end. (Imported
+        # here: augment.methods imports the backends.)
+        from ..methods.replies import check_not_cut
+        check_not_cut(comp, cap, self.max_tokens, cap_from="the text's length")
         out = re.sub(r"</?text>", "", comp.text).strip()
         out = re.sub(r"^```[a-zA-Z]*\n|\n?```$", "", out).strip()
         if not out:

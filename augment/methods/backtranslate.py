@@ -73,7 +73,7 @@ class Backtranslate:
                       spend.output_tokens, spend.cost_usd, spend.retries)
 
     def estimate(self, request: Request) -> tuple[int, int]:
-        if getattr(self.backend, "translate_completion", None) is None:
+        if getattr(self.backend, "llm", None) is None:  # only an LLM translator bills tokens
             return (0, 0)
         src = len(request.source) // 4 + 1
         return (2 * (src + 60), 2 * (src + 8))

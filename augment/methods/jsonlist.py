@@ -33,38 +33,81 @@ def normalise(text: str) -> str:
 
 
 def find_json_list(reply: str) -> list:
-    """The first JSON array in `reply` (plain, fenced, prose-wrapped, or inside an object).
+    """The JSON array in `reply` (plain, prose-wrapped, inside an object, or fenced).
+
+    Order matters: the whole reply first, then arrays at its top level, and fenced blocks only
+    when both fail. A paraphrase of a coding question carries the question's code block inside
+    its JSON strings; looking into fences first took that code's `[1, 2]` (or, through
+    `_repair`, a Python list of names) for the answer. A list found inside the reply counts
+    only if it holds texts, and nothing is ever taken from inside a string.
 
     Raises CandidateError("no JSON array in reply: '...'") when there is none.
     """
     text = reply.strip()
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    for chunk in candidates:
-        found = _scan(chunk)
-        if found is not None:
-            return found
-    raise CandidateError(f"no JSON array in reply: {snippet(reply)!r}")
-
-
-def _scan(text: str):
-    whole = _loads(text.strip())
+    whole = _loads(text)
     if whole is not _MISSING:
         got = _as_list(whole)
-        if got is not None:
-            return got
+        if got is not None:  # the model's own answer: clean_items reports what is wrong in it
+            return [_text_of(x) for x in got]
+    spans = _string_spans(text)
+    found = _scan(text, spans)
+    if found is None:
+        for m in _FENCE.finditer(text):
+            if not _inside(m.start(), spans):
+                chunk = m.group(1)
+                found = _scan(chunk, _string_spans(chunk))
+                if found is not None:
+                    break
+    if found is None:
+        raise CandidateError(f"no JSON array in reply: {snippet(reply)!r}")
+    return found
+
+
+def _string_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the string literals from the first bracket on. Prose before it may hold
+    stray quotes; after it, a bracket inside a string is part of a text (a code block's list),
+    even when the JSON around it is broken and cannot be parsed."""
+    firsts = [i for i in (text.find("["), text.find("{")) if i >= 0]
+    if not firsts:
+        return []
+    spans, quote, begin, i = [], None, 0, min(firsts)
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                spans.append((begin, i))
+                quote = None
+        elif ch == '"' or (ch == "'" and not text[i - 1:i].isalnum()):  # not "don't"
+            quote, begin = ch, i
+        i += 1
+    if quote:
+        spans.append((begin, len(text)))  # a reply cut inside a string
+    return spans
+
+
+def _inside(pos: int, spans) -> bool:
+    return any(a < pos <= b for a, b in spans)
+
+
+def _scan(text: str, spans):
+    """The first array of texts at the top level of `text`: a value that parses but holds no
+    texts is skipped whole, so the brackets nested in it are never tried on their own."""
     decoder = json.JSONDecoder()
+    skip_to = 0
     for i, ch in enumerate(text):
-        if ch not in "[{":
+        if ch not in "[{" or i < skip_to or _inside(i, spans):
             continue
         try:
-            value, _ = decoder.raw_decode(text, i)
+            value, skip_to = decoder.raw_decode(text, i)
         except ValueError:
             value = _repair(text, i)
             if value is _MISSING:
                 continue
         got = _as_list(value)
-        if got is not None:
-            return got
+        if got is not None and _holds_texts(got):
+            return [_text_of(x) for x in got]
     return None
 
 
@@ -92,6 +135,23 @@ def _repair(text: str, start: int):
         return ast.literal_eval(chunk)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return _MISSING
+
+
+# Fields a model puts a rewrite in when it answers a list of objects instead of strings.
+_TEXT_KEYS = ("text", "paraphrase", "rewrite", "rewritten", "variant", "content", "translation")
+
+
+def _text_of(item):
+    """An object item's text field, else the item unchanged (clean_items judges it)."""
+    if isinstance(item, dict):
+        for key in _TEXT_KEYS:
+            if isinstance(item.get(key), str):
+                return item[key]
+    return item
+
+
+def _holds_texts(items: list) -> bool:
+    return any(isinstance(_text_of(x), str) for x in items)
 
 
 def _as_list(value):

@@ -15,6 +15,7 @@ from ..backends.extractive import ExtractiveBackend
 from ..backends.extractive import words as count_words
 from ..errors import CandidateError
 from ..types import Candidate, Request, Result, Row
+from .replies import check_not_cut
 
 PROMPTS = {
     "brief": (
@@ -88,6 +89,8 @@ class Outputs:
         comp = await self.backend.complete(system, user, max_tokens=max_tokens,
                                            temperature=p["temperature"],
                                            seed=int(request.key[:8], 16))
+        check_not_cut(comp, max_tokens, self.cfg.llm_max_tokens,
+                      cap_from=f"brief_max_words={p.get('max_words')}")
         try:
             text, meta, problems = _check_llm(comp.text, variant, p, request.source)
         except CandidateError as e:

@@ -18,7 +18,9 @@ import re
 from ..errors import CandidateError, RetryableError
 from ..steps import Steps
 from ..types import Candidate, Request, Result, Row
+from ..backends.limits import estimate_tokens
 from .jsonlist import parse_string_list
+from .replies import check_not_cut
 
 PROMPT_VERSION = "paraphrase-v1"
 
@@ -79,6 +81,70 @@ def estimate_tokens_for(source: str, n: int) -> tuple[int, int]:
     return (len(system + user) // 4 + 1, n * (src + 4) + 4)
 
 
+def single_max_tokens(source: str, configured: int) -> int:
+    """The cap of one `single` rewrite: about twice the source's tokens plus room for a short
+    wrapper, never above llm_max_tokens. A rewrite is about as long as its source, so this still
+    stops a small model that rambles on after the rewrite, but, unlike a fixed cap (it was 96),
+    it never cuts the rewrite of a long message. Not part of the cache key (that keeps
+    llm_max_tokens), so existing caches keep their keys."""
+    return max(1, min(int(configured), 2 * estimate_tokens(source) + 32))
+
+
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+_QUOTE_PAIRS = {'"': '"', "\u201c": "\u201d"}
+
+
+def clean_single(reply: str, source: str) -> tuple[str, str]:
+    """(rewrite, what was removed: "" when nothing) from one `single` reply.
+
+    Small models wrap a rewrite ("Rewrite: ...", quotes) and ramble after it. A rewrite keeps
+    as many paragraphs as its source (a two-paragraph message stays two paragraphs); more are
+    a tail. Quotes go only as a pair around the whole reply: a closing quote that belongs to
+    the text ('... into French: "Good morning"') stays."""
+    text, wrapper, quotes, extra = reply.strip(), "", "", 0
+    m = _WRAPPER.match(text)
+    if m:  # first: "Rewritten message:" may stand alone as a paragraph above the rewrite
+        wrapper, text = m.group(0).strip(), text[m.end():].strip()
+    parts = [x.strip() for x in _PARAGRAPHS.split(text) if x.strip()]
+    keep = max(1, len([x for x in _PARAGRAPHS.split(source) if x.strip()]))
+    extra = max(0, len(parts) - keep)
+    text = "\n\n".join(parts[:keep])
+    inner = _unquoted(text, source)
+    if inner is not None:
+        quotes, text = text[0] + text[-1], inner
+    removed = ([f"wrapper {wrapper!r}"] if wrapper else []) + \
+        ([f"quotes {quotes!r}"] if quotes else []) + \
+        ([f"{extra} extra paragraph{'s' if extra > 1 else ''}"] if extra else [])
+    return text, ", ".join(removed)
+
+
+def _unquoted(text: str, source: str) -> str | None:
+    """`text` without a quote pair that encloses all of it, else None (also when the source is
+    itself so quoted: then the quotes are the message's own)."""
+    if not _enclosed(text) or _enclosed(source.strip()):
+        return None
+    return text[1:-1].strip()
+
+
+def _enclosed(text: str) -> bool:
+    """Whether the quote opening `text` is closed by its last character. '"a" and "b"' starts
+    and ends with a quote but is two quotations. A straight quote after a space (or at the
+    start) opens, any other closes: '"Say: "hi""' is one quotation holding another."""
+    if len(text) < 2 or _QUOTE_PAIRS.get(text[0]) != text[-1]:
+        return False
+    depth = 0
+    for i, ch in enumerate(text):
+        opens = ch == "\u201c" or (ch == '"' and (i == 0 or text[i - 1].isspace()
+                                                   or text[i - 1] in "([{:"))
+        if opens:
+            depth += 1
+        elif ch in '"\u201d':
+            depth -= 1
+            if depth <= 0:
+                return i == len(text) - 1
+    return False
+
+
 def seed_from_key(key: str) -> int:
     return int(key[:8], 16)
 
@@ -136,6 +202,7 @@ class Paraphrase:
     def parse(self, request: Request, comp) -> Result:
         """Turn one completion into candidates (CandidateError carries the spend)."""
         p, seed = request.param_dict, seed_from_key(request.key)
+        check_not_cut(comp, p["max_tokens"], self.cfg.llm_max_tokens)
         try:
             items, problems = parse_string_list(comp.text, p["n"], request.source)
         except CandidateError as e:
@@ -151,18 +218,14 @@ class Paraphrase:
         build killed at sample 3 of 5 reuses samples 0-2 instead of paying for them again."""
         system, user = build_single_prompt(request.source, p.get("context", ""))
         base = seed_from_key(request.key)
+        cap = single_max_tokens(request.source, p["max_tokens"])
         cands, problems, seen = [], [], set()
         for i in range(p["n"]):
-            comp = await steps.call(f"sample-{i}", lambda i=i: self.backend.complete(
-                system, user, max_tokens=min(p["max_tokens"], 96),
-                temperature=p["temperature"], seed=base + i))
-            # A rewrite is one message: keep its first paragraph, never a rambling tail, and
-            # drop the wrappers small models put around it ("Rewrite: ...", quotes).
-            text = comp.text.strip().split("\n\n")[0].strip()
-            cleaned = _WRAPPER.sub("", text).strip().strip('"').strip()
-            if cleaned != text:
-                problems.append(f"sample {i}: stripped wrapper {text[: len(text) - len(cleaned)][:30]!r}")
-            text = cleaned
+            comp = await steps.call(f"sample-{i}", lambda i=i: self._sample(
+                system, user, cap, p, base + i))
+            text, removed = clean_single(comp.text, request.source)
+            if removed:
+                problems.append(f"sample {i}: stripped {removed}")
             key = " ".join(text.lower().split())
             if not text:
                 problems.append(f"sample {i}: empty")
@@ -181,6 +244,14 @@ class Paraphrase:
         spend = steps.spend()
         return Result(cands, spend.input_tokens, spend.output_tokens, spend.cost_usd,
                       spend.retries, problems)
+
+    async def _sample(self, system: str, user: str, cap: int, p: dict, seed: int):
+        """One rewrite. A reply cut at the cap raises here, before the step stores it: a stored
+        step does not keep its stop_reason, so a later attempt could not tell it was cut."""
+        comp = await self.backend.complete(system, user, max_tokens=cap,
+                                           temperature=p["temperature"], seed=seed)
+        check_not_cut(comp, cap, p["max_tokens"], cap_from="the source's length")
+        return comp
 
     def estimate(self, request: Request) -> tuple[int, int]:
         if request.prompt_version == SINGLE_VERSION:

@@ -19,6 +19,7 @@ from ..errors import CandidateError, InputError
 from ..types import Candidate, Request, Result, Row
 from .jsonlist import parse_string_list
 from .paraphrase import build_prompt as paraphrase_prompt
+from .replies import check_not_cut
 
 # Each frame keeps the two facts: why not, and what instead. Append only (ids are indices).
 FRAMES = [
@@ -163,14 +164,8 @@ class Refusals:
         prompts = [request.source]
         result = Result([])
         if self.paraphrase:
-            system, user = paraphrase_prompt(request.source, p["paraphrase_n"])
-            comp = await self.backend.complete(
-                system, user, max_tokens=self.cfg.llm_max_tokens,
-                temperature=p["temperature"], seed=int(request.key[:8], 16))
-            items, problems = parse_string_list(comp.text, p["paraphrase_n"], request.source)
+            items, result = await self._paraphrases(request, p)
             prompts += items
-            result = Result([], comp.input_tokens, comp.output_tokens, comp.cost_usd,
-                            comp.retries, [f"paraphrase: {x}" for x in problems])
         for k, prompt in enumerate(prompts):
             for frame in choose_frames(prompt, p["n"], p["seed"]):
                 result.candidates.append(Candidate(
@@ -178,8 +173,32 @@ class Refusals:
                     meta={"frame": frame, "prompt_paraphrased": k > 0,
                           "reason": p["reason"], "alternative": p["alternative"]}))
         if not result.candidates:
-            raise CandidateError("no refusal produced")
+            err = CandidateError("no refusal produced; set refusals_n of at least 1")
+            err.completion = result  # the paraphrase call's spend (build._failure_spend reads it)
+            raise err
         return result
+
+    async def _paraphrases(self, request: Request, p: dict) -> tuple[list[str], Result]:
+        """(paraphrased instructions, a Result holding the call's spend and problems).
+
+        A reply that is no paraphrase (a model often declines to reword a harmful request, or
+        the reply was cut) costs the paraphrases only: the refusals of the instruction itself
+        need no LLM and are kept, with the reason in `problems`, and the call's spend is
+        recorded with them instead of vanishing with an exception."""
+        system, user = paraphrase_prompt(request.source, p["paraphrase_n"])
+        max_tokens = self.cfg.llm_max_tokens
+        comp = await self.backend.complete(system, user, max_tokens=max_tokens,
+                                           temperature=p["temperature"],
+                                           seed=int(request.key[:8], 16))
+        result = Result([], comp.input_tokens, comp.output_tokens, comp.cost_usd, comp.retries)
+        try:
+            check_not_cut(comp, max_tokens, max_tokens)
+            items, problems = parse_string_list(comp.text, p["paraphrase_n"], request.source)
+        except CandidateError as e:
+            result.problems.append(f"paraphrase failed, kept the original instruction only: {e}")
+            return [], result
+        result.problems.extend(f"paraphrase: {x}" for x in problems)
+        return items, result
 
     def estimate(self, request: Request) -> tuple[int, int]:
         if not self.paraphrase:

@@ -69,9 +69,11 @@ def _lower_first(text: str, known: set) -> str:
     if not m:
         return text
     word = m.group(0)
+    # A contraction counts as its first word: "What's" is "what" + "'s", not a name.
+    base = re.split(r"['’]", word.lower())[0]
     # Only Title-case words we recognised: keeps "I", "VPN", "iPhone", "Nimbus".
-    if word.lower() in known and word[0].isupper() and word[1:] == word[1:].lower() \
-            and word != "I":
+    if (word.lower() in known or base in known) and word[0].isupper() \
+            and word[1:] == word[1:].lower() and word != "I" and not word.startswith("I'"):
         return word[0].lower() + text[1:]
     return text
 
@@ -111,6 +113,19 @@ def _indirect(words: list[str]) -> str | None:
     return None
 
 
+# Auxiliaries that also open instructions: "Do not share ...", "Don't cancel ...", "Do make
+# sure ...". Only these: "Is it ..." or "Can I ..." without a "?" is still a question.
+DO_WORDS = {"do", "don't", "don’t", "dont"}
+
+
+def _do_instruction(low: list[str], text: str) -> bool:
+    """"Don't cancel my order yet, just pause it." is an instruction: framed as a question it
+    becomes "Hey, don't cancel my order yet, just pause it?". An opening "do"/"don't" makes a
+    question only when a "?" ends it or a subject follows ("Do you ship to Canada.")."""
+    return (low[0] in DO_WORDS and not text.endswith("?") and len(low) > 1
+            and low[1] not in {"you", "i", "we", "they", "he", "she"})
+
+
 def parse(text: str) -> Parsed:
     """Classify the sentence form of a prompt."""
     text = text.strip()
@@ -132,6 +147,8 @@ def parse(text: str) -> Parsed:
     if not words:
         return Parsed("block", text, text, text, None)
     first = low[0]
+    if _do_instruction(low, text):
+        return Parsed("imperative", text, _lower_first(core, DO_WORDS), core, None)
     if text.endswith("?") or first in QUESTION_WORDS or first in AUX_WORDS:
         known = QUESTION_WORDS | AUX_WORDS
         return Parsed("question", text, _lower_first(core, known), core, _indirect(words))
@@ -187,6 +204,12 @@ def _sentence_only(fn):
     return lambda p: None if _is_phrase(p) else fn(p)
 
 
+def _plain_verb(fn):
+    """"Can you don't cancel ...", "I need you to do not share ...": templates that put the
+    body after "you" or "to" need it to open with a plain verb, not "do"/"don't"."""
+    return lambda p: None if p.body.split()[0].lower() in DO_WORDS else fn(p)
+
+
 def _q(p: Parsed) -> str:
     return p.Body + "?"
 
@@ -194,14 +217,14 @@ def _q(p: Parsed) -> str:
 # Order is part of the public surface (`apply_template(text, index)`); append, never reorder.
 TEMPLATES: list[Template] = [
     _t("please", "imperative", lambda p: f"Please {p.body}."),
-    _t("can_you", "imperative", lambda p: f"Can you {p.body}?"),
-    _t("could_you", "imperative", lambda p: f"Could you {p.body}?"),
-    _t("i_need_you_to", "imperative", lambda p: f"I need you to {p.body}."),
+    _t("can_you", "imperative", _plain_verb(lambda p: f"Can you {p.body}?")),
+    _t("could_you", "imperative", _plain_verb(lambda p: f"Could you {p.body}?")),
+    _t("i_need_you_to", "imperative", _plain_verb(lambda p: f"I need you to {p.body}.")),
     _t("colon", "imperative", lambda p: f"{p.Body}:"),
     _t("task", "imperative statement", lambda p: f"Task: {p.Body}."),
     _t("help_me", "imperative", _help_me),
-    _t("id_like_you_to", "imperative", lambda p: f"I'd like you to {p.body}."),
-    _t("your_task", "imperative", lambda p: f"Your task is to {p.body}."),
+    _t("id_like_you_to", "imperative", _plain_verb(lambda p: f"I'd like you to {p.body}.")),
+    _t("your_task", "imperative", _plain_verb(lambda p: f"Your task is to {p.body}.")),
     _t("comma_please", "imperative", lambda p: f"{p.Body}, please."),
     _t("quick_question", "question", lambda p: f"Quick question: {p.body}?"),
     _t("question_label", "question", lambda p: f"Question: {_q(p)}"),
@@ -224,6 +247,16 @@ TEMPLATES: list[Template] = [
 TEMPLATE_NAMES = [t.name for t in TEMPLATES]
 
 
+_QUOTED_END = re.compile(r"([.!?][\"'”’)\]])[.:](?=\s|$)")
+_PLEASE = re.compile(r"(?i)\bplease\b")
+
+
+def _says_please_again(out: str, text: str) -> bool:
+    """"Write a haiku about rain, please." must not become "..., please, please." or "Please
+    write ..., please.": a frame adds no "please" to a text that already has one."""
+    return len(_PLEASE.findall(out)) > max(1, len(_PLEASE.findall(text)))
+
+
 def _render(parsed: Parsed, template: Template) -> str | None:
     if parsed.form not in template.forms:
         return None
@@ -231,6 +264,11 @@ def _render(parsed: Parsed, template: Template) -> str | None:
     if not out:
         return None
     out = re.sub(r"\?\?$", "?", out)
+    # A quotation that ends the prompt keeps its own full stop: '... "on the mat."' + "." reads
+    # as doubled punctuation, so the frame's "." (or ":") goes.
+    out = _QUOTED_END.sub(r"\1", out)
+    if _says_please_again(out, parsed.text):
+        return None
     # Never hand back the prompt itself as a "variant".
     if " ".join(out.casefold().split()) == " ".join(parsed.text.casefold().split()):
         return None
