@@ -277,7 +277,8 @@ class AugmentConfig:
     augment_mode: str = field(
         default="expand",
         metadata={"help": "`expand`: epoch = N originals + r*N variants. `replace`: epoch = N "
-                  "examples of which r/(1+r) are variants (same compute as no augmentation)."})
+                  "examples: refusal_fraction of them refusals, the rest originals and variants "
+                  "1:r (same compute as no augmentation)."})
     method_weights: list[str] = field(
         default_factory=list,
         metadata={"help": "Relative weights per method, e.g. `paraphrase=2 templates=1`. "

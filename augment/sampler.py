@@ -13,14 +13,19 @@ Epoch arithmetic (`round` is round-half-up, r = augmented_per_original, f = refu
 
     expand:  originals O = N, augmented A = round(r*N),
              refusals F = round(f*(N+A)/(1-f)),          length = N + A + F
-    replace: length L = N, augmented A = round(N*r/(1+r)), refusals F = round(f*N),
-             originals O = N - A - F                      (same compute as no augmentation)
+    replace: length L = N, refusals F = round(f*N), augmented A = round((N-F)*r/(1+r)),
+             originals O = N - F - A                      (same compute as no augmentation)
     then, if rounding put A above max_augmented_fraction of the epoch (a few rows: replace,
     N = 7, r = 7/3 gives round(4.9) = 5 of 7), A drops until it is not (O takes the slots in
     replace mode); `report()` counts them as augmented_rounded_down_to_the_cap.
 
+In both modes refusals take their share f of the epoch first and originals : augmented is 1 : r
+in the rest, so a refusal_fraction never changes the ratio (replace once took every refusal slot
+from the originals: f = 0.2 turned 1:2 into 1:5.4). Refusals are not "augmented": the cap, A and
+`augmented_fraction` count variants of training rows only.
+
 Example, N = 10, r = 2, f = 0.1: expand gives O = 10, A = 20, F = round(3.33) = 3, length 33;
-replace gives A = round(6.67) = 7, F = 1, O = 2, length 10.
+replace gives F = 1, A = round(6) = 6, O = 3, length 10.
 
 The A augmented slots go to the N_w rows that have at least one usable variant: every such row
 gets q = A // N_w slots and e = A % N_w of them one more. Rows without variants get none, so the
@@ -97,6 +102,18 @@ def _round(x: float) -> int:
     return int(math.floor(x + 0.5 + 1e-9))
 
 
+def _epoch_slots(n: int, r: float, f: float, mode: str) -> tuple[int, int, int]:
+    """(originals, augmented, refusals) of an epoch before the cap (module doc). Refusals get
+    their share first and the rest is split 1 : r, so the ratio the config asks for is the one
+    trained in both modes, whatever refusal_fraction is."""
+    if mode == "expand":
+        a = _round(r * n)
+        return n, a, (_round(f * (n + a) / (1.0 - f)) if f else 0)
+    refusals = _round(f * n)                # f < 0.5, so at most half the epoch
+    a = _round((n - refusals) * r / (1.0 + r))
+    return n - refusals - a, a, refusals
+
+
 def _plan_fingerprint(variants: VariantTable, refusals, **settings) -> str:
     """sha256 of what the plans of every epoch depend on: the accepted variants (cache ids,
     rows, methods, fields), the refusals, and the sampler's settings. A resumed run compares it
@@ -166,19 +183,8 @@ class RatioSampler(torch.utils.data.Sampler[int]):
         self.consistency_pairs = bool(consistency_pairs)
         self.method_weights = {m: float(weights.get(m, 1.0)) for m in METHOD_NAMES}
 
-        if augment_mode == "expand":
-            self.n_augmented = _round(r * n)
-            self.n_refusal_slots = _round(f * (n + self.n_augmented) / (1.0 - f)) if f else 0
-            self.n_originals = n
-        else:
-            self.n_augmented = _round(n * r / (1.0 + r))
-            self.n_refusal_slots = _round(f * n)
-            self.n_originals = n - self.n_augmented - self.n_refusal_slots
-            if self.n_originals < 0:
-                raise ConfigError(
-                    f"augment_mode=replace: augmented ({self.n_augmented}) plus refusal "
-                    f"({self.n_refusal_slots}) slots exceed the {n} rows of an epoch; lower "
-                    "augmented_per_original or refusal_fraction.")
+        self.n_originals, self.n_augmented, self.n_refusal_slots = _epoch_slots(
+            n, r, f, augment_mode)
         # The cap holds after rounding too: with a few rows round-half-up can pass it (replace,
         # 5 rows, r = 7/3: 3.5 -> 4 of 5 = 80%), so the slots above it are given back, and
         # `report()` counts them. (Refusals have their own cap, refusal_fraction < 0.5.)

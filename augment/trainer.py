@@ -33,6 +33,10 @@ from .types import METHOD_NAMES
 
 # Tag values the collator puts in `aug_source`: -1 = original, k = METHOD_NAMES[k].
 N_SOURCES = len(METHOD_NAMES) + 1  # slot 0 = original, slot k+1 = method k
+# Refusals are new (prompt, completion) pairs, not variants of a training row: the sampler counts
+# them apart from `augmented` (and its cap), so the logged augmented share and loss do too.
+REFUSAL_SLOT = METHOD_NAMES.index("refusals") + 1
+AUGMENTED_SLOTS = [k + 1 for k, m in enumerate(METHOD_NAMES) if m != "refusals"]
 
 
 class AugmentedSFTTrainer(SFTTrainer):
@@ -40,8 +44,17 @@ class AugmentedSFTTrainer(SFTTrainer):
     window and summed over all ranks before dividing (token-weighted):
 
     - `loss_original`, `loss_augmented`, `loss_<method>`: mean token loss of each source
+      (`loss_refusals` for the refusal examples)
     - `aug_fraction`: augmented examples / all examples trained on in the window
+    - `refusal_fraction`: refusal examples / all examples trained on in the window
     - `aug_similarity_mean`: mean QC similarity of the augmented examples in the window
+
+    "Augmented" is the sampler's definition (`RatioSampler`: `augmented`, `augmented_fraction`,
+    the `max_augmented_fraction` cap, augmentation_summary.json): variants of training rows, NOT
+    refusals, which are new pairs with their own share. So `aug_fraction` and `loss_augmented`
+    leave refusals out, and original + augmented + refusal shares sum to 1. The last logging
+    window, when shorter than `logging_steps`, is reported in the final `train_loss` entry (as
+    TRL reports its own metrics there).
 
     plus TRL's own `mean_token_accuracy`, `entropy` and `num_tokens`. With
     `consistency_weight > 0` also `loss_consistency` (the divergence per shared answer token,
@@ -305,6 +318,10 @@ class AugmentedSFTTrainer(SFTTrainer):
     def log(self, logs, start_time=None):
         if "loss" in logs and self.model.training:
             logs.update(self._aug_metrics())
+        elif "train_loss" in logs:
+            # The end of training (every rank logs it, so the reduce is collective): the steps
+            # after the last logging step would otherwise never be reported.
+            logs.update(self._aug_metrics(final=True))
         if not self.model.training and self._eval_prefix != "eval" and self._metrics["eval"]:
             # TRL names its eval metrics eval_<name> whatever the prefix; an evaluation under
             # another prefix (held-out paraphrases) gets its own names, eval_paraphrase_entropy.
@@ -313,36 +330,26 @@ class AugmentedSFTTrainer(SFTTrainer):
             self._metrics["eval"].clear()
         super().log(logs, start_time)
 
-    def _aug_metrics(self) -> dict:
+    def _aug_metrics(self, final: bool = False) -> dict:
         """Reduce the window's accumulators over ranks (a collective: every rank calls log for
-        training logs at the same step) and turn them into metrics."""
+        training logs at the same step) and turn them into metrics. `final`: the end-of-training
+        entry, which gets nothing when the last window was already logged."""
         # one collective for both buffers (a copy: on CPU, .cpu() would alias the buffers zeroed below)
         acc = torch.cat([self._aug_acc.flatten(), self._cons_acc])
         if self.accelerator.num_processes > 1:
             acc = self.accelerator.reduce(acc, reduction="sum")
         acc = acc.cpu()
-        cons, acc = acc[-3:], acc[:-3].view(N_SOURCES, 5)
         self._aug_acc.zero_()
         self._cons_acc.zero_()
+        if final and not acc.any():
+            return {}
+        cons, acc = acc[-3:], acc[:-3].view(N_SOURCES, 5)
         out = {}
         if self.consistency_weight:
             out["consistency_pairs"] = cons[2].item()
             if cons[1] > 0:
                 out["loss_consistency"] = cons[0].item() / cons[1].item()
-        examples = acc[:, 2].sum().item()
-        if examples == 0:
-            return out
-        aug = acc[1:].sum(dim=0)
-        out["aug_fraction"] = aug[2].item() / examples
-        if acc[0, 1] > 0:
-            out["loss_original"] = acc[0, 0].item() / acc[0, 1].item()
-        if aug[1] > 0:
-            out["loss_augmented"] = aug[0].item() / aug[1].item()
-        if aug[4] > 0:
-            out["aug_similarity_mean"] = aug[3].item() / aug[4].item()
-        for k, name in enumerate(METHOD_NAMES):
-            if acc[k + 1, 1] > 0:
-                out[f"loss_{name}"] = acc[k + 1, 0].item() / acc[k + 1, 1].item()
+        out.update(source_metrics(acc))
         # 6 significant digits, not places: DFT losses are ~1e-4 and would lose their precision
         return {k: float(f"{v:.6g}") for k, v in out.items() if math.isfinite(v)}
 
@@ -365,6 +372,29 @@ class AugmentedSFTTrainer(SFTTrainer):
                 metrics.update(gap)
                 self.log(gap)
         return metrics
+
+
+def source_metrics(acc: torch.Tensor) -> dict:
+    """Per-source metrics of one window from its summed accumulators (N_SOURCES x [loss_sum,
+    tokens, examples, similarity_sum, similarity_count]). Augmented = the variant slots only
+    (AUGMENTED_SLOTS), as the sampler counts them; refusals get `refusal_fraction` and
+    `loss_refusals`."""
+    examples = acc[:, 2].sum().item()
+    if examples == 0:
+        return {}
+    aug = acc[AUGMENTED_SLOTS].sum(dim=0)
+    out = {"aug_fraction": aug[2].item() / examples,
+           "refusal_fraction": acc[REFUSAL_SLOT, 2].item() / examples}
+    if acc[0, 1] > 0:
+        out["loss_original"] = acc[0, 0].item() / acc[0, 1].item()
+    if aug[1] > 0:
+        out["loss_augmented"] = aug[0].item() / aug[1].item()
+    if aug[4] > 0:
+        out["aug_similarity_mean"] = aug[3].item() / aug[4].item()
+    for k, name in enumerate(METHOD_NAMES):
+        if acc[k + 1, 1] > 0:
+            out[f"loss_{name}"] = acc[k + 1, 0].item() / acc[k + 1, 1].item()
+    return out
 
 
 def _example_of_token(inputs, n_examples: int) -> torch.Tensor:

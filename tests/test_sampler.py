@@ -95,7 +95,7 @@ def test_worked_example_in_docstring():
     assert (s.n_originals, s.n_augmented, s.n_refusal_slots, len(s)) == (10, 20, 3, 33)
     s = RatioSampler(10, vt, refusal_table(4), augmented_per_original=2, refusal_fraction=0.1,
                      augment_mode="replace")
-    assert (s.n_originals, s.n_augmented, s.n_refusal_slots, len(s)) == (2, 7, 1, 10)
+    assert (s.n_originals, s.n_augmented, s.n_refusal_slots, len(s)) == (3, 6, 1, 10)
 
 
 def test_rows_without_variants_are_covered_by_others_and_reported():
@@ -255,9 +255,40 @@ def test_refusal_counts_and_rotation():
     rs = RatioSampler(n, vt, refusal_table(r_n), augmented_per_original=1.0,
                       refusal_fraction=0.1, augment_mode="replace")
     o, v, ref = split(rs.plan(0), n, len(vt))
-    assert (len(o), len(v), len(ref), len(rs)) == (16, 20, 4, 40)
+    assert (len(o), len(v), len(ref), len(rs)) == (18, 18, 4, 40)
     with pytest.raises(AugtuneError, match="refusal table is empty"):
         RatioSampler(n, vt, None, augmented_per_original=1.0, refusal_fraction=0.1)
+
+
+@pytest.mark.parametrize("n", [7, 10, 64, 101])
+@pytest.mark.parametrize("r", [0.5, 1.0, 2.0, 7 / 3])
+@pytest.mark.parametrize("f", [0.05, 0.2, 0.3])
+def test_replace_refusals_keep_the_ratio(n, r, f):
+    """Refusals get their share first and the rest is split 1 : r, as in expand mode; the
+    refusal slots used to come from the originals alone (f = 0.2, 1:2 trained 8 : 43, 1:5.4).
+    The 70% cap still bounds the augmented share of all slots."""
+    vt = make_table([3] * n)
+    s = RatioSampler(n, vt, refusal_table(5), augmented_per_original=r, augment_mode="replace",
+                     refusal_fraction=f, seed=4)
+    refusals = rnd(f * n)
+    aug = rnd((n - refusals) * r / (1 + r))
+    while aug > 0.7 * n + 1e-9:
+        aug -= 1
+    assert (s.n_originals, s.n_augmented, s.n_refusal_slots, len(s)) == (
+        n - refusals - aug, aug, refusals, n)
+    if aug == rnd((n - refusals) * r / (1 + r)):   # not cut by the cap: ratio within rounding
+        assert abs(s.n_augmented - r * s.n_originals) <= (1 + r) / 2 + 1e-9
+    o, v, ref = split(s.plan(0), n, len(vt))
+    assert (len(o), len(v), len(ref)) == (s.n_originals, aug, refusals)
+    assert len(np.unique(o)) == len(o)
+    assert s.report()["augmented_fraction"] == aug / n <= 0.7 + 1e-9
+
+
+def test_replace_with_refusals_trains_the_asked_ratio():
+    """The reviewer's case (repl.py): 64 rows, 1:2, refusal_fraction 0.2."""
+    c = RatioSampler(64, make_table([3] * 64), refusal_table(10), augmented_per_original=2.0,
+                     augment_mode="replace", refusal_fraction=0.2).epoch_counts(0)
+    assert (c["original"], c["augmented"], c["refusals"]) == (17, 34, 13)
 
 
 def test_replace_prefers_rows_not_augmented_this_epoch():

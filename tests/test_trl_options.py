@@ -82,7 +82,9 @@ def direct_per_source(trainer, collator, token_loss):
     tok = token_loss(tok_lp) * mask
     sums, counts = {}, {}
     for i, (_, _, src, _) in enumerate(EXAMPLES):
-        for key in ("loss_" + src, "loss_augmented" if src != "original" else "loss_original"):
+        # refusals are counted apart from the augmented variants, as the sampler counts them
+        for key in {"loss_" + src,
+                    "loss_augmented" if src not in ("original", "refusals") else "loss_" + src}:
             sums[key] = sums.get(key, 0.0) + tok[i].sum().item()
             counts[key] = counts.get(key, 0) + mask[i].sum().item()
     total = tok.sum().item() / mask.sum().item()
@@ -98,7 +100,8 @@ def test_per_source_losses_equal_a_direct_per_example_computation(tiny_model_dir
     assert math.isclose(loss.item(), total, rel_tol=TOL)
     for key, value in want.items():
         assert math.isclose(metrics[key], value, rel_tol=TOL), (key, metrics[key], value)
-    assert metrics["aug_fraction"] == pytest.approx(4 / 6)
+    assert metrics["aug_fraction"] == pytest.approx(3 / 6)
+    assert metrics["refusal_fraction"] == pytest.approx(1 / 6, rel=1e-5)
     assert metrics["aug_similarity_mean"] == pytest.approx((0.91 + 0.83 + 0.88) / 3, abs=1e-6)
     # TRL's own metrics are there, from TRL's compute_loss
     assert {"mean_token_accuracy", "entropy", "num_tokens"} <= set(trl)

@@ -241,7 +241,8 @@ def print_outro(out: Path, trainer, summary: dict, pngs: list, seconds: float) -
     lines += [
         "  adapter_model.safetensors   the LoRA adapter (load with peft.PeftModel.from_pretrained)",
         "  trainer_state.json          log_history: loss, loss_original, loss_augmented, loss_<method>,",
-        "                              aug_fraction, aug_similarity_mean, mean_token_accuracy, entropy,",
+        "                              aug_fraction, refusal_fraction, aug_similarity_mean,",
+        "                              mean_token_accuracy, entropy,",
         "                              eval_loss, eval_paraphrase_loss"
         + (", loss_consistency, consistency_pairs" if any("loss_consistency" in h for h in hist) else ""),
         "  augmentation_summary.json   variants per method (accepted/rejected/failed), counts per epoch",
