@@ -196,8 +196,8 @@ class VariantCache:
                                "`python -m augment.build --config CONFIG`.")
         try:
             if self.readonly:
-                con = sqlite3.connect(_readonly_uri(p), uri=True, timeout=60,
-                                      isolation_level=None, check_same_thread=False)
+                con = sqlite3.connect(_readonly_uri(p, immutable=_unwritable(p)), uri=True,
+                                      timeout=60, isolation_level=None, check_same_thread=False)
             else:
                 _make_parent(p)
                 con = sqlite3.connect(str(p), timeout=60, isolation_level=None,
@@ -819,7 +819,9 @@ def build_lock(path):
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    lock = f"{path}.lock"
+    # beside the real file: a symlink to the cache, or another spelling of its path, is
+    # the same cache and must meet the same lock
+    lock = f"{Path(path).resolve()}.lock"
     os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
     fh = open(lock, "a+", encoding="utf-8")
     try:
@@ -886,10 +888,24 @@ def init_cache_from(path, init) -> bool:
     return True
 
 
-def _readonly_uri(path) -> str:
+def _readonly_uri(path, immutable: bool = False) -> str:
     """A read-only SQLite URI for `path`. `as_uri` percent-encodes: a "#", "?" or "%" written
-    raw into "file:..." would end the path (cache#1.sqlite opened, and created, "cache")."""
-    return Path(path).resolve().as_uri() + "?mode=ro"
+    raw into "file:..." would end the path (cache#1.sqlite opened, and created, "cache").
+    `immutable`: read without locks or the WAL index (see `_unwritable`)."""
+    return Path(path).resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _unwritable(path) -> bool:
+    """Whether a cache is to be read where nothing can write: its folder is read-only (a
+    read-only checkout, image layer or dataset mount) and no write-ahead log lies beside it.
+    Caches are in WAL mode, and SQLite then needs to create `<cache>-shm` even to read, so
+    reading a shipped cache there failed ("unable to open database file", with advice to delete
+    it). Nothing can be writing such a file, so it is read as immutable; with a WAL file
+    present (a writer elsewhere) it is not, and the open fails as before."""
+    p = Path(path).resolve()
+    wal = p.with_name(p.name + "-wal")
+    return (not os.access(p.parent, os.W_OK)
+            and not (wal.exists() and wal.stat().st_size > 0))
 
 
 def _make_parent(path) -> None:

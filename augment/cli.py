@@ -295,3 +295,8 @@ def run_cli(main, argv=None) -> None:
     except KeyboardInterrupt:
         print("augtune: interrupted; completed work is kept (rerun to resume).", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `... | head` closed the pipe: the reader has what it wanted
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        sys.exit(141)

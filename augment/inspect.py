@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 from .cache import VariantCache, _verdict_col
 from .config import QC_MODES
@@ -59,6 +60,27 @@ def examples(cache: VariantCache, qc_mode: str, n: int) -> list[str]:
     return out
 
 
+def _rescore(path, run_cfg, make_checker) -> None:
+    """Judge the cache's stored candidates again under each QC mode whose verdicts other rules
+    or settings made; a mode these already judged keeps its verdicts (a rerun resumes)."""
+    writer = VariantCache(path)
+    try:
+        for mode in QC_MODES:
+            # The build's own checker (every QC field of the run's config): judged identically.
+            checker = make_checker(run_cfg, mode=mode)
+            fingerprint = checker.fingerprint()
+            if (writer.stale_verdicts(mode, fingerprint)
+                    or writer.qc_fingerprint(mode) != fingerprint):
+                n = writer.rescore(checker, only_missing=False, progress=True)
+                print(f"rescored {n} candidates under qc={mode}")
+            else:  # equal fingerprints give equal verdicts: a rerun after a kill skips this mode
+                n = writer.rescore(checker, only_missing=True, progress=True)
+                print(f"qc={mode}: the stored verdicts were made by these QC rules and settings; "
+                      f"kept, {n} candidates without one judged")
+    finally:
+        writer.close()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m augment.inspect", description=__doc__.split("\n")[0])
     ap.add_argument("cache", help="path of the variant cache (augment_cache)")
@@ -82,6 +104,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.examples < 0:
         raise ConfigError("--examples must be >= 0.")
+    if args.top < 0:
+        raise ConfigError("--top must be >= 0.")
     if (args.qc_model or args.config) and not args.rescore:
         raise ConfigError("--qc_model and --config: each only applies with --rescore; add "
                           "--rescore or drop them.")
@@ -90,20 +114,13 @@ def main(argv=None) -> None:
         if not sys.stderr.isatty():  # a log: no model-loading bars, the rescore's own lines
             _quiet_progress_bars()
         run_cfg = _run_config(args)
-        writer = VariantCache(args.cache)
-        for mode in QC_MODES:
-            # The build's own checker (every QC field of the run's config): judged identically.
-            checker = make_checker(run_cfg, mode=mode)
-            fingerprint = checker.fingerprint()
-            if (writer.stale_verdicts(mode, fingerprint)
-                    or writer.qc_fingerprint(mode) != fingerprint):
-                n = writer.rescore(checker, only_missing=False, progress=True)
-                print(f"rescored {n} candidates under qc={mode}")
-            else:  # equal fingerprints give equal verdicts: a rerun after a kill skips this mode
-                n = writer.rescore(checker, only_missing=True, progress=True)
-                print(f"qc={mode}: the stored verdicts were made by these QC rules and settings; "
-                      f"kept, {n} candidates without one judged")
-        writer.close()
+        if not Path(args.cache).is_file():  # a typo must not become an empty cache (which
+            # would also stop augment_cache_init from seeding it later)
+            raise ConfigError(f"{args.cache}: no such cache; --rescore judges the candidates of "
+                              "an existing augment_cache again, it does not make one.")
+        from .cache import build_lock
+        with build_lock(args.cache):  # a build writing verdicts meanwhile would mix two QCs
+            _rescore(args.cache, run_cfg, make_checker)
     cache = VariantCache(args.cache, readonly=True)
     stats = cache.stats(args.qc)
     print(f"cache {cache.path}  (verdicts under qc={args.qc})\n")

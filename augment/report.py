@@ -54,7 +54,7 @@ def plot_similarity(data: dict, window: dict, path) -> None:
     if not methods:
         axes[0].text(0.5, 0.5, "no candidates", ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -77,7 +77,7 @@ def plot_acceptance(stats: dict, path, qc_mode: str) -> None:
     ax.set_xlabel("method")
     ax.set_title(f"Acceptance rate per method (qc={qc_mode})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -104,7 +104,7 @@ def plot_length_ratio(data: dict, path) -> None:
     ax.set_xlabel("method")
     ax.set_title("Length ratio of candidates to their source")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -126,12 +126,53 @@ def qc_windows(qc_mode: str) -> dict:
     return out
 
 
-def write_report(cache, out_dir, qc_mode: str) -> dict:
-    """report.json + similarity.png + acceptance.png + length_ratio.png in `out_dir`."""
+def _save(fig, path) -> None:
+    """Save a plot whole or not at all (a sibling temporary file swapped in), so a report
+    interrupted while plotting never leaves half a PNG."""
+    import os
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _open_folder(out_dir) -> tuple[Path, str | None]:
+    """The report folder, made if needed, with its old report.json removed first; returns the QC
+    mode of the report it held, if any. Why remove it first: the plots are replaced one by one,
+    and a report interrupted half way must not keep a report.json that vouches for plots of
+    another mode; report.json is written last."""
     import json
-    from .cache import _verdict_col
+    from .errors import ConfigError
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--report {out_dir}: cannot make that folder ({e.strerror or e}); "
+                          "give a folder you can write.") from None
+    old, mode = out / "report.json", None
+    if old.is_file():
+        try:
+            mode = json.loads(old.read_text(encoding="utf-8")).get("qc_mode")
+        except (OSError, ValueError, AttributeError):
+            mode = "unknown"
+        old.unlink()
+    return out, mode
+
+
+def write_report(cache, out_dir, qc_mode: str) -> dict:
+    """report.json + similarity.png + acceptance.png + length_ratio.png in `out_dir`, report.json
+    last (a folder without it holds an interrupted report). Says so when it replaces a report of
+    another QC mode (the file names carry no mode)."""
+    import json
+    import sys
+    from .cache import _verdict_col
+    out, replaced = _open_folder(out_dir)
+    if replaced is not None and replaced != qc_mode:
+        print(f"augtune: {out}: replacing the report of qc={replaced} there with qc={qc_mode}'s",
+              file=sys.stderr)
     col = _verdict_col(qc_mode)
     sims: dict = {}
     ratios: dict = {}

@@ -120,3 +120,102 @@ def test_rescore_judges_with_the_given_qc_model(cache_path, capsys, monkeypatch)
     assert seen and set(seen) == {path}
     with pytest.raises(ConfigError, match="only applies with --rescore"):
         inspect_main([cache_path, "--qc_model", path])
+
+
+# ----------------------------------------------------------- from a review of the cache tools
+
+def test_rescore_waits_for_no_build_and_makes_no_cache(cache_path, tmp_path):
+    """A rescore while a build writes to the cache would stamp its own fingerprint over verdicts
+    the build goes on making under another: it refuses in one line, as a second build does. A
+    mistyped path made an empty cache (which then stopped augment_cache_init from seeding it)."""
+    import shutil
+    from augment.cache import build_lock
+    from augment.errors import AugtuneError, ConfigError
+    path = tmp_path / "c.sqlite"
+    shutil.copy(cache_path, path)
+    with build_lock(str(path)):
+        with pytest.raises(AugtuneError, match="another build is writing to this cache"):
+            inspect_main([str(path), "--rescore"])
+    missing = tmp_path / "typo" / "c.sqlite"
+    with pytest.raises(ConfigError, match="no such cache"):
+        inspect_main([str(missing), "--rescore"])
+    assert not missing.parent.exists()
+    with pytest.raises(ConfigError, match="--top must be >= 0"):
+        inspect_main([str(path), "--top", "-1"])
+
+
+def test_build_lock_holds_through_a_symlink(tmp_path):
+    """Two builds on one cache both pay for every missing request: a symlink to the cache is
+    the same cache (the lock sat beside the link, so the second build went on)."""
+    from augment.cache import build_lock
+    from augment.errors import AugtuneError
+    real = tmp_path / "real.sqlite"
+    real.touch()
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(real)
+    with build_lock(str(real)):
+        with pytest.raises(AugtuneError, match="another build"):
+            with build_lock(str(link)):
+                pass
+
+
+def test_report_folder_errors_and_replacements(cache_path, tmp_path, capsys, monkeypatch):
+    """--report onto a file is one line, not a FileExistsError traceback; a report of another
+    QC mode is replaced with a note (the file names carry no mode); a report interrupted while
+    plotting leaves no report.json vouching for a mix of two modes' plots."""
+    from augment import report
+    from augment.errors import ConfigError
+    afile = tmp_path / "notadir"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="--report .*notadir: cannot make that folder"):
+        inspect_main([cache_path, "--report", str(afile), "--examples", "0"])
+    out = tmp_path / "rep"
+    inspect_main([cache_path, "--report", str(out), "--examples", "0"])
+    assert json.loads((out / "report.json").read_text())["qc_mode"] == "project"
+    capsys.readouterr()
+    inspect_main([cache_path, "--report", str(out), "--examples", "0", "--qc", "seed"])
+    assert "replacing the report of qc=project there with qc=seed's" in capsys.readouterr().err
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report, "plot_length_ratio", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        inspect_main([cache_path, "--report", str(out), "--examples", "0"])
+    assert not (out / "report.json").exists()
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(cache_path):
+    """`inspect CACHE | head -1` ended in a BrokenPipeError traceback."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(f"{sys.executable} -m augment.inspect {cache_path} --examples 200 | head -1",
+                          shell=True, cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("cache ")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_cache_in_a_read_only_folder_is_read(cache_path, tmp_path, monkeypatch):
+    """The caches are in WAL mode, and SQLite creates `<cache>-shm` even to read one: in a
+    read-only folder (a read-only checkout or mount) the shipped caches failed to open, with
+    advice to delete them. There they are read as immutable. (The folder is made read-only for
+    the check with os.access: these tests run as root, whom chmod does not stop.)"""
+    import os
+    import shutil
+    from augment import cache as cache_mod
+    import sqlite3
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    path = ro / "c.sqlite"
+    con = sqlite3.connect(cache_path)  # the shipped files are checkpointed: all in the file
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    shutil.copy(cache_path, path)
+    real_access = os.access
+    monkeypatch.setattr(cache_mod.os, "access",
+                        lambda p, mode: False if Path(p) == ro.resolve() else real_access(p, mode))
+    assert cache_mod._unwritable(path)
+    assert "immutable=1" in cache_mod._readonly_uri(path, immutable=cache_mod._unwritable(path))
+    stats = VariantCache(str(path), readonly=True).stats("project")
+    assert stats == VariantCache(cache_path, readonly=True).stats("project")
+    assert not (ro / "c.sqlite-shm").exists()
