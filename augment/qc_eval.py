@@ -2,7 +2,8 @@
 project QC (with and without the judge) against the cosine threshold alone, and the seed rule.
 
 Usage: ``python -m augment.qc_eval [PATH ...] [--method M] [--show-errors] [--target-far F]
-[--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``; several JSONL sets are also
+[--judge HEAD.npz] [--judge-cross CROSS.npz] [--plot FILE.png]``, or ``--floor-cost [SHARE]``
+(how the similarity floor was chosen: see `FLOOR_COST`); several JSONL sets are also
 pooled at the end (the default run pools the eleven held-out sets,
 ``instruction_pairs_fresh*.jsonl``; not the development sets). ``--plot`` draws the curves, one
 panel per set and one for the pooled sets (``augment/qc_plot.py``; ``docs/qc-curves.png`` is the default run's).
@@ -79,6 +80,16 @@ FLOORS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 #: whose false accepts stay <= this on the labelled set. The shipped floors are the seed rule's
 #: 0.70, not this pick (docs/qc.md, "The operating point", says why and what 0.65 would change).
 TARGET_FAR = 0.05
+#: The stated target the similarity floor (`qc_sim_min`) is chosen for: the highest floor in
+#: `FLOORS` at which the floor alone rejects at most this share of the faithful rewrites that
+#: every other check accepts, on the written judge pairs (`--floor-cost`). Why a cost and not a
+#: catch: the judge, not the floor, tells a changed request from a reworded one (the floor
+#: catches a change by its low cosine, and a free rewording scores low too), so the floor may
+#: cost recall only at the margin. 0.01 picks 0.70, the seed rule's floor (docs/qc.md).
+FLOOR_COST = 0.01
+#: The written pairs the judge learns from: the floor is chosen on them, never on a test set.
+WRITTEN = tuple(Path(__file__).resolve().parent.parent / "data" / "qc" / name
+                for name in ("judge_pairs.jsonl", "judge_pairs_round4.jsonl"))
 #: The maintainers' operating point for instruction variants: recall >= 0.85 at <= 0.15 false
 #: accepts (issue #17). Every run prints whether the default QC meets it on each set.
 TARGET_POINT = (0.85, 0.15)
@@ -106,6 +117,47 @@ def but_floor(results: list[dict]) -> np.ndarray:
     """Per scored pair: does every check but the similarity floor accept it?"""
     return np.array([not [m for m in x["reasons"] if "meaning likely changed" not in m]
                      for x in results], dtype=bool)
+
+
+def floor_costs(rows: list[dict], unfloored: list[dict]) -> list[dict]:
+    """Per floor in `FLOORS`: how many of the faithful rewrites that every other check accepts
+    the floor alone rejects (`lost` of `kept`), and how many of the meaning changes the other
+    checks let through it catches (`caught` of `passing`); near-duplicates left out."""
+    sims = np.array([x["semantic_similarity"] for x in unfloored])
+    ok = but_floor(unfloored) & (sims < NEAR_DUPLICATE)
+    pos = np.array([r["label"] == "paraphrase" for r in rows], dtype=bool)
+    kept, passing = ok & pos, ok & ~pos
+    return [{"floor": f, "lost": int((kept & (sims <= f)).sum()), "kept": int(kept.sum()),
+             "caught": int((passing & (sims <= f)).sum()), "passing": int(passing.sum())}
+            for f in FLOORS]
+
+
+def floor_for_cost(costs: list[dict], cost: float = FLOOR_COST) -> float | None:
+    """The highest floor whose `lost` share stays within `cost` (None if not even the lowest)."""
+    ok = [c["floor"] for c in costs if c["kept"] and c["lost"] / c["kept"] <= cost]
+    return max(ok) if ok else None
+
+
+def floor_report(paths: Sequence[str | Path], method: str | None, cost: float) -> float | None:
+    """Print `floor_costs` of the labelled sets at `paths` pooled (rules only: the floor is
+    chosen before the judge, which was calibrated with it), and the floor `cost` picks."""
+    rows: list[dict] = []
+    for path in paths:
+        rows += read_pairs(path)[0]
+    checker = QualityChecker(replace(QualityConfig(judge="none"), sim_min=-1.0))
+    unfloored = checker.score_pairs([r["original"] for r in rows], [r["candidate"] for r in rows],
+                                    method)
+    costs = floor_costs(rows, unfloored)
+    print(f"the similarity floor alone on {len(rows)} pairs ({', '.join(Path(p).name for p in paths)}):")
+    for c in costs:
+        print(f"  floor {c['floor']:.2f}: rejects {c['lost']} of the {c['kept']} faithful rewrites "
+              f"the other checks accept ({c['lost'] / max(c['kept'], 1):.4f}), catches "
+              f"{c['caught']} of the {c['passing']} changes they let through")
+    pick, shipped = floor_for_cost(costs, cost), QualityConfig().sim_min
+    print(f"the highest floor costing at most {cost:g} of them: "
+          + (f"{pick:.2f}" if pick is not None else "none") + f"; shipped qc_sim_min {shipped:.2f}"
+          + ("" if pick is not None and math.isclose(pick, shipped) else " (differs)"))
+    return pick
 
 
 def floor_curve(rows: list[dict], unfloored: list[dict], judged: list[dict] | None = None) -> list[dict]:
@@ -498,7 +550,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="also draw recall against false accepts for every set (and the pooled "
                          "held-out sets): cosine alone, the rules' floor, the judge's threshold "
                          "swept, the shipped QC, the seed rule and the target (augment/qc_plot.py)")
+    ap.add_argument("--floor-cost", type=float, nargs="?", const=FLOOR_COST, default=None,
+                    metavar="SHARE",
+                    help="only print what each similarity floor costs on the labelled sets "
+                    "given (default: the written judge pairs, data/qc/judge_pairs*.jsonl) and "
+                    f"the highest floor that rejects at most SHARE (default {FLOOR_COST}) of "
+                    "the faithful rewrites the other checks accept: how qc_sim_min was chosen")
     args = ap.parse_args(argv)
+    if args.floor_cost is not None:
+        if not 0 <= args.floor_cost < 1:
+            ap.error(f"--floor-cost {args.floor_cost}: give a share in [0, 1)")
+        paths = WRITTEN if args.paths == ap.get_default("paths") else args.paths
+        floor_report(paths, args.method or "paraphrase", args.floor_cost)
+        return 0
     if args.plot and not args.plot.lower().endswith(".png"):
         ap.error(f"--plot {args.plot}: give a .png file name")
     if args.plot:  # before minutes of scoring, not after

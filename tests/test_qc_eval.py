@@ -429,3 +429,29 @@ def test_plot_wants_a_writable_png_before_anything_is_scored(capsys, plot, says)
     with pytest.raises(SystemExit) as e:
         main(["never-read.jsonl", "--plot", plot])
     assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_floor_is_the_highest_within_its_stated_cost(tmp_path, capsys):
+    """qc_sim_min is chosen for a stated target (`FLOOR_COST`): the highest floor at which the
+    floor alone rejects at most that share of the faithful rewrites every other check accepts.
+    Near-duplicates and pairs another check rejects do not count."""
+    import json
+
+    from augment.qc_eval import DATA, FLOORS, floor_costs, floor_for_cost, main
+    rows = [{"label": "paraphrase"}] * 5 + [{"label": "meaning_change"}] * 3
+    sims = [0.52, 0.68, 0.72, 0.90, 0.99, 0.60, 0.74, 0.95]
+    reasons = [[], [], [], [], [], [], [], ["number 4 missing"]]
+    res = [{"semantic_similarity": s, "reasons": r} for s, r in zip(sims, reasons)]
+    costs = {c["floor"]: c for c in floor_costs(rows, res)}
+    assert set(costs) == set(FLOORS)
+    assert costs[0.70] == {"floor": 0.70, "lost": 2, "kept": 4, "caught": 1, "passing": 2}
+    assert costs[0.50] == {"floor": 0.50, "lost": 0, "kept": 4, "caught": 0, "passing": 2}
+    assert floor_for_cost(list(costs.values()), 0.25) == 0.65  # 0.52 only: 1 of 4
+    assert floor_for_cost(list(costs.values()), 0.0) == 0.50
+    lines = (DATA / "instruction_pairs_fresh.jsonl").read_text().splitlines()[:12]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main([str(path), "--floor-cost", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "the highest floor costing at most 0.5 of them:" in out and "floor 0.90:" in out
+    assert all(json.loads(line)["original"] for line in lines)
