@@ -1,5 +1,8 @@
 """The checker: embeds each distinct text once, runs the rules per method, asks the judge about
-requests, and adds the set-level checks (near-duplicate siblings, another row's original).
+requests, and adds the set-level checks: near-duplicate siblings, and, for a caller that passes
+`other_originals`, a candidate that repeats another row's original. The build and the rescore
+pass none: one cache serves runs and ablations over different rows, so a verdict must not
+depend on which other rows a run holds.
 
 One entry point for every caller that stores verdicts: `make_checker(run_cfg)` builds the
 checker from the run's config (every QC knob, see `settings.RUN_FIELDS`) and
@@ -265,8 +268,9 @@ def judge_candidates(checker: QualityChecker, items: Sequence[dict],
     method name), `params` (the request's parameters, e.g. `{"variant": "brief"}`; optional) and
     `group` (the request key: candidates of one request are siblings for the near-duplicate
     check). `other_originals`: every train row's prompt, for the "duplicates another row's
-    original" check. Returns one `score_pairs` dict per item, in order. Build and rescore both
-    call this, so they cannot judge differently.
+    original" check (the build and the rescore pass none: see the module docstring). Returns one
+    `score_pairs` dict per item, in order. Build and rescore both call this, so they cannot
+    judge differently.
     """
     out: list[dict | None] = [None] * len(items)
     by_method: dict[str, list[int]] = {}
