@@ -674,6 +674,21 @@ class VariantCache:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return [(m, e, n) for (m, e), n in ranked]
 
+    @contextmanager
+    def snapshot(self):
+        """One read transaction: every query inside it sees the cache as it was at the first
+        read, so a report taken while a build writes does not mix counts from before and after
+        an answer (a WAL reader's snapshot). Nested, it joins the outer one."""
+        con = self._conn()
+        if con.in_transaction:
+            yield self
+            return
+        con.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            con.execute("COMMIT")
+
     def iter_variants(self, methods=None, columns=("id", "method", "source", "text",
                                                        "similarity")):
         """Yield dicts of the chosen columns, in id order (for inspect and rescore)."""

@@ -166,13 +166,18 @@ def write_report(cache, out_dir, qc_mode: str) -> dict:
     """report.json + similarity.png + acceptance.png + length_ratio.png in `out_dir`, report.json
     last (a folder without it holds an interrupted report). Says so when it replaces a report of
     another QC mode (the file names carry no mode)."""
-    import json
     import sys
-    from .cache import _verdict_col
     out, replaced = _open_folder(out_dir)
     if replaced is not None and replaced != qc_mode:
         print(f"augtune: {out}: replacing the report of qc={replaced} there with qc={qc_mode}'s",
               file=sys.stderr)
+    with cache.snapshot():  # one state of the cache, even while a build writes to it
+        return _write_report(cache, out, qc_mode)
+
+
+def _write_report(cache, out: Path, qc_mode: str) -> dict:
+    import json
+    from .cache import _verdict_col
     col = _verdict_col(qc_mode)
     sims: dict = {}
     ratios: dict = {}

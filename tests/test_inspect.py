@@ -219,3 +219,24 @@ def test_a_cache_in_a_read_only_folder_is_read(cache_path, tmp_path, monkeypatch
     stats = VariantCache(str(path), readonly=True).stats("project")
     assert stats == VariantCache(cache_path, readonly=True).stats("project")
     assert not (ro / "c.sqlite-shm").exists()
+
+
+def test_a_snapshot_sees_one_state_of_the_cache(cache_path, tmp_path):
+    """A report reads counts, totals and failures in several queries: taken while a build
+    writes, it mixed states. Inside `snapshot()` a write from another connection is not seen."""
+    import shutil
+    import sqlite3
+    path = tmp_path / "c.sqlite"
+    con = sqlite3.connect(cache_path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    shutil.copy(cache_path, path)
+    reader = VariantCache(str(path), readonly=True)
+    with reader.snapshot():
+        before = reader.totals()["requests"]
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("DELETE FROM requests")
+        writer.close()
+        assert reader.totals()["requests"] == before > 0
+    assert reader.totals()["requests"] == 0
