@@ -7,6 +7,7 @@ Everything goes through the project's fake servers (or a tiny local model)."""
 from __future__ import annotations
 
 import json
+import asyncio
 import threading
 import time
 
@@ -274,3 +275,41 @@ def test_another_server_behind_the_same_model_name_is_asked_again(monkeypatch):
         assert fps[0] == fps[1] != fps[2]
         for fp in fps:
             assert "127.0.0.1" not in fp and "http" not in fp
+
+
+def test_the_judge_and_the_methods_share_one_rate_limit(monkeypatch):
+    """requests_per_minute=240 (four a second, a burst of four) for a build's generation and its
+    LLM judge at once, in two threads as a build runs them: twelve requests through one
+    limiter take at least 2 s. Apart, each backend had the whole budget (about 0.5 s here, twice
+    the provider's rate)."""
+    from augment.backends import make_llm
+    from augment.methods import LazyLLM
+    stamps = []
+
+    def reply(system, user, body):
+        stamps.append(time.monotonic())
+        return VERDICT if "exactly the same" in system else '["x"]'
+    with FakeAnthropicServer(reply=reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        cfg = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
+                            requests_per_minute=240, augment_methods=["paraphrase"],
+                            qc_judge="llm")
+        assert make_llm(cfg).limiter is make_llm(cfg).limiter
+        other = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
+                              requests_per_minute=240)
+        assert make_llm(other).limiter is not make_llm(cfg).limiter
+        gen = LazyLLM(cfg)
+        judge = LLMJudge(_Head(), [0.15, 0.95], lambda: make_llm(cfg),
+                         backend_name="anthropic", model=cfg.llm_model)
+        worker = threading.Thread(target=lambda: [judge.judge(
+            [(f"orig {b}-{k}", f"cand {b}-{k}") for k in range(2)], {}) for b in range(3)])
+
+        async def generate():
+            await asyncio.gather(*(gen.complete("s", f"u{i}", max_tokens=16, temperature=0.9)
+                                   for i in range(6)))
+        worker.start()
+        asyncio.run(generate())
+        worker.join()
+        assert srv.count("messages") == 12
+        assert stamps[-1] - stamps[0] >= 1.5

@@ -47,6 +47,31 @@ class LoopLocal:
             await item[1].close()
 
 
+_SHARED: dict = {}  # id(config) -> (weak reference to it, its RateLimiter)
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(cfg) -> "RateLimiter":
+    """The one RateLimiter of a run's provider settings: every API backend built from the same
+    config object (the methods' generation and the LLM judge's verdicts, which run at once in
+    two threads) draws from it, so together they keep `requests_per_minute` and
+    `tokens_per_minute` (apart, each got the whole budget: twice the rate against the
+    provider's limit). Another config object gets another limiter."""
+    import weakref
+    with _SHARED_LOCK:
+        for key in [k for k, (ref, _) in _SHARED.items() if ref() is None]:
+            del _SHARED[key]  # configs that are gone
+        hit = _SHARED.get(id(cfg))
+        if hit is not None and hit[0]() is cfg:
+            return hit[1]
+        limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        try:
+            _SHARED[id(cfg)] = (weakref.ref(cfg), limiter)
+        except TypeError:  # a config that cannot be referenced weakly: its own limiter
+            pass
+        return limiter
+
+
 class RateLimiter:
     """Token buckets for requests/minute and tokens/minute; `None` means unlimited.
 

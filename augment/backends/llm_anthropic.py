@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, FatalBackendError, RetryableError
 from ..types import Completion
-from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
+from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries, shared_limiter,
                      classify_http_error, connect_failure, estimate_tokens,
                      install_log_redaction, is_httpx_connect_error, parse_retry_after,
                      public_url, redact)
@@ -91,7 +91,7 @@ class AnthropicBackend:
         self.model = cfg.llm_model
         self.timeout = float(cfg.request_timeout)
         self.base_delay, self.max_delay = base_delay, max_delay
-        self.limiter = limiter or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.limiter = limiter or shared_limiter(cfg)  # one per run: judge and methods
         self._sem = LoopLocal(lambda: asyncio.Semaphore(cfg.max_concurrency))
         # One client per event loop: pooled connections belong to the loop that opened them, and
         # the build may run several `asyncio.run` phases with the same backend.

@@ -14,7 +14,7 @@ import os
 
 from ..errors import ConfigError, RetryableError
 from ..types import Completion
-from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries,
+from .limits import (ConnectionBreaker, LoopLocal, RateLimiter, call_with_retries, shared_limiter,
                      classify_http_error, connect_failure, estimate_tokens,
                      install_log_redaction, is_httpx_connect_error, parse_retry_after,
                      public_url, redact)
@@ -52,7 +52,7 @@ class OpenAICompatibleBackend:
         self.base_url = base_url
         self.timeout = float(cfg.request_timeout)
         self.base_delay, self.max_delay = base_delay, max_delay
-        self.limiter = limiter or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.limiter = limiter or shared_limiter(cfg)  # one per run: judge and methods
         self._sem = LoopLocal(lambda: asyncio.Semaphore(cfg.max_concurrency))
         # One client per event loop (pooled connections belong to the loop that opened them).
         key, timeout = os.environ.get(KEY_ENV) or "not-needed", self.timeout
