@@ -66,15 +66,19 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes: < 15 min on 2 cores")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(FIGURES)}")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--out", default=None,
+                    help="results file (default bench/results.json; --smoke needs its own)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite only")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(FIGURES)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         ap.error(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}")
+    if args.smoke and args.out is None:  # smoke figures mean nothing: never in the real file
+        ap.error("--smoke writes figures at sizes that mean nothing: give --out FILE (not "
+                 "bench/results.json)")
     S = Sizes(args.quick, args.smoke)
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "bench" / "results.json")
     results = {}
     if args.only and out.exists():
         try:
@@ -96,7 +100,7 @@ def main(argv: list[str]) -> int:
             e = {"value": None, "unit": None, "baseline": None, "target": None,
                  "meets_target": False, "details": {"error": f"{type(exc).__name__}: {exc}"[:2000]}}
         e["details"].update(seconds=rnd(perf() - t), measured=mach["date"], quick=S.quick,
-                            loadavg_after=loadavg())
+                            smoke=S.smoke, loadavg_after=loadavg())
         results[name] = e
         print(f"[bench] {name}: {e['value']} ({perf() - t:.1f}s)", flush=True)
         _write(out, mach, results)  # after each figure: a killed run keeps what it measured

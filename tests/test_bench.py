@@ -29,6 +29,7 @@ def test_bench_smoke_writes_results_json(tmp_path):
         e = res[name]
         assert set(e) == KEYS, name
         assert "error" not in e["details"], e["details"].get("error")
+        assert e["details"]["smoke"] is True, name  # each figure says so, not only _machine
         assert isinstance(e["value"], float) and e["value"] > 0, (name, e["value"])
         assert e["meets_target"] in (True, False)
     samp = res["sampler_plan_vs_permutation"]["details"]
@@ -84,3 +85,13 @@ def test_scratch_dirs_of_the_figures_are_removed_when_the_bench_exits(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().startswith(str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_smoke_figures_never_reach_the_real_results_file():
+    """--smoke wrote its meaningless figures into bench/results.json by default, marked only in
+    a _machine entry that the next --only run replaced: it now needs --out, and each figure says
+    it was a smoke run."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only",
+                           "sampler_plan_vs_permutation"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "give --out FILE" in proc.stderr
