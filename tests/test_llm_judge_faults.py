@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -153,17 +154,7 @@ def test_one_rate_limiter_paces_every_judge_pass(monkeypatch):
     """requests_per_minute=120 (two a second, a burst of two): three passes of two requests
     share the judge's one backend, so the last four wait for the limiter (about 2 s), where a
     backend per pass let every pass burst."""
-    stamps = []
-
-    def reply(system, user, body):
-        stamps.append(time.monotonic())
-        return VERDICT
-    with FakeAnthropicServer(reply=reply) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
-                            requests_per_minute=120, augment_methods=["paraphrase"],
-                            qc_judge="llm")
+    with _paced_anthropic(monkeypatch, 120) as (srv, cfg, stamps):
         built = []
         from augment.backends import make_llm
         judge = LLMJudge(_Head(), [0.15, 0.95], lambda: built.append(1) or make_llm(cfg),
@@ -284,17 +275,7 @@ def test_the_judge_and_the_methods_share_one_rate_limit(monkeypatch):
     the provider's rate)."""
     from augment.backends import make_llm
     from augment.methods import LazyLLM
-    stamps = []
-
-    def reply(system, user, body):
-        stamps.append(time.monotonic())
-        return VERDICT if "exactly the same" in system else '["x"]'
-    with FakeAnthropicServer(reply=reply) as srv:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
-        cfg = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
-                            requests_per_minute=240, augment_methods=["paraphrase"],
-                            qc_judge="llm")
+    with _paced_anthropic(monkeypatch, 240) as (srv, cfg, stamps):
         assert make_llm(cfg).limiter is make_llm(cfg).limiter
         other = AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
                               requests_per_minute=240)
@@ -313,3 +294,20 @@ def test_the_judge_and_the_methods_share_one_rate_limit(monkeypatch):
         worker.join()
         assert srv.count("messages") == 12
         assert stamps[-1] - stamps[0] >= 1.5
+
+
+@contextlib.contextmanager
+def _paced_anthropic(monkeypatch, requests_per_minute: int):
+    """A fake Anthropic server that stamps each request's arrival (verdicts for the judge's
+    prompt, a JSON list for any other), and a run config paced at `requests_per_minute`."""
+    stamps = []
+
+    def reply(system, user, body):
+        stamps.append(time.monotonic())
+        return VERDICT if "exactly the same" in system else '["x"]'
+    with FakeAnthropicServer(reply=reply) as srv:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        yield srv, AugmentConfig(llm_backend="anthropic", llm_model="claude-haiku-4-5",
+                                 requests_per_minute=requests_per_minute,
+                                 augment_methods=["paraphrase"], qc_judge="llm"), stamps
