@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 
-def write_text_atomic(path, text: str, encoding: str = "utf-8") -> Path:
-    """Write `text` to `path` atomically, making its folder; returns the path."""
+def write_atomic(path, write: Callable[[Path], object]) -> Path:
+    """Have `write(tmp)` write the whole file to a sibling temporary path, then swap it in for
+    `path` (its folder made); returns the path. For writers that take a path (a plot's
+    savefig); text goes through `write_text_atomic`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding=encoding)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when writing or replacing failed
     return path
+
+
+def write_text_atomic(path, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically, making its folder; returns the path."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding=encoding))

@@ -127,16 +127,11 @@ def qc_windows(qc_mode: str) -> dict:
 
 
 def _save(fig, path) -> None:
-    """Save a plot whole or not at all (a sibling temporary file swapped in), so a report
-    interrupted while plotting never leaves half a PNG."""
-    import os
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Save a plot whole or not at all, so a report interrupted while plotting never leaves
+    half a PNG (the temporary name hides the format: it is given)."""
+    from .atomic import write_atomic
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
 
 
 def _open_folder(out_dir) -> tuple[Path, str | None]:

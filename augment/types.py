@@ -144,3 +144,14 @@ class Completion:
     cost_usd: float = 0.0
     retries: int = 0
     stop_reason: str | None = None
+
+
+#: The stop reasons that mean a reply was cut at max_tokens ("max_tokens": Anthropic and the
+#: local backend; "length": OpenAI-compatible servers).
+CUT_REASONS = ("max_tokens", "length")
+
+
+def is_cut(completion) -> bool:
+    """Whether a completion (anything with `stop_reason`) stopped at max_tokens: one test for
+    the methods' replies and the LLM judge's verdicts."""
+    return getattr(completion, "stop_reason", None) in CUT_REASONS

@@ -174,7 +174,7 @@ def test_single_paraphrase_cap_follows_the_source_not_96(monkeypatch):
 
 
 def test_local_backend_stop_reason_counts_as_cut():
-    from augment.methods.replies import is_cut
+    from augment.types import is_cut
     from augment.types import Completion
     # What augment.backends.llm_local sets when generation used every token it had.
     assert is_cut(Completion("x", stop_reason="max_tokens"))

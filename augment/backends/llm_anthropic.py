@@ -185,10 +185,9 @@ class AnthropicBackend:
         in_tok, out_tok = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
         usd = cost(self.model, in_tok, out_tok, override=self.cfg.price_per_mtok or None,
                    batch=batch)
-        comp = Completion(text=message_text(message), input_tokens=in_tok,
-                          output_tokens=out_tok, cost_usd=usd, retries=retries)
-        comp.stop_reason = getattr(message, "stop_reason", None)  # "max_tokens": cut short
-        return comp
+        return Completion(text=message_text(message), input_tokens=in_tok,
+                          output_tokens=out_tok, cost_usd=usd, retries=retries,
+                          stop_reason=getattr(message, "stop_reason", None))  # "max_tokens": cut
 
     async def complete_many(self, items, *, state_path: str | os.PathLike | None = None,
                             poll_interval: float = 30.0, keep_state: bool = False) -> dict:

@@ -185,10 +185,9 @@ class LocalHFBackend:
         out = self._sample(enc, max_tokens, temperature, seed)
         new = out[0, enc["input_ids"].shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True).strip()
-        comp = Completion(text=answer, input_tokens=int(enc["input_ids"].shape[1]),
-                          output_tokens=int(new.shape[0]), cost_usd=0.0, retries=0)
-        comp.stop_reason = self._stop_reason(new, max_tokens)
-        return comp
+        return Completion(text=answer, input_tokens=int(enc["input_ids"].shape[1]),
+                          output_tokens=int(new.shape[0]), cost_usd=0.0, retries=0,
+                          stop_reason=self._stop_reason(new, max_tokens))
 
     def _stop_reason(self, new, max_tokens: int) -> str:
         """"max_tokens" when generation used every token it had and did not end on its own
@@ -274,8 +273,8 @@ class LocalHFBackend:
                 n_new = int((new != tok.pad_token_id).sum()) if tok.pad_token_id is not None else int(new.shape[0])
                 out[i] = Completion(text=tok.decode(new, skip_special_tokens=True).strip(),
                                     input_tokens=int(enc["attention_mask"][row].sum()),
-                                    output_tokens=n_new, cost_usd=0.0, retries=0)
-                out[i].stop_reason = self._stop_reason(new, max_tokens)
+                                    output_tokens=n_new, cost_usd=0.0, retries=0,
+                                    stop_reason=self._stop_reason(new, max_tokens))
         return out
 
     async def release_loop(self) -> None:

@@ -122,10 +122,9 @@ class OpenAICompatibleBackend:
         in_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
         out_tok = int(getattr(usage, "completion_tokens", 0) or 0)
         usd = cost(self.model, in_tok, out_tok, override=self.cfg.price_per_mtok or None)
-        comp = Completion(text=text, input_tokens=in_tok, output_tokens=out_tok, cost_usd=usd,
-                          retries=retries)
-        comp.stop_reason = getattr(resp.choices[0], "finish_reason", None)  # "length": cut short
-        return comp
+        return Completion(text=text, input_tokens=in_tok, output_tokens=out_tok, cost_usd=usd,
+                          retries=retries,
+                          stop_reason=getattr(resp.choices[0], "finish_reason", None))  # "length": cut
 
     async def aclose(self) -> None:
         await self._clients.pop_close()

@@ -10,13 +10,7 @@ carrying the spend, as for any unusable reply.
 from __future__ import annotations
 
 from ..errors import CandidateError
-
-# "max_tokens": Anthropic and the local backend; "length": OpenAI-compatible servers.
-CUT_REASONS = ("max_tokens", "length")
-
-
-def is_cut(comp) -> bool:
-    return getattr(comp, "stop_reason", None) in CUT_REASONS
+from ..types import is_cut
 
 
 def check_not_cut(comp, max_tokens: int, configured: int, cap_from: str = "") -> None:

@@ -34,6 +34,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 from ..errors import FatalBackendError
+from ..types import is_cut
 
 #: v2 (2026-12-03): names scope and roles, the two kinds the offline judge misses most (role
 #: swaps in reworded text pass it even on the training writers' own unseen pairs).
@@ -48,8 +49,6 @@ SYSTEM = (
     "and sentence order may differ. Do not answer either request. Reply with one JSON object "
     'and nothing else: {"same": true or false, "reason": "<one short sentence>"}.')
 USER = "ORIGINAL:\n{original}\n\nCANDIDATE:\n{candidate}"
-#: How the backends say a reply stopped at `max_tokens` (Anthropic, OpenAI-compatible).
-_TRUNCATED = ("max_tokens", "length")
 
 
 #: How a candidate the LLM gave no verdict for is rejected; the next build finds these by it
@@ -123,11 +122,6 @@ def parse_verdict(text: str) -> dict:
         raise ValueError('the reply has no boolean "same"' if any_object
                          else "no JSON object in the reply")
     return {"same": found["same"], "reason": str(found.get("reason", ""))[:300]}
-
-
-def _truncated(completion) -> bool:
-    """Whether the backend says the reply stopped at max_tokens (`stop_reason`, if it tells)."""
-    return getattr(completion, "stop_reason", None) in _TRUNCATED
 
 
 class LLMJudge:
@@ -262,7 +256,7 @@ class LLMJudge:
             self.failures += 1
             self._count(c, key, None, ok=False)
             why = _one_line(exc)
-            if _truncated(c):  # a reasoning model that ran out of room before its verdict
+            if is_cut(c):  # a reasoning model that ran out of room before its verdict
                 why += f"; truncated at max_tokens {self.max_tokens}: raise llm_max_tokens"
             return {"error": why}
         self.store.put(key, verdict)
